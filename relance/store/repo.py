@@ -1,0 +1,91 @@
+"""Data functions: keyword-only arguments, the session comes from the caller, batches over rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Sequence
+
+from sqlalchemy import insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+from relance.scenario.plan import Plan
+from relance.store.tables import Enrollment, Event, Lead, Outbox, ScenarioVersion
+
+
+def _insert_ignoring_conflicts(session: Session, table, conflict_columns: Sequence[str]):
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return pg_insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+    if dialect == "sqlite":
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+    return insert(table)
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def upsert_lead(session: Session, *, email: str, now: datetime, **profile: Any) -> Lead:
+    """The lead with this email, created if new; non-empty profile values update it."""
+    email = normalise_email(email)
+    lead = session.exec(select(Lead).where(Lead.email == email)).scalars().first()
+    if lead is None:
+        lead = Lead(email=email, created_at=now, updated_at=now)
+        session.add(lead)
+    for key, value in profile.items():
+        if value not in (None, "") and hasattr(lead, key):
+            setattr(lead, key, value)
+    lead.updated_at = now
+    session.flush()
+    return lead
+
+
+def ensure_scenario_version(session: Session, *, plan: Plan, source_path: str, now: datetime) -> ScenarioVersion:
+    """The stored version of this plan (by content hash), created the first time it is seen."""
+    version = session.exec(
+        select(ScenarioVersion).where(ScenarioVersion.scenario == plan.name, ScenarioVersion.hash == plan.hash)
+    ).scalars().first()
+    if version is None:
+        version = ScenarioVersion(
+            scenario=plan.name, hash=plan.hash, definition=plan.definition(), source_path=source_path, created_at=now
+        )
+        session.add(version)
+        session.flush()
+    return version
+
+
+def claim_due_enrollments(session: Session, *, scenario: str, now: datetime, limit: int) -> list[Enrollment]:
+    """Due active enrollments, oldest first; locked `FOR UPDATE SKIP LOCKED` on PostgreSQL until commit."""
+    query = (
+        select(Enrollment)
+        .where(Enrollment.scenario == scenario, Enrollment.status == "active", Enrollment.due_at <= now)
+        .order_by(Enrollment.due_at, Enrollment.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list(session.exec(query).scalars().all())
+
+
+def record_event(
+    session: Session, *, lead_id: int, type: str, occurred_at: datetime, properties: dict[str, Any],
+    idempotency_key: str, now: datetime,
+) -> tuple[Event, bool]:
+    """Store an event once per idempotency key (safe under races); returns (event, created)."""
+    statement = _insert_ignoring_conflicts(session, Event, ["idempotency_key"]).values(
+        lead_id=lead_id, type=type, occurred_at=occurred_at, properties=properties,
+        idempotency_key=idempotency_key, received_at=now,
+    ).returning(Event.id)
+    created = session.execute(statement).scalar() is not None
+    event = session.exec(select(Event).where(Event.idempotency_key == idempotency_key)).scalars().one()
+    return event, created
+
+
+def insert_outbox_rows(session: Session, rows: list[dict[str, Any]]) -> int:
+    """Insert outbox rows, ignoring those already there for (enrollment, step, visit); returns how many are new."""
+    if not rows:
+        return 0
+    statement = _insert_ignoring_conflicts(session, Outbox, ["enrollment_id", "step_id", "visit"]).returning(Outbox.id)
+    return len(session.execute(statement, rows).scalars().all())

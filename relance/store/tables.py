@@ -1,0 +1,214 @@
+"""The SQL tables (SQLModel). Alembic migrations in `relance/store/migrations` create them.
+
+Times are timezone-aware UTC (`UTCDateTime`); JSON columns hold small documents
+(lead fields and tags, event properties, stored plans, step-log details).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from relance.store.types import UTCDateTime
+
+
+def _utc(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+def _json(default_factory: Any) -> Any:
+    return Field(default_factory=default_factory, sa_column=Column(JSON, nullable=False))
+
+
+class Lead(SQLModel, table=True):
+    """A person who left contact details."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, index=True, max_length=320)
+    first_name: str = ""
+    last_name: str = ""
+    job_title: str = ""
+    company: str = ""
+    sector: str = ""
+    company_revenue: Optional[int] = None
+    country: str = Field(default="", max_length=2)
+    timezone: str = "Europe/Paris"
+    language: str = Field(default="fr", max_length=8)
+    source: str = ""
+    stage: str = Field(default="lead", index=True)
+    score: int = 0
+    fit: int = 0
+    grade: str = Field(default="D", max_length=1)
+    fields: dict = _json(dict)
+    tags: list = _json(list)
+    suppressed: Optional[str] = None
+    created_at: datetime = _utc()
+    updated_at: datetime = _utc()
+
+
+class Event(SQLModel, table=True):
+    """Something a lead did or that happened to a lead; stored once per idempotency key."""
+
+    __table_args__ = (Index("ix_event_lead_time", "lead_id", "occurred_at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id")
+    type: str = Field(index=True, max_length=64)
+    occurred_at: datetime = _utc()
+    properties: dict = _json(dict)
+    idempotency_key: str = Field(unique=True, max_length=200)
+    received_at: datetime = _utc()
+
+
+class ScenarioVersion(SQLModel, table=True):
+    """One compiled version of a scenario: the plan definition and its content hash."""
+
+    __tablename__ = "scenario_version"
+    __table_args__ = (UniqueConstraint("scenario", "hash", name="uq_scenario_version_hash"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    scenario: str = Field(index=True, max_length=100)
+    hash: str = Field(max_length=64)
+    definition: dict = _json(dict)
+    source_path: str = ""
+    created_at: datetime = _utc()
+
+
+class Enrollment(SQLModel, table=True):
+    """A lead inside a scenario, pinned to the version it entered with."""
+
+    __table_args__ = (
+        Index("ix_enrollment_due", "scenario", "status", "due_at"),
+        Index("ix_enrollment_lead", "lead_id", "scenario"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id")
+    scenario: str = Field(max_length=100)
+    version_id: int = Field(foreign_key="scenario_version.id")
+    status: str = Field(default="active", max_length=16)  # active | completed | exited | failed
+    step_id: Optional[str] = None  # the step to run next, or the step being waited at
+    due_at: Optional[datetime] = _utc(default=None)  # when to run next; None once it has left
+    waiting: Optional[dict] = Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))  # what a wait_until awaits
+    state: dict = _json(dict)  # sticky split variants, visit counters, last send per step
+    entered_at: datetime = _utc()
+    step_entered_at: Optional[datetime] = _utc(default=None)
+    left_at: Optional[datetime] = _utc(default=None)
+    exit_reason: Optional[str] = None
+
+
+class Outbox(SQLModel, table=True):
+    """One email to send, written before delivery so a retry or a crash never sends twice."""
+
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step_id", "visit", name="uq_outbox_enrollment_step"),
+        Index("ix_outbox_status", "status", "created_at"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    enrollment_id: Optional[int] = Field(default=None, foreign_key="enrollment.id")
+    step_id: str = ""
+    visit: int = 0
+    lead_id: int = Field(foreign_key="lead.id")
+    scenario: str = ""
+    template: str
+    subject: str = ""  # the Jinja source until sent, then the rendered subject
+    options: dict = _json(dict)  # from, reply_to, preheader, kind (lead | internal)
+    to_address: str
+    status: str = Field(default="pending", max_length=16)  # pending | sent | failed | skipped
+    message_id: Optional[str] = Field(default=None, index=True)
+    attempts: int = 0
+    error: Optional[str] = None
+    created_at: datetime = _utc()
+    sent_at: Optional[datetime] = _utc(default=None)
+
+
+class StepLog(SQLModel, table=True):
+    """A trace row per executed step: the path a lead took, and why."""
+
+    __tablename__ = "step_log"
+    __table_args__ = (Index("ix_step_log_scenario_step", "scenario", "step_id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    enrollment_id: int = Field(foreign_key="enrollment.id", index=True)
+    lead_id: int = Field(foreign_key="lead.id")
+    scenario: str = Field(max_length=100)
+    version_id: int
+    step_id: str
+    kind: str = Field(max_length=16)  # send | wait | if | ... | enter | exit
+    outcome: str = Field(max_length=32)  # e.g. sent, then, else, timeout, waiting, left, exited:goal
+    at: datetime = _utc()
+    detail: dict = _json(dict)
+
+
+class ScoreChange(SQLModel, table=True):
+    """The score ledger: every change of a lead's behaviour score, with its cause."""
+
+    __tablename__ = "score_change"
+    __table_args__ = (Index("ix_score_change_lead", "lead_id", "at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id")
+    points: int
+    score_after: int
+    cause: str = Field(max_length=64)  # an event type, "step", "decay"
+    event_id: Optional[int] = Field(default=None, foreign_key="event.id")
+    scenario: Optional[str] = None
+    step_id: Optional[str] = None
+    detail: str = ""
+    at: datetime = _utc()
+
+
+class StageChange(SQLModel, table=True):
+    """The stage history: every move of a lead between stages, who made it and why."""
+
+    __tablename__ = "stage_change"
+    __table_args__ = (Index("ix_stage_change_lead", "lead_id", "at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id")
+    from_stage: str = Field(max_length=32)
+    to_stage: str = Field(max_length=32)
+    by: str = Field(default="relance", max_length=320)  # relance, a scenario step, or a person
+    reason: str = ""
+    at: datetime = _utc()
+
+
+class Handoff(SQLModel, table=True):
+    """A lead handed to sales: owner, SLA deadline and target, and the answer sales gave."""
+
+    __table_args__ = (Index("ix_handoff_status", "status", "deadline_at"), Index("ix_handoff_lead", "lead_id"))
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id")
+    status: str = Field(default="open", max_length=16)  # open | accepted | rejected | later
+    owner: str = Field(max_length=320)
+    team: Optional[str] = None
+    source: str = ""  # what handed it off: scenario/step, or the event that reached the hand-off point
+    opened_at: datetime = _utc()
+    target_at: datetime = _utc()
+    deadline_at: datetime = _utc()
+    target_missed_at: Optional[datetime] = _utc(default=None)
+    deadline_missed_at: Optional[datetime] = _utc(default=None)
+    answered_at: Optional[datetime] = _utc(default=None)
+    answered_by: Optional[str] = None
+    reason: Optional[str] = None
+    note: str = ""
+    bant: dict = _json(dict)
+    later_until: Optional[datetime] = _utc(default=None)
+    reengaged_at: Optional[datetime] = _utc(default=None)
+
+
+class Cost(SQLModel, table=True):
+    """What a source (campaign, channel) cost, and the gross margin it brought, for CPL / CPA / ROI."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    source: str = Field(index=True, max_length=100)
+    amount: float = 0.0
+    margin: float = 0.0
+    period: str = ""
+    note: str = ""
+    created_at: datetime = _utc()

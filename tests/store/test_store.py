@@ -1,0 +1,104 @@
+"""The store on both backends: migrations, idempotent events and outbox, SKIP LOCKED claims."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, select
+from sqlmodel import Session, SQLModel
+
+from relance.scenario.model import Scenario
+from relance.scenario.plan import compile_scenario
+from relance.store.db import alembic_config, make_engine
+from relance.store.repo import (
+    claim_due_enrollments,
+    ensure_scenario_version,
+    insert_outbox_rows,
+    record_event,
+    upsert_lead,
+)
+from relance.store.tables import Enrollment, Lead
+
+PLAN = compile_scenario(Scenario.model_validate(
+    {"scenario": "s", "trigger": {"event": "downloaded"}, "steps": [{"id": "a", "send": "t", "subject": "x"}]}
+))
+
+
+def test_migrations_create_exactly_the_tables_of_the_models(engine):
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    assert diff == []
+    assert {"lead", "event", "scenario_version", "enrollment", "outbox", "step_log"} <= set(inspect(engine).get_table_names())
+
+
+def test_downgrade_to_base_drops_everything(db_url):
+    engine = make_engine(db_url)
+    command.upgrade(alembic_config(engine), "head")
+    command.downgrade(alembic_config(engine), "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+
+
+def test_times_come_back_timezone_aware_utc(session, clock):
+    lead = upsert_lead(session, email="  Lea@ACME.example ", now=clock.now(), first_name="Léa")
+    session.commit()
+    session.expire_all()
+    stored = session.get(Lead, lead.id)
+    assert stored.email == "lea@acme.example"
+    assert stored.created_at == clock.now() and stored.created_at.tzinfo is not None
+
+
+def test_an_event_is_stored_once_per_idempotency_key(session, clock):
+    lead = upsert_lead(session, email="a@b.example", now=clock.now())
+    first, created = record_event(session, lead_id=lead.id, type="downloaded", occurred_at=clock.now(),
+                                  properties={"asset": "x"}, idempotency_key="k1", now=clock.now())
+    again, created_again = record_event(session, lead_id=lead.id, type="downloaded", occurred_at=clock.now(),
+                                        properties={"asset": "x"}, idempotency_key="k1", now=clock.now())
+    assert (created, created_again) == (True, False) and first.id == again.id
+
+
+def _enroll(session, lead, version, due_at):
+    enrollment = Enrollment(lead_id=lead.id, scenario="s", version_id=version.id, step_id="a", due_at=due_at, entered_at=due_at)
+    session.add(enrollment)
+    session.flush()
+    return enrollment
+
+
+def test_outbox_rows_are_unique_per_enrollment_step_and_visit(session, clock):
+    lead = upsert_lead(session, email="a@b.example", now=clock.now())
+    version = ensure_scenario_version(session, plan=PLAN, source_path="s.yaml", now=clock.now())
+    assert ensure_scenario_version(session, plan=PLAN, source_path="s.yaml", now=clock.now()).id == version.id
+    enrollment = _enroll(session, lead, version, clock.now())
+    row = dict(enrollment_id=enrollment.id, step_id="a", visit=0, lead_id=lead.id, template="t", to_address=lead.email,
+               created_at=clock.now(), options={})
+    insert_outbox_rows(session, [row])
+    insert_outbox_rows(session, [row, {**row, "visit": 1}])
+    from relance.store.tables import Outbox
+    assert sorted(o.visit for o in session.exec(select(Outbox)).scalars()) == [0, 1]
+
+
+def test_only_due_enrollments_are_claimed_oldest_first(session, clock):
+    lead = upsert_lead(session, email="a@b.example", now=clock.now())
+    version = ensure_scenario_version(session, plan=PLAN, source_path="s.yaml", now=clock.now())
+    late = _enroll(session, lead, version, clock.now() - timedelta(hours=1))
+    early = _enroll(session, lead, version, clock.now() - timedelta(hours=2))
+    _enroll(session, lead, version, clock.now() + timedelta(hours=1))
+    session.commit()
+    assert [e.id for e in claim_due_enrollments(session, scenario="s", now=clock.now(), limit=10)] == [early.id, late.id]
+
+
+def test_two_ticks_never_claim_the_same_enrollments_on_postgresql(engine, clock, db_url):
+    if not db_url.startswith("postgresql"):
+        return  # SQLite serialises writers instead; SKIP LOCKED is a PostgreSQL feature
+    with Session(engine) as session:
+        lead = upsert_lead(session, email="a@b.example", now=clock.now())
+        version = ensure_scenario_version(session, plan=PLAN, source_path="s.yaml", now=clock.now())
+        for _ in range(6):
+            _enroll(session, lead, version, clock.now())
+        session.commit()
+    with Session(engine) as first, Session(engine) as second:
+        a = {e.id for e in claim_due_enrollments(first, scenario="s", now=clock.now(), limit=4)}
+        b = {e.id for e in claim_due_enrollments(second, scenario="s", now=clock.now(), limit=4)}
+        assert len(a) == 4 and len(b) == 2 and not a & b
