@@ -1,0 +1,113 @@
+"""Evaluating conditions against a lead and its events (pure)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from fnmatch import fnmatchcase
+from typing import Sequence
+from urllib.parse import urlsplit
+
+from relance.engine.types import EventFact, LeadFacts
+from relance.scenario.model import (
+    All,
+    Any_,
+    Clicked,
+    Downloaded,
+    EventHappened,
+    FieldEquals,
+    GradeAtLeast,
+    HasTag,
+    Not,
+    Opened,
+    ScoreAtLeast,
+    StageIn,
+    TemperatureIs,
+    Visited,
+)
+
+GRADE_RANK = {"A": 4, "B": 3, "C": 2, "D": 1}
+
+
+def _path_of(event: EventFact) -> str:
+    path = event.properties.get("path")
+    if path:
+        return str(path)
+    return urlsplit(str(event.properties.get("url", ""))).path or ""
+
+
+def _matches(condition, event: EventFact, scenario: str) -> bool:
+    props = event.properties
+    match condition:
+        case Opened():
+            return event.type == "email_opened" and props.get("scenario") == scenario and props.get("step_id") == condition.opened
+        case Clicked():
+            return (
+                event.type == "email_clicked" and props.get("scenario") == scenario
+                and props.get("step_id") == condition.clicked
+                and (condition.link is None or condition.link in str(props.get("link", "")))
+            )
+        case Downloaded():
+            return event.type == "downloaded" and props.get("asset") == condition.downloaded
+        case Visited():
+            return event.type == "page_visited" and fnmatchcase(_path_of(event), condition.visited)
+        case EventHappened():
+            return event.type == condition.event and all(
+                props.get(key) == value or str(props.get(key)) == str(value) for key, value in condition.where.items()
+            )
+    return False
+
+
+def holds(condition, *, lead: LeadFacts, events: Sequence[EventFact], now: datetime, since: datetime, scenario: str) -> bool:
+    """Whether the condition holds now. Event conditions count events since `since` (the
+    enrollment's entry) or, with `within`, in that window; never events after `now`."""
+    match condition:
+        case Opened() | Clicked() | Downloaded() | Visited() | EventHappened():
+            start = now - condition.within if condition.within is not None else since
+            return any(start <= e.occurred_at <= now and _matches(condition, e, scenario) for e in events)
+        case ScoreAtLeast():
+            return lead.score >= condition.score_at_least
+        case GradeAtLeast():
+            return GRADE_RANK.get(lead.grade, 0) >= GRADE_RANK[condition.grade_at_least]
+        case TemperatureIs():
+            return lead.temperature == condition.temperature
+        case StageIn():
+            return lead.stage in condition.stage_in
+        case HasTag():
+            return condition.tag in lead.tags
+        case FieldEquals():
+            return all(lead.fields.get(k) == v or str(lead.fields.get(k)) == str(v) for k, v in condition.field.items())
+        case All():
+            return all(holds(c, lead=lead, events=events, now=now, since=since, scenario=scenario) for c in condition.all)
+        case Any_():
+            return any(holds(c, lead=lead, events=events, now=now, since=since, scenario=scenario) for c in condition.any)
+        case Not():
+            return not holds(condition.not_, lead=lead, events=events, now=now, since=since, scenario=scenario)
+    raise TypeError(f"unknown condition {condition!r}")
+
+
+_EVENT_TYPE_OF = {Opened: "email_opened", Clicked: "email_clicked", Downloaded: "downloaded", Visited: "page_visited"}
+
+
+def event_types_of(condition) -> frozenset[str]:
+    """Event types whose arrival may change the condition (used to wake waiting enrollments)."""
+    match condition:
+        case EventHappened():
+            return frozenset({condition.event})
+        case All():
+            return frozenset().union(*(event_types_of(c) for c in condition.all))
+        case Any_():
+            return frozenset().union(*(event_types_of(c) for c in condition.any))
+        case Not():
+            return event_types_of(condition.not_)
+        case ScoreAtLeast() | TemperatureIs():
+            return frozenset({"score_changed"})
+        case StageIn():
+            return frozenset({"stage_changed"})
+    kind = _EVENT_TYPE_OF.get(type(condition))
+    return frozenset({kind}) if kind else frozenset()
+
+
+def describe(condition) -> str:
+    """A short text for logs and exit reasons, e.g. `stage_in [sql, customer]`."""
+    data = condition.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return ", ".join(f"{k} {v}" for k, v in data.items() if v not in ({}, []))
