@@ -1,0 +1,119 @@
+"""MJML templates with Jinja2 inside: render per recipient, check for the validator.
+
+Templates are `templates/emails/NAME.mjml` and may extend `layout.mjml`. Jinja runs first
+(sandboxed, autoescaped), then MJML -> HTML (mjml-python), then the text part is derived
+from the HTML (html2text). Every template gets this context:
+
+- `lead`: email, first_name, last_name, job_title, company, sector, country, score, grade,
+  stage, fields (a dict of custom fields)
+- `unsubscribe_url`, `postal_address`, `sender` (display name), `preheader`,
+  `scenario`, `step_id`
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import html2text
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound, TemplateSyntaxError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+from mjml import mjml2html
+
+SAMPLE_CONTEXT: dict[str, Any] = {
+    "lead": {
+        "email": "lea.martin@acme.example", "first_name": "Léa", "last_name": "Martin", "job_title": "Directrice marketing",
+        "company": "ACME", "sector": "saas", "country": "FR", "score": 42, "grade": "B", "stage": "lead", "fields": {},
+    },
+    "unsubscribe_url": "https://relance.example/u/sample",
+    "postal_address": "10 rue de la Paix, 75002 Paris",
+    "sender": "Relance",
+    "preheader": "",
+    "scenario": "sample",
+    "step_id": "sample",
+}
+
+
+class RenderError(ValueError):
+    """A template could not be rendered; the message names the template and the cause."""
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+
+
+def one_line(text: str) -> str:
+    """Header-safe: CR, LF and runs of whitespace become single spaces."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _text_maker() -> html2text.HTML2Text:
+    maker = html2text.HTML2Text()
+    maker.body_width = 0
+    maker.ignore_images = True
+    maker.ignore_emphasis = False
+    maker.ignore_tables = True  # MJML lays out with tables: keep their text, not their grid
+    return maker
+
+
+class TemplateLibrary:
+    """The templates of one folder, compiled once, rendered per recipient."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.env = SandboxedEnvironment(
+            loader=FileSystemLoader(str(self.directory)), autoescape=True, undefined=StrictUndefined,
+            trim_blocks=True, lstrip_blocks=True,
+        )
+        self.subject_env = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+        self._subjects: dict[str, Any] = {}
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.directory.glob("*.mjml") if p.stem != "layout")
+
+    def _subject(self, source: str, context: dict[str, Any]) -> str:
+        compiled = self._subjects.get(source)
+        if compiled is None:
+            compiled = self._subjects[source] = self.subject_env.from_string(source)
+        return one_line(compiled.render(context))
+
+    def render(self, name: str, *, subject: str, context: dict[str, Any], preheader: str | None = None) -> RenderedEmail:
+        """Jinja, then MJML, then the text part; errors name the template and what went wrong."""
+        context = {**context, "preheader": preheader or context.get("preheader") or ""}
+        try:
+            mjml = self.env.get_template(f"{name}.mjml").render(context)
+            rendered_subject = self._subject(subject, context)
+        except TemplateNotFound as exc:
+            raise RenderError(f"template {name!r}: {exc.name} not found in {self.directory}") from exc
+        except UndefinedError as exc:
+            raise RenderError(f"template {name!r}: {exc.message} (check the variable names)") from exc
+        except TemplateError as exc:
+            raise RenderError(f"template {name!r}: {exc}") from exc
+        try:
+            html = mjml2html(mjml)
+        except ValueError as exc:
+            raise RenderError(f"template {name!r}: MJML does not compile: {exc}") from exc
+        return RenderedEmail(subject=rendered_subject, html=html, text=_text_maker().handle(html).strip() + "\n")
+
+    def check(self, name: str) -> list[str]:
+        """Problems of a template, one line each: missing, Jinja syntax, MJML that does not compile."""
+        path = self.directory / f"{name}.mjml"
+        if not path.is_file():
+            return [f"template {name!r} not found in {self.directory} ({name}.mjml)"]
+        try:
+            self.env.get_template(f"{name}.mjml")
+        except TemplateSyntaxError as exc:
+            where = Path(exc.filename or path).name
+            return [f"template {name!r}: Jinja syntax error at {where}:{exc.lineno}: {exc.message}"]
+        except TemplateNotFound as exc:
+            return [f"template {name!r}: {exc.name} not found in {self.directory}"]
+        try:
+            self.render(name, subject="check", context=SAMPLE_CONTEXT)
+        except RenderError as exc:
+            return [str(exc)]
+        return []
