@@ -1,0 +1,75 @@
+"""`scenarios/scoring.yaml` as a pydantic model: points, fit, grades, thresholds, SLA."""
+
+from __future__ import annotations
+
+from typing import Union
+
+from pydantic import Field
+
+from relance.scenario.model import Duration, Grade, Strict, Visited
+
+GRADE_ORDER = {"A": 4, "B": 3, "C": 2, "D": 1}
+
+
+class RevenueTier(Strict):
+    at_least: int = Field(ge=0)
+    points: int
+
+
+class Fit(Strict):
+    job_title: dict[str, int] = Field(default_factory=dict, description="Regex -> points (first match wins).")
+    company_revenue: list[RevenueTier] = Field(default_factory=list, description="Highest tier reached wins.")
+    sector: dict[str, int] = Field(default_factory=dict)
+    country: dict[str, int] = Field(default_factory=dict)
+
+
+class Decay(Strict):
+    every: Duration
+    percent: int = Field(gt=0, le=100)
+
+
+class Threshold(Strict):
+    score_at_least: int = 0
+    grade_at_least: Grade = "D"
+
+
+class HandoffPoint(Threshold):
+    sales_ready: list[Union[str, Visited]] = Field(default_factory=list, description="Events (or page visits) that show a lead is ready for sales.")
+
+
+class Sla(Strict):
+    contact_within: Duration
+    target: Duration
+
+
+class Later(Strict):
+    default_delay: Duration
+    scenario: str
+
+
+class Sales(Strict):
+    owners: list[str] = Field(default_factory=list)
+    manager: str | None = None
+
+
+class ScoringConfig(Strict):
+    behaviour: dict[str, Union[int, dict[str, int]]] = Field(default_factory=dict)
+    decay: Decay | None = None
+    fit: Fit = Field(default_factory=Fit)
+    grades: dict[Grade, int] = Field(default_factory=lambda: {"A": 70, "B": 50, "C": 30})
+    temperature: dict[str, int] = Field(default_factory=lambda: {"hot": 60, "warm": 30})
+    mql: Threshold = Field(default_factory=lambda: Threshold(score_at_least=40, grade_at_least="C"))
+    handoff: HandoffPoint = Field(default_factory=lambda: HandoffPoint(score_at_least=60, grade_at_least="B"))
+    sla: Sla | None = None
+    later: Later | None = None
+    sales: Sales = Field(default_factory=Sales)
+
+    def temperature_of(self, score: int) -> str:
+        """hot / warm / cold from the behaviour score."""
+        for name, floor in sorted(self.temperature.items(), key=lambda item: -item[1]):
+            if score >= floor:
+                return name
+        return "cold"
+
+    def meets(self, threshold: Threshold, *, score: int, grade: str) -> bool:
+        return score >= threshold.score_at_least and GRADE_ORDER.get(grade, 0) >= GRADE_ORDER[threshold.grade_at_least]

@@ -1,0 +1,58 @@
+"""Decay: the behaviour score of an idle lead fades by `percent` every `every` (scoring.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select
+from sqlmodel import Session
+
+from relance.scoring.config import ScoringConfig
+from relance.scoring.ledger import add_points
+from relance.store.tables import Event, Lead, ScoreChange
+
+
+@dataclass
+class DecayReport:
+    leads: int = 0
+    points: int = 0
+
+
+def decay_scores(engine: Engine, scoring: ScoringConfig, *, now: datetime, batch_size: int = 1000) -> DecayReport:
+    """Take `percent` off each positive score idle for `every` since its last event or last decay.
+
+    Running it twice at the same time decays once: the ledger's decay row is the new start."""
+    report = DecayReport()
+    if scoring.decay is None:
+        return report
+    every, percent = scoring.decay.every, scoring.decay.percent
+    last_id = 0
+    with Session(engine) as session:
+        while leads := session.exec(
+            select(Lead).where(Lead.id > last_id, Lead.score > 0).order_by(Lead.id).limit(batch_size)
+        ).scalars().all():
+            last_id = leads[-1].id
+            ids = [lead.id for lead in leads]
+            last_event = dict(session.exec(
+                select(Event.lead_id, func.max(Event.occurred_at)).where(Event.lead_id.in_(ids)).group_by(Event.lead_id)
+            ).all())
+            last_decay = dict(session.exec(
+                select(ScoreChange.lead_id, func.max(ScoreChange.at))
+                .where(ScoreChange.lead_id.in_(ids), ScoreChange.cause == "decay").group_by(ScoreChange.lead_id)
+            ).all())
+            for lead in leads:
+                since = max(t for t in (lead.created_at, last_event.get(lead.id), last_decay.get(lead.id)) if t is not None)
+                if now - _aware(since, now) < every:
+                    continue
+                points = -max(1, round(lead.score * percent / 100))
+                add_points(session, lead, points, cause="decay", now=now, detail=f"idle since {_aware(since, now):%Y-%m-%d}")
+                report.leads += 1
+                report.points += points
+            session.commit()
+    return report
+
+
+def _aware(value: datetime, like: datetime) -> datetime:
+    """Aggregates come back naive from SQLite; they are UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=like.tzinfo)
