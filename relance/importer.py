@@ -1,0 +1,342 @@
+"""Lead import from CSV: parse and check every row (pure), then upsert the good ones by email.
+
+Parsing never stops at the first bad row: each problem names the row a spreadsheet shows
+(header = row 1) and the column, bad rows are left out, good rows go on. Importing fills or
+updates profile fields only; the score, stage and history of a known lead are never reset,
+and its source (first touch, what "leads by source" counts) is filled, never replaced.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import insert
+from sqlmodel import Session, select
+
+from relance.clock import ensure_utc
+from relance.store.tables import Lead
+
+PROFILE_FIELDS: tuple[str, ...] = (
+    "first_name", "last_name", "job_title", "company", "sector", "company_revenue",
+    "country", "timezone", "language", "source",
+)
+COLUMNS: tuple[str, ...] = ("email", *PROFILE_FIELDS)
+BATCH_SIZE = 500
+
+# Headers as marketers' exports spell them (French CRMs, Excel) -> our column names.
+_ALIASES = {
+    "e_mail": "email", "mail": "email", "courriel": "email", "adresse_email": "email",
+    "prenom": "first_name", "firstname": "first_name", "nom": "last_name", "lastname": "last_name",
+    "poste": "job_title", "fonction": "job_title", "title": "job_title",
+    "societe": "company", "entreprise": "company", "secteur": "sector",
+    "chiffre_d_affaires": "company_revenue", "revenue": "company_revenue", "ca": "company_revenue",
+    "pays": "country", "fuseau_horaire": "timezone", "langue": "language",
+}
+# Country names seen in exports -> ISO 3166-1 alpha-2; anything else must already be a code.
+_COUNTRY_NAMES = {
+    "france": "FR", "belgique": "BE", "belgium": "BE", "belgie": "BE", "suisse": "CH", "switzerland": "CH",
+    "schweiz": "CH", "canada": "CA", "allemagne": "DE", "germany": "DE", "deutschland": "DE",
+    "espagne": "ES", "spain": "ES", "espana": "ES", "italie": "IT", "italy": "IT", "italia": "IT",
+    "luxembourg": "LU", "pays-bas": "NL", "netherlands": "NL", "royaume-uni": "GB", "united kingdom": "GB",
+}
+# Only countries with one timezone / one main business language get a default: never guess CA's zone.
+_COUNTRY_TIMEZONE = {
+    "FR": "Europe/Paris", "BE": "Europe/Brussels", "CH": "Europe/Zurich", "DE": "Europe/Berlin",
+    "ES": "Europe/Madrid", "IT": "Europe/Rome", "LU": "Europe/Luxembourg", "NL": "Europe/Amsterdam",
+    "AT": "Europe/Vienna", "GB": "Europe/London", "IE": "Europe/Dublin", "MC": "Europe/Monaco",
+}
+_COUNTRY_LANGUAGE = {"FR": "fr", "DE": "de", "AT": "de", "ES": "es", "IT": "it", "NL": "nl", "GB": "en", "IE": "en", "MC": "fr"}
+
+_EMAIL = re.compile(
+    r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"  # local part, no empty dot-atoms
+    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$"  # domain with a TLD
+)
+_AMOUNT = re.compile(r"^(?P<number>\d+(?:[.,]\d+)?)\s*(?P<unit>k|m|md|mds|mrd|b)?$")
+_UNIT = {None: 1, "k": 1_000, "m": 1_000_000, "md": 1_000_000_000, "mds": 1_000_000_000, "mrd": 1_000_000_000, "b": 1_000_000_000}
+_SPACES = re.compile(r"[\s_\u00a0\u202f']+")  # thousands separators: spaces (incl. French NBSP), _, '
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """Something wrong (or worth knowing) about one row of the file."""
+
+    row_number: int
+    field: str
+    message: str
+    level: Literal["error", "warning", "info"] = "error"
+
+    def __str__(self) -> str:
+        return f"{self.row_number}: {self.field}: {self.message}"
+
+
+class LeadRow(BaseModel):
+    """One checked row: a lower-case email and the profile fields the row filled (None = empty cell)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    row_number: int = Field(exclude=True, description="Spreadsheet row (header = 1) this row came from.")
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    job_title: str | None = None
+    company: str | None = None
+    sector: str | None = None
+    company_revenue: int | None = None
+    country: str | None = None
+    timezone: str | None = None
+    language: str | None = None
+    source: str | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        email = value.strip().lower()
+        if len(email) > 320 or not _EMAIL.match(email) or len(email.split("@")[0]) > 64:
+            raise ValueError(f"{value!r} is not an email address")
+        return email
+
+    @field_validator("first_name", "last_name", "job_title", "company", "source")
+    @classmethod
+    def _one_line(cls, value: str | None) -> str | None:
+        return None if value is None else " ".join(value.split())
+
+    @field_validator("sector")
+    @classmethod
+    def _sector(cls, value: str | None) -> str | None:
+        # lower-case because scoring.yaml matches sectors exactly (`saas`, `industrie`)
+        return None if value is None else " ".join(value.split()).lower()
+
+    @field_validator("company_revenue", mode="before")
+    @classmethod
+    def _revenue(cls, value: object) -> object:
+        return parse_amount(value) if isinstance(value, str) else value
+
+    @field_validator("company_revenue")
+    @classmethod
+    def _revenue_not_negative(cls, value: int | None) -> int | None:
+        if value is not None and value < 0:
+            raise ValueError("a revenue cannot be negative")
+        return value
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        code = _COUNTRY_NAMES.get(_fold(value), value.upper())
+        if not re.fullmatch(r"[A-Z]{2}", code):
+            raise ValueError(f"{value!r} is not a country: write its two-letter ISO code, like FR, BE, CH or CA")
+        return code
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a timezone: write an IANA name, like Europe/Paris or America/Montreal") from None
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        match = re.fullmatch(r"([A-Za-z]{2,3})(?:[-_]([A-Za-z]{2}))?", value)
+        if not match:
+            raise ValueError(f"{value!r} is not a language: write a code like fr, en or fr-CA")
+        language, region = match.groups()
+        return language.lower() + (f"-{region.upper()}" if region else "")
+
+    def profile(self) -> dict[str, object]:
+        """The profile fields this row filled (empty cells left out)."""
+        return {name: getattr(self, name) for name in PROFILE_FIELDS if getattr(self, name) is not None}
+
+
+@dataclass
+class ImportResult:
+    """The good rows (duplicates merged) and every problem found, in file order."""
+
+    rows: list[LeadRow] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[RowProblem]:
+        return [p for p in self.problems if p.level == "error"]
+
+    @property
+    def rejected_rows(self) -> int:
+        """How many rows were left out because of an error."""
+        return len({p.row_number for p in self.errors if p.row_number > 1})
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What an import did: leads created, leads whose profile changed, rows left out."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+
+
+def _fold(text: str) -> str:
+    """Lower-case ASCII: `Société` -> `societe`, for matching headers and country names."""
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").strip().lower()
+
+
+def parse_amount(text: str) -> int | None:
+    """`12 000 000`, `12_000_000`, `200k`, `12M`, `1,5M`, `2Md`, `350 k€` -> euros; empty -> None."""
+    cleaned = _SPACES.sub("", text.strip().lower()).removesuffix("eur").removesuffix("€")
+    if not cleaned:
+        return None
+    match = _AMOUNT.match(cleaned)
+    if not match or (match.group("unit") is None and not cleaned.isdigit()):
+        raise ValueError(
+            f"{text.strip()!r} is not an amount: write digits (12 000 000) or a number with k, M or Md (350k, 1,5M)"
+        )
+    number = float(match.group("number").replace(",", ".")) if match.group("unit") else int(match.group("number"))
+    return int(round(number * _UNIT[match.group("unit")]))
+
+
+def _column_of(header: str) -> str:
+    key = re.sub(r"[^a-z0-9]+", "_", _fold(header)).strip("_")
+    return _ALIASES.get(key, key)
+
+
+def _sniff_delimiter(first_line: str) -> str:
+    # French Excel writes `;`-separated CSV; a header has no commas or semicolons of its own.
+    return ";" if first_line.count(";") > first_line.count(",") else ","
+
+
+def _field_of(error: dict) -> str:
+    return str(error["loc"][0]) if error["loc"] else "row"
+
+
+def _message_of(error: dict) -> str:
+    if error["loc"] == ("email",) and error.get("input") is None:
+        return "empty: every row needs an email address"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _records(reader: Iterator[list[str]], result: ImportResult) -> Iterator[list[str]]:
+    """The reader's records; a file the csv module cannot read further ends with a problem, not a crash."""
+    row_number = 1
+    try:
+        for row_number, cells in enumerate(reader, start=2):
+            yield cells
+    except csv.Error as exc:
+        result.problems.append(RowProblem(row_number + 1, "row", f"the CSV cannot be read from here on ({exc}): "
+                                          "this row and the ones after it are left out"))
+
+
+def parse_leads_csv(text: str, *, source: str | None) -> ImportResult:
+    """Check every row of a leads CSV; `source` fills the source of rows that have none."""
+    result = ImportResult()
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        result.problems.append(RowProblem(1, "header", "the file is empty: expected a header row with an email column"))
+        return result
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text.splitlines()[0]))
+    header = next(reader)
+    columns = [_column_of(name) for name in header]
+    if "email" not in columns:
+        result.problems.append(RowProblem(1, "email", f"no email column in the header ({', '.join(header)}): "
+                                                       f"expected the columns {', '.join(COLUMNS)}"))
+        return result
+    known: dict[str, int] = {}  # column -> index of its first occurrence
+    for index, (name, column) in enumerate(zip(header, columns)):
+        label = name.strip() or f"column {index + 1}"
+        if column not in COLUMNS:
+            result.problems.append(RowProblem(1, label, "unknown column, ignored: known columns are "
+                                              + ", ".join(COLUMNS), level="warning"))
+        elif column in known:
+            result.problems.append(RowProblem(1, label, f"a second {column} column, ignored", level="warning"))
+        else:
+            known[column] = index
+
+    merged: dict[str, LeadRow] = {}
+    # A spreadsheet shows one row per record, so record n is row n + 1, blank lines included.
+    for row_number, cells in enumerate(_records(reader, result), start=2):
+        if not any(cell.strip() for cell in cells):
+            continue
+        if len(cells) > len(header) and any(cell.strip() for cell in cells[len(header):]):
+            result.problems.append(RowProblem(row_number, "row", f"{len(cells)} cells for {len(header)} columns "
+                                              "(an unquoted comma or semicolon in a value?): row left out"))
+            continue
+        values = {column: cells[index] if index < len(cells) else "" for column, index in known.items()}
+        try:
+            row = LeadRow.model_validate({**values, "row_number": row_number})
+        except ValidationError as exc:
+            for error in exc.errors():
+                result.problems.append(RowProblem(row_number, _field_of(error), _message_of(error)))
+            continue
+        earlier = merged.get(row.email)
+        if earlier is None:
+            merged[row.email] = row
+        else:
+            merged[row.email] = earlier.model_copy(update=row.profile())
+            result.problems.append(RowProblem(row_number, "email", f"{row.email} already on row {earlier.row_number}: "
+                                              "rows merged, this row's filled cells win", level="info"))
+    # the default source applies after merging, so it never beats a source a duplicate row gave
+    result.rows = [row if row.source or not source else row.model_copy(update={"source": source}) for row in merged.values()]
+    return result
+
+
+def _new_lead(row: LeadRow, now: datetime) -> Lead:
+    profile = row.profile()
+    if "timezone" not in profile and row.country in _COUNTRY_TIMEZONE:
+        profile["timezone"] = _COUNTRY_TIMEZONE[row.country]
+    if "language" not in profile and row.country in _COUNTRY_LANGUAGE:
+        profile["language"] = _COUNTRY_LANGUAGE[row.country]
+    return Lead(email=row.email, **profile, created_at=now, updated_at=now)
+
+
+def import_leads(session: Session, result: ImportResult, *, now: datetime, batch_size: int = BATCH_SIZE) -> ImportSummary:
+    """Upsert the good rows by email in batches; known leads keep their score, stage and history."""
+    now = ensure_utc(now)
+    created = updated = unchanged = 0
+    for start in range(0, len(result.rows), batch_size):
+        batch = result.rows[start:start + batch_size]
+        existing = {lead.email: lead for lead in session.exec(select(Lead).where(Lead.email.in_([r.email for r in batch])))}
+        new_leads = []
+        for row in batch:
+            lead = existing.get(row.email)
+            if lead is None:
+                new_leads.append(_new_lead(row, now))
+                continue
+            changes = {name: value for name, value in row.profile().items() if getattr(lead, name) != value}
+            if lead.source:
+                changes.pop("source", None)  # first touch: the source that brought the lead stays, for the KPIs
+            if not changes:
+                unchanged += 1
+                continue
+            for name, value in changes.items():
+                setattr(lead, name, value)
+            lead.updated_at = now
+            session.add(lead)
+            updated += 1
+        if new_leads:
+            # one executemany INSERT per batch; ORM add_all would insert row by row on SQLite to read back ids
+            session.execute(insert(Lead), [lead.model_dump(exclude={"id"}) for lead in new_leads])
+        session.flush()
+        created += len(new_leads)
+    return ImportSummary(created=created, updated=updated, unchanged=unchanged, skipped=result.rejected_rows)

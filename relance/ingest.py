@@ -1,0 +1,190 @@
+"""Events in: store each once, start the scenarios it triggers, wake the enrollments awaiting it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Sequence
+
+from sqlalchemy import Engine, select
+from sqlmodel import Session
+
+from relance.clock import ensure_utc
+from relance.engine.triggers import event_triggers
+from relance.library import Library
+from relance.runner import current_version_ids, enroll_leads, event_fact, plan_for_version
+from relance.scenario.model import EventTrigger
+from relance.store.repo import record_event, upsert_lead
+from relance.scoring.config import ScoringConfig
+from relance.scoring.ledger import add_points, move_stage
+from relance.scoring.rules import at_handoff_point, behaviour_points, fit_points, grade_of
+from relance.store.tables import Enrollment, Event, Lead
+
+CREATES_LEADS = frozenset({"form_submitted"})  # other events must name a known lead
+
+
+class UnknownLead(LookupError):
+    """An event names a lead relance has never seen."""
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    type: str
+    email: str
+    occurred_at: datetime
+    properties: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+
+    def key(self) -> str:
+        """The given idempotency key, else one derived from the content (a replay is the same event)."""
+        if self.idempotency_key:
+            return self.idempotency_key
+        body = json.dumps(
+            [self.type, self.email.strip().lower(), ensure_utc(self.occurred_at).isoformat(), self.properties],
+            sort_keys=True, default=str,
+        )
+        return "auto:" + hashlib.sha256(body.encode()).hexdigest()[:32]
+
+
+@dataclass
+class IngestResult:
+    stored: int = 0
+    duplicates: int = 0
+    enrolled: int = 0
+    woken: int = 0
+
+
+def ingest_events(
+    engine: Engine, library: Library, events: Sequence[IncomingEvent], *, now: datetime
+) -> IngestResult:
+    """Store a batch of events in one transaction; replays are counted, not stored again."""
+    result = IngestResult()
+    with Session(engine) as session:
+        versions = current_version_ids(session)
+        for incoming in events:
+            email = incoming.email.strip().lower()
+            lead = session.exec(select(Lead).where(Lead.email == email)).scalars().first()
+            if lead is None:
+                if incoming.type not in CREATES_LEADS:
+                    raise UnknownLead(f"no lead with email {email!r}: import it or send a form_submitted event first")
+                lead = upsert_lead(session, email=email, now=now, source=str(incoming.properties.get("source", "")),
+                                   **_profile_of(incoming.properties))
+                consent = {k.removeprefix("consent_"): v for k, v in incoming.properties.items() if k.startswith("consent_")}
+                if consent:
+                    lead.fields = {**(lead.fields or {}), "consent": consent}
+                grade_lead(lead, library.scoring)
+            event, created = record_event(
+                session, lead_id=lead.id, type=incoming.type, occurred_at=ensure_utc(incoming.occurred_at),
+                properties=dict(incoming.properties), idempotency_key=incoming.key(), now=now,
+            )
+            if not created:
+                result.duplicates += 1
+                continue
+            result.stored += 1
+            score_event(session, lead=lead, event=event, scoring=library.scoring, now=now)
+            fact = event_fact(event)
+            for name, plan in library.plans.items():
+                trigger = plan.scenario.trigger
+                if isinstance(trigger, EventTrigger) and event_triggers(trigger, fact):
+                    version_id = versions.get(name)
+                    if version_id is not None:
+                        result.enrolled += enroll_leads(
+                            session, plan=plan_for_version(session, version_id), version_id=version_id,
+                            leads=[lead], scoring=library.scoring, now=now, due_at=_due_of(incoming, now),
+                        )
+            result.woken += wake_waiting(session, lead_id=lead.id, event_type=incoming.type, now=now)
+        session.commit()
+    return result
+
+
+def score_event(session: Session, *, lead: Lead, event: Event, scoring: ScoringConfig, now: datetime) -> int:
+    """Add the event's behaviour points (first open of each email only); cross the MQL line."""
+    points = behaviour_points(scoring, event.type, event.properties or {})
+    if points and event.type == "email_opened" and _opened_before(session, lead_id=lead.id, event=event):
+        points = 0
+    add_points(session, lead, points, cause=event.type, now=now, event_id=event.id,
+               scenario=(event.properties or {}).get("scenario"), step_id=(event.properties or {}).get("step_id"))
+    reach_mql(session, lead, scoring, now=now)
+    reach_handoff(session, lead, scoring, now=now, cause=event.type)
+    return points
+
+
+def reach_handoff(session: Session, lead: Lead, scoring: ScoringConfig, *, now: datetime, cause: str) -> None:
+    """A lead at the hand-off point (score, grade, a sales-ready action) goes to sales at once."""
+    from relance.sales import HANDOFF_STAGES, hand_off
+
+    if lead.stage not in HANDOFF_STAGES or not scoring.meets(scoring.handoff, score=lead.score, grade=lead.grade):
+        return
+    history = [event_fact(e) for e in session.exec(select(Event).where(Event.lead_id == lead.id)).scalars()]
+    if at_handoff_point(scoring, score=lead.score, grade=lead.grade, events=history):
+        hand_off(session, lead, scoring=scoring, now=now, source=f"event:{cause}")
+
+
+def reach_mql(session: Session, lead: Lead, scoring: ScoringConfig, *, now: datetime) -> None:
+    """A lead or nurtured lead that meets the MQL threshold becomes an MQL."""
+    if lead.stage in ("lead", "nurturing") and scoring.meets(scoring.mql, score=lead.score, grade=lead.grade):
+        t = scoring.mql
+        move_stage(session, lead, "mql", now=now, reason=f"score {lead.score} >= {t.score_at_least} and grade {lead.grade} >= {t.grade_at_least}")
+
+
+def _opened_before(session: Session, *, lead_id: int, event: Event) -> bool:
+    """Whether this email (outbox row, else scenario step) was already opened by the lead."""
+    props = event.properties or {}
+    key = ("outbox_id", props["outbox_id"]) if "outbox_id" in props else ("step", (props.get("scenario"), props.get("step_id")))
+    for other in session.exec(
+        select(Event).where(Event.lead_id == lead_id, Event.type == "email_opened", Event.id != event.id)
+    ).scalars():
+        o = other.properties or {}
+        other_key = ("outbox_id", o["outbox_id"]) if "outbox_id" in o else ("step", (o.get("scenario"), o.get("step_id")))
+        if other_key == key:
+            return True
+    return False
+
+
+def grade_lead(lead: Lead, scoring: ScoringConfig) -> None:
+    """Recompute the profile fit and grade from the lead's profile."""
+    lead.fit = fit_points(scoring, lead.model_dump())
+    lead.grade = grade_of(scoring, lead.fit)
+
+
+def _due_of(incoming: IncomingEvent, now: datetime) -> datetime | None:
+    """`said_later` fires on its re-engage date (`until`), every other trigger at once."""
+    until = incoming.properties.get("until") if incoming.type == "said_later" else None
+    if not until:
+        return None
+    try:
+        return ensure_utc(datetime.fromisoformat(str(until)))
+    except ValueError:
+        raise ValueError(f"said_later for {incoming.email}: `until` must be an ISO date, got {until!r}") from None
+
+
+def wake_waiting(session: Session, *, lead_id: int, event_type: str, now: datetime) -> int:
+    """Make due now the lead's enrollments whose `wait_until` may be satisfied by this event."""
+    woken = 0
+    for enrollment in session.exec(
+        select(Enrollment).where(Enrollment.lead_id == lead_id, Enrollment.status == "active", Enrollment.waiting.is_not(None))
+    ).scalars():
+        waiting = enrollment.waiting or {}
+        if waiting.get("kind") == "wait_until" and event_type in waiting.get("event_types", ()):
+            if enrollment.due_at is None or enrollment.due_at > now:
+                enrollment.due_at = now
+                woken += 1
+    return woken
+
+
+def _profile_of(properties: dict[str, Any]) -> dict[str, Any]:
+    """The profile fields a form may carry (revenue as a number when it is one)."""
+    profile = {k: v for k, v in properties.items() if k in _PROFILE_FIELDS and v not in (None, "")}
+    if "company_revenue" in profile:
+        try:
+            profile["company_revenue"] = int(float(profile["company_revenue"]))
+        except (TypeError, ValueError):
+            del profile["company_revenue"]
+    return profile
+
+
+_PROFILE_FIELDS = frozenset(
+    {"first_name", "last_name", "job_title", "company", "sector", "company_revenue", "country", "timezone", "language"}
+)

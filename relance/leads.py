@@ -1,0 +1,80 @@
+"""What relance knows about one lead, as plain data (for `relance lead show` and the API)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlmodel import Session
+
+from relance.store.tables import Enrollment, Handoff, Lead, Outbox, ScoreChange, StageChange
+
+_PROFILE = (
+    "email", "first_name", "last_name", "job_title", "company", "sector", "company_revenue", "country",
+    "timezone", "language", "source", "stage", "score", "fit", "grade", "fields", "tags", "suppressed",
+    "created_at", "updated_at",
+)
+
+
+def lead_summary(engine: Engine, email: str, *, temperature_of=None) -> dict[str, Any] | None:
+    """Profile, stage, score, grade, enrollments and recent emails of a lead; None if unknown."""
+    with Session(engine) as session:
+        lead = session.exec(select(Lead).where(Lead.email == email.strip().lower())).scalars().first()
+        if lead is None:
+            return None
+        summary: dict[str, Any] = {key: getattr(lead, key) for key in _PROFILE}
+        if temperature_of is None:
+            from relance.scoring.config import ScoringConfig
+
+            temperature_of = ScoringConfig().temperature_of
+        summary["temperature"] = temperature_of(lead.score)
+        summary["enrollments"] = [
+            {
+                "scenario": e.scenario, "version_id": e.version_id, "status": e.status, "step_id": e.step_id,
+                "due_at": e.due_at, "waiting": e.waiting, "entered_at": e.entered_at, "left_at": e.left_at,
+                "exit_reason": e.exit_reason,
+            }
+            for e in session.exec(
+                select(Enrollment).where(Enrollment.lead_id == lead.id).order_by(Enrollment.entered_at, Enrollment.id)
+            ).scalars()
+        ]
+        summary["score_ledger"] = [
+            {"at": c.at, "points": c.points, "score_after": c.score_after, "cause": c.cause, "scenario": c.scenario,
+             "step_id": c.step_id, "detail": c.detail}
+            for c in session.exec(select(ScoreChange).where(ScoreChange.lead_id == lead.id).order_by(ScoreChange.id)).scalars()
+        ]
+        summary["stage_history"] = [
+            {"at": c.at, "from": c.from_stage, "to": c.to_stage, "by": c.by, "reason": c.reason}
+            for c in session.exec(select(StageChange).where(StageChange.lead_id == lead.id).order_by(StageChange.id)).scalars()
+        ]
+        summary["handoffs"] = [
+            {"status": h.status, "owner": h.owner, "team": h.team, "source": h.source, "opened_at": h.opened_at,
+             "target_at": h.target_at, "deadline_at": h.deadline_at, "target_missed_at": h.target_missed_at,
+             "deadline_missed_at": h.deadline_missed_at, "answered_at": h.answered_at, "answered_by": h.answered_by,
+             "reason": h.reason, "note": h.note, "bant": h.bant, "later_until": h.later_until, "reengaged_at": h.reengaged_at}
+            for h in session.exec(select(Handoff).where(Handoff.lead_id == lead.id).order_by(Handoff.id.desc())).scalars()
+        ]
+        summary["suppression"] = {"suppressed": lead.suppressed is not None, "reason": lead.suppressed}
+        summary["emails"] = [
+            {"scenario": o.scenario, "step_id": o.step_id, "template": o.template, "subject": o.subject,
+             "status": o.status, "sent_at": o.sent_at, "error": o.error}
+            for o in session.exec(
+                select(Outbox).where(Outbox.lead_id == lead.id).order_by(Outbox.created_at.desc(), Outbox.id.desc()).limit(20)
+            ).scalars()
+        ]
+        return summary
+
+
+def grade_all(session: Session, scoring, *, batch_size: int = 1000) -> int:
+    """Recompute fit and grade of every lead (after an import, or when scoring.yaml changes)."""
+    from relance.ingest import grade_lead
+
+    changed, last_id = 0, 0
+    while leads := session.exec(select(Lead).where(Lead.id > last_id).order_by(Lead.id).limit(batch_size)).scalars().all():
+        for lead in leads:
+            before = (lead.fit, lead.grade)
+            grade_lead(lead, scoring)
+            changed += (lead.fit, lead.grade) != before
+        last_id = leads[-1].id
+        session.flush()
+    return changed

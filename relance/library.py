@@ -1,0 +1,124 @@
+"""The scenarios folder, read and validated as a whole: plans by name, scoring, problems.
+
+This is where scenario files are read; `relance.scenario` itself stays pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from relance.scenario.plan import Plan, compile_scenario
+from relance.scoring.config import ScoringConfig
+from relance.settings import Settings
+
+SCORING_FILE = "scoring.yaml"
+
+
+class ScenarioError(ValueError):
+    """The scenarios have problems; `problems` lists every one of them."""
+
+    def __init__(self, problems: list) -> None:
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s) in the scenarios:\n" + "\n".join(str(p) for p in problems))
+
+
+@dataclass
+class Library:
+    plans: dict[str, Plan] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+
+
+def scenario_files(paths: list[Path]) -> list[Path]:
+    """Scenario YAML files named directly or found in folders (scoring.yaml is not a scenario)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.name != SCORING_FILE))
+        else:
+            found.append(path)
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+def read_scoring(directory: Path) -> tuple[ScoringConfig, list]:
+    """scoring.yaml of a folder (defaults when absent) and its problems, each at its line."""
+    from relance.scenario.loader import load_model_text
+
+    path = directory / SCORING_FILE
+    if not path.exists():
+        return ScoringConfig(), []
+    config, _positions, problems = load_model_text(
+        path.read_text(encoding="utf-8"), str(path), ScoringConfig,
+        shape="scoring.yaml is a mapping with behaviour:, fit:, grades:, mql:, handoff: ...",
+    )
+    return (config or ScoringConfig()), problems
+
+
+def load_scoring(directory: Path) -> ScoringConfig:
+    """scoring.yaml of a folder; raises ScenarioError listing every problem."""
+    config, problems = read_scoring(directory)
+    if problems:
+        raise ScenarioError(problems)
+    return config
+
+
+def _template_checker(templates_dir: Path):
+    from relance.email.templates import TemplateLibrary
+
+    return TemplateLibrary(templates_dir).check
+
+
+def validate_paths(paths: list[Path], *, templates_dir: Path | None) -> tuple[list, dict[str, Path]]:
+    """Every problem of every scenario file, and the scenario names found (name -> path)."""
+    from relance.scenario.problems import Problem
+    from relance.scenario.validate import validate_texts
+
+    texts: dict[str, str] = {}
+    problems: list = []
+    for path in scenario_files(paths):
+        try:
+            texts[str(path)] = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            problems.append(Problem(str(path), 1, 1, None, f"cannot read: {exc.strerror or exc}"))
+    check = _template_checker(templates_dir) if templates_dir is not None else None
+    scenarios, names, found = validate_texts(texts, check_template=check)
+    problems.extend(found)
+    for folder in (p for p in paths if p.is_dir()):
+        problems.extend(read_scoring(folder)[1])
+    return sorted(problems, key=lambda p: (p.path, p.line, p.col)), {name: Path(path) for name, path in names.items()}
+
+
+def load_library(settings: Settings, extra: list[Path] | None = None) -> Library:
+    """Every scenario of the folder (plus `extra` files), validated together; raises ScenarioError."""
+    from relance.scenario.validate import validate_texts
+
+    paths = scenario_files([settings.scenarios_dir, *(extra or [])])
+    texts = {str(path): path.read_text(encoding="utf-8") for path in paths}
+    scenarios, names, problems = validate_texts(texts, check_template=_template_checker(settings.templates_dir))
+    scoring, scoring_problems = read_scoring(settings.scenarios_dir)
+    problems = [*problems, *scoring_problems]
+    if problems:
+        raise ScenarioError(problems)
+    return Library(
+        plans={name: compile_scenario(scenario) for name, scenario in scenarios.items()},
+        paths={name: Path(path) for name, path in names.items()},
+        scoring=scoring,
+    )
+
+
+def name_for_argument(library: Library, argument: str) -> str:
+    """A SCENARIO argument is a name from the folder or the path of one of its files."""
+    if argument in library.plans:
+        return argument
+    path = Path(argument)
+    for name, known in library.paths.items():
+        if path.exists() and known.resolve() == path.resolve():
+            return name
+    known = ", ".join(sorted(library.plans)) or "none"
+    raise LookupError(f"no scenario {argument!r} (known: {known})")

@@ -1,0 +1,522 @@
+"""The side-effecting half of a tick, in batches: enroll, claim, advance, deliver.
+
+Prefect tasks in `tasks/` wrap these functions one each; the CLI and the tests call them
+directly. Nothing here imports Prefect. Every function works on a batch of enrollments or
+outbox rows, never on one lead at a time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import Engine, func, select, update
+from sqlmodel import Session
+
+from relance.clock import ensure_utc
+from relance.email import tracking
+from relance.email.message import OutgoingEmail
+from relance.email.templates import TemplateLibrary
+from relance.email.transports import DeliveryError, Transport, make_transport
+from relance.engine.conditions import holds
+from relance.engine.interpreter import advance, enter
+from relance.engine.triggers import may_enter
+from relance.engine.types import (
+    AdjustScore,
+    ChangeLead,
+    EnrollInto,
+    EnrollmentState,
+    EventFact,
+    HandOff,
+    LeadFacts,
+    NotifySomeone,
+    SendEmail,
+)
+from relance.library import Library, load_library
+from relance.scenario.model import EVENT_CONDITIONS, SegmentTrigger
+from relance.scenario.plan import Plan, plan_from_definition
+from relance.scoring.config import ScoringConfig
+from relance.sales import hand_off
+from relance.scoring.ledger import add_points, move_stage
+from relance.scoring.rules import at_handoff_point
+from relance.settings import Settings
+from relance.store.db import make_engine, migrate
+from relance.store.repo import claim_due_enrollments, ensure_scenario_version, insert_outbox_rows
+from relance.store.tables import Enrollment, Event, Lead, Outbox, ScenarioVersion, StepLog
+
+
+class RetryableDelivery(RuntimeError):
+    """Some emails could not be delivered for a reason a retry may fix (throttling, timeouts)."""
+
+
+# --------------------------------------------------------------------------- store and plans
+
+
+def open_store(settings: Settings) -> Engine:
+    """The migrated database engine for `RELANCE_DATABASE_URL`."""
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    return engine
+
+
+_PLANS: dict[tuple[str, int], Plan] = {}
+
+
+def plan_for_version(session: Session, version_id: int) -> Plan:
+    """The plan an enrollment is pinned to (cached per database: versions never change)."""
+    key = (str(session.get_bind().url), version_id)
+    plan = _PLANS.get(key)
+    if plan is None:
+        version = session.get(ScenarioVersion, version_id)
+        if version is None:
+            raise LookupError(f"scenario version {version_id} is missing from the database")
+        plan = plan_from_definition(version.definition)
+        if plan.hash != version.hash:
+            raise RuntimeError(
+                f"scenario {version.scenario} version {version_id}: stored hash {version.hash} "
+                f"does not match its definition ({plan.hash}); the row was edited by hand"
+            )
+        _PLANS[key] = plan
+    return plan
+
+
+def sync_scenarios(engine: Engine, settings: Settings, *, now: datetime, library: Library | None = None) -> dict[str, int]:
+    """Register the current version of every scenario in the folder; name -> version id."""
+    library = library or load_library(settings)
+    with Session(engine) as session:
+        ids = {
+            name: ensure_scenario_version(session, plan=plan, source_path=str(library.paths[name]), now=now).id
+            for name, plan in library.plans.items()
+        }
+        session.commit()
+    return ids
+
+
+def current_version_ids(session: Session) -> dict[str, int]:
+    """The newest registered version of each scenario."""
+    rows = session.exec(
+        select(ScenarioVersion.scenario, func.max(ScenarioVersion.id)).group_by(ScenarioVersion.scenario)
+    ).all()
+    return {name: version_id for name, version_id in rows}
+
+
+# --------------------------------------------------------------------------- facts
+
+
+def lead_facts(lead: Lead, scoring: ScoringConfig) -> LeadFacts:
+    return LeadFacts(
+        id=lead.id,
+        email=lead.email,
+        stage=lead.stage,
+        score=lead.score,
+        grade=lead.grade,
+        temperature=scoring.temperature_of(lead.score),
+        tags=frozenset(lead.tags or ()),
+        fields=dict(lead.fields or {}),
+        timezone=lead.timezone or "UTC",
+    )
+
+
+def event_fact(event: Event) -> EventFact:
+    return EventFact(type=event.type, occurred_at=event.occurred_at, properties=dict(event.properties or {}))
+
+
+def events_of(session: Session, lead_ids: Iterable[int], since: datetime) -> dict[int, list[EventFact]]:
+    """Events of a batch of leads since a time, in one query."""
+    ids = list(set(lead_ids))
+    found: dict[int, list[EventFact]] = defaultdict(list)
+    if not ids:
+        return found
+    rows = session.exec(
+        select(Event).where(Event.lead_id.in_(ids), Event.occurred_at >= since).order_by(Event.occurred_at)
+    ).scalars()
+    for event in rows:
+        found[event.lead_id].append(event_fact(event))
+    return found
+
+
+# --------------------------------------------------------------------------- enrolling
+
+
+def enroll_leads(
+    session: Session, *, plan: Plan, version_id: int, leads: Sequence[Lead], scoring: ScoringConfig, now: datetime,
+    due_at: datetime | None = None,
+) -> int:
+    """Enroll leads into a scenario where its `reentry` allows; returns how many entered.
+
+    `due_at` delays the first step (a "later" lead re-engaged on its date)."""
+    if not leads:
+        return 0
+    previous: dict[int, list[Enrollment]] = defaultdict(list)
+    for enrollment in session.exec(
+        select(Enrollment).where(Enrollment.scenario == plan.name, Enrollment.lead_id.in_([l.id for l in leads]))
+    ).scalars():
+        previous[enrollment.lead_id].append(enrollment)
+    entered = 0
+    for lead in leads:
+        past = previous[lead.id]
+        if not may_enter(
+            plan.scenario.reentry,
+            previous_entries=[e.entered_at for e in past],
+            active=any(e.status == "active" for e in past),
+            now=now,
+        ):
+            continue
+        state = enter(plan, lead_facts(lead, scoring), now)
+        if due_at is not None:
+            state.due_at = max(due_at, now)
+        enrollment = Enrollment(lead_id=lead.id, scenario=plan.name, version_id=version_id, entered_at=now)
+        _store_state(enrollment, state)
+        session.add(enrollment)
+        session.flush()
+        session.add(
+            StepLog(
+                enrollment_id=enrollment.id, lead_id=lead.id, scenario=plan.name, version_id=version_id,
+                step_id=plan.first, kind="enter", outcome="entered", at=now, detail={},
+            )
+        )
+        previous[lead.id].append(enrollment)
+        entered += 1
+    return entered
+
+
+def enroll_due(engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library | None = None) -> int:
+    """Segment triggers: enroll every lead that newly matches; event triggers enroll at ingestion."""
+    library = library or load_library(settings)
+    plan = library.plans[scenario]
+    trigger = plan.scenario.trigger
+    if not isinstance(trigger, SegmentTrigger):
+        return 0
+    needs_events = _mentions_events(trigger.segment)
+    entered = 0
+    with Session(engine) as session:
+        version_id = current_version_ids(session)[scenario]
+        last_id = 0
+        while True:
+            leads = session.exec(
+                select(Lead).where(Lead.id > last_id, Lead.suppressed.is_(None)).order_by(Lead.id).limit(settings.batch_size)
+            ).scalars().all()
+            if not leads:
+                break
+            last_id = leads[-1].id
+            events = events_of(session, [l.id for l in leads], now - timedelta(days=3650)) if needs_events else {}
+            matching = [
+                lead for lead in leads
+                if holds(trigger.segment, lead=lead_facts(lead, library.scoring), events=events.get(lead.id, []),
+                         now=now, since=lead.created_at, scenario=scenario)
+            ]
+            entered += enroll_leads(session, plan=plan, version_id=version_id, leads=matching, scoring=library.scoring, now=now)
+            session.commit()
+    return entered
+
+
+def _mentions_events(condition: Any) -> bool:
+    if isinstance(condition, EVENT_CONDITIONS):
+        return True
+    children = getattr(condition, "all", None) or getattr(condition, "any", None) or []
+    if getattr(condition, "not_", None) is not None:
+        children = [condition.not_]
+    return any(_mentions_events(child) for child in children)
+
+
+# --------------------------------------------------------------------------- advancing
+
+
+@dataclass
+class BatchResult:
+    advanced: int = 0
+    outbox_ids: list[int] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)  # (step_id, outcome) -> n
+    failed: list[str] = field(default_factory=list)
+
+
+def _store_state(enrollment: Enrollment, state: EnrollmentState) -> None:
+    enrollment.step_id = state.step_id
+    enrollment.status = state.status
+    enrollment.due_at = state.due_at
+    enrollment.waiting = state.waiting
+    enrollment.step_entered_at = state.step_entered_at
+    enrollment.left_at = state.left_at
+    enrollment.exit_reason = state.exit_reason
+    enrollment.state = dict(state.memory)
+
+
+def _state_of(enrollment: Enrollment) -> EnrollmentState:
+    return EnrollmentState(
+        step_id=enrollment.step_id,
+        status=enrollment.status,
+        due_at=enrollment.due_at,
+        waiting=enrollment.waiting,
+        entered_at=enrollment.entered_at,
+        step_entered_at=enrollment.step_entered_at,
+        left_at=enrollment.left_at,
+        exit_reason=enrollment.exit_reason,
+        memory=dict(enrollment.state or {}),
+    )
+
+
+def advance_due(
+    engine: Engine, settings: Settings, *, scenario: str, now: datetime, limit: int | None = None,
+    library: Library | None = None,
+) -> BatchResult:
+    """Claim one batch of due enrollments and advance them, in one transaction.
+
+    On PostgreSQL the batch is claimed `FOR UPDATE SKIP LOCKED` and the locks are held until
+    the commit, so ticks running in parallel (more workers) never advance the same lead twice.
+    """
+    library = library or load_library(settings)
+    scoring = library.scoring
+    result = BatchResult()
+    with Session(engine) as session:
+        enrollments = claim_due_enrollments(session, scenario=scenario, now=now, limit=limit or settings.batch_size)
+        leads = {
+            lead.id: lead
+            for lead in session.exec(select(Lead).where(Lead.id.in_({e.lead_id for e in enrollments}))).scalars()
+        }
+        since = min((e.entered_at for e in enrollments), default=now) - timedelta(days=400)
+        events = events_of(session, leads, since)
+        outbox_rows: list[dict[str, Any]] = []
+        enroll_into: list[tuple[str, Lead]] = []
+        for enrollment in enrollments:
+            if enrollment.status != "active" or enrollment.due_at is None or enrollment.due_at > now:
+                continue  # advanced by someone else since it was claimed
+            lead = leads[enrollment.lead_id]
+            plan = plan_for_version(session, enrollment.version_id)
+            outcome = advance(
+                plan, _state_of(enrollment), lead_facts(lead, scoring), events.get(lead.id, []), now,
+                handoff_ready=lambda facts, history=events.get(lead.id, []): at_handoff_point(
+                    scoring, score=facts.score, grade=facts.grade, events=history),
+            )
+            if outcome.state.status == "active" and (outcome.state.due_at is None or outcome.state.due_at <= now):
+                outcome.state.status, outcome.state.due_at = "failed", None
+                outcome.state.exit_reason = f"stuck at step {outcome.state.step_id}: the interpreter left it due"
+            _store_state(enrollment, outcome.state)
+            for trace in outcome.trace:
+                session.add(
+                    StepLog(
+                        enrollment_id=enrollment.id, lead_id=lead.id, scenario=plan.name,
+                        version_id=enrollment.version_id, step_id=trace.step_id, kind=trace.kind,
+                        outcome=trace.outcome, at=trace.at, detail=dict(trace.detail),
+                    )
+                )
+                result.counts[(trace.step_id, trace.outcome)] += 1
+            for effect in outcome.effects:
+                _apply(effect, session=session, scoring=scoring, lead=lead, enrollment=enrollment, plan=plan, settings=settings, now=now,
+                       outbox_rows=outbox_rows, enroll_into=enroll_into)
+            if outcome.state.status == "failed":
+                result.failed.append(f"{lead.email}: {outcome.state.exit_reason}")
+            result.advanced += 1
+        session.flush()
+        for target, lead in enroll_into:
+            versions = current_version_ids(session)
+            if target in library.plans and target in versions:
+                enroll_leads(session, plan=plan_for_version(session, versions[target]), version_id=versions[target],
+                             leads=[lead], scoring=scoring, now=now)
+        if outbox_rows:
+            insert_outbox_rows(session, outbox_rows)
+        session.commit()
+        if outbox_rows:
+            keys = {(row["enrollment_id"], row["step_id"], row["visit"]) for row in outbox_rows}
+            candidates = session.exec(
+                select(Outbox).where(Outbox.enrollment_id.in_({k[0] for k in keys}), Outbox.status == "pending")
+            ).scalars()
+            result.outbox_ids = sorted(o.id for o in candidates if (o.enrollment_id, o.step_id, o.visit) in keys)
+    return result
+
+
+def _apply(effect, *, session: Session, scoring: ScoringConfig, lead: Lead, enrollment: Enrollment, plan: Plan, settings: Settings, now: datetime,
+           outbox_rows: list[dict[str, Any]], enroll_into: list[tuple[str, Lead]]) -> None:
+    match effect:
+        case SendEmail():
+            outbox_rows.append(dict(
+                enrollment_id=enrollment.id, step_id=effect.step_id, visit=effect.visit, lead_id=lead.id,
+                scenario=plan.name, template=effect.template, subject=effect.subject, to_address=lead.email,
+                options={"from": effect.from_, "reply_to": effect.reply_to, "preheader": effect.preheader, "kind": "lead"},
+                status="pending", attempts=0, created_at=now,
+            ))
+        case AdjustScore():
+            add_points(session, lead, effect.points, cause="step", now=now, scenario=plan.name, step_id=effect.step_id)
+        case ChangeLead():
+            if effect.stage:
+                move_stage(session, lead, effect.stage, now=now, by=f"{plan.name}/{effect.step_id}", reason="scenario step")
+            if effect.fields:
+                lead.fields = {**(lead.fields or {}), **effect.fields}
+            if effect.tags:
+                lead.tags = sorted(set(lead.tags or ()) | set(effect.tags))
+            lead.updated_at = now
+        case HandOff():
+            hand_off(session, lead, scoring=scoring, now=now, source=f"{plan.name}/{effect.step_id}", owner=effect.owner, team=effect.team)
+        case NotifySomeone():
+            if effect.email:
+                outbox_rows.append(dict(
+                    enrollment_id=enrollment.id, step_id=effect.step_id,
+                    visit=enrollment.state.get("visits", {}).get(effect.step_id, 1) - 1, lead_id=lead.id,
+                    scenario=plan.name, template=effect.template or "sales-handoff",
+                    subject=effect.subject or "Lead à suivre : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }})",
+                    to_address=effect.email, options={"kind": "internal"}, status="pending", attempts=0, created_at=now,
+                ))
+        case EnrollInto():
+            enroll_into.append((effect.scenario, lead))
+
+
+# --------------------------------------------------------------------------- delivering
+
+
+@dataclass
+class DeliveryResult:
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    retryable: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def template_context(lead: Lead, settings: Settings, outbox: Outbox) -> dict[str, Any]:
+    """What every template can use (see relance.email.templates)."""
+    return {
+        "lead": {
+            "email": lead.email, "first_name": lead.first_name, "last_name": lead.last_name,
+            "job_title": lead.job_title, "company": lead.company, "sector": lead.sector,
+            "country": lead.country, "score": lead.score, "grade": lead.grade, "stage": lead.stage,
+            "fields": dict(lead.fields or {}),
+        },
+        "unsubscribe_url": tracking.unsubscribe_url(
+            public_url=settings.public_url, secret=settings.secret_key, outbox_id=outbox.id, lead_id=lead.id, email=lead.email
+        ),
+        "postal_address": settings.postal_address,
+        "sender": settings.from_.split("<")[0].strip() or settings.from_,
+        "preheader": (outbox.options or {}).get("preheader") or "",
+        "scenario": outbox.scenario,
+        "step_id": outbox.step_id,
+        **(outbox.options or {}).get("context", {}),
+    }
+
+
+def deliver(
+    engine: Engine,
+    settings: Settings,
+    *,
+    outbox_ids: list[int],
+    now: datetime,
+    transport: Transport | None = None,
+    templates: TemplateLibrary | None = None,
+) -> DeliveryResult:
+    """Render and send pending outbox rows; a row is marked `sending` before it leaves,
+    so a crash or a retry never sends it twice."""
+    transport = transport or make_transport(settings)
+    templates = templates or TemplateLibrary(settings.templates_dir)
+    result = DeliveryResult()
+    with Session(engine) as session:
+        claimed = session.exec(
+            update(Outbox)
+            .where(Outbox.id.in_(outbox_ids), Outbox.status == "pending")
+            .values(status="sending", attempts=Outbox.attempts + 1)
+            .returning(Outbox.id)
+        ).scalars().all()
+        session.commit()
+        rows = session.exec(select(Outbox).where(Outbox.id.in_(claimed)).order_by(Outbox.id)).scalars().all()
+        leads = {l.id: l for l in session.exec(select(Lead).where(Lead.id.in_({r.lead_id for r in rows}))).scalars()}
+        try:
+            for row in rows:
+                lead = leads[row.lead_id]
+                if row.options.get("kind") != "internal" and lead.suppressed:
+                    row.status, row.error = "skipped", f"suppressed: {lead.suppressed}"
+                    result.skipped += 1
+                    continue
+                try:
+                    rendered = templates.render(
+                        row.template, subject=row.subject, context=template_context(lead, settings, row),
+                        preheader=row.options.get("preheader"),
+                    )
+                except Exception as exc:  # a template problem is the row's, not the batch's
+                    row.status, row.error = "failed", f"render: {exc}"
+                    result.failed += 1
+                    result.errors.append(f"outbox {row.id} ({row.template}): {exc}")
+                    continue
+                internal = row.options.get("kind") == "internal"
+                html, headers = rendered.html, {}
+                if not internal:  # leads get tracked links, an open pixel and one-click unsubscribe
+                    identity = dict(public_url=settings.public_url, secret=settings.secret_key, outbox_id=row.id,
+                                    lead_id=lead.id, email=lead.email)
+                    unsubscribe = tracking.unsubscribe_url(**identity)
+                    html = tracking.track_html(rendered.html, **identity, skip=(unsubscribe,))
+                    headers = tracking.unsubscribe_headers(unsubscribe)
+                email = OutgoingEmail(
+                    to=row.to_address,
+                    from_=row.options.get("from") or settings.from_,
+                    reply_to=row.options.get("reply_to") or settings.reply_to,
+                    subject=rendered.subject,
+                    html=html,
+                    text=rendered.text,
+                    headers=headers,
+                    tags={"scenario": row.scenario or "none", "step": row.step_id or "none"},
+                    outbox_id=row.id,
+                )
+                try:
+                    row.message_id = transport.send(email)
+                except DeliveryError as exc:
+                    row.status, row.error = ("pending" if exc.retryable else "failed"), str(exc)
+                    if exc.retryable:
+                        result.retryable += 1
+                    else:
+                        result.failed += 1
+                    result.errors.append(f"outbox {row.id} to {row.to_address}: {exc}")
+                    continue
+                row.status, row.subject, row.sent_at, row.error = "sent", rendered.subject, now, None
+                result.sent += 1
+        finally:
+            # rows claimed but never reached (a crash mid-batch) go back to pending: not sent, safe to retry
+            for row in rows:
+                if row.status == "sending" and row.sent_at is None and row.message_id is None:
+                    row.status = "pending"
+            session.commit()
+    if result.retryable:
+        raise RetryableDelivery(f"{result.retryable} email(s) could not be delivered yet: " + "; ".join(result.errors[:3]))
+    return result
+
+
+# --------------------------------------------------------------------------- the whole tick
+
+
+@dataclass
+class TickReport:
+    scenario: str
+    entered: int = 0
+    advanced: int = 0
+    batches: int = 0
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+    counts: Counter = field(default_factory=Counter)
+
+    def add(self, batch: BatchResult, delivery: DeliveryResult) -> None:
+        self.batches += 1
+        self.advanced += batch.advanced
+        self.counts.update(batch.counts)
+        self.sent += delivery.sent
+        self.skipped += delivery.skipped
+        self.failed += delivery.failed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario, "entered": self.entered, "advanced": self.advanced, "batches": self.batches,
+            "sent": self.sent, "skipped": self.skipped, "failed": self.failed,
+        }
+
+
+def run_tick_inline(
+    engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library | None = None,
+    transport: Transport | None = None, templates: TemplateLibrary | None = None, batch_size: int | None = None,
+) -> TickReport:
+    """The sequence `flows/tick.py` runs, without Prefect: for tests, benchmarks and the simulator's checks."""
+    library = library or load_library(settings)
+    transport = transport or make_transport(settings)
+    templates = templates or TemplateLibrary(settings.templates_dir)
+    sync_scenarios(engine, settings, now=now, library=library)
+    report = TickReport(scenario=scenario)
+    report.entered = enroll_due(engine, settings, scenario=scenario, now=now, library=library)
+    while (batch := advance_due(engine, settings, scenario=scenario, now=now, limit=batch_size, library=library)).advanced:
+        report.add(batch, deliver(engine, settings, outbox_ids=batch.outbox_ids, now=now, transport=transport, templates=templates))
+    return report

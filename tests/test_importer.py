@@ -1,0 +1,271 @@
+"""Lead import: every bad row named by row and column, good rows kept, upsert by email."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event
+from sqlmodel import Session, SQLModel, create_engine, func, select
+
+from relance.importer import ImportSummary, import_leads, parse_amount, parse_leads_csv
+from relance.store.tables import Lead
+
+DATA = Path(__file__).parent / "data"
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+HEADER = "email,first_name,last_name,job_title,company,sector,company_revenue,country,timezone,language,source\n"
+
+
+PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Session]:
+    """A fresh database on each backend: a SQLite file, or a throw-away PostgreSQL database."""
+    if request.param == "sqlite":
+        url, drop = f"sqlite:///{tmp_path / 'relance.db'}", None
+    else:
+        name = f"relance_import_{uuid.uuid4().hex[:12]}"
+        server = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+        with server.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        url, drop = PG_SERVER.rsplit("/", 1)[0] + f"/{name}", name
+    engine = create_engine(url)
+    SQLModel.metadata.create_all(engine)
+    with Session(engine) as session:
+        yield session
+    engine.dispose()
+    if drop:
+        with server.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE "{drop}"')
+        server.dispose()
+
+
+def _problems(text: str, source: str | None = None) -> list[str]:
+    return [f"{p.level} {p}" for p in parse_leads_csv(text, source=source).problems]
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_bad_rows_are_named_by_spreadsheet_row_and_column() -> None:
+    result = parse_leads_csv((DATA / "leads-bad-rows.csv").read_text(encoding="utf-8"), source=None)
+
+    errors = [(p.row_number, p.field) for p in result.errors]
+    assert errors == [(3, "email"), (4, "company_revenue"), (5, "email"), (6, "timezone")]
+    messages = {p.row_number: p.message for p in result.errors}
+    assert "'pas-une-adresse' is not an email address" in messages[3]
+    assert "'douze millions' is not an amount" in messages[4]
+    assert "every row needs an email address" in messages[5]
+    assert "'Europe/Geneva' is not a timezone" in messages[6]
+    assert result.rejected_rows == 4
+
+
+def test_good_rows_are_kept_when_other_rows_are_bad() -> None:
+    result = parse_leads_csv((DATA / "leads-bad-rows.csv").read_text(encoding="utf-8"), source=None)
+
+    assert [row.email for row in result.rows] == ["camille.martin@altavo.example", "marie-eve.tremblay@fanoel.example"]
+    quebec = result.rows[1]
+    assert (quebec.first_name, quebec.company_revenue, quebec.language) == ("Marie-Ève", 350_000, "fr-CA")
+
+
+def test_one_bad_cell_reports_every_bad_cell_of_that_row() -> None:
+    problems = _problems(HEADER + "nope,A,B,CMO,X,saas,beaucoup,Francia,Mars/Olympus,fr,web\n")
+
+    assert [p.split(":")[0] for p in problems] == ["error 2"] * 4
+    assert [p.split(": ")[1] for p in problems] == ["email", "company_revenue", "country", "timezone"]
+
+
+def test_duplicate_emails_are_merged_and_later_filled_cells_win() -> None:
+    text = HEADER + (
+        "Claire.Dubois@Brivel.example,Claire,Dubois,Chargée de marketing,Brivel,saas,2M,FR,Europe/Paris,fr,webinar\n"
+        "lucas.moreau@brivel.example,Lucas,Moreau,CMO,Brivel,saas,2M,FR,Europe/Paris,fr,webinar\n"
+        "claire.dubois@brivel.example,,,Directrice marketing,,,,,,,\n"
+    )
+    result = parse_leads_csv(text, source=None)
+
+    assert [row.email for row in result.rows] == ["claire.dubois@brivel.example", "lucas.moreau@brivel.example"]
+    claire = result.rows[0]
+    assert (claire.first_name, claire.job_title, claire.source) == ("Claire", "Directrice marketing", "webinar")
+    assert [(p.level, p.row_number, p.field) for p in result.problems] == [("info", 4, "email")]
+    assert "already on row 2" in result.problems[0].message
+
+
+def test_default_source_fills_only_rows_without_one_and_never_beats_a_duplicate() -> None:
+    text = HEADER + (
+        "a@x.example,,,,,,,,,,webinar\n"
+        "a@x.example,Anne,,,,,,,,,\n"
+        "b@x.example,Bruno,,,,,,,,,\n"
+    )
+    rows = parse_leads_csv(text, source="salon-vivatech").rows
+
+    assert [(row.email, row.source) for row in rows] == [("a@x.example", "webinar"), ("b@x.example", "salon-vivatech")]
+
+
+def test_unknown_columns_are_reported_once_on_the_header_row() -> None:
+    text = "email,crm_id,first_name\n" + "".join(f"lead{n}@x.example,{n},Lead\n" for n in range(5))
+    result = parse_leads_csv(text, source=None)
+
+    assert _problems(text) == [
+        "warning 1: crm_id: unknown column, ignored: known columns are email, first_name, last_name, job_title, "
+        "company, sector, company_revenue, country, timezone, language, source"
+    ]
+    assert len(result.rows) == 5
+
+
+def test_blank_lines_still_count_as_spreadsheet_rows() -> None:
+    text = HEADER + "a@x.example,,,,,,,,,,\n\n,,,,,,,,,,\nnot-an-email,,,,,,,,,,\n"
+
+    assert _problems(text) == ["error 5: email: 'not-an-email' is not an email address"]
+
+
+def test_a_row_with_more_cells_than_columns_is_left_out() -> None:
+    text = "email,company\na@x.example,Durand, Fils et Cie\nb@x.example,Brivel\n"
+    result = parse_leads_csv(text, source=None)
+
+    assert [str(p) for p in result.problems] == [
+        "2: row: 3 cells for 2 columns (an unquoted comma or semicolon in a value?): row left out"
+    ]
+    assert [row.email for row in result.rows] == ["b@x.example"]
+
+
+def test_an_unreadable_record_stops_the_file_there_and_keeps_the_rows_before() -> None:
+    text = "email,company\na@x.example,A\nb@x.example," + "x" * 200_000 + "\nc@x.example,C\n"
+    result = parse_leads_csv(text, source=None)
+
+    assert [(p.row_number, p.field) for p in result.problems] == [(3, "row")]
+    assert "cannot be read from here on" in result.problems[0].message
+    assert [row.email for row in result.rows] == ["a@x.example"]
+
+
+def test_a_file_without_an_email_column_says_so_on_row_one() -> None:
+    result = parse_leads_csv("prenom,nom\nAnne,Roux\n", source=None)
+
+    assert result.rows == []
+    assert [(p.row_number, p.field) for p in result.problems] == [(1, "email")]
+    assert "no email column" in result.problems[0].message
+
+
+def test_french_excel_export_with_semicolons_accents_and_aliases_is_understood() -> None:
+    text = "\ufeffE-mail;Prénom;Nom;Société;Chiffre d'affaires;Pays\nZOE.ROUX@Delixo.example;Zoé;Roux;Delixo;1\u202f200\u202f000;France\n"
+    result = parse_leads_csv(text, source=None)
+
+    assert result.problems == []
+    assert result.rows[0].model_dump() == {
+        "email": "zoe.roux@delixo.example", "first_name": "Zoé", "last_name": "Roux", "job_title": None,
+        "company": "Delixo", "sector": None, "company_revenue": 1_200_000, "country": "FR", "timezone": None,
+        "language": None, "source": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "euros"),
+    [("12 000 000", 12_000_000), ("12_000_000", 12_000_000), ("1\u00a0200\u00a0000", 1_200_000), ("1'200'000", 1_200_000),
+     ("200k", 200_000), ("12M", 12_000_000), ("1,5M", 1_500_000), ("1.5 M€", 1_500_000), ("2Md", 2_000_000_000),
+     ("350 k€", 350_000), ("  ", None)],
+)
+def test_revenue_accepts_grouped_digits_and_k_m_md_suffixes(text: str, euros: int | None) -> None:
+    assert parse_amount(text) == euros
+
+
+@pytest.mark.parametrize("text", ["12.000.000", "1,5", "douze", "12 millions", "-5M", "5 USD"])
+def test_revenue_rejects_what_it_cannot_read_unambiguously(text: str) -> None:
+    with pytest.raises(ValueError, match="is not an amount"):
+        parse_amount(text)
+
+
+def test_email_sector_country_and_language_are_normalised() -> None:
+    row = parse_leads_csv(HEADER + " Anna.Koch@Werke.EXAMPLE ,Anna,Koch,CMO,Werke,  Industrie ,5M,de,Europe/Berlin,DE_at,web\n",
+                          source=None).rows[0]
+
+    assert (row.email, row.sector, row.country, row.language) == ("anna.koch@werke.example", "industrie", "DE", "de-AT")
+
+
+# --------------------------------------------------------------------------- importing
+
+
+def _lead(session: Session, email: str) -> Lead:
+    return session.exec(select(Lead).where(Lead.email == email)).one()
+
+
+def test_import_creates_leads_and_fills_timezone_and_language_from_the_country(session: Session) -> None:
+    text = HEADER + "anna.koch@werke.example,Anna,Koch,CMO,Werke,industrie,5M,DE,,,\nj@x.example,Jean,,,,,,CA,,,\n"
+    summary = import_leads(session, parse_leads_csv(text, source="import-crm"), now=NOW)
+    session.commit()
+
+    assert summary == ImportSummary(created=2, updated=0, unchanged=0, skipped=0)
+    anna = _lead(session, "anna.koch@werke.example")
+    assert (anna.timezone, anna.language, anna.company_revenue, anna.source) == ("Europe/Berlin", "de", 5_000_000, "import-crm")
+    assert (anna.stage, anna.score, anna.created_at) == ("lead", 0, NOW)
+    # Canada spans six timezones: no guess, the table default stays
+    assert _lead(session, "j@x.example").timezone == Lead.model_fields["timezone"].default
+
+
+def test_reimport_updates_profile_without_resetting_score_or_stage(session: Session) -> None:
+    first = HEADER + "claire@brivel.example,Claire,Dubois,Chargée de marketing,Brivel,saas,2M,FR,Europe/Paris,fr,webinar\n"
+    import_leads(session, parse_leads_csv(first, source=None), now=NOW)
+    lead = _lead(session, "claire@brivel.example")
+    lead.score, lead.stage, lead.grade, lead.tags = 72, "mql", "B", ["webinar-2026"]
+    session.add(lead)
+    session.commit()
+
+    later = NOW + timedelta(days=20)
+    second = HEADER + "CLAIRE@brivel.example,,,Directrice marketing,,,25M,,,,linkedin-ads\n"
+    summary = import_leads(session, parse_leads_csv(second, source=None), now=later)
+    session.commit()
+
+    assert summary == ImportSummary(created=0, updated=1, unchanged=0, skipped=0)
+    session.expire_all()
+    lead = _lead(session, "claire@brivel.example")
+    assert (lead.job_title, lead.company_revenue, lead.first_name, lead.company) == ("Directrice marketing", 25_000_000, "Claire", "Brivel")
+    assert (lead.score, lead.stage, lead.grade, lead.tags) == (72, "mql", "B", ["webinar-2026"])
+    assert lead.source == "webinar"  # first touch stays for the "leads by source" KPI
+    assert (lead.created_at, lead.updated_at) == (NOW, later)
+
+
+def test_reimporting_the_same_file_changes_nothing(session: Session) -> None:
+    parsed = parse_leads_csv((DATA / "leads-bad-rows.csv").read_text(encoding="utf-8"), source=None)
+    import_leads(session, parsed, now=NOW)
+    session.commit()
+
+    again = import_leads(session, parsed, now=NOW + timedelta(days=1))
+    session.commit()
+
+    assert again == ImportSummary(created=0, updated=0, unchanged=2, skipped=4)
+    assert len(session.exec(select(Lead)).all()) == 2
+
+
+def test_import_reads_existing_leads_with_one_select_per_batch(session: Session) -> None:
+    text = HEADER + "".join(f"lead{n}@x.example,Lead{n},,,,,,FR,,,\n" for n in range(25))
+    import_leads(session, parse_leads_csv(text, source=None), now=NOW)
+    session.commit()
+    text_with_new = text + "".join(f"new{n}@x.example,New{n},,,,,,BE,,,\n" for n in range(5))
+    statements: list[str] = []
+    engine = session.get_bind()
+
+    def listener(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        statements.append(statement.split()[0].upper())
+
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        summary = import_leads(session, parse_leads_csv(text_with_new, source=None), now=NOW, batch_size=10)
+        session.commit()
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+
+    assert summary == ImportSummary(created=5, updated=0, unchanged=25, skipped=0)
+    assert statements.count("SELECT") == 3  # 30 rows in batches of 10
+    assert statements.count("INSERT") == 1  # the 5 new leads, all in the last batch, in one statement
+
+
+def test_the_shipped_sample_leads_import_into_an_empty_database(session: Session) -> None:
+    parsed = parse_leads_csv((Path(__file__).parents[1] / "relance" / "demo" / "leads.csv").read_text(encoding="utf-8"),
+                             source=None)
+    summary = import_leads(session, parsed, now=NOW)
+    session.commit()
+
+    assert summary.created == len(parsed.rows) >= 200
+    assert session.exec(select(func.count()).select_from(Lead).where(Lead.stage == "lead")).one() == summary.created

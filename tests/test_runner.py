@@ -1,0 +1,219 @@
+"""A tick end to end on a real database (SQLite and PostgreSQL), without Prefect."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from relance.email.transports import FileTransport, RecordingTransport
+from relance.ingest import IncomingEvent, ingest_events
+from relance.library import load_library
+from relance.runner import deliver, run_tick_inline, sync_scenarios
+from relance.settings import Settings
+from relance.store.repo import upsert_lead
+from relance.store.tables import Enrollment, Lead, Outbox, StepLog
+
+TEMPLATE = """<mjml><mj-body><mj-section><mj-column>
+<mj-text>Bonjour {{ lead.first_name }}, voici {{ scenario }}/{{ step_id }}.</mj-text>
+<mj-text>{{ postal_address }} <a href="{{ unsubscribe_url }}">Se désinscrire</a></mj-text>
+</mj-column></mj-section></mj-body></mjml>
+"""
+
+NURTURE = """\
+scenario: nurture
+trigger: {event: downloaded, where: {asset: guide}}
+exit_when:
+  - stage_in: [customer]
+steps:
+  - id: send-guide
+    send: hello
+    subject: "{{ lead.first_name }}, votre guide"
+  - id: pause
+    wait: 3d
+  - id: opened?
+    if: {opened: send-guide}
+    then: bump
+    else: reminder
+  - id: reminder
+    send: hello
+    subject: "Vous l'avez lu ?"
+    next: wait-case
+  - id: bump
+    score: +15
+  - id: wait-case
+    wait_until: {event: downloaded, where: {asset: case}}
+    timeout: 7d
+    on_timeout: timed-out
+  - id: got-case
+    set: {tag: case-study}
+    next: done
+  - id: timed-out
+    set: {tag: no-case}
+  - id: done
+    end: true
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "hello.mjml").write_text(TEMPLATE, encoding="utf-8")
+    (tmp_path / "scenarios" / "nurture.yaml").write_text(NURTURE, encoding="utf-8")
+    return tmp_path
+
+
+@pytest.fixture
+def settings(folder: Path, db_url: str) -> Settings:
+    return Settings(
+        database_url=db_url, scenarios_dir=folder / "scenarios", templates_dir=folder / "templates",
+        outbox_dir=folder / "outbox", transport="null",
+    )
+
+
+def _leads(engine, now, n: int) -> list[str]:
+    emails = [f"lead{i}@acme.example" for i in range(n)]
+    with Session(engine) as session:
+        for i, email in enumerate(emails):
+            upsert_lead(session, email=email, now=now, first_name=f"Léa{i}", company="ACME")
+        session.commit()
+    return emails
+
+
+def _download(engine, library, emails, asset, now):
+    return ingest_events(engine, library, [IncomingEvent("downloaded", e, now, {"asset": asset}) for e in emails], now=now)
+
+
+def _path(engine, email_index: int) -> list[tuple[str, str]]:
+    with Session(engine) as session:
+        enrollment = session.exec(select(Enrollment).order_by(Enrollment.id).offset(email_index)).scalars().first()
+        rows = session.exec(select(StepLog).where(StepLog.enrollment_id == enrollment.id).order_by(StepLog.id)).scalars()
+        return [(r.step_id, r.outcome) for r in rows]
+
+
+def test_a_download_enrolls_sends_waits_and_branches_on_the_open(engine, settings, clock):
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    emails = _leads(engine, clock.now(), 2)
+    assert _download(engine, library, emails, "guide", clock.now()).enrolled == 2
+    transport = RecordingTransport()
+
+    report = run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport)
+    assert report.sent == 2 and [m.to for m in transport.sent] == emails
+    assert transport.sent[0].subject == "Léa0, votre guide"
+    assert "{{" not in transport.sent[0].html and "Léa0" in transport.sent[0].text
+
+    # lead 0 opens the email; lead 1 does not
+    ingest_events(engine, library, [IncomingEvent("email_opened", emails[0], clock.now() + timedelta(hours=2),
+                                                  {"scenario": "nurture", "step_id": "send-guide"})], now=clock.now())
+    assert run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=1)), library=library,
+                           transport=transport).sent == 0
+    report = run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=2)), library=library,
+                             transport=transport)
+    assert report.sent == 1 and transport.sent[-1].to == emails[1]
+    assert ("opened?", "then") in _path(engine, 0)
+    assert "bump" in [step for step, _ in _path(engine, 0)]
+    assert ("opened?", "else") in _path(engine, 1)
+
+
+def test_an_awaited_event_wakes_the_lead_before_its_timeout(engine, settings, clock):
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    emails = _leads(engine, clock.now(), 2)
+    _download(engine, library, emails, "guide", clock.now())
+    transport = RecordingTransport()
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport)
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=3)), library=library, transport=transport)
+
+    woke = _download(engine, library, emails[:1], "case", clock.advance(timedelta(days=1)))
+    assert woke.woken == 1
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport)
+    with Session(engine) as session:
+        statuses = {e.lead_id: (e.status, e.step_id) for e in session.exec(select(Enrollment)).scalars()}
+    assert sorted(statuses.values()) == [("active", "wait-case"), ("completed", "done")]
+
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=7)), library=library, transport=transport)
+    assert ("wait-case", "timeout") in _path(engine, 1)
+    assert ("got-case", "done") not in _path(engine, 1)
+
+
+def test_a_transport_failing_mid_batch_never_sends_anything_twice(engine, settings, clock, tmp_path):
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    emails = _leads(engine, clock.now(), 6)
+    _download(engine, library, emails, "guide", clock.now())
+
+    class CrashingAfter(FileTransport):
+        def __init__(self, directory, limit):
+            super().__init__(directory)
+            self.limit = limit
+
+        def send(self, email):
+            if self.limit == 0:
+                raise ConnectionResetError("SMTP server went away")
+            self.limit -= 1
+            return super().send(email)
+
+    outbox_dir = tmp_path / "outbox"
+    with pytest.raises(ConnectionResetError):
+        run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library,
+                        transport=CrashingAfter(outbox_dir, 3))
+    assert len(list(outbox_dir.glob("*.eml"))) == 3
+
+    # the tick runs again: the three already sent stay sent, the three others go now
+    with Session(engine) as session:
+        pending = session.exec(select(Outbox.id).where(Outbox.status == "pending")).scalars().all()
+    deliver(engine, settings, outbox_ids=pending, now=clock.now(), transport=FileTransport(outbox_dir))
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=FileTransport(outbox_dir))
+    files = sorted(outbox_dir.glob("*.eml"))
+    recipients = sorted(message_from_bytes(f.read_bytes())["To"] for f in files)
+    assert recipients == sorted(emails)
+    with Session(engine) as session:
+        assert session.exec(select(func.count()).select_from(Outbox).where(Outbox.status == "sent")).one()[0] == 6
+
+
+def test_editing_a_live_scenario_keeps_leads_on_the_version_they_entered(engine, settings, clock):
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    first, second = _leads(engine, clock.now(), 2)
+    _download(engine, library, [first], "guide", clock.now())
+    transport = RecordingTransport()
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport)
+
+    edited = NURTURE.replace("wait: 3d", "wait: 1d").replace("Vous l'avez lu ?", "Nouvelle relance")
+    (settings.scenarios_dir / "nurture.yaml").write_text(edited, encoding="utf-8")
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    _download(engine, library, [second], "guide", clock.now())
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport)
+
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=1, hours=1)), library=library, transport=transport)
+    assert [m.subject for m in transport.sent if m.to == second][-1] == "Nouvelle relance"
+    assert all(m.subject != "Nouvelle relance" for m in transport.sent if m.to == first)
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=2)), library=library, transport=transport)
+    assert [m.subject for m in transport.sent if m.to == first][-1] == "Vous l'avez lu ?"
+    with Session(engine) as session:
+        versions = {e.lead_id: e.version_id for e in session.exec(select(Enrollment)).scalars()}
+    assert len(set(versions.values())) == 2
+
+
+def test_suppressed_addresses_are_never_mailed_and_the_outbox_says_why(engine, settings, clock):
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    emails = _leads(engine, clock.now(), 3)
+    with Session(engine) as session:
+        for lead, reason in zip(session.exec(select(Lead).order_by(Lead.id)).scalars(), ("bounced", "complained", None)):
+            lead.suppressed = reason
+        session.commit()
+    _download(engine, library, emails, "guide", clock.now())
+    transport = RecordingTransport()
+    report = run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport)
+    assert [m.to for m in transport.sent] == [emails[2]] and report.skipped == 2
+    with Session(engine) as session:
+        reasons = sorted(o.error for o in session.exec(select(Outbox).where(Outbox.status == "skipped")).scalars())
+    assert reasons == ["suppressed: bounced", "suppressed: complained"]
