@@ -1,0 +1,4 @@
+"""The pieces of `relance simulate`: engagement rates and draws, synthetic leads, the report.
+
+The loop itself is `relance.simulate.simulate`.
+"""
