@@ -1,0 +1,74 @@
+"""The tick: one flow run per scenario advances everything that is due, batch by batch.
+
+Thin on purpose: it only sequences the tasks (register, enroll, then advance and deliver
+until nothing is due, then report). The work itself lives in `relance.runner`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import flow, get_run_logger
+
+from relance.clock import SystemClock, ensure_utc
+from relance.library import load_library
+from relance.runner import DeliveryResult, TickReport, open_store
+from relance.settings import Settings
+from tasks.advance import advance_batch
+from tasks.deliver import deliver_batch
+from tasks.enroll import enroll, register_scenarios
+from tasks.report import publish_report, summary
+
+
+class TickError(RuntimeError):
+    """The tick could not do all its work; the message says what is left and where."""
+
+
+def tick_time(now: str | None) -> datetime:
+    """The instant the tick runs at: `now` (ISO 8601, naive = UTC) or the system clock."""
+    if now is None:
+        return SystemClock().now()
+    try:
+        return ensure_utc(datetime.fromisoformat(now))
+    except ValueError:
+        raise TickError(f"now={now!r} is not an ISO 8601 date-time (e.g. 2026-03-05T09:00:00+01:00)") from None
+
+
+@flow(name="tick", flow_run_name="{scenario}")
+def tick(scenario: str, now: str | None = None, batch_size: int | None = None) -> dict:
+    """Advance every due enrollment of one scenario, send what they owe, publish the counts."""
+    logger = get_run_logger()
+    when = tick_time(now)
+    settings = Settings()  # read per run: a worker serves runs with whatever RELANCE_* it has now
+    library = load_library(settings)
+    if scenario not in library.plans:
+        known = ", ".join(sorted(library.plans)) or "none"
+        raise TickError(f"no scenario named {scenario!r} in {settings.scenarios_dir} (found: {known})")
+    limit = batch_size or settings.batch_size
+    engine = open_store(settings)
+    try:
+        register_scenarios(engine, settings, now=when, library=library)
+        report = TickReport(scenario=scenario)
+        report.entered = enroll(engine, settings, scenario=scenario, now=when, library=library)
+        undelivered: list[str] = []
+        while (batch := advance_batch(engine, settings, scenario=scenario, now=when, limit=limit, library=library)).advanced:
+            for problem in batch.failed:
+                logger.warning("%s: lead left the scenario on an error: %s", scenario, problem)
+            if not batch.outbox_ids:  # a batch of waits and branches owes no email
+                report.add(batch, DeliveryResult())
+                continue
+            delivery = deliver_batch(engine, settings, outbox_ids=batch.outbox_ids, now=when, return_state=True)
+            if delivery.is_failed():
+                # keep going: the other batches' emails should still leave; the run fails at the end
+                error = delivery.result(raise_on_failure=False)
+                undelivered.append(f"batch {report.batches + 1} ({len(batch.outbox_ids)} emails): {error}")
+                report.add(batch, DeliveryResult())
+            else:
+                report.add(batch, delivery.result())
+        publish_report(report, order=library.plans[scenario].order, undelivered_batches=len(undelivered))
+    finally:
+        engine.dispose()
+    logger.info(summary(report, undelivered_batches=len(undelivered)))
+    if undelivered:
+        raise TickError(f"{scenario}: emails not delivered, they stay pending: " + "; ".join(undelivered))
+    return report.as_dict()

@@ -1,0 +1,35 @@
+"""The task that sends one batch of outbox rows, retried when the transport says a retry may help."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+from sqlalchemy import Engine
+
+from relance import runner
+from relance.settings import Settings
+
+RETRY_DELAYS = [2, 10, 30]
+
+
+def retry_may_help(task: Task, task_run: TaskRun, state: State) -> bool:
+    """Retry throttling and timeouts only: a bug or a bad template fails the same way every time."""
+    return isinstance(state.result(raise_on_failure=False), runner.RetryableDelivery)
+
+
+# Retrying is safe: `deliver` only sends rows still `pending`, so a row sent by an earlier
+# attempt is never sent twice.
+@task(
+    name="deliver-batch",
+    cache_policy=NO_CACHE,
+    retries=len(RETRY_DELAYS),
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_may_help,
+)
+def deliver_batch(engine: Engine, settings: Settings, *, outbox_ids: list[int], now: datetime) -> runner.DeliveryResult:
+    """Render and send the given outbox rows through the configured transport."""
+    return runner.deliver(engine, settings, outbox_ids=outbox_ids, now=now)

@@ -1,0 +1,26 @@
+"""Tasks that put leads into a scenario: register its current version, then enroll who matches."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import Engine
+
+from relance import runner
+from relance.library import Library
+from relance.settings import Settings
+
+
+# NO_CACHE: these write to the database; a cached result would skip the write.
+@task(name="register-scenarios", cache_policy=NO_CACHE)
+def register_scenarios(engine: Engine, settings: Settings, *, now: datetime, library: Library) -> dict[str, int]:
+    """Store the current version of every scenario in the folder; name -> version id."""
+    return runner.sync_scenarios(engine, settings, now=now, library=library)
+
+
+@task(name="enroll", task_run_name="enroll-{scenario}", cache_policy=NO_CACHE)
+def enroll(engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library) -> int:
+    """Enroll every lead that newly matches the scenario's segment trigger; how many entered."""
+    return runner.enroll_due(engine, settings, scenario=scenario, now=now, library=library)

@@ -1,0 +1,220 @@
+"""The production path end to end: a real Prefect server, `prefect deploy`, a process worker, a tick run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import message_from_bytes
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.prefect_server
+
+PROJECT = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+DEADLINE_S = 240  # a run not finished by then is stuck: fail with the logs
+TICK_AT = "2026-03-02T09:00:00+00:00"  # a Monday morning, inside every send window
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else "(no output)"
+    return f"--- {path.name} ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Stack:
+    api: str
+    env: dict[str, str]
+    logs: Path
+    processes: list[subprocess.Popen]
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        """A long-running process in its own process group, output to logs/<name>.log."""
+        out = (self.logs / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            [PREFECT, *args], cwd=PROJECT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.processes.append(proc)
+        return proc
+
+    def run(self, name: str, *args: str) -> None:
+        """A CLI command that must succeed; its output lands in logs/<name>.log either way."""
+        done = subprocess.run([PREFECT, *args], cwd=PROJECT, env=self.env, capture_output=True, text=True, timeout=120)
+        (self.logs / f"{name}.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+        assert done.returncode == 0, f"`prefect {' '.join(args)}` failed:\n{done.stdout}\n{done.stderr}"
+
+    def diagnosis(self) -> str:
+        return "\n".join(_tail(p) for p in sorted(self.logs.glob("*.log")))
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)  # the group: `prefect server start` runs uvicorn as a child
+        for proc in reversed(self.processes):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+def _wait_healthy(client: httpx.Client, stack: Stack, server: subprocess.Popen, within: float) -> None:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        if server.poll() is not None:
+            pytest.fail(f"prefect server exited with {server.returncode}\n{stack.diagnosis()}")
+        try:
+            if client.get("/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)  # polling a process we started, not waiting for time to pass
+    pytest.fail(f"prefect server not healthy after {within:.0f} s\n{stack.diagnosis()}")
+
+
+def _call(client: httpx.Client, stack: Stack, method: str, path: str, json: dict | None = None) -> object:
+    """One API call that must succeed. The server keeps its state in SQLite: under a loaded machine a write can
+    meet "database is locked" and answer 5xx, so a server error is retried a few times before the test fails
+    with the body and the processes' logs."""
+    for attempt in range(5):
+        response = client.request(method, path, json=json, timeout=30)
+        if response.status_code < 500:
+            break
+        time.sleep(0.5 * (attempt + 1))  # backing off from a busy server we started
+    assert response.is_success, f"{method} {path} -> {response.status_code}: {response.text}\n{stack.diagnosis()}"
+    return response.json()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """Server env: temp PREFECT_HOME and SQLite, no telemetry, no UI, no scheduler."""
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RELANCE_"))}
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+        # The deployments' 10-minute schedules must not start runs of their own during the test.
+        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
+        PREFECT_API_URL=api,
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_WORKER_PREFETCH_SECONDS="5",
+        PREFECT_CLI_PROMPT="false",
+        RELANCE_DATABASE_URL=f"sqlite:///{tmp_path / 'relance.db'}",
+        RELANCE_OUTBOX_DIR=str(tmp_path / "outbox"),
+        RELANCE_TRANSPORT="file",
+        RELANCE_SCENARIOS_DIR=str(PROJECT / "scenarios"),
+        RELANCE_TEMPLATES_DIR=str(PROJECT / "templates" / "emails"),
+    )
+    s = Stack(api=api, env=env, logs=logs, processes=[])
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def _seed_three_downloads(env: dict[str, str]) -> list[str]:
+    """Three leads who downloaded the white paper, in the database the worker will use."""
+    from datetime import datetime
+
+    from sqlmodel import Session
+
+    from relance.ingest import IncomingEvent, ingest_events
+    from relance.library import load_library
+    from relance.runner import open_store, sync_scenarios
+    from relance.settings import Settings
+    from relance.store.repo import upsert_lead
+
+    settings = Settings(
+        database_url=env["RELANCE_DATABASE_URL"], scenarios_dir=env["RELANCE_SCENARIOS_DIR"],
+        templates_dir=env["RELANCE_TEMPLATES_DIR"], outbox_dir=env["RELANCE_OUTBOX_DIR"], transport="file",
+    )
+    now = datetime.fromisoformat(TICK_AT)
+    emails = [f"lea{i}@acme.example" for i in range(3)]
+    engine = open_store(settings)
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=now, library=library)
+    with Session(engine) as session:
+        for i, email in enumerate(emails):
+            upsert_lead(session, email=email, now=now, first_name=f"Léa{i}", company="ACME")
+        session.commit()
+    downloads = [IncomingEvent("downloaded", e, now, {"asset": "livre-blanc-leads"}) for e in emails]
+    assert ingest_events(engine, library, downloads, now=now).enrolled == 3
+    engine.dispose()
+    return emails
+
+
+def test_a_deployed_tick_runs_on_a_process_worker_and_publishes_its_counts(stack: Stack) -> None:
+    started = time.monotonic()
+    emails = _seed_three_downloads(stack.env)
+    server = stack.start("server", "server", "start", "--host", "127.0.0.1", "--port", stack.api.split(":")[-1].split("/")[0])
+    with httpx.Client(base_url=stack.api) as client:
+        _wait_healthy(client, stack, server, within=90)
+        up = time.monotonic()
+
+        _call(client, stack, "POST", "/work_pools/", {"name": "relance", "type": "process"})
+        worker = stack.start("worker", "worker", "start", "--pool", "relance", "--name", "test-worker")
+        stack.run("deploy", "deploy", "--all")
+        deployed = time.monotonic()
+
+        deployments = _call(client, stack, "POST", "/deployments/filter", {})
+        assert sorted(d["name"] for d in deployments) == ["decay", "monthly-newsletter", "re-engagement", "reengage", "sla", "whitepaper-nurture"]
+        decay = next(d for d in deployments if d["name"] == "decay")
+        assert decay["entrypoint"] == "flows/housekeeping.py:decay"
+        nurture = next(d for d in deployments if d["name"] == "whitepaper-nurture")
+        assert nurture["entrypoint"] == "flows/tick.py:tick"
+        assert nurture["parameters"] == {"scenario": "whitepaper-nurture"}
+        assert nurture["work_pool_name"] == "relance"
+        assert nurture["pull_steps"] == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT)}}
+        ]
+        assert [s["schedule"]["interval"] for s in nurture["schedules"]] == [600.0]
+
+        # The idempotency key makes a retried create return the same run rather than a second one.
+        body = {"parameters": {"now": TICK_AT}, "idempotency_key": "server-test-tick"}
+        run = _call(client, stack, "POST", f"/deployments/{nurture['id']}/create_flow_run", body)
+        state = run["state"]
+        while state["type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            if time.monotonic() - started > DEADLINE_S:
+                pytest.fail(f"flow run still {state['name']} after {DEADLINE_S} s\n{stack.diagnosis()}")
+            if worker.poll() is not None:
+                pytest.fail(f"the worker exited with {worker.returncode}\n{stack.diagnosis()}")
+            time.sleep(0.5)  # polling the run we created
+            state = _call(client, stack, "GET", f"/flow_runs/{run['id']}")["state"]
+        finished = time.monotonic()
+
+        assert state["type"] == "COMPLETED", f"tick ended {state['name']}: {state.get('message')}\n{stack.diagnosis()}"
+        flow_run = _call(client, stack, "GET", f"/flow_runs/{run['id']}")
+        assert flow_run["name"] == "whitepaper-nurture"
+        artifacts = _call(
+            client, stack, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["tick-whitepaper-nurture"]}}}
+        )
+        assert [(a["type"], a["flow_run_id"]) for a in artifacts] == [("table", run["id"])]
+        assert artifacts[0]["description"].startswith("whitepaper-nurture: 0 entered, 3 due, 1 batch, 3 sent")
+        sent = Path(stack.env["RELANCE_OUTBOX_DIR"]).glob("*.eml")
+        assert sorted(message_from_bytes(p.read_bytes())["To"] for p in sent) == emails
+
+    stack.stop()
+    assert all(p.returncode is not None for p in stack.processes)
+    print(
+        f"\nprefect server test: server up {up - started:.1f} s, deployed {deployed - up:.1f} s, "
+        f"run done {finished - deployed:.1f} s, total {time.monotonic() - started:.1f} s"
+    )

@@ -1,0 +1,135 @@
+"""The tick flow in-process, on the ephemeral Prefect API and a real SQLite database."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+from prefect.client.schemas.sorting import ArtifactSort
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from relance.runner import open_store
+from relance.settings import Settings
+from relance.store.repo import upsert_lead
+from relance.store.tables import Outbox, StepLog
+
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+
+TEMPLATE = """<mjml><mj-body><mj-section><mj-column>
+<mj-text>Bonjour {{ lead.first_name }}, bienvenue.</mj-text>
+<mj-text>{{ postal_address }} <a href="{{ unsubscribe_url }}">Se désinscrire</a></mj-text>
+</mj-column></mj-section></mj-body></mjml>
+"""
+
+WELCOME = """\
+scenario: welcome
+trigger:
+  segment: {stage_in: [lead]}
+reentry: never
+steps:
+  - id: hello
+    send: hello
+    subject: "Bienvenue {{ lead.first_name }}"
+  - id: pause
+    wait: 2d
+  - id: done
+    end: true
+"""
+
+
+@pytest.fixture
+def settings(tmp_path: Path, prefect_home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A scenarios folder with `welcome`, a SQLite file and the file transport, as RELANCE_* variables."""
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "scenarios" / "welcome.yaml").write_text(WELCOME, encoding="utf-8")
+    (tmp_path / "templates" / "hello.mjml").write_text(TEMPLATE, encoding="utf-8")
+    env = {
+        "RELANCE_DATABASE_URL": f"sqlite:///{tmp_path / 'relance.db'}",
+        "RELANCE_SCENARIOS_DIR": str(tmp_path / "scenarios"),
+        "RELANCE_TEMPLATES_DIR": str(tmp_path / "templates"),
+        "RELANCE_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "RELANCE_TRANSPORT": "file",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
+
+
+def _leads(settings: Settings, n: int) -> list[str]:
+    emails = [f"lead{i}@acme.example" for i in range(n)]
+    engine = open_store(settings)
+    with Session(engine) as session:
+        for i, email in enumerate(emails):
+            upsert_lead(session, email=email, now=NOW, first_name=f"Léa{i}", company="ACME")
+        session.commit()
+    engine.dispose()
+    return emails
+
+
+def _count(settings: Settings, statement) -> int:
+    engine = open_store(settings)
+    with Session(engine) as session:
+        found = session.exec(statement).one()[0]
+    engine.dispose()
+    return found
+
+
+def _artifact(key: str):
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC
+        )
+    assert len(found) >= 1, f"no artifact {key}"
+    return found[0]  # newest first
+
+
+def test_a_tick_enrolls_the_segment_sends_in_batches_and_publishes_the_step_counts(settings: Settings) -> None:
+    from flows.tick import tick
+
+    emails = _leads(settings, 5)
+
+    state = tick(scenario="welcome", now=NOW.isoformat(), batch_size=2, return_state=True)
+
+    assert state.is_completed()
+    assert state.result() == {
+        "scenario": "welcome", "entered": 5, "advanced": 5, "batches": 3, "sent": 5, "skipped": 0, "failed": 0,
+    }
+    sent = sorted(message_from_bytes(p.read_bytes())["To"] for p in settings.outbox_dir.glob("*.eml"))
+    assert sent == emails
+    assert _count(settings, select(func.count()).select_from(Outbox).where(Outbox.status == "sent")) == 5
+    assert _count(settings, select(func.count()).select_from(StepLog).where(StepLog.step_id == "pause")) == 5
+
+    artifact = _artifact("tick-welcome")
+    assert artifact.type == "table" and artifact.flow_run_id == state.state_details.flow_run_id
+    rows = json.loads(artifact.data)  # the API stores a table as its JSON text
+    assert {"step": "hello", "outcome": "sent", "count": 5} in rows
+    assert artifact.description.startswith("welcome: 5 entered, 5 due, 3 batches, 5 sent, 5 waiting")
+
+
+def test_a_second_tick_at_the_same_instant_sends_nothing_again(settings: Settings) -> None:
+    from flows.tick import tick
+
+    _leads(settings, 3)
+    tick(scenario="welcome", now=NOW.isoformat())
+
+    again = tick(scenario="welcome", now=NOW.isoformat())
+
+    assert again == {
+        "scenario": "welcome", "entered": 0, "advanced": 0, "batches": 0, "sent": 0, "skipped": 0, "failed": 0,
+    }
+    assert len(list(settings.outbox_dir.glob("*.eml"))) == 3
+    assert _artifact("tick-welcome").description.startswith("welcome: 0 entered, 0 due, 0 batches, 0 sent")
+
+
+def test_a_tick_of_an_unknown_scenario_fails_and_names_the_known_ones(settings: Settings) -> None:
+    from flows.tick import TickError, tick
+
+    with pytest.raises(TickError, match=r"no scenario named 'welcom' in .*scenarios \(found: welcome\)"):
+        tick(scenario="welcom", now=NOW.isoformat())
