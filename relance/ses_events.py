@@ -1,0 +1,166 @@
+"""SES event notifications (SNS -> SQS) in: matched to the outbox, stored once, bounces suppress.
+
+A message is deleted from the queue only after its event is committed. A message that cannot
+be understood is set aside (dead-letter queue, else a JSON file with its reason), then deleted,
+so it is never lost and never blocks the queue.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlmodel import Session
+
+from relance.clock import ensure_utc
+from relance.ingest import IncomingEvent, UnknownLead, ingest_events
+from relance.library import Library
+from relance.store.tables import Lead, Outbox
+
+EVENT_TYPES = {
+    "Send": "email_sent", "Delivery": "email_delivered", "Open": "email_opened", "Click": "email_clicked",
+    "Bounce": "email_bounced", "Complaint": "email_complained",
+}
+_DETAIL = {"Send": "send", "Delivery": "delivery", "Open": "open", "Click": "click", "Bounce": "bounce", "Complaint": "complaint"}
+
+
+class BadMessage(ValueError):
+    """An SQS message that is not an SES event relance understands; the message says why."""
+
+
+@dataclass(frozen=True)
+class SesEvent:
+    kind: str  # Send, Delivery, Open, Click, Bounce, Complaint
+    message_id: str
+    destination: str
+    occurred_at: datetime
+    detail: dict[str, Any]
+
+    @property
+    def permanent_bounce(self) -> bool:
+        return self.kind == "Bounce" and self.detail.get("bounceType") == "Permanent"
+
+
+def parse_ses_message(body: str) -> SesEvent:
+    """An SQS body: an SNS envelope whose `Message` is a JSON string, or the raw SES event."""
+    try:
+        document = json.loads(body)
+        if isinstance(document, dict) and document.get("Type") == "Notification" and "Message" in document:
+            document = json.loads(document["Message"])
+    except (TypeError, ValueError) as exc:
+        raise BadMessage(f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise BadMessage("not a JSON object")
+    kind = document.get("eventType") or document.get("notificationType")
+    if kind not in EVENT_TYPES:
+        raise BadMessage(f"unknown SES event type {kind!r}")
+    mail = document.get("mail") or {}
+    message_id, destinations = mail.get("messageId"), mail.get("destination") or []
+    if not message_id or not destinations:
+        raise BadMessage("no mail.messageId or mail.destination")
+    detail = document.get(_DETAIL[kind]) or {}
+    when = detail.get("timestamp") or mail.get("timestamp")
+    try:
+        occurred_at = ensure_utc(datetime.fromisoformat(str(when).replace("Z", "+00:00")))
+    except ValueError:
+        raise BadMessage(f"bad timestamp {when!r}") from None
+    return SesEvent(kind, message_id, str(destinations[0]), occurred_at, detail)
+
+
+@dataclass
+class DrainReport:
+    stored: int = 0
+    duplicates: int = 0
+    suppressed: int = 0
+    set_aside: int = 0
+    deleted: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+
+def _incoming(session: Session, event: SesEvent) -> tuple[IncomingEvent, list[str]]:
+    """The relance event of an SES event, with the outbox row's scenario and step when it is ours."""
+    row = session.exec(select(Outbox).where(Outbox.message_id == event.message_id)).scalars().first()
+    properties: dict[str, Any] = {"ses_message_id": event.message_id}
+    email = event.destination
+    if row is not None:
+        lead = session.get(Lead, row.lead_id)
+        email = lead.email if lead else email
+        properties.update(scenario=row.scenario, step_id=row.step_id, enrollment_id=row.enrollment_id, outbox_id=row.id)
+    suppress: list[str] = []
+    if event.kind == "Click":
+        properties["link"] = event.detail.get("link", "")
+    if event.kind == "Bounce":
+        properties["bounce_type"] = "permanent" if event.permanent_bounce else "transient"
+        if event.permanent_bounce:
+            suppress = [r.get("emailAddress", email) for r in event.detail.get("bouncedRecipients") or [{"emailAddress": email}]]
+    if event.kind == "Complaint":
+        suppress = [r.get("emailAddress", email) for r in event.detail.get("complainedRecipients") or [{"emailAddress": email}]]
+    key = f"ses:{event.message_id}:{event.kind}:{event.occurred_at.isoformat()}:{email}"
+    if event.kind == "Click":
+        key += f":{properties['link']}"
+    return IncomingEvent(EVENT_TYPES[event.kind], email, event.occurred_at, properties, key), suppress
+
+
+def suppress(session: Session, *, email: str, reason: str, now: datetime) -> bool:
+    """Never mail this address again; the first reason is kept."""
+    lead = session.exec(select(Lead).where(Lead.email == email.strip().lower())).scalars().first()
+    if lead is None or lead.suppressed is not None:
+        return False
+    lead.suppressed, lead.updated_at = reason, now
+    return True
+
+
+def handle(engine: Engine, library: Library, body: str, *, now: datetime, report: DrainReport) -> None:
+    """Store one SQS message body; raises BadMessage when it must be set aside."""
+    event = parse_ses_message(body)
+    with Session(engine) as session:
+        incoming, addresses = _incoming(session, event)
+    try:
+        result = ingest_events(engine, library, [incoming], now=now)
+    except UnknownLead as exc:
+        raise BadMessage(str(exc)) from None
+    report.stored += result.stored
+    report.duplicates += result.duplicates
+    if addresses:
+        reason = "complained" if event.kind == "Complaint" else "bounced"
+        with Session(engine) as session:
+            report.suppressed += sum(suppress(session, email=a, reason=reason, now=now) for a in addresses)
+            session.commit()
+
+
+def drain(
+    engine: Engine, library: Library, sqs, queue_url: str, *, now: datetime, once: bool = True,
+    dead_letter_url: str | None = None, set_aside_dir: Path | None = None, wait_seconds: int = 1,
+) -> DrainReport:
+    """Receive, store and delete messages, 10 at a time, until the queue is empty (once) or forever."""
+    report = DrainReport()
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds).get("Messages", [])
+        if not messages and once:
+            return report
+        for message in messages:
+            try:
+                handle(engine, library, message["Body"], now=now, report=report)
+            except BadMessage as exc:
+                _set_aside(sqs, message, str(exc), dead_letter_url=dead_letter_url, directory=set_aside_dir)
+                report.set_aside += 1
+                report.reasons.append(f"{message['MessageId']}: {exc}")
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            report.deleted += 1
+
+
+def _set_aside(sqs, message: dict[str, Any], reason: str, *, dead_letter_url: str | None, directory: Path | None) -> None:
+    """Keep a message relance cannot use, with its reason, before it leaves the main queue."""
+    if dead_letter_url:
+        sqs.send_message(QueueUrl=dead_letter_url, MessageBody=message["Body"],
+                         MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:1000]}})
+        return
+    directory = Path(directory or "ses-set-aside")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{message['MessageId']}.json").write_text(
+        json.dumps({"reason": reason, "body": message["Body"]}, ensure_ascii=False, indent=2), encoding="utf-8"
+    )

@@ -1,0 +1,119 @@
+"""SES events through a real (moto) SQS queue into the store, on both backends."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import boto3
+import pytest
+from sqlalchemy import select
+from sqlmodel import Session
+
+from relance.library import Library
+from relance.scoring.config import ScoringConfig
+from relance.ses_events import drain
+from relance.store.repo import upsert_lead
+from relance.store.tables import Event, Lead, Outbox
+
+
+def ses(kind: str, message_id: str, at: str, **detail) -> dict:
+    body = {"eventType": kind, "mail": {"messageId": message_id, "timestamp": "2026-01-05T09:00:00.000Z",
+                                         "destination": ["lea@acme.example"], "tags": {}}}
+    body[kind.lower()] = {"timestamp": at, **detail}
+    return body
+
+
+def sns(event: dict) -> str:
+    return json.dumps({"Type": "Notification", "MessageId": "sns-1", "TopicArn": "arn:aws:sns:eu-west-1:1:ses",
+                       "Message": json.dumps(event)})
+
+
+@pytest.fixture
+def queue(sqs, request):
+    url = sqs.create_queue(QueueName=f"ses-{request.node.name[-40:].replace('[', '-').replace(']', '')}")["QueueUrl"]
+    yield url
+    sqs.delete_queue(QueueUrl=url)
+
+
+@pytest.fixture
+def lead(engine, clock):
+    with Session(engine) as session:
+        lead = upsert_lead(session, email="lea@acme.example", now=clock.now())
+        session.add(Outbox(lead_id=lead.id, scenario="nurture", step_id="send-guide", template="t", to_address=lead.email,
+                           status="sent", message_id="ses-msg-1", created_at=clock.now(), options={}))
+        session.commit()
+        return lead.id
+
+
+LIBRARY = Library(scoring=ScoringConfig.model_validate({"behaviour": {"email_opened": 1, "email_clicked": 3}}))
+
+
+def _drain(engine, sqs, queue, clock, tmp_path):
+    return drain(engine, LIBRARY, sqs, queue, now=clock.now(), set_aside_dir=tmp_path / "aside", wait_seconds=0)
+
+
+def _lead(engine):
+    with Session(engine) as session:
+        return session.exec(select(Lead)).scalars().one()
+
+
+def test_events_are_matched_to_the_outbox_and_stored_once_even_out_of_order_and_twice(engine, sqs, queue, lead, clock, tmp_path):
+    messages = [
+        sns(ses("Open", "ses-msg-1", "2026-01-05T10:00:00Z")),          # before its Send
+        json.dumps(ses("Send", "ses-msg-1", "2026-01-05T09:00:01Z")),    # a raw SES event
+        sns(ses("Click", "ses-msg-1", "2026-01-05T10:01:00Z", link="https://relance.example/etude")),
+        sns(ses("Click", "ses-msg-1", "2026-01-05T10:01:00Z", link="https://relance.example/etude")),  # redelivered
+    ]
+    for body in messages:
+        sqs.send_message(QueueUrl=queue, MessageBody=body)
+    report = _drain(engine, sqs, queue, clock, tmp_path)
+    assert (report.stored, report.duplicates, report.deleted, report.set_aside) == (3, 1, 4, 0)
+    with Session(engine) as session:
+        events = {e.type: e for e in session.exec(select(Event)).scalars()}
+    assert set(events) == {"email_opened", "email_sent", "email_clicked"}
+    assert events["email_opened"].properties["step_id"] == "send-guide" and events["email_opened"].properties["scenario"] == "nurture"
+    assert events["email_clicked"].properties["link"] == "https://relance.example/etude"
+    assert _lead(engine).score == 4
+    assert sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0).get("Messages") is None
+
+
+def test_a_transient_bounce_keeps_the_address_and_a_permanent_one_suppresses_it(engine, sqs, queue, lead, clock, tmp_path):
+    sqs.send_message(QueueUrl=queue, MessageBody=sns(ses("Bounce", "ses-msg-1", "2026-01-05T09:05:00Z", bounceType="Transient",
+                                                         bouncedRecipients=[{"emailAddress": "lea@acme.example"}])))
+    _drain(engine, sqs, queue, clock, tmp_path)
+    assert _lead(engine).suppressed is None
+    sqs.send_message(QueueUrl=queue, MessageBody=sns(ses("Bounce", "ses-msg-1", "2026-01-05T09:06:00Z", bounceType="Permanent",
+                                                         bouncedRecipients=[{"emailAddress": "lea@acme.example"}])))
+    assert _drain(engine, sqs, queue, clock, tmp_path).suppressed == 1
+    assert _lead(engine).suppressed == "bounced"
+
+
+def test_a_complaint_suppresses_the_address_at_once(engine, sqs, queue, lead, clock, tmp_path):
+    sqs.send_message(QueueUrl=queue, MessageBody=sns(ses("Complaint", "ses-msg-1", "2026-01-05T09:06:00Z",
+                                                         complainedRecipients=[{"emailAddress": "lea@acme.example"}])))
+    _drain(engine, sqs, queue, clock, tmp_path)
+    assert _lead(engine).suppressed == "complained"
+
+
+def test_malformed_messages_are_set_aside_with_their_reason_and_do_not_block_the_queue(engine, sqs, queue, lead, clock, tmp_path):
+    for body in ("{not json", json.dumps({"eventType": "Reject", "mail": {}}), sns(ses("Open", "x", "2026-01-05T10:00:00Z")).replace("lea@", "ghost@"),
+                 sns(ses("Open", "ses-msg-1", "2026-01-05T10:00:00Z"))):
+        sqs.send_message(QueueUrl=queue, MessageBody=body)
+    report = _drain(engine, sqs, queue, clock, tmp_path)
+    assert (report.set_aside, report.stored, report.deleted) == (3, 1, 4)
+    kept = [json.loads(p.read_text()) for p in (tmp_path / "aside").glob("*.json")]
+    reasons = sorted(k["reason"] for k in kept)
+    assert any(r.startswith("not JSON") for r in reasons) and any("Reject" in r for r in reasons)
+    assert any("ghost@acme.example" in r for r in reasons)
+    assert all(k["body"] for k in kept)
+    assert sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0).get("Messages") is None
+
+
+def test_a_dead_letter_queue_receives_what_is_set_aside(engine, sqs, queue, lead, clock, tmp_path):
+    dead = sqs.create_queue(QueueName="ses-dead-letter")["QueueUrl"]
+    sqs.send_message(QueueUrl=queue, MessageBody="{not json")
+    drain(engine, LIBRARY, sqs, queue, now=clock.now(), dead_letter_url=dead, wait_seconds=0)
+    [kept] = sqs.receive_message(QueueUrl=dead, MessageAttributeNames=["All"], WaitTimeSeconds=0)["Messages"]
+    assert kept["Body"] == "{not json" and kept["MessageAttributes"]["reason"]["StringValue"].startswith("not JSON")
+    sqs.delete_queue(QueueUrl=dead)
