@@ -1,0 +1,50 @@
+"""The scheduled jobs behind `relance flow sla|reengage` (decay lives in relance.scoring.decay)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from relance.library import Library
+from relance.runner import current_version_ids, enroll_leads, plan_for_version
+from relance.sales import SlaReport, flag_sla, later_due
+from relance.scenario.model import EventTrigger
+from relance.store.tables import Lead
+
+
+def run_sla(engine: Engine, library: Library, *, now: datetime) -> SlaReport:
+    with Session(engine) as session:
+        report = flag_sla(session, scoring=library.scoring, now=now)
+        session.commit()
+    return report
+
+
+def reengage_scenarios(library: Library) -> list[str]:
+    """Scenarios started by `said_later`; scoring.yaml `later.scenario` first."""
+    names = [n for n, p in library.plans.items()
+             if isinstance(p.scenario.trigger, EventTrigger) and p.scenario.trigger.event == "said_later"]
+    preferred = library.scoring.later.scenario if library.scoring.later else None
+    return sorted(names, key=lambda n: (n != preferred, n))
+
+
+def run_reengage(engine: Engine, library: Library, *, now: datetime) -> int:
+    """Enroll the "later" leads whose date has come; each handoff is re-engaged once."""
+    names = reengage_scenarios(library)
+    if not names:
+        raise LookupError("no scenario is triggered by said_later: add one (scoring.yaml later.scenario names it)")
+    enrolled = 0
+    with Session(engine) as session:
+        versions = current_version_ids(session)
+        if names[0] not in versions:
+            raise LookupError(f"scenario {names[0]} is not registered yet: run a tick or `relance validate` first")
+        plan = plan_for_version(session, versions[names[0]])
+        for handoff in later_due(session, now=now):
+            lead = session.get(Lead, handoff.lead_id)
+            if lead.suppressed is None:
+                enrolled += enroll_leads(session, plan=plan, version_id=versions[names[0]], leads=[lead],
+                                         scoring=library.scoring, now=now)
+            handoff.reengaged_at = now
+        session.commit()
+    return enrolled

@@ -1,0 +1,156 @@
+"""`relance report`: funnel, per-step counts, conversion, SLA compliance, rejection reasons, CPL / CPA / ROI.
+
+Every figure is computed from the stored rows (leads, stage history, step log, events, handoffs,
+costs), so the same numbers come out of the CLI, the JSON and the tick artifacts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import datetime
+from statistics import median
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from relance.store.tables import Cost, Event, Handoff, Lead, StageChange, StepLog
+
+FUNNEL = ("lead", "mql", "sql", "customer")
+_REACHES = {"mql": {"mql", "sql-pending", "sql", "customer"}, "sql": {"sql", "customer"}, "customer": {"customer"}}
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _hours(values: list[float]) -> float | None:
+    return round(median(values), 2) if values else None
+
+
+def funnel(session: Session) -> dict[str, Any]:
+    """Leads that ever reached each stage (current stage or history), and the rates between them."""
+    leads = session.exec(select(Lead.id, Lead.stage, Lead.created_at)).all()
+    reached: dict[str, set[int]] = {stage: set() for stage in FUNNEL}
+    first_at: dict[tuple[int, str], datetime] = {}
+    for lead_id, stage, _created in leads:
+        reached["lead"].add(lead_id)
+        for target, stages in _REACHES.items():
+            if stage in stages:
+                reached[target].add(lead_id)
+    for change in session.exec(select(StageChange).order_by(StageChange.at, StageChange.id)).scalars():
+        for target, stages in _REACHES.items():
+            if change.to_stage in stages:
+                reached[target].add(change.lead_id)
+                first_at.setdefault((change.lead_id, target), change.at)
+    created = {lead_id: created for lead_id, _stage, created in leads}
+    counts = {stage: len(ids) for stage, ids in reached.items()}
+    return {
+        "counts": counts,
+        "rates": {
+            "lead_to_mql": _rate(counts["mql"], counts["lead"]),
+            "mql_to_sql": _rate(counts["sql"], counts["mql"]),
+            "sql_to_customer": _rate(counts["customer"], counts["sql"]),
+            "lead_to_customer": _rate(counts["customer"], counts["lead"]),
+        },
+        "median_hours_to_mql": _hours([(at - created[lid]).total_seconds() / 3600 for (lid, t), at in first_at.items() if t == "mql"]),
+        "median_hours_to_sql": _hours([(at - created[lid]).total_seconds() / 3600 for (lid, t), at in first_at.items() if t == "sql"]),
+    }
+
+
+def steps(session: Session, scenario: str | None = None, orders: dict[str, tuple[str, ...]] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Per scenario and step: entered, sent, opened and clicked (distinct leads), outcomes, left here."""
+    query = select(StepLog.scenario, StepLog.step_id, StepLog.outcome, func.count(), func.count(func.distinct(StepLog.lead_id)))
+    if scenario:
+        query = query.where(StepLog.scenario == scenario)
+    rows = session.exec(query.group_by(StepLog.scenario, StepLog.step_id, StepLog.outcome)).all()
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+    for name, step_id, outcome, n, leads in rows:
+        entry = table.setdefault((name, step_id), {"step": step_id, "reached": 0, "outcomes": {}, "sent": 0,
+                                                    "opened": 0, "clicked": 0, "left": 0})
+        entry["outcomes"][outcome] = n
+        if outcome == "sent":
+            entry["sent"] += n
+        if outcome in ("left", "exited", "failed") or outcome.startswith("to:"):
+            entry["left"] += n
+    reached = session.exec(
+        select(StepLog.scenario, StepLog.step_id, func.count(func.distinct(StepLog.enrollment_id)))
+        .where(*([StepLog.scenario == scenario] if scenario else []))
+        .group_by(StepLog.scenario, StepLog.step_id)
+    ).all()
+    for name, step_id, n in reached:
+        table[(name, step_id)]["reached"] = n
+    engaged: dict[tuple[str, str, str], set[int]] = defaultdict(set)
+    for event in session.exec(select(Event).where(Event.type.in_(("email_opened", "email_clicked")))).scalars():
+        props = event.properties or {}
+        if props.get("scenario") and props.get("step_id"):
+            engaged[(props["scenario"], props["step_id"], event.type)].add(event.lead_id)
+    for (name, step_id), entry in table.items():
+        entry["opened"] = len(engaged.get((name, step_id, "email_opened"), ()))
+        entry["clicked"] = len(engaged.get((name, step_id, "email_clicked"), ()))
+        entry["entered"] = entry["outcomes"].get("entered", 0)
+    by_scenario: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    orders = orders or {}
+
+    def place(key: tuple[str, str]) -> tuple[str, int, str]:
+        order = orders.get(key[0], ())
+        return key[0], order.index(key[1]) if key[1] in order else len(order), key[1]
+
+    for key in sorted(table, key=place):
+        by_scenario[key[0]].append(table[key])
+    return dict(by_scenario)
+
+
+def sla(session: Session) -> dict[str, Any]:
+    """Of the handoffs whose outcome is known (answered, or past deadline unanswered): share within target / deadline."""
+    handoffs = session.exec(select(Handoff)).scalars().all()
+    known = [h for h in handoffs if h.answered_at is not None or h.deadline_missed_at is not None]
+    within_target = sum(1 for h in known if h.answered_at is not None and h.answered_at <= h.target_at)
+    within_deadline = sum(1 for h in known if h.answered_at is not None and h.answered_at <= h.deadline_at)
+    return {
+        "handoffs": len(handoffs), "open": sum(1 for h in handoffs if h.status == "open"), "measured": len(known),
+        "within_target": _rate(within_target, len(known)), "within_deadline": _rate(within_deadline, len(known)),
+        "breaches": sum(1 for h in handoffs if h.deadline_missed_at is not None),
+        "answers": dict(Counter(h.status for h in handoffs if h.status != "open")),
+        "rejection_reasons": dict(Counter(h.reason for h in handoffs if h.status == "rejected")),
+    }
+
+
+def economics(session: Session) -> dict[str, Any]:
+    """Per source and in all: leads, customers, cost, margin, CPL, CPA, ROI = (margin - cost) / cost."""
+    leads = Counter(dict(session.exec(select(Lead.source, func.count()).group_by(Lead.source)).all()))
+    customers: Counter = Counter()
+    customer_ids = {c.lead_id for c in session.exec(select(StageChange).where(StageChange.to_stage == "customer")).scalars()}
+    customer_ids |= set(session.exec(select(Lead.id).where(Lead.stage == "customer")).scalars())
+    if customer_ids:
+        for source in session.exec(select(Lead.source).where(Lead.id.in_(customer_ids))).scalars():
+            customers[source] += 1
+    costs: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for cost in session.exec(select(Cost)).scalars():
+        costs[cost.source][0] += cost.amount
+        costs[cost.source][1] += cost.margin
+
+    def figures(n_leads: int, n_customers: int, amount: float, margin: float) -> dict[str, Any]:
+        return {
+            "leads": n_leads, "customers": n_customers, "cost": round(amount, 2), "gross_margin": round(margin, 2),
+            "cost_per_lead": round(amount / n_leads, 2) if n_leads and amount else None,
+            "cost_per_acquisition": round(amount / n_customers, 2) if n_customers and amount else None,
+            "roi": round((margin - amount) / amount, 4) if amount else None,
+        }
+
+    sources = sorted(set(leads) | set(costs))
+    per_source = {s or "(none)": figures(leads[s], customers[s], *costs.get(s, (0.0, 0.0))) for s in sources}
+    total = figures(sum(leads.values()), sum(customers.values()), sum(c[0] for c in costs.values()), sum(c[1] for c in costs.values()))
+    return {"by_source": per_source, "total": total}
+
+
+def build_report(session: Session, *, scenario: str | None = None, orders: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """Every figure of `relance report`; `orders` puts each scenario's steps in plan order."""
+    stages = dict(session.exec(select(Lead.stage, func.count()).group_by(Lead.stage)).all())
+    return {
+        "leads_by_stage": stages,
+        "funnel": funnel(session),
+        "scenarios": steps(session, scenario, orders),
+        "sla": sla(session),
+        "economics": economics(session),
+    }

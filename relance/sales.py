@@ -1,0 +1,172 @@
+"""Sales hand-off: one open handoff per lead, an owner, an SLA, and the answer sales gives back.
+
+Stages move both ways and every move is in the stage history with who and why:
+lead/mql/nurturing -> sql-pending (handed off) -> sql (accepted) | nurturing (rejected) | later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from relance.scoring.config import ScoringConfig
+from relance.scoring.ledger import move_stage
+from relance.store.tables import Event, Handoff, Lead, Outbox, ScoreChange
+
+REJECT_REASONS = ("no-budget", "no-need", "bad-timing", "not-decision-maker", "competitor", "bad-fit", "unreachable", "other")
+BANT_FIELDS = ("budget", "authority", "need", "timing")
+DEFAULT_CONTACT_WITHIN, DEFAULT_TARGET = timedelta(hours=48), timedelta(hours=2)
+HANDOFF_STAGES = ("lead", "mql", "nurturing")
+
+
+class SalesError(ValueError):
+    """An answer or a hand-off sales cannot make; the message says why and what to do."""
+
+
+def open_handoff_of(session: Session, lead_id: int) -> Handoff | None:
+    return session.exec(select(Handoff).where(Handoff.lead_id == lead_id, Handoff.status == "open")).scalars().first()
+
+
+def pick_owner(session: Session, scoring: ScoringConfig) -> str:
+    """Round-robin over scoring.yaml `sales.owners`: the one after the last owner given a lead."""
+    owners = scoring.sales.owners
+    if not owners:
+        return scoring.sales.manager or "unassigned"
+    last = session.exec(select(Handoff.owner).order_by(Handoff.id.desc()).limit(1)).scalars().first()
+    return owners[(owners.index(last) + 1) % len(owners)] if last in owners else owners[0]
+
+
+def hand_off(
+    session: Session, lead: Lead, *, scoring: ScoringConfig, now: datetime, source: str,
+    owner: str | None = None, team: str | None = None,
+) -> Handoff | None:
+    """Open a handoff unless one is open already; moves the lead to sql-pending and tells the owner."""
+    if open_handoff_of(session, lead.id) is not None:
+        return None
+    contact_within = scoring.sla.contact_within if scoring.sla else DEFAULT_CONTACT_WITHIN
+    target = scoring.sla.target if scoring.sla else DEFAULT_TARGET
+    handoff = Handoff(lead_id=lead.id, owner=owner or pick_owner(session, scoring), team=team, source=source,
+                      opened_at=now, target_at=now + target, deadline_at=now + contact_within, bant={})
+    session.add(handoff)
+    session.flush()
+    move_stage(session, lead, "sql-pending", now=now, by=source, reason=f"handed to {handoff.owner}")
+    notify_sales(session, handoff, lead, now=now, kind="handoff", to=[handoff.owner])
+    return handoff
+
+
+def notify_sales(session: Session, handoff: Handoff, lead: Lead, *, now: datetime, kind: str, to: list[str]) -> None:
+    """An internal email (through the outbox and the transport) with profile, score explanation and activity."""
+    ledger = session.exec(
+        select(ScoreChange).where(ScoreChange.lead_id == lead.id).order_by(ScoreChange.id.desc()).limit(10)
+    ).scalars().all()
+    recent = session.exec(select(Event).where(Event.lead_id == lead.id).order_by(Event.occurred_at.desc()).limit(10)).scalars().all()
+    context: dict[str, Any] = {
+        "handoff": {"owner": handoff.owner, "deadline": f"{handoff.deadline_at:%Y-%m-%d %H:%M} UTC",
+                    "target": f"{handoff.target_at:%Y-%m-%d %H:%M} UTC", "kind": kind},
+        "score_explanation": [f"{c.points:+d} {c.cause}" + (f" ({c.scenario}/{c.step_id})" if c.step_id else "") for c in reversed(ledger)],
+        "recent_activity": [f"{e.occurred_at:%Y-%m-%d %H:%M} {e.type} {_short(e.properties)}".strip() for e in recent],
+    }
+    subject = {
+        "handoff": "Lead à contacter avant le {{ handoff.deadline }} : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }})",
+        "sla": "SLA dépassé : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }}) attend un appel",
+    }[kind]
+    for address in dict.fromkeys(a for a in to if a and "@" in a):
+        session.add(Outbox(enrollment_id=None, step_id=f"{kind}:{handoff.id}:{address}", visit=0, lead_id=lead.id, scenario="",
+                           template="sales-handoff", subject=subject, to_address=address, status="pending",
+                           options={"kind": "internal", "context": context}, created_at=now))
+
+
+def _short(properties: dict[str, Any]) -> str:
+    keep = {k: v for k, v in (properties or {}).items() if k in ("asset", "path", "url", "link", "form", "step_id")}
+    return " ".join(f"{k}={v}" for k, v in keep.items())
+
+
+@dataclass(frozen=True)
+class Answer:
+    verdict: str  # accept | reject | later
+    by: str
+    reason: str | None = None
+    note: str = ""
+    bant: dict[str, str] | None = None
+    until: datetime | None = None
+
+
+def answer(session: Session, *, email: str, reply: Answer, scoring: ScoringConfig, now: datetime) -> Handoff:
+    """Record sales' answer to the lead's open handoff and move the lead's stage."""
+    lead = session.exec(select(Lead).where(Lead.email == email.strip().lower())).scalars().first()
+    if lead is None:
+        raise SalesError(f"no lead with email {email!r}")
+    handoff = open_handoff_of(session, lead.id)
+    if handoff is None:
+        last = session.exec(select(Handoff).where(Handoff.lead_id == lead.id).order_by(Handoff.id.desc())).scalars().first()
+        if last is None:
+            raise SalesError(f"{lead.email} was never handed to sales")
+        raise SalesError(f"the handoff of {lead.email} is closed: {last.status} on {last.answered_at:%Y-%m-%d} by {last.answered_by}")
+    handoff.answered_at, handoff.answered_by, handoff.note = now, reply.by, reply.note
+    match reply.verdict:
+        case "accept":
+            unknown = sorted(set(reply.bant or {}) - set(BANT_FIELDS))
+            if unknown:
+                raise SalesError(f"unknown BANT field {unknown[0]!r}: use {', '.join(BANT_FIELDS)}")
+            handoff.status, handoff.bant = "accepted", dict(reply.bant or {})
+            move_stage(session, lead, "sql", now=now, by=reply.by, reason="accepted by sales" + _bant_text(handoff.bant))
+        case "reject":
+            if reply.reason not in REJECT_REASONS:
+                raise SalesError(f"a rejection needs a reason among {', '.join(REJECT_REASONS)} (got {reply.reason!r})")
+            handoff.status, handoff.reason = "rejected", reply.reason
+            move_stage(session, lead, "nurturing", now=now, by=reply.by,
+                       reason=f"rejected by sales: {reply.reason}" + (f" ({reply.note})" if reply.note else ""))
+        case "later":
+            default = scoring.later.default_delay if scoring.later else timedelta(days=90)
+            until = reply.until or now + default
+            if until <= now:
+                raise SalesError(f"the re-engage date {until:%Y-%m-%d} is not in the future")
+            handoff.status, handoff.reason, handoff.later_until = "later", reply.reason, until
+            move_stage(session, lead, "later", now=now, by=reply.by, reason=f"later: re-engage on {until:%Y-%m-%d}")
+        case _:
+            raise SalesError(f"unknown answer {reply.verdict!r}: accept, reject or later")
+    return handoff
+
+
+def _bant_text(bant: dict[str, str]) -> str:
+    return (" (" + ", ".join(f"{k}: {v}" for k, v in bant.items()) + ")") if bant else ""
+
+
+def count_open(session: Session) -> int:
+    return session.exec(select(func.count()).select_from(Handoff).where(Handoff.status == "open")).one()[0]
+
+
+@dataclass
+class SlaReport:
+    open: int = 0
+    target_missed: int = 0
+    deadline_missed: int = 0
+
+
+def flag_sla(session: Session, *, scoring: ScoringConfig, now: datetime) -> SlaReport:
+    """Flag open handoffs past their target and past their deadline; a missed deadline tells the owner and the manager.
+
+    Each breach is flagged once, so running it again changes nothing."""
+    report = SlaReport()
+    for handoff in session.exec(select(Handoff).where(Handoff.status == "open").order_by(Handoff.id)).scalars():
+        report.open += 1
+        if handoff.target_missed_at is None and handoff.target_at <= now:
+            handoff.target_missed_at = now
+            report.target_missed += 1
+        if handoff.deadline_missed_at is None and handoff.deadline_at <= now:
+            handoff.deadline_missed_at = now
+            report.deadline_missed += 1
+            lead = session.get(Lead, handoff.lead_id)
+            notify_sales(session, handoff, lead, now=now, kind="sla", to=[handoff.owner, scoring.sales.manager or ""])
+    return report
+
+
+def later_due(session: Session, *, now: datetime) -> list[Handoff]:
+    """"Later" handoffs whose re-engage date has come and that were not re-engaged yet."""
+    return list(session.exec(
+        select(Handoff).where(Handoff.status == "later", Handoff.later_until <= now, Handoff.reengaged_at.is_(None)).order_by(Handoff.id)
+    ).scalars())

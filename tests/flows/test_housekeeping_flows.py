@@ -1,0 +1,60 @@
+"""`relance flow decay`: the decay flow run once through Prefect, on an injected time."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlmodel import Session
+from typer.testing import CliRunner
+
+from relance.cli import app
+from relance.ingest import IncomingEvent, ingest_events
+from relance.leads import lead_summary
+from relance.library import Library, load_scoring
+from relance.runner import open_store
+from relance.settings import Settings, get_settings
+from relance.store.repo import upsert_lead
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_relance_flow_decay_fades_an_idle_score_once(prefect_home, tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    monkeypatch.setenv("RELANCE_DATABASE_URL", url)
+    monkeypatch.setenv("RELANCE_SCENARIOS_DIR", str(ROOT / "scenarios"))
+    get_settings.cache_clear()
+    engine = open_store(Settings())
+    start = datetime(2026, 1, 5, 9, tzinfo=timezone.utc)
+    with Session(engine) as session:
+        upsert_lead(session, email="lea@acme.example", now=start)
+        session.commit()
+    library = Library(scoring=load_scoring(ROOT / "scenarios"))
+    ingest_events(engine, library, [IncomingEvent("demo_requested", "lea@acme.example", start, {})], now=start)
+
+    for _ in range(2):
+        result = CliRunner().invoke(app, ["flow", "decay", "--now", "2026-02-10T09:00:00+00:00"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    assert "0 idle lead(s)" in result.output  # the second run finds nothing new to decay
+    assert lead_summary(engine, "lea@acme.example")["score"] == 50 - 12
+    get_settings.cache_clear()
+
+
+def test_relance_flow_sla_and_reengage_run_as_flows(prefect_home, tmp_path, monkeypatch):
+    from relance.sales import hand_off
+
+    monkeypatch.setenv("RELANCE_DATABASE_URL", f"sqlite:///{tmp_path / 'r.db'}")
+    monkeypatch.setenv("RELANCE_SCENARIOS_DIR", str(ROOT / "scenarios"))
+    monkeypatch.setenv("RELANCE_TEMPLATES_DIR", str(ROOT / "templates" / "emails"))
+    get_settings.cache_clear()
+    engine = open_store(Settings())
+    start = datetime(2026, 1, 5, 9, tzinfo=timezone.utc)
+    with Session(engine) as session:
+        lead = upsert_lead(session, email="lea@acme.example", now=start)
+        hand_off(session, lead, scoring=load_scoring(ROOT / "scenarios"), now=start, source="test")
+        session.commit()
+    result = CliRunner().invoke(app, ["flow", "sla", "--now", "2026-01-08T09:00:00+00:00"], catch_exceptions=False)
+    assert "1 newly past deadline" in result.output
+    result = CliRunner().invoke(app, ["flow", "reengage", "--now", "2026-01-08T09:00:00+00:00"], catch_exceptions=False)
+    assert "reengage: 0 lead(s) enrolled" in result.output
+    get_settings.cache_clear()

@@ -1,0 +1,72 @@
+"""SLA breaches and re-engagement of "later" leads on an injected clock, both backends."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlmodel import Session
+
+from relance.housekeeping import run_reengage, run_sla
+from relance.library import load_library
+from relance.runner import sync_scenarios
+from relance.sales import Answer, answer, hand_off
+from relance.settings import Settings
+from relance.store.repo import upsert_lead
+from relance.store.tables import Enrollment, Handoff, Outbox
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def library(db_url):
+    return load_library(Settings(database_url=db_url, scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails"))
+
+
+def _handed(engine, library, clock, n=2):
+    with Session(engine) as session:
+        for i in range(n):
+            lead = upsert_lead(session, email=f"l{i}@acme.example", now=clock.now())
+            hand_off(session, lead, scoring=library.scoring, now=clock.now(), source="test")
+        session.commit()
+
+
+def _sla_mails(engine):
+    with Session(engine) as session:
+        return sorted(o.to_address for o in session.exec(select(Outbox).where(Outbox.step_id.like("sla:%"))).scalars())
+
+
+def test_sla_flags_target_then_deadline_once_and_tells_owner_and_manager(engine, library, clock):
+    _handed(engine, library, clock)
+    with Session(engine) as session:
+        answer(session, email="l1@acme.example", reply=Answer("accept", "karim@example.com"), scoring=library.scoring,
+               now=clock.now() + timedelta(hours=1))
+        session.commit()
+    assert run_sla(engine, library, now=clock.advance(timedelta(hours=1))).target_missed == 0
+    report = run_sla(engine, library, now=clock.advance(timedelta(hours=2)))
+    assert (report.open, report.target_missed, report.deadline_missed) == (1, 1, 0)
+    assert _sla_mails(engine) == []
+    report = run_sla(engine, library, now=clock.advance(timedelta(hours=46)))
+    assert (report.target_missed, report.deadline_missed) == (0, 1)
+    assert _sla_mails(engine) == ["claire@example.com", "direction.ventes@example.com"]
+    assert run_sla(engine, library, now=clock.advance(timedelta(hours=5))).deadline_missed == 0
+    assert len(_sla_mails(engine)) == 2
+
+
+def test_reengage_enrolls_later_leads_on_their_date_once(engine, library, clock, db_url):
+    sync_scenarios(engine, Settings(database_url=db_url, scenarios_dir=ROOT / "scenarios"), now=clock.now(), library=library)
+    _handed(engine, library, clock)
+    with Session(engine) as session:
+        for i, days in enumerate((7, 30)):
+            answer(session, email=f"l{i}@acme.example", reply=Answer("later", "claire@example.com", until=clock.now() + timedelta(days=days)),
+                   scoring=library.scoring, now=clock.now())
+        session.commit()
+    assert run_reengage(engine, library, now=clock.advance(timedelta(days=6))) == 0
+    assert run_reengage(engine, library, now=clock.advance(timedelta(days=1))) == 1
+    assert run_reengage(engine, library, now=clock.now()) == 0  # twice the same day: once
+    with Session(engine) as session:
+        [enrollment] = session.exec(select(Enrollment)).scalars().all()
+        reengaged = [h.reengaged_at for h in session.exec(select(Handoff).order_by(Handoff.id)).scalars()]
+    assert enrollment.scenario == "re-engagement" and reengaged[1] is None and reengaged[0] is not None
