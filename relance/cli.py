@@ -1,0 +1,473 @@
+"""`relance ...`: the command line (typer + rich). Commands stay thin: parse, call, print."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="relance: B2B lead nurturing, scored and handed to sales.")
+lead_app = typer.Typer(no_args_is_help=True, help="Look at leads.")
+app.add_typer(lead_app, name="lead")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings():
+    from relance.settings import get_settings
+
+    return get_settings()
+
+
+def _now(value: Optional[str]) -> datetime:
+    from relance.clock import SystemClock, ensure_utc
+
+    if value is None:
+        return SystemClock().now()
+    try:
+        return ensure_utc(datetime.fromisoformat(value))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO date/time like 2026-03-01T09:00:00+01:00", param_hint="--now")
+
+
+def _when(value: Optional[datetime]) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else ""
+
+
+def _nothing():
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def _library(extra: list[Path] | None = None):
+    from relance.library import ScenarioError, load_library
+
+    try:
+        return load_library(_settings(), extra=extra)
+    except ScenarioError as exc:
+        for problem in exc.problems:
+            err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        _fail(f"{len(exc.problems)} problem(s) in the scenarios; run `relance validate` after fixing them")
+
+
+def _extra_files(arguments: list[str] | None) -> list[Path]:
+    """SCENARIO arguments that are files (possibly outside the scenarios folder)."""
+    return [Path(a) for a in arguments or [] if Path(a).suffix in (".yaml", ".yml") and Path(a).is_file()]
+
+
+def _resolve(library, scenario: str) -> str:
+    """A SCENARIO argument: a name from the folder, or a path to a file of it."""
+    from relance.library import name_for_argument
+
+    try:
+        return name_for_argument(library, scenario)
+    except LookupError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def validate(
+    paths: list[Path] = typer.Argument(None, help="Scenario files or folders (default: RELANCE_SCENARIOS_DIR)."),
+    templates: Optional[Path] = typer.Option(None, "--templates", help="Templates folder (default: RELANCE_TEMPLATES_DIR)."),
+) -> None:
+    """Check scenarios: every problem in every file, as FILE:LINE:COL: step ID: message."""
+    from relance.library import validate_paths
+
+    settings = _settings()
+    problems, names = validate_paths(paths or [settings.scenarios_dir], templates_dir=templates or settings.templates_dir)
+    for problem in problems:
+        console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        sys.stdout.flush()
+        err.print(f"[red]{len(problems)} problem(s)[/red] in {len(names) or 'the'} scenario file(s)")
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/green]: {len(names)} scenario(s) valid: {', '.join(sorted(names))}")
+
+
+@app.command()
+def schema(out: Optional[Path] = typer.Option(None, "--out", help="Write the JSON Schema here instead of stdout.")) -> None:
+    """The JSON Schema of the scenario language, for editors' autocompletion."""
+    from relance.scenario.schema import scenario_json_schema
+
+    text = json.dumps(scenario_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if out:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"wrote {out}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("import")
+def import_(
+    csv_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV of leads (header row)."),
+    source: Optional[str] = typer.Option(None, "--source", help="Source to record for leads without one."),
+) -> None:
+    """Import leads from CSV: bad rows reported by row number, good rows kept, duplicates merged."""
+    from relance.clock import SystemClock
+    from relance.importer import import_leads, parse_leads_csv
+    from relance.runner import open_store
+    from sqlmodel import Session
+
+    parsed = parse_leads_csv(csv_file.read_text(encoding="utf-8-sig"), source=source)
+    for problem in parsed.problems:
+        err.print(f"{csv_file}:{problem}", markup=False, highlight=False, soft_wrap=True)
+    from relance.leads import grade_all
+
+    engine = open_store(_settings())
+    scoring = _library().scoring
+    with Session(engine) as session:
+        summary = import_leads(session, parsed, now=SystemClock().now())
+        grade_all(session, scoring)
+        session.commit()
+    table = Table("created", "updated", "rows with problems")
+    table.add_row(str(summary.created), str(summary.updated), str(len({p.row_number for p in parsed.problems})))
+    console.print(table)
+
+
+@app.command()
+def event(
+    type: str = typer.Argument(..., help="Event type, e.g. downloaded, page_visited, form_submitted."),
+    lead: str = typer.Option(..., "--lead", help="The lead's email."),
+    prop: list[str] = typer.Option(None, "--prop", help="K=V property (repeatable)."),
+    at: Optional[str] = typer.Option(None, "--at", help="When it happened (ISO; default now)."),
+    key: Optional[str] = typer.Option(None, "--key", help="Idempotency key (default: derived from the content)."),
+) -> None:
+    """Record one event: scores, triggers scenarios, wakes waiting enrollments."""
+    from relance.ingest import IncomingEvent, UnknownLead, ingest_events
+    from relance.runner import open_store, sync_scenarios
+
+    properties = {}
+    for item in prop or []:
+        if "=" not in item:
+            raise typer.BadParameter(f"{item!r}: expected K=V", param_hint="--prop")
+        k, v = item.split("=", 1)
+        properties[k.strip()] = v
+    now = _now(None)
+    when = _now(at) if at else now
+    settings, library = _settings(), _library()
+    engine = open_store(settings)
+    sync_scenarios(engine, settings, now=now, library=library)
+    try:
+        result = ingest_events(engine, library, [IncomingEvent(type, lead, when, properties, key)], now=now)
+    except UnknownLead as exc:
+        _fail(str(exc))
+    console.print(
+        f"{'stored' if result.stored else 'already stored (same idempotency key)'}: {type} for {lead}; "
+        f"entered {result.enrolled} scenario(s), woke {result.woken} waiting enrollment(s)"
+    )
+
+
+@lead_app.command("show")
+def lead_show(
+    email: str = typer.Argument(..., help="The lead's email."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Profile, stage, score, grade, enrollments."""
+    from relance.leads import lead_summary
+    from relance.runner import open_store
+
+    summary = lead_summary(open_store(_settings()), email)
+    if summary is None:
+        _fail(f"no lead with email {email!r}")
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+        return
+    profile = Table(show_header=False, title=f"{summary['first_name']} {summary['last_name']} <{summary['email']}>")
+    for k in ("company", "job_title", "sector", "company_revenue", "country", "timezone", "source", "stage", "score", "grade", "temperature", "suppressed"):
+        profile.add_row(k, str(summary.get(k) if summary.get(k) is not None else ""))
+    console.print(profile)
+    enrollments = Table("scenario", "status", "step", "due", "entered", "left / reason", title="Enrollments")
+    for e in summary["enrollments"]:
+        enrollments.add_row(e["scenario"], e["status"], e["step_id"] or "", _when(e["due_at"]), _when(e["entered_at"]),
+                            e["exit_reason"] or _when(e["left_at"]))
+    console.print(enrollments)
+    ledger = Table("when", "points", "score", "cause", title=f"Score {summary['score']}: how it was earned")
+    for c in summary["score_ledger"]:
+        where = f" ({c['scenario']}/{c['step_id']})" if c["scenario"] and c["step_id"] else ""
+        ledger.add_row(_when(c["at"]), f"{c['points']:+d}", str(c["score_after"]), f"{c['cause']}{where} {c['detail']}".strip())
+    console.print(ledger)
+    stages = Table("when", "from", "to", "by", "why", title="Stage history")
+    for c in summary["stage_history"]:
+        stages.add_row(_when(c["at"]), c["from"], c["to"], c["by"], c["reason"])
+    console.print(stages)
+
+
+@app.command()
+def tick(
+    scenarios: list[str] = typer.Argument(None, help="Scenario names or paths (default: all)."),
+    now: Optional[str] = typer.Option(None, "--now", help="Pretend it is this time (ISO)."),
+) -> None:
+    """One Prefect flow run per scenario: advance what is due."""
+    from relance.prefect_adapter import run_tick
+
+    library = _library(_extra_files(scenarios))
+    names = [_resolve(library, s) for s in scenarios] if scenarios else sorted(library.plans)
+    table = Table("scenario", "due", "batches", "sent", "skipped", "failed", "entered", title="Tick")
+    for name in names:
+        report = run_tick(name, now=now)
+        table.add_row(name, *(str(report.get(k, 0)) for k in ("advanced", "batches", "sent", "skipped", "failed", "entered")))
+    console.print(table)
+
+
+flow_app = typer.Typer(no_args_is_help=True, help="Run one scheduled housekeeping flow once.")
+app.add_typer(flow_app, name="flow")
+
+
+@flow_app.command("decay")
+def flow_decay(now: Optional[str] = typer.Option(None, "--now", help="Pretend it is this time (ISO).")) -> None:
+    """Fade the behaviour score of idle leads, once (a Prefect flow run)."""
+    from relance.prefect_adapter import run_flow
+
+    _now(now)  # a bad --now is refused before Prefect starts
+    result = run_flow("flows.housekeeping", "decay", now=now)
+    console.print(f"decay: {result['leads']} idle lead(s) lost {-result['points']} point(s) in all")
+
+
+sales_app = typer.Typer(no_args_is_help=True, help="Sales answers to a handed-off lead.")
+app.add_typer(sales_app, name="sales")
+
+
+def _answer(email: str, reply) -> None:
+    from sqlmodel import Session
+
+    from relance.runner import open_store
+    from relance.sales import SalesError, answer
+
+    engine = open_store(_settings())
+    scoring = _library().scoring
+    with Session(engine) as session:
+        try:
+            handoff = answer(session, email=email, reply=reply, scoring=scoring, now=_now(None))
+        except SalesError as exc:
+            _fail(str(exc))
+        session.commit()
+        console.print(f"{email}: handoff {handoff.status}" + (f" until {handoff.later_until:%Y-%m-%d}" if handoff.later_until else ""))
+
+
+@sales_app.command("accept")
+def sales_accept(
+    email: str = typer.Argument(...),
+    by: str = typer.Option("sales", "--by", help="Who answers (recorded in the stage history)."),
+    budget: Optional[str] = typer.Option(None), authority: Optional[str] = typer.Option(None),
+    need: Optional[str] = typer.Option(None), timing: Optional[str] = typer.Option(None),
+    note: str = typer.Option("", "--note"),
+) -> None:
+    """Sales accepts the lead: stage sql, BANT recorded."""
+    from relance.sales import Answer
+
+    bant = {k: v for k, v in (("budget", budget), ("authority", authority), ("need", need), ("timing", timing)) if v}
+    _answer(email, Answer("accept", by, note=note, bant=bant))
+
+
+@sales_app.command("reject")
+def sales_reject(
+    email: str = typer.Argument(...),
+    reason: str = typer.Option(..., "--reason", help="no-budget, no-need, bad-timing, not-decision-maker, competitor, bad-fit, unreachable, other"),
+    note: str = typer.Option("", "--note", help="Free text for marketing."),
+    by: str = typer.Option("sales", "--by"),
+) -> None:
+    """Sales rejects the lead: back to nurturing, with the reason."""
+    from relance.sales import Answer
+
+    _answer(email, Answer("reject", by, reason=reason, note=note))
+
+
+@sales_app.command("later")
+def sales_later(
+    email: str = typer.Argument(...),
+    until: Optional[str] = typer.Option(None, "--until", help="Re-engage date (ISO; default: later.default_delay)."),
+    reason: Optional[str] = typer.Option(None, "--reason"),
+    by: str = typer.Option("sales", "--by"),
+) -> None:
+    """Sales says "later": stage later, re-engaged on the date by the reengage flow."""
+    from relance.sales import Answer
+
+    _answer(email, Answer("later", by, reason=reason, until=_now(until) if until else None))
+
+
+cost_app = typer.Typer(no_args_is_help=True, help="Campaign costs and margins per source (for CPL, CPA, ROI).")
+app.add_typer(cost_app, name="cost")
+
+
+@cost_app.command("add")
+def cost_add(
+    source: str = typer.Argument(..., help="The lead source, as in the leads' `source` (e.g. salon-vivatech)."),
+    amount: float = typer.Argument(..., min=0, help="What it cost."),
+    margin: float = typer.Option(0.0, "--margin", min=0, help="Gross margin it brought."),
+    period: str = typer.Option("", "--period", help="e.g. 2026-Q1"),
+) -> None:
+    """Record a cost (and the gross margin) of a source."""
+    from sqlmodel import Session
+
+    from relance.runner import open_store
+    from relance.store.tables import Cost
+
+    with Session(open_store(_settings())) as session:
+        session.add(Cost(source=source, amount=amount, margin=margin, period=period, created_at=_now(None)))
+        session.commit()
+    console.print(f"{source}: cost {amount:,.2f}, margin {margin:,.2f} recorded")
+
+
+@app.command()
+def report(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Funnel, per-step counts, conversion rates, SLA compliance, rejection reasons, CPL / CPA / ROI."""
+    from sqlmodel import Session
+
+    from relance.report import build_report
+    from relance.runner import open_store
+
+    library = _library()
+    with Session(open_store(_settings())) as session:
+        figures = build_report(session, orders={n: p.order for n, p in library.plans.items()})
+    if as_json:
+        sys.stdout.write(json.dumps(figures, indent=2, ensure_ascii=False, default=str) + "\n")
+        return
+    _print_report(figures)
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value * 100:.1f} %"
+
+
+def _print_report(figures: dict, out: Console | None = None) -> None:
+    out = out or console
+    f = figures["funnel"]
+    funnel = Table("stage", "leads", "rate from previous", title="Funnel")
+    rates = [None, f["rates"]["lead_to_mql"], f["rates"]["mql_to_sql"], f["rates"]["sql_to_customer"]]
+    for (stage, n), rate in zip(f["counts"].items(), rates):
+        funnel.add_row(stage, str(n), _pct(rate))
+    funnel.caption = (f"lead -> customer {_pct(f['rates']['lead_to_customer'])}; median time to MQL "
+                      f"{f['median_hours_to_mql'] or '-'} h, to SQL {f['median_hours_to_sql'] or '-'} h")
+    out.print(funnel)
+    for name, rows in figures["scenarios"].items():
+        table = Table("step", "reached", "entered", "sent", "opened", "clicked", "left", "outcomes", title=f"Scenario {name}")
+        for r in rows:
+            table.add_row(r["step"], str(r["reached"]), str(r["entered"]), str(r["sent"]), str(r["opened"]), str(r["clicked"]),
+                          str(r["left"]), ", ".join(f"{k} {v}" for k, v in r["outcomes"].items()))
+        out.print(table)
+    s = figures["sla"]
+    sla = Table("handoffs", "open", "within target", "within deadline", "breaches", "answers", "rejection reasons", title="Sales SLA")
+    sla.add_row(str(s["handoffs"]), str(s["open"]), _pct(s["within_target"]), _pct(s["within_deadline"]), str(s["breaches"]),
+                ", ".join(f"{k} {v}" for k, v in s["answers"].items()), ", ".join(f"{k} {v}" for k, v in s["rejection_reasons"].items()))
+    out.print(sla)
+    money = Table("source", "leads", "customers", "cost", "margin", "CPL", "CPA", "ROI", title="Economics")
+    for source, m in [*figures["economics"]["by_source"].items(), ("all", figures["economics"]["total"])]:
+        money.add_row(source, str(m["leads"]), str(m["customers"]), f"{m['cost']:,.0f}", f"{m['gross_margin']:,.0f}",
+                      "-" if m["cost_per_lead"] is None else f"{m['cost_per_lead']:,.2f}",
+                      "-" if m["cost_per_acquisition"] is None else f"{m['cost_per_acquisition']:,.2f}",
+                      "-" if m["roi"] is None else f"{m['roi']:.2f}")
+    out.print(money)
+
+
+@app.command("ses-events")
+def ses_events(
+    queue_url: str = typer.Option(..., "--queue-url", help="The SQS queue SES events arrive in (through SNS)."),
+    once: bool = typer.Option(False, "--once", help="Stop when the queue is empty (default: keep listening)."),
+    dead_letter_url: Optional[str] = typer.Option(None, "--dead-letter-url", help="Where unusable messages go."),
+    set_aside_dir: Path = typer.Option(Path("ses-set-aside"), "--set-aside-dir", help="Where they go without a dead-letter queue."),
+) -> None:
+    """Drain SES event notifications from SQS: opens, clicks, deliveries, bounces, complaints."""
+    import boto3
+
+    from relance.runner import open_store
+    from relance.ses_events import drain
+
+    settings = _settings()
+    sqs = boto3.client("sqs", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url)
+    report = drain(open_store(settings), _library(), sqs, queue_url, now=_now(None), once=once,
+                   dead_letter_url=dead_letter_url, set_aside_dir=set_aside_dir, wait_seconds=1 if once else 20)
+    for reason in report.reasons:
+        err.print(f"set aside: {reason}", markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{report.stored} stored, {report.duplicates} already stored, {report.suppressed} suppressed, "
+                  f"{report.set_aside} set aside, {report.deleted} removed from the queue")
+
+
+@flow_app.command("sla")
+def flow_sla(now: Optional[str] = typer.Option(None, "--now", help="Pretend it is this time (ISO).")) -> None:
+    """Flag handoffs past their SLA, once (a Prefect flow run)."""
+    from relance.prefect_adapter import run_flow
+
+    _now(now)
+    r = run_flow("flows.housekeeping", "sla", now=now)
+    console.print(f"sla: {r['open']} open handoff(s); {r['target_missed']} newly past target, {r['deadline_missed']} newly past deadline")
+
+
+@flow_app.command("reengage")
+def flow_reengage(now: Optional[str] = typer.Option(None, "--now", help="Pretend it is this time (ISO).")) -> None:
+    """Re-engage the "later" leads whose date has come, once (a Prefect flow run)."""
+    from relance.prefect_adapter import run_flow
+
+    _now(now)
+    r = run_flow("flows.housekeeping", "reengage", now=now)
+    console.print(f"reengage: {r['enrolled']} lead(s) enrolled")
+
+
+@app.command()
+def simulate(
+    scenario: str = typer.Argument(..., help="Scenario name or path."),
+    leads: int = typer.Option(1000, "--leads", min=1),
+    days: int = typer.Option(30, "--days", min=1),
+    seed: int = typer.Option(1, "--seed"),
+    rates: Optional[str] = typer.Option(None, "--rates", help="Engagement rates, e.g. open=0.4,click=0.1,download=0.05"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Project a scenario's funnel on a virtual clock with synthetic engagement (no database)."""
+    from relance.clock import SystemClock
+    from relance.simulate import simulate as project
+    from relance.simulation.rates import parse_rates
+    from relance.simulation.report import render_report
+
+    library = _library(_extra_files([scenario]))
+    name = _resolve(library, scenario)
+    try:
+        engagement = parse_rates(rates)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--rates")
+    with console.status(f"simulating {leads} leads over {days} days...") if not as_json else _nothing():
+        report = project(library.plans[name], leads=leads, days=days, seed=seed, rates=engagement,
+                         start=SystemClock().now(), scoring=library.scoring)
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str) + "\n")
+    else:
+        console.print(render_report(report))
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+) -> None:
+    """The HTTP API: tracking, one-click unsubscribe, event intake (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from relance.api.app import create_app
+    from relance.runner import open_store
+
+    settings = _settings()
+    api = create_app(settings, engine=open_store(settings), library=_library())
+    uvicorn.run(api, host=host, port=port, proxy_headers=True)
+
+
+@app.command()
+def demo(directory: Path = typer.Option(Path("demo-run"), "--dir", help="Where to put the demo database and outbox.")) -> None:
+    """The main job on embedded defaults: leads, 30 days of engagement, real Prefect ticks, an outbox."""
+    from relance.demo.run import run_demo
+
+    run_demo(directory, console=console)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,149 @@
+"""The `relance` command as a person uses it, with every setting from the environment."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from relance.cli import app
+from relance.settings import get_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, db_url) -> Path:
+    """A private copy of the shipped scenarios and templates, and a database of each backend."""
+    shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
+    shutil.copytree(ROOT / "templates" / "emails", tmp_path / "templates")
+    monkeypatch.setenv("RELANCE_DATABASE_URL", db_url)
+    monkeypatch.setenv("RELANCE_SCENARIOS_DIR", str(tmp_path / "scenarios"))
+    monkeypatch.setenv("RELANCE_TEMPLATES_DIR", str(tmp_path / "templates"))
+    monkeypatch.setenv("RELANCE_OUTBOX_DIR", str(tmp_path / "outbox"))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def relance(*args: str):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def test_validate_accepts_the_shipped_scenarios(env):
+    result = relance("validate")
+    assert result.exit_code == 0, result.output
+    assert "3 scenario(s) valid" in result.output
+
+
+def test_validate_reports_file_line_and_step_and_exits_1(env):
+    broken = env / "scenarios" / "broken.yaml"
+    broken.write_text(
+        "scenario: broken\ntrigger: {event: downloaded}\nsteps:\n"
+        "  - id: hello\n    send: nope\n    subjet: Bonjour\n"
+        "  - id: later\n    wait: 3 jours\n",
+        encoding="utf-8",
+    )
+    result = relance("validate")
+    assert result.exit_code == 1
+    assert f"{broken}:6:5: step hello: unknown key 'subjet' (did you mean 'subject'?)" in result.output
+    assert f"{broken}:8:" in result.output and "step later" in result.output
+
+
+def test_import_keeps_good_rows_and_names_bad_ones(env):
+    csv = env / "leads.csv"
+    csv.write_text(
+        "email,first_name,company,country\n"
+        "lea.martin@acme.example,Léa,ACME,FR\n"
+        "not-an-email,Paul,Globex,FR\n"
+        "karim@initech.example,Karim,Initech,BE\n",
+        encoding="utf-8",
+    )
+    result = relance("import", str(csv), "--source", "salon")
+    assert result.exit_code == 0, result.output
+    assert f"{csv}:3: email" in result.output  # stderr and stdout, interleaved
+    shown = json.loads(relance("lead", "show", "lea.martin@acme.example", "--json").output)
+    assert shown["company"] == "ACME" and shown["source"] == "salon" and shown["stage"] == "lead"
+
+
+def test_an_event_enrolls_and_lead_show_lists_the_enrollment(env):
+    (env / "l.csv").write_text("email,first_name\nlea@acme.example,Léa\n", encoding="utf-8")
+    relance("import", str(env / "l.csv"))
+    result = relance("event", "downloaded", "--lead", "lea@acme.example", "--prop", "asset=livre-blanc-leads")
+    assert "entered 1 scenario(s)" in result.output
+    again = relance("event", "downloaded", "--lead", "lea@acme.example", "--prop", "asset=livre-blanc-leads",
+                    "--key", "k1")
+    assert "entered 0 scenario(s)" in again.output  # reentry: never
+    shown = json.loads(relance("lead", "show", "lea@acme.example", "--json").output)
+    assert [(e["scenario"], e["status"], e["step_id"]) for e in shown["enrollments"]] == [("whitepaper-nurture", "active", "send-guide")]
+
+
+def test_an_event_for_an_unknown_lead_is_a_clear_error(env):
+    result = CliRunner().invoke(app, ["event", "page_visited", "--lead", "ghost@nowhere.example"])
+    assert result.exit_code == 1
+    assert "no lead with email 'ghost@nowhere.example'" in result.output
+
+
+def test_schema_is_json_with_every_step_type(env, tmp_path):
+    out = tmp_path / "schema.json"
+    assert relance("schema", "--out", str(out)).exit_code == 0
+    text = out.read_text()
+    for key in ("wait_until", "on_timeout", "split", "exit_when", "grade_at_least"):
+        assert f'"{key}"' in text
+
+
+def test_simulate_prints_a_funnel_for_a_shipped_scenario(env):
+    result = relance("simulate", "whitepaper-nurture", "--leads", "300", "--days", "30", "--seed", "3", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["totals"]["entered"] == 300
+
+
+def test_validate_checks_scoring_yaml_too_with_lines(env):
+    scoring = env / "scenarios" / "scoring.yaml"
+    text = scoring.read_text(encoding="utf-8")
+    scoring.write_text(text.replace("decay: {every: 30d, percent: 25}", "decay: {every: 30 jours, percent: 25}")
+                       .replace("grades: {A: 70", "grades: {E: 10, A: 70"), encoding="utf-8")
+    result = relance("validate")
+    assert result.exit_code == 1
+    lines = [l for l in result.output.splitlines() if l.startswith(str(scoring))]
+    assert len(lines) == 2, result.output
+    assert any(":9:" in l and "bad duration '30 jours'" in l for l in lines)
+    assert any("key E is not allowed here: expected one of A, B, C, D" in l for l in lines)
+
+
+def test_sales_answers_from_the_command_line_and_a_refusal_for_a_closed_handoff(env):
+    from datetime import datetime, timezone
+
+    from sqlmodel import Session
+
+    from relance.runner import open_store
+    from relance.sales import hand_off
+    from relance.scoring.config import ScoringConfig
+    from relance.store.repo import upsert_lead
+
+    engine = open_store(get_settings())
+    with Session(engine) as session:
+        lead = upsert_lead(session, email="lea@acme.example", now=datetime.now(timezone.utc))
+        hand_off(session, lead, scoring=ScoringConfig(), now=datetime.now(timezone.utc), source="test")
+        session.commit()
+    result = relance("sales", "later", "lea@acme.example", "--until", "2099-01-15", "--by", "karim@example.com")
+    assert result.exit_code == 0 and "handoff later until 2099-01-15" in result.output
+    refused = CliRunner().invoke(app, ["sales", "accept", "lea@acme.example"])
+    assert refused.exit_code == 1 and "is closed: later" in refused.output
+    shown = json.loads(relance("lead", "show", "lea@acme.example", "--json").output)
+    assert shown["stage"] == "later" and shown["handoffs"][0]["answered_by"] == "karim@example.com"
+
+
+def test_costs_and_the_report_from_the_command_line(env):
+    (env / "l.csv").write_text("email,first_name,source\na@x.example,A,salon\nb@x.example,B,salon\n", encoding="utf-8")
+    relance("import", str(env / "l.csv"))
+    assert relance("cost", "add", "salon", "1000", "--margin", "3000").exit_code == 0
+    figures = json.loads(relance("report", "--json").output)
+    assert figures["economics"]["by_source"]["salon"]["cost_per_lead"] == 500.0
+    assert figures["economics"]["total"]["roi"] == 2.0
+    table = relance("report")
+    assert table.exit_code == 0 and "Funnel" in table.output and "Economics" in table.output
