@@ -65,7 +65,7 @@ def tick(scenario: str, now: str | None = None, batch_size: int | None = None) -
                 report.add(batch, DeliveryResult())
             else:
                 report.add(batch, delivery.result())
-        publish_report(report, order=library.plans[scenario].order, undelivered_batches=len(undelivered))
+        publish_report(report, engine, order=library.plans[scenario].order, undelivered_batches=len(undelivered))
     finally:
         engine.dispose()
     logger.info(summary(report, undelivered_batches=len(undelivered)))

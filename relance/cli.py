@@ -322,7 +322,10 @@ def cost_add(
 
 
 @app.command()
-def report(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def report(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    scenario: Optional[str] = typer.Option(None, "--scenario", help="Only this scenario's step tables."),
+) -> None:
     """Funnel, per-step counts, conversion rates, SLA compliance, rejection reasons, CPL / CPA / ROI."""
     from sqlmodel import Session
 
@@ -331,7 +334,7 @@ def report(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 
     library = _library()
     with Session(open_store(_settings())) as session:
-        figures = build_report(session, orders={n: p.order for n, p in library.plans.items()})
+        figures = build_report(session, scenario=scenario, orders={n: p.order for n, p in library.plans.items()})
     if as_json:
         sys.stdout.write(json.dumps(figures, indent=2, ensure_ascii=False, default=str) + "\n")
         return

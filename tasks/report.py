@@ -1,4 +1,5 @@
-"""The task that publishes what a tick did as a Prefect table artifact, and the words for the log."""
+"""The tasks that publish what a tick did (table `tick-<scenario>`) and where its scenario stands overall
+(markdown `report-<scenario>`, the figures of `relance report --scenario`), and the words for the log."""
 
 from __future__ import annotations
 
@@ -7,16 +8,36 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from prefect import task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.settings import get_current_settings
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from relance.report import steps
 
 if TYPE_CHECKING:  # only for the annotations: the helpers below are tested without a database
     from relance.runner import TickReport
 
 
+def _slug(scenario: str) -> str:
+    """What Prefect accepts in a key: lowercase letters, digits, dashes."""
+    return re.sub(r"[^a-z0-9-]+", "-", scenario.lower()).strip("-") or "scenario"
+
+
 def artifact_key(scenario: str) -> str:
-    """`tick-<scenario>`, reduced to what Prefect accepts in a key: lowercase letters, digits, dashes."""
-    return "tick-" + (re.sub(r"[^a-z0-9-]+", "-", scenario.lower()).strip("-") or "scenario")
+    """`tick-<scenario>`: what one tick did."""
+    return "tick-" + _slug(scenario)
+
+
+def figures_key(scenario: str) -> str:
+    """`report-<scenario>`: the scenario's figures since it started, as `relance report --scenario` shows them."""
+    return "report-" + _slug(scenario)
+
+
+def figures_link(scenario: str, ui_url: str | None) -> str:
+    """A markdown link to the figures artifact: absolute when the UI's address is known, else UI-relative."""
+    return f"[{figures_key(scenario)}]({(ui_url or '').rstrip('/')}/artifacts/key/{figures_key(scenario)})"
 
 
 def _cell(value: object) -> str:
@@ -51,10 +72,35 @@ def summary(report: TickReport, *, undelivered_batches: int = 0) -> str:
     return words
 
 
+def figures_markdown(scenario: str, rows: Sequence[Mapping[str, object]]) -> str:
+    """The per-step figures of one scenario as a markdown table (the UI renders it)."""
+    head = ["step", "reached", "entered", "sent", "opened", "clicked", "left", "outcomes"]
+    lines = [f"# {_cell(scenario)}: every step since the scenario started", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        outcomes = ", ".join(f"{k} {v}" for k, v in r["outcomes"].items())  # type: ignore[union-attr]
+        cells = [r["step"], r["reached"], r["entered"], r["sent"], r["opened"], r["clicked"], r["left"], outcomes]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    if not rows:
+        lines.append("| - | 0 | 0 | 0 | 0 | 0 | 0 | no lead has entered yet |")
+    lines += ["", f"Same figures as `relance report --scenario {scenario}`. Opened and clicked count distinct leads."]
+    return "\n".join(lines)
+
+
 @task(name="publish-report", task_run_name="report-{report.scenario}", cache_policy=NO_CACHE)
-def publish_report(report: TickReport, *, order: Sequence[str] = (), undelivered_batches: int = 0) -> str:
-    """Publish the per-step table of this tick under `tick-<scenario>`; returns the artifact key."""
+def publish_report(
+    report: TickReport, engine: Engine | None = None, *, order: Sequence[str] = (), undelivered_batches: int = 0
+) -> str:
+    """Publish this tick's per-step table under `tick-<scenario>`, and, given the store, the scenario's figures
+    so far under `report-<scenario>`, linked from the table's description; returns the tick's artifact key."""
     key = artifact_key(report.scenario)
+    description = _cell(summary(report, undelivered_batches=undelivered_batches))
+    if engine is not None:
+        with Session(engine) as session:
+            rows = steps(session, report.scenario, {report.scenario: tuple(order)}).get(report.scenario, [])
+        create_markdown_artifact(markdown=figures_markdown(report.scenario, rows), key=figures_key(report.scenario),
+                                 description=f"{report.scenario}: every step since the scenario started")
+        description += " · scenario figures: " + figures_link(report.scenario, get_current_settings().ui_url)
     rows = step_rows(report.counts, order) or [{"step": "-", "outcome": "nothing was due", "count": 0}]
-    create_table_artifact(table=rows, key=key, description=_cell(summary(report, undelivered_batches=undelivered_batches)))
+    create_table_artifact(table=rows, key=key, description=description)
     return key

@@ -70,3 +70,9 @@ def test_the_report_matches_figures_worked_out_by_hand(session, clock):
     assert (b["step"], b["outcomes"]) == ("b", {"then": 1, "else": 1})
     assert (c["step"], c["left"]) == ("c", 1)
     assert report["leads_by_stage"] == {"customer": 1, "mql": 1, "nurturing": 1, "lead": 1}
+
+
+def test_the_report_can_be_narrowed_to_one_scenario(session, clock):
+    _data(session, clock.now())
+    assert list(build_report(session, scenario="s")["scenarios"]) == ["s"]
+    assert build_report(session, scenario="other")["scenarios"] == {}

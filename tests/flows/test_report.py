@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from relance.runner import TickReport
-from tasks.report import artifact_key, step_rows, summary
+from tasks.report import artifact_key, figures_key, figures_link, figures_markdown, step_rows, summary
 
 
 def test_the_artifact_key_keeps_only_what_prefect_accepts() -> None:
@@ -34,3 +34,22 @@ def test_the_summary_reads_like_an_operator_report() -> None:
         "whitepaper-nurture: 12 entered, 212 due, 3 batches, 198 sent, 14 waiting, 2 skipped (suppressed), "
         "1 batch not delivered after every retry (their emails stay pending)"
     )
+
+
+def test_the_figures_artifact_is_linked_absolutely_when_the_ui_address_is_known() -> None:
+    assert figures_key("Relance_Salon 2026") == "report-relance-salon-2026"
+    assert figures_link("welcome", "http://prefect.internal:4200/") == (
+        "[report-welcome](http://prefect.internal:4200/artifacts/key/report-welcome)"
+    )
+    assert figures_link("welcome", None) == "[report-welcome](/artifacts/key/report-welcome)"
+
+
+def test_the_figures_table_has_one_row_per_step_and_escapes_markdown() -> None:
+    rows = [{"step": "wait|2", "reached": 4, "entered": 0, "sent": 0, "opened": 0, "clicked": 0, "left": 1,
+             "outcomes": {"waiting": 3, "to:end": 1}}]
+
+    text = figures_markdown("welcome", rows).splitlines()
+
+    assert text[2] == "| step | reached | entered | sent | opened | clicked | left | outcomes |"
+    assert text[4] == "| wait\\|2 | 4 | 0 | 0 | 0 | 0 | 1 | waiting 3, to:end 1 |"
+    assert "no lead has entered yet" in figures_markdown("welcome", [])

@@ -128,6 +128,30 @@ def test_a_second_tick_at_the_same_instant_sends_nothing_again(settings: Setting
     assert _artifact("tick-welcome").description.startswith("welcome: 0 entered, 0 due, 0 batches, 0 sent")
 
 
+def test_each_tick_links_to_the_scenarios_figures_as_relance_report_computes_them(settings: Settings) -> None:
+    from flows.tick import tick
+    from relance.report import steps
+
+    _leads(settings, 3)
+    tick(scenario="welcome", now=NOW.isoformat())
+    _leads(settings, 5)  # two more leads: the second tick enrolls them; the figures add both ticks up
+    tick(scenario="welcome", now=NOW.isoformat())
+
+    figures = _artifact("report-welcome")
+    assert figures.type == "markdown"
+    engine = open_store(settings)
+    with Session(engine) as session:
+        rows = steps(session, "welcome")["welcome"]
+    engine.dispose()
+    hello = next(r for r in rows if r["step"] == "hello")
+    assert (hello["entered"], hello["sent"]) == (5, 5)
+    assert "| hello | 5 | 5 | 5 | 0 | 0 | 0 | entered 5, sent 5 |" in figures.data
+    assert "| pause | 5 | 0 | 0 | 0 | 0 | 0 | waiting 5 |" in figures.data
+    assert _artifact("tick-welcome").description.endswith(
+        "· scenario figures: [report-welcome](/artifacts/key/report-welcome)"
+    )
+
+
 def test_a_tick_of_an_unknown_scenario_fails_and_names_the_known_ones(settings: Settings) -> None:
     from flows.tick import TickError, tick
 
