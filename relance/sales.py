@@ -27,6 +27,22 @@ class SalesError(ValueError):
     """An answer or a hand-off sales cannot make; the message says why and what to do."""
 
 
+class NoSuchLead(SalesError):
+    """The email names no lead."""
+
+
+class HandoffClosed(SalesError):
+    """The lead has no open handoff to answer (never handed off, or already answered)."""
+
+
+class BadAnswer(SalesError):
+    """The answer itself is wrong; `field` names the part at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def open_handoff_of(session: Session, lead_id: int) -> Handoff | None:
     return session.exec(select(Handoff).where(Handoff.lead_id == lead_id, Handoff.status == "open")).scalars().first()
 
@@ -99,24 +115,24 @@ def answer(session: Session, *, email: str, reply: Answer, scoring: ScoringConfi
     """Record sales' answer to the lead's open handoff and move the lead's stage."""
     lead = session.exec(select(Lead).where(Lead.email == email.strip().lower())).scalars().first()
     if lead is None:
-        raise SalesError(f"no lead with email {email!r}")
+        raise NoSuchLead(f"no lead with email {email!r}")
     handoff = open_handoff_of(session, lead.id)
     if handoff is None:
         last = session.exec(select(Handoff).where(Handoff.lead_id == lead.id).order_by(Handoff.id.desc())).scalars().first()
         if last is None:
-            raise SalesError(f"{lead.email} was never handed to sales")
-        raise SalesError(f"the handoff of {lead.email} is closed: {last.status} on {last.answered_at:%Y-%m-%d} by {last.answered_by}")
+            raise HandoffClosed(f"{lead.email} was never handed to sales")
+        raise HandoffClosed(f"the handoff of {lead.email} is closed: {last.status} on {last.answered_at:%Y-%m-%d} by {last.answered_by}")
     handoff.answered_at, handoff.answered_by, handoff.note = now, reply.by, reply.note
     match reply.verdict:
         case "accept":
             unknown = sorted(set(reply.bant or {}) - set(BANT_FIELDS))
             if unknown:
-                raise SalesError(f"unknown BANT field {unknown[0]!r}: use {', '.join(BANT_FIELDS)}")
+                raise BadAnswer("bant", f"unknown BANT field {unknown[0]!r}: use {', '.join(BANT_FIELDS)}")
             handoff.status, handoff.bant = "accepted", dict(reply.bant or {})
             move_stage(session, lead, "sql", now=now, by=reply.by, reason="accepted by sales" + _bant_text(handoff.bant))
         case "reject":
             if reply.reason not in REJECT_REASONS:
-                raise SalesError(f"a rejection needs a reason among {', '.join(REJECT_REASONS)} (got {reply.reason!r})")
+                raise BadAnswer("reason", f"a rejection needs a reason among {', '.join(REJECT_REASONS)} (got {reply.reason!r})")
             handoff.status, handoff.reason = "rejected", reply.reason
             move_stage(session, lead, "nurturing", now=now, by=reply.by,
                        reason=f"rejected by sales: {reply.reason}" + (f" ({reply.note})" if reply.note else ""))
@@ -124,11 +140,11 @@ def answer(session: Session, *, email: str, reply: Answer, scoring: ScoringConfi
             default = scoring.later.default_delay if scoring.later else timedelta(days=90)
             until = reply.until or now + default
             if until <= now:
-                raise SalesError(f"the re-engage date {until:%Y-%m-%d} is not in the future")
+                raise BadAnswer("until", f"the re-engage date {until:%Y-%m-%d} is not in the future")
             handoff.status, handoff.reason, handoff.later_until = "later", reply.reason, until
             move_stage(session, lead, "later", now=now, by=reply.by, reason=f"later: re-engage on {until:%Y-%m-%d}")
         case _:
-            raise SalesError(f"unknown answer {reply.verdict!r}: accept, reject or later")
+            raise BadAnswer("verdict", f"unknown answer {reply.verdict!r}: accept, reject or later")
     return handoff
 
 

@@ -23,7 +23,7 @@ from relance.clock import Clock, SystemClock, ensure_utc
 from relance.email import tracking
 from relance.ingest import IncomingEvent, UnknownLead, ingest_events
 from relance.library import Library
-from relance.sales import Answer, SalesError, answer
+from relance.sales import Answer, BadAnswer, HandoffClosed, NoSuchLead, answer
 from relance.settings import Settings
 from relance.store.tables import Lead, Outbox
 
@@ -184,9 +184,12 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
         with Session(engine) as session:
             try:
                 handoff = answer(session, email=email, reply=reply, scoring=library.scoring, now=clock.now())
-            except SalesError as exc:
-                status = 404 if str(exc).startswith("no lead") else 409
-                raise HTTPException(status, str(exc)) from exc
+            except NoSuchLead as exc:
+                raise HTTPException(404, str(exc)) from exc
+            except HandoffClosed as exc:
+                raise HTTPException(409, str(exc)) from exc
+            except BadAnswer as exc:
+                raise HTTPException(422, [{"loc": ["body", exc.field], "msg": str(exc), "type": "bad_answer"}]) from exc
             session.commit()
             return {"email": email.lower(), "status": handoff.status, "owner": handoff.owner,
                     "later_until": handoff.later_until.isoformat() if handoff.later_until else None}

@@ -199,7 +199,9 @@ def test_sales_answer_through_the_api_and_a_closed_handoff_is_refused(world, clo
         hand_off(session, lead, scoring=ScoringConfig(), now=clock.now(), source="test")
         session.commit()
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    assert client.post("/sales/lea@acme.example/reject", json={"by": "karim@example.com", "reason": "nope"}, headers=auth).status_code == 409
+    bad = client.post("/sales/lea@acme.example/reject", json={"by": "karim@example.com", "reason": "nope"}, headers=auth)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "reason"]
+    assert "needs a reason among no-budget" in bad.json()["detail"][0]["msg"]
     ok = client.post("/sales/lea@acme.example/accept", json={"by": "claire@example.com", "bant": {"budget": "40k"}}, headers=auth)
     assert ok.status_code == 200 and ok.json()["status"] == "accepted"
     again = client.post("/sales/lea@acme.example/later", json={"by": "claire@example.com"}, headers=auth)
