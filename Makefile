@@ -20,4 +20,4 @@ test: $(STAMP)
 	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(VENV)/bin/relance bench
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/relance bench $(BENCH_ARGS)

@@ -449,6 +449,37 @@ def simulate(
 
 
 @app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="Smaller sizes: under 3 minutes."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (figures, goals, details)."),
+) -> None:
+    """Throughput, scaling and memory, each ratio measured side by side in this run (see bench/)."""
+    from bench.run import FULL, QUICK, run
+
+    err = Console(stderr=True)
+    figures = run(QUICK if quick else FULL, progress=lambda step: err.print(f"[dim]bench:[/] {step}"))
+    if as_json:
+        sys.stdout.write(json.dumps(figures, indent=2) + "\n")
+        return
+    _print_bench(figures)
+
+
+def _print_bench(figures: dict, out: Console | None = None) -> None:
+    out = out or console
+    goals = figures["goals"]
+    table = Table("figure", "value", "goal", "met", title="relance bench")
+    for name, value in figures.items():
+        if name in ("goals", "details"):
+            continue
+        goal = goals.get(name)
+        met = "" if goal is None else ("yes" if goal["met"] else "[red]no[/]")
+        table.add_row(name, f"{value:,}", goal["goal"] if goal else "", met)
+    m = figures["details"]["machine"]
+    table.caption = f"{m['cpus']} CPUs, {m['processor']}, {m['system']}, Python {m['python']}"
+    out.print(table)
+
+
+@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),

@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     ses_endpoint_url: str | None = Field(None, description="Override the SES endpoint (tests use a local moto server).")
     ses_region: str = "eu-west-1"
     ses_configuration_set: str | None = None
+    ses_max_send_rate: float | None = Field(None, gt=0, description="Emails per second SES allows this account (its quota).")
     secret_key: str = Field("change-me", description="Signs tracking and unsubscribe links.")
     public_url: str = Field("http://localhost:8000", description="Base URL of tracking and unsubscribe links.")
     api_token: str | None = None

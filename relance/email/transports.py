@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from relance.email.message import OutgoingEmail, build_mime, safe_header
+from relance.email.pacing import Pacer
 
 
 class DeliveryError(Exception):
@@ -66,10 +67,16 @@ _THROTTLING = {"TooManyRequestsException", "Throttling", "ThrottlingException", 
 
 
 class SesTransport:
-    """Amazon SES v2 `send_email` with `Simple` content: SES builds the MIME."""
+    """Amazon SES v2 `send_email` with `Simple` content: SES builds the MIME.
 
-    def __init__(self, client, configuration_set: str | None = None) -> None:
+    With `pacer`, calls keep under the account's maximum send rate; a throttled call is tried again
+    (through the pacer, so retries count against the rate) up to `throttle_retries` times before the
+    email is handed back as retryable."""
+
+    def __init__(self, client, configuration_set: str | None = None, *, pacer: Pacer | None = None,
+                 throttle_retries: int = 3) -> None:
         self.client, self.configuration_set = client, configuration_set
+        self.pacer, self.throttle_retries = pacer, throttle_retries
 
     def send(self, email: OutgoingEmail) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -91,14 +98,20 @@ class SesTransport:
             request["EmailTags"] = [{"Name": k, "Value": _tag_value(v)} for k, v in email.tags.items()]
         if self.configuration_set:
             request["ConfigurationSetName"] = self.configuration_set
-        try:
-            return self.client.send_email(**request)["MessageId"]
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            raise DeliveryError(f"SES {code}: {exc}", retryable=code in _THROTTLING or status >= 500) from exc
-        except BotoCoreError as exc:
-            raise DeliveryError(f"SES unreachable: {exc}", retryable=True) from exc
+        for attempt in range(self.throttle_retries + 1):
+            if self.pacer is not None:
+                self.pacer.wait()
+            try:
+                return self.client.send_email(**request)["MessageId"]
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+                if code in _THROTTLING and attempt < self.throttle_retries:
+                    continue  # SES refused before sending: the same call again, at the pace
+                raise DeliveryError(f"SES {code}: {exc}", retryable=code in _THROTTLING or status >= 500) from exc
+            except BotoCoreError as exc:
+                raise DeliveryError(f"SES unreachable: {exc}", retryable=True) from exc
+        raise AssertionError("unreachable")
 
 
 def _tag_value(value: str) -> str:
@@ -139,8 +152,13 @@ def make_transport(settings) -> Transport:
         case "ses":
             import boto3
 
-            client = boto3.client("sesv2", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url)
-            return SesTransport(client, settings.ses_configuration_set)
+            from botocore.config import Config
+
+            # relance retries throttling itself, at the pace; botocore's own retries would not wait for it
+            client = boto3.client("sesv2", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url,
+                                  config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+            pacer = Pacer(settings.ses_max_send_rate) if settings.ses_max_send_rate else None
+            return SesTransport(client, settings.ses_configuration_set, pacer=pacer)
         case "null":
             return NullTransport()
     raise ValueError(f"unknown transport {settings.transport!r}: use file, smtp, ses or null")

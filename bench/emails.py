@@ -1,0 +1,50 @@
+"""Emails per second: the rendering floor, the engine end to end, and one Prefect flow run per lead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from relance.email.transports import NullTransport
+from relance.runner import run_tick_inline
+
+from bench.common import NOW, SCENARIO, Stopwatch, World, database, open_world, rate, seed, sent_rows
+
+
+def _first_send(world: World):
+    """The template and subject of SCENARIO's first step (a send)."""
+    plan = world.library.plans[SCENARIO]
+    step = plan.steps[plan.first]
+    return step.send, step.subject
+
+
+def floor_emails_per_s(work: Path, n: int) -> dict:
+    """The per-email work alone, in a tight loop: Jinja, MJML -> HTML, text part, for n different leads."""
+    with database("sqlite", work) as url:
+        world = open_world(url, work)
+        template, subject = _first_send(world)
+        contexts = [{"lead": {"email": f"lead{i}@bench.example", "first_name": f"Léa{i}", "last_name": "Martin",
+                              "job_title": "Directrice marketing", "company": "ACME", "sector": "saas", "country": "FR",
+                              "score": 0, "grade": "D", "stage": "lead", "fields": {}},
+                     "unsubscribe_url": f"https://t.relance.example/u/{i}", "postal_address": world.settings.postal_address,
+                     "sender": "Relance", "preheader": "", "scenario": SCENARIO, "step_id": "send-guide"} for i in range(n)]
+        world.templates.render(template, subject=subject, context=contexts[0])  # compile outside the clock
+        with Stopwatch() as watch:
+            rendered = [world.templates.render(template, subject=subject, context=c) for c in contexts]
+        world.engine.dispose()
+    assert len({r.html for r in rendered}) == n and all(r.text and r.subject for r in rendered), "floor: renders differ per lead"
+    return {"emails": n, "seconds": round(watch.seconds, 3), "per_s": rate(n, watch.seconds)}
+
+
+def engine_emails_per_s(work: Path, backend: str, n: int) -> dict:
+    """A real tick: claim due enrollments, interpret, render, deliver (null transport), outbox + step log, commit."""
+    with database(backend, work) as url:
+        world = open_world(url, work)
+        seed(world, due={NOW: n})
+        transport = NullTransport()
+        with Stopwatch() as watch:
+            report = run_tick_inline(world.engine, world.settings, scenario=SCENARIO, now=NOW, library=world.library,
+                                     transport=transport, templates=world.templates)
+        written = sent_rows(world)
+        world.engine.dispose()
+    assert report.sent == transport.count == written == n, f"engine/{backend}: {report.sent} sent, {written} rows, wanted {n}"
+    return {"emails": n, "seconds": round(watch.seconds, 3), "per_s": rate(n, watch.seconds), "batches": report.batches}
