@@ -41,6 +41,8 @@ def moto_ses():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
+    # moto keeps its backends per process, not per server: start from an empty SES
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST")).close()
     try:
         client = boto3.client("sesv2", region_name="eu-west-1", endpoint_url=url,
                               config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
@@ -74,10 +76,10 @@ class _Raw:
 
 
 def _recorded(url: str) -> Counter:
-    """Recipients of the emails the moto server accepted."""
+    """Recipients of the emails the moto server accepted for the benchmark's leads."""
     with urllib.request.urlopen(f"{url}/moto-api/data.json") as response:
         messages = json.load(response)["ses"]["Message"]
-    return Counter(m["destinations"]["ToAddresses"][0] for m in messages)
+    return Counter(to for m in messages if (to := m["destinations"]["ToAddresses"][0]).endswith("@bench.example"))
 
 
 def _send_all(world, transport, at) -> tuple[int, float]:

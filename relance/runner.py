@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlmodel import Session
 
 from relance.clock import ensure_utc
@@ -232,18 +232,22 @@ class BatchResult:
     failed: list[str] = field(default_factory=list)
 
 
+def _state_values(state: EnrollmentState) -> dict[str, Any]:
+    """The enrollment columns an interpreter state sets."""
+    return {
+        "step_id": state.step_id, "status": state.status, "due_at": state.due_at, "waiting": state.waiting,
+        "step_entered_at": state.step_entered_at, "left_at": state.left_at, "exit_reason": state.exit_reason,
+        "state": dict(state.memory),
+    }
+
+
 def _store_state(enrollment: Enrollment, state: EnrollmentState) -> None:
-    enrollment.step_id = state.step_id
-    enrollment.status = state.status
-    enrollment.due_at = state.due_at
-    enrollment.waiting = state.waiting
-    enrollment.step_entered_at = state.step_entered_at
-    enrollment.left_at = state.left_at
-    enrollment.exit_reason = state.exit_reason
-    enrollment.state = dict(state.memory)
+    for name, value in _state_values(state).items():
+        setattr(enrollment, name, value)
 
 
-def _state_of(enrollment: Enrollment) -> EnrollmentState:
+def _state_of(enrollment) -> EnrollmentState:
+    """The interpreter state of an enrollment (an ORM object or a claimed row)."""
     return EnrollmentState(
         step_id=enrollment.step_id,
         status=enrollment.status,
@@ -265,49 +269,55 @@ def advance_due(
 
     On PostgreSQL the batch is claimed `FOR UPDATE SKIP LOCKED` and the locks are held until
     the commit, so ticks running in parallel (more workers) never advance the same lead twice.
+    Enrollments, step logs and outbox rows are written back in bulk, one statement each.
     """
     library = library or load_library(settings)
     scoring = library.scoring
     result = BatchResult()
     with Session(engine) as session:
-        enrollments = claim_due_enrollments(session, scenario=scenario, now=now, limit=limit or settings.batch_size)
+        claimed = claim_due_enrollments(session, scenario=scenario, now=now, limit=limit or settings.batch_size)
         leads = {
             lead.id: lead
-            for lead in session.exec(select(Lead).where(Lead.id.in_({e.lead_id for e in enrollments}))).scalars()
+            for lead in session.exec(select(Lead).where(Lead.id.in_({e.lead_id for e in claimed}))).scalars()
         }
-        since = min((e.entered_at for e in enrollments), default=now) - timedelta(days=400)
+        since = min((e.entered_at for e in claimed), default=now) - timedelta(days=400)
         events = events_of(session, leads, since)
+        updates: list[dict[str, Any]] = []
+        step_logs: list[dict[str, Any]] = []
         outbox_rows: list[dict[str, Any]] = []
         enroll_into: list[tuple[str, Lead]] = []
-        for enrollment in enrollments:
+        for enrollment in claimed:
             if enrollment.status != "active" or enrollment.due_at is None or enrollment.due_at > now:
                 continue  # advanced by someone else since it was claimed
             lead = leads[enrollment.lead_id]
             plan = plan_for_version(session, enrollment.version_id)
+            history = events.get(lead.id, [])
             outcome = advance(
-                plan, _state_of(enrollment), lead_facts(lead, scoring), events.get(lead.id, []), now,
-                handoff_ready=lambda facts, history=events.get(lead.id, []): at_handoff_point(
+                plan, _state_of(enrollment), lead_facts(lead, scoring), history, now,
+                handoff_ready=lambda facts, history=history: at_handoff_point(
                     scoring, score=facts.score, grade=facts.grade, events=history),
             )
             if outcome.state.status == "active" and (outcome.state.due_at is None or outcome.state.due_at <= now):
                 outcome.state.status, outcome.state.due_at = "failed", None
                 outcome.state.exit_reason = f"stuck at step {outcome.state.step_id}: the interpreter left it due"
-            _store_state(enrollment, outcome.state)
+            updates.append({"id": enrollment.id, **_state_values(outcome.state)})
             for trace in outcome.trace:
-                session.add(
-                    StepLog(
-                        enrollment_id=enrollment.id, lead_id=lead.id, scenario=plan.name,
-                        version_id=enrollment.version_id, step_id=trace.step_id, kind=trace.kind,
-                        outcome=trace.outcome, at=trace.at, detail=dict(trace.detail),
-                    )
-                )
+                step_logs.append(dict(
+                    enrollment_id=enrollment.id, lead_id=lead.id, scenario=plan.name, version_id=enrollment.version_id,
+                    step_id=trace.step_id, kind=trace.kind, outcome=trace.outcome, at=trace.at, detail=dict(trace.detail),
+                ))
                 result.counts[(trace.step_id, trace.outcome)] += 1
             for effect in outcome.effects:
-                _apply(effect, session=session, scoring=scoring, lead=lead, enrollment=enrollment, plan=plan, settings=settings, now=now,
+                _apply(effect, session=session, scoring=scoring, lead=lead, enrollment_id=enrollment.id,
+                       memory=outcome.state.memory, plan=plan, settings=settings, now=now,
                        outbox_rows=outbox_rows, enroll_into=enroll_into)
             if outcome.state.status == "failed":
                 result.failed.append(f"{lead.email}: {outcome.state.exit_reason}")
             result.advanced += 1
+        if updates:
+            session.execute(update(Enrollment), updates)  # bulk UPDATE by primary key
+        if step_logs:
+            session.execute(insert(StepLog), step_logs)
         session.flush()
         for target, lead in enroll_into:
             versions = current_version_ids(session)
@@ -317,21 +327,23 @@ def advance_due(
         if outbox_rows:
             insert_outbox_rows(session, outbox_rows)
         session.commit()
-        if outbox_rows:
+        if outbox_rows:  # new rows, and rows a crashed run left pending for the same (enrollment, step, visit)
             keys = {(row["enrollment_id"], row["step_id"], row["visit"]) for row in outbox_rows}
-            candidates = session.exec(
-                select(Outbox).where(Outbox.enrollment_id.in_({k[0] for k in keys}), Outbox.status == "pending")
-            ).scalars()
+            candidates = session.execute(
+                select(Outbox.id, Outbox.enrollment_id, Outbox.step_id, Outbox.visit)
+                .where(Outbox.enrollment_id.in_({k[0] for k in keys}), Outbox.status == "pending")
+            ).all()
             result.outbox_ids = sorted(o.id for o in candidates if (o.enrollment_id, o.step_id, o.visit) in keys)
     return result
 
 
-def _apply(effect, *, session: Session, scoring: ScoringConfig, lead: Lead, enrollment: Enrollment, plan: Plan, settings: Settings, now: datetime,
-           outbox_rows: list[dict[str, Any]], enroll_into: list[tuple[str, Lead]]) -> None:
+def _apply(effect, *, session: Session, scoring: ScoringConfig, lead: Lead, enrollment_id: int, memory: dict[str, Any],
+           plan: Plan, settings: Settings, now: datetime, outbox_rows: list[dict[str, Any]],
+           enroll_into: list[tuple[str, Lead]]) -> None:
     match effect:
         case SendEmail():
             outbox_rows.append(dict(
-                enrollment_id=enrollment.id, step_id=effect.step_id, visit=effect.visit, lead_id=lead.id,
+                enrollment_id=enrollment_id, step_id=effect.step_id, visit=effect.visit, lead_id=lead.id,
                 scenario=plan.name, template=effect.template, subject=effect.subject, to_address=lead.email,
                 options={"from": effect.from_, "reply_to": effect.reply_to, "preheader": effect.preheader, "kind": "lead"},
                 status="pending", attempts=0, created_at=now,
@@ -351,8 +363,8 @@ def _apply(effect, *, session: Session, scoring: ScoringConfig, lead: Lead, enro
         case NotifySomeone():
             if effect.email:
                 outbox_rows.append(dict(
-                    enrollment_id=enrollment.id, step_id=effect.step_id,
-                    visit=enrollment.state.get("visits", {}).get(effect.step_id, 1) - 1, lead_id=lead.id,
+                    enrollment_id=enrollment_id, step_id=effect.step_id,
+                    visit=memory.get("visits", {}).get(effect.step_id, 1) - 1, lead_id=lead.id,
                     scenario=plan.name, template=effect.template or "sales-handoff",
                     subject=effect.subject or "Lead à suivre : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }})",
                     to_address=effect.email, options={"kind": "internal"}, status="pending", attempts=0, created_at=now,
@@ -373,8 +385,8 @@ class DeliveryResult:
     errors: list[str] = field(default_factory=list)
 
 
-def template_context(lead: Lead, settings: Settings, outbox: Outbox) -> dict[str, Any]:
-    """What every template can use (see relance.email.templates)."""
+def template_context(lead: Lead, settings: Settings, outbox: Outbox, unsubscribe: str | None = None) -> dict[str, Any]:
+    """What every template can use (see relance.email.templates); `unsubscribe` if already signed."""
     return {
         "lead": {
             "email": lead.email, "first_name": lead.first_name, "last_name": lead.last_name,
@@ -382,7 +394,7 @@ def template_context(lead: Lead, settings: Settings, outbox: Outbox) -> dict[str
             "country": lead.country, "score": lead.score, "grade": lead.grade, "stage": lead.stage,
             "fields": dict(lead.fields or {}),
         },
-        "unsubscribe_url": tracking.unsubscribe_url(
+        "unsubscribe_url": unsubscribe or tracking.unsubscribe_url(
             public_url=settings.public_url, secret=settings.secret_key, outbox_id=outbox.id, lead_id=lead.id, email=lead.email
         ),
         "postal_address": settings.postal_address,
@@ -404,7 +416,7 @@ def deliver(
     templates: TemplateLibrary | None = None,
 ) -> DeliveryResult:
     """Render and send pending outbox rows; a row is marked `sending` before it leaves,
-    so a crash or a retry never sends it twice."""
+    so a crash or a retry never sends it twice. Outcomes are written back in one bulk update."""
     transport = transport or make_transport(settings)
     templates = templates or TemplateLibrary(settings.templates_dir)
     result = DeliveryResult()
@@ -416,31 +428,32 @@ def deliver(
             .returning(Outbox.id)
         ).scalars().all()
         session.commit()
-        rows = session.exec(select(Outbox).where(Outbox.id.in_(claimed)).order_by(Outbox.id)).scalars().all()
-        leads = {l.id: l for l in session.exec(select(Lead).where(Lead.id.in_({r.lead_id for r in rows}))).scalars()}
+        rows = session.execute(select(*Outbox.__table__.c).where(Outbox.id.in_(claimed)).order_by(Outbox.id)).all()
+        leads = {l.id: l for l in session.execute(select(*Lead.__table__.c).where(Lead.id.in_({r.lead_id for r in rows}))).all()}
+        outcomes: dict[int, dict[str, Any]] = {}
         try:
             for row in rows:
                 lead = leads[row.lead_id]
                 if row.options.get("kind") != "internal" and lead.suppressed:
-                    row.status, row.error = "skipped", f"suppressed: {lead.suppressed}"
+                    outcomes[row.id] = {"status": "skipped", "error": f"suppressed: {lead.suppressed}"}
                     result.skipped += 1
                     continue
+                internal = row.options.get("kind") == "internal"
+                identity = dict(public_url=settings.public_url, secret=settings.secret_key, outbox_id=row.id,
+                                lead_id=lead.id, email=lead.email)
+                unsubscribe = tracking.unsubscribe_url(**identity)
                 try:
                     rendered = templates.render(
-                        row.template, subject=row.subject, context=template_context(lead, settings, row),
+                        row.template, subject=row.subject, context=template_context(lead, settings, row, unsubscribe),
                         preheader=row.options.get("preheader"),
                     )
                 except Exception as exc:  # a template problem is the row's, not the batch's
-                    row.status, row.error = "failed", f"render: {exc}"
+                    outcomes[row.id] = {"status": "failed", "error": f"render: {exc}"}
                     result.failed += 1
                     result.errors.append(f"outbox {row.id} ({row.template}): {exc}")
                     continue
-                internal = row.options.get("kind") == "internal"
                 html, headers = rendered.html, {}
                 if not internal:  # leads get tracked links, an open pixel and one-click unsubscribe
-                    identity = dict(public_url=settings.public_url, secret=settings.secret_key, outbox_id=row.id,
-                                    lead_id=lead.id, email=lead.email)
-                    unsubscribe = tracking.unsubscribe_url(**identity)
                     html = tracking.track_html(rendered.html, **identity, skip=(unsubscribe,))
                     headers = tracking.unsubscribe_headers(unsubscribe)
                 email = OutgoingEmail(
@@ -455,22 +468,27 @@ def deliver(
                     outbox_id=row.id,
                 )
                 try:
-                    row.message_id = transport.send(email)
+                    message_id = transport.send(email)
                 except DeliveryError as exc:
-                    row.status, row.error = ("pending" if exc.retryable else "failed"), str(exc)
+                    outcomes[row.id] = {"status": "pending" if exc.retryable else "failed", "error": str(exc)}
                     if exc.retryable:
                         result.retryable += 1
                     else:
                         result.failed += 1
                     result.errors.append(f"outbox {row.id} to {row.to_address}: {exc}")
                     continue
-                row.status, row.subject, row.sent_at, row.error = "sent", rendered.subject, now, None
+                outcomes[row.id] = {"status": "sent", "subject": rendered.subject, "sent_at": now, "error": None,
+                                    "message_id": message_id}
                 result.sent += 1
         finally:
             # rows claimed but never reached (a crash mid-batch) go back to pending: not sent, safe to retry
             for row in rows:
-                if row.status == "sending" and row.sent_at is None and row.message_id is None:
-                    row.status = "pending"
+                outcomes.setdefault(row.id, {"status": "pending"})
+            by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+            for outbox_id, values in outcomes.items():  # one executemany per set of columns
+                by_shape[tuple(sorted(values))].append({"id": outbox_id, **values})
+            for batch in by_shape.values():
+                session.execute(update(Outbox), batch)
             session.commit()
     if result.retryable:
         raise RetryableDelivery(f"{result.retryable} email(s) could not be delivered yet: " + "; ".join(result.errors[:3]))

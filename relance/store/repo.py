@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Sequence
 
-from sqlalchemy import insert, select
+from sqlalchemy import Row, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -56,17 +56,18 @@ def ensure_scenario_version(session: Session, *, plan: Plan, source_path: str, n
     return version
 
 
-def claim_due_enrollments(session: Session, *, scenario: str, now: datetime, limit: int) -> list[Enrollment]:
-    """Due active enrollments, oldest first; locked `FOR UPDATE SKIP LOCKED` on PostgreSQL until commit."""
+def claim_due_enrollments(session: Session, *, scenario: str, now: datetime, limit: int) -> list[Row]:
+    """Due active enrollments, oldest first, as plain rows (the tick writes them back in bulk);
+    locked `FOR UPDATE SKIP LOCKED` on PostgreSQL until commit."""
     query = (
-        select(Enrollment)
+        select(*Enrollment.__table__.c)
         .where(Enrollment.scenario == scenario, Enrollment.status == "active", Enrollment.due_at <= now)
         .order_by(Enrollment.due_at, Enrollment.id)
         .limit(limit)
     )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    return list(session.exec(query).scalars().all())
+    return list(session.execute(query).all())
 
 
 def record_event(

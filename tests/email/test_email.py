@@ -143,3 +143,19 @@ def test_ses_refusals_are_not_retried_but_throttling_is(moto_ses):
     with pytest.raises(DeliveryError) as throttled:
         SesTransport(Throttled()).send(outgoing())
     assert throttled.value.retryable is True
+
+
+def test_the_text_part_keeps_the_words_and_writes_out_every_link_but_not_the_head():
+    from relance.email.templates import text_of
+
+    mjml = """<mjml><mj-head><mj-title>Titre</mj-title><mj-preview>Aperçu caché</mj-preview></mj-head>
+    <mj-body><mj-section><mj-column>
+      <mj-text font-size="15px">Bonjour <strong>Léa</strong>,<br />voici le guide.</mj-text>
+      <mj-button href="https://relance.example/guide" background-color="#000">Lire le guide</mj-button>
+      <mj-text>Lire <a href="https://relance.example/blog">le blog</a> ou <a href="#top">remonter</a>.</mj-text>
+    </mj-column></mj-section></mj-body></mjml>"""
+
+    text = text_of(mjml)
+
+    assert text == ("Bonjour Léa,\nvoici le guide.\n\nLire le guide (https://relance.example/guide)\n\n"
+                    "Lire le blog (https://relance.example/blog) ou remonter.\n")
