@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Sequence
@@ -16,7 +17,7 @@ from relance.engine.triggers import event_triggers
 from relance.library import Library
 from relance.runner import current_version_ids, enroll_leads, event_fact, plan_for_version
 from relance.scenario.model import EventTrigger
-from relance.store.repo import record_event, upsert_lead
+from relance.store.repo import record_events, upsert_lead
 from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import add_points, move_stage
 from relance.scoring.rules import at_handoff_point, behaviour_points, fit_points, grade_of
@@ -59,31 +60,44 @@ class IngestResult:
 def ingest_events(
     engine: Engine, library: Library, events: Sequence[IncomingEvent], *, now: datetime
 ) -> IngestResult:
-    """Store a batch of events in one transaction; replays are counted, not stored again."""
+    """Store a batch of events in one transaction; replays are counted, not stored again.
+
+    Set-based where it can be: the batch's leads are read in one query, its events written in one
+    INSERT .. ON CONFLICT DO NOTHING, the enrollments they may wake read in one query; then each
+    new event, in order, is scored, starts the scenarios it triggers and wakes its waits."""
     result = IngestResult()
-    with Session(engine) as session:
+    with Session(engine) as session, session.no_autoflush:
         versions = current_version_ids(session)
+        emails = {incoming.email.strip().lower() for incoming in events}
+        leads = {lead.email: lead for lead in session.exec(select(Lead).where(Lead.email.in_(emails))).scalars()}
+        rows: list[dict[str, Any]] = []
         for incoming in events:
             email = incoming.email.strip().lower()
-            lead = session.exec(select(Lead).where(Lead.email == email)).scalars().first()
+            lead = leads.get(email)
             if lead is None:
                 if incoming.type not in CREATES_LEADS:
                     raise UnknownLead(f"no lead with email {email!r}: import it or send a form_submitted event first")
-                lead = upsert_lead(session, email=email, now=now, source=str(incoming.properties.get("source", "")),
-                                   **_profile_of(incoming.properties))
+                lead = leads[email] = upsert_lead(session, email=email, now=now, source=str(incoming.properties.get("source", "")),
+                                                  **_profile_of(incoming.properties))
                 consent = {k.removeprefix("consent_"): v for k, v in incoming.properties.items() if k.startswith("consent_")}
                 if consent:
                     lead.fields = {**(lead.fields or {}), "consent": consent}
                 grade_lead(lead, library.scoring)
-            event, created = record_event(
-                session, lead_id=lead.id, type=incoming.type, occurred_at=ensure_utc(incoming.occurred_at),
-                properties=dict(incoming.properties), idempotency_key=incoming.key(), now=now,
-            )
-            if not created:
+                session.flush()
+            rows.append(dict(lead_id=lead.id, type=incoming.type, occurred_at=ensure_utc(incoming.occurred_at),
+                             properties=dict(incoming.properties), idempotency_key=incoming.key(), received_at=now))
+        stored = record_events(session, rows)
+        waiting = waiting_enrollments(session, {row["lead_id"] for row in rows})
+        opens = opened_emails(session, {row["lead_id"] for row in rows if row["type"] == "email_opened"})
+        for incoming, row in zip(events, rows):
+            event_id = stored.pop(row["idempotency_key"], None)  # popped: a key twice in the batch is stored once
+            if event_id is None:
                 result.duplicates += 1
                 continue
             result.stored += 1
-            score_event(session, lead=lead, event=event, scoring=library.scoring, now=now)
+            lead = leads[incoming.email.strip().lower()]
+            event = StoredEvent(event_id, row["type"], row["occurred_at"], row["properties"])
+            score_event(session, lead=lead, event=event, scoring=library.scoring, now=now, opens=opens.get(lead.id, ()))
             fact = event_fact(event)
             for name, plan in library.plans.items():
                 trigger = plan.scenario.trigger
@@ -94,16 +108,30 @@ def ingest_events(
                             session, plan=plan_for_version(session, version_id), version_id=version_id,
                             leads=[lead], scoring=library.scoring, now=now, due_at=_due_of(incoming, now),
                         )
-            result.woken += wake_waiting(session, lead_id=lead.id, event_type=incoming.type, now=now)
+            result.woken += wake(waiting.get(lead.id, ()), event_type=incoming.type, now=now)
         session.commit()
     return result
 
 
-def score_event(session: Session, *, lead: Lead, event: Event, scoring: ScoringConfig, now: datetime) -> int:
-    """Add the event's behaviour points (first open of each email only); cross the MQL line."""
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event just stored: what scoring and triggers read of it."""
+
+    id: int
+    type: str
+    occurred_at: datetime
+    properties: dict[str, Any]
+
+
+def score_event(session: Session, *, lead: Lead, event: StoredEvent, scoring: ScoringConfig, now: datetime,
+                opens: Sequence[tuple[int, tuple]] = ()) -> int:
+    """Add the event's behaviour points (first open of each email only: `opens` are the lead's stored
+    opens as (event id, email key)); cross the MQL line."""
     points = behaviour_points(scoring, event.type, event.properties or {})
-    if points and event.type == "email_opened" and _opened_before(session, lead_id=lead.id, event=event):
-        points = 0
+    if points and event.type == "email_opened":
+        key = _email_key(event.properties or {})
+        if any(other_id < event.id and other_key == key for other_id, other_key in opens):
+            points = 0
     add_points(session, lead, points, cause=event.type, now=now, event_id=event.id,
                scenario=(event.properties or {}).get("scenario"), step_id=(event.properties or {}).get("step_id"))
     reach_mql(session, lead, scoring, now=now)
@@ -129,18 +157,22 @@ def reach_mql(session: Session, lead: Lead, scoring: ScoringConfig, *, now: date
         move_stage(session, lead, "mql", now=now, reason=f"score {lead.score} >= {t.score_at_least} and grade {lead.grade} >= {t.grade_at_least}")
 
 
-def _opened_before(session: Session, *, lead_id: int, event: Event) -> bool:
-    """Whether this email (outbox row, else scenario step) was already opened by the lead."""
-    props = event.properties or {}
-    key = ("outbox_id", props["outbox_id"]) if "outbox_id" in props else ("step", (props.get("scenario"), props.get("step_id")))
-    for other in session.exec(
-        select(Event).where(Event.lead_id == lead_id, Event.type == "email_opened", Event.id != event.id)
-    ).scalars():
-        o = other.properties or {}
-        other_key = ("outbox_id", o["outbox_id"]) if "outbox_id" in o else ("step", (o.get("scenario"), o.get("step_id")))
-        if other_key == key:
-            return True
-    return False
+def _email_key(properties: dict[str, Any]) -> tuple:
+    """Which email an open is of: its outbox row, else its scenario step."""
+    if "outbox_id" in properties:
+        return ("outbox_id", properties["outbox_id"])
+    return ("step", (properties.get("scenario"), properties.get("step_id")))
+
+
+def opened_emails(session: Session, lead_ids: set[int]) -> dict[int, list[tuple[int, tuple]]]:
+    """Every stored open of these leads, as (event id, email key), by lead: one query."""
+    found: dict[int, list[tuple[int, tuple]]] = defaultdict(list)
+    if lead_ids:
+        for event_id, lead_id, properties in session.execute(
+            select(Event.id, Event.lead_id, Event.properties).where(Event.lead_id.in_(lead_ids), Event.type == "email_opened")
+        ).all():
+            found[lead_id].append((event_id, _email_key(properties or {})))
+    return found
 
 
 def grade_lead(lead: Lead, scoring: ScoringConfig) -> None:
@@ -160,12 +192,26 @@ def _due_of(incoming: IncomingEvent, now: datetime) -> datetime | None:
         raise ValueError(f"said_later for {incoming.email}: `until` must be an ISO date, got {until!r}") from None
 
 
+def waiting_enrollments(session: Session, lead_ids: set[int]) -> dict[int, list[Enrollment]]:
+    """The active enrollments of these leads that wait for something, by lead."""
+    found: dict[int, list[Enrollment]] = defaultdict(list)
+    if lead_ids:
+        for enrollment in session.exec(select(Enrollment).where(
+            Enrollment.lead_id.in_(lead_ids), Enrollment.status == "active", Enrollment.waiting.is_not(None)
+        )).scalars():
+            found[enrollment.lead_id].append(enrollment)
+    return found
+
+
 def wake_waiting(session: Session, *, lead_id: int, event_type: str, now: datetime) -> int:
     """Make due now the lead's enrollments whose `wait_until` may be satisfied by this event."""
+    return wake(waiting_enrollments(session, {lead_id}).get(lead_id, ()), event_type=event_type, now=now)
+
+
+def wake(enrollments: Sequence[Enrollment], *, event_type: str, now: datetime) -> int:
+    """Make due now those of these enrollments whose `wait_until` may be satisfied by this event type."""
     woken = 0
-    for enrollment in session.exec(
-        select(Enrollment).where(Enrollment.lead_id == lead_id, Enrollment.status == "active", Enrollment.waiting.is_not(None))
-    ).scalars():
+    for enrollment in enrollments:
         waiting = enrollment.waiting or {}
         if waiting.get("kind") == "wait_until" and event_type in waiting.get("event_types", ()):
             if enrollment.due_at is None or enrollment.due_at > now:

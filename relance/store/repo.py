@@ -70,18 +70,13 @@ def claim_due_enrollments(session: Session, *, scenario: str, now: datetime, lim
     return list(session.execute(query).all())
 
 
-def record_event(
-    session: Session, *, lead_id: int, type: str, occurred_at: datetime, properties: dict[str, Any],
-    idempotency_key: str, now: datetime,
-) -> tuple[Event, bool]:
-    """Store an event once per idempotency key (safe under races); returns (event, created)."""
-    statement = _insert_ignoring_conflicts(session, Event, ["idempotency_key"]).values(
-        lead_id=lead_id, type=type, occurred_at=occurred_at, properties=properties,
-        idempotency_key=idempotency_key, received_at=now,
-    ).returning(Event.id)
-    created = session.execute(statement).scalar() is not None
-    event = session.exec(select(Event).where(Event.idempotency_key == idempotency_key)).scalars().one()
-    return event, created
+def record_events(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Store events once per idempotency key, in one statement (safe under races);
+    returns the ids of the new ones by key. Keys already stored are left out."""
+    if not rows:
+        return {}
+    statement = _insert_ignoring_conflicts(session, Event, ["idempotency_key"]).returning(Event.id, Event.idempotency_key)
+    return {key: event_id for event_id, key in session.execute(statement, rows).all()}
 
 
 def insert_outbox_rows(session: Session, rows: list[dict[str, Any]]) -> int:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import func, inspect, select
 from sqlmodel import Session, SQLModel
 
 from relance.scenario.model import Scenario
@@ -17,10 +17,10 @@ from relance.store.repo import (
     claim_due_enrollments,
     ensure_scenario_version,
     insert_outbox_rows,
-    record_event,
+    record_events,
     upsert_lead,
 )
-from relance.store.tables import Enrollment, Lead
+from relance.store.tables import Enrollment, Event, Lead
 
 PLAN = compile_scenario(Scenario.model_validate(
     {"scenario": "s", "trigger": {"event": "downloaded"}, "steps": [{"id": "a", "send": "t", "subject": "x"}]}
@@ -50,13 +50,15 @@ def test_times_come_back_timezone_aware_utc(session, clock):
     assert stored.created_at == clock.now() and stored.created_at.tzinfo is not None
 
 
-def test_an_event_is_stored_once_per_idempotency_key(session, clock):
+def test_an_event_is_stored_once_per_idempotency_key_even_twice_in_one_batch(session, clock):
     lead = upsert_lead(session, email="a@b.example", now=clock.now())
-    first, created = record_event(session, lead_id=lead.id, type="downloaded", occurred_at=clock.now(),
-                                  properties={"asset": "x"}, idempotency_key="k1", now=clock.now())
-    again, created_again = record_event(session, lead_id=lead.id, type="downloaded", occurred_at=clock.now(),
-                                        properties={"asset": "x"}, idempotency_key="k1", now=clock.now())
-    assert (created, created_again) == (True, False) and first.id == again.id
+    session.flush()
+    row = lambda key: dict(lead_id=lead.id, type="downloaded", occurred_at=clock.now(), properties={"asset": "x"},  # noqa: E731
+                           idempotency_key=key, received_at=clock.now())
+    first = record_events(session, [row("k1"), row("k2"), row("k1")])
+    again = record_events(session, [row("k1"), row("k3")])
+    assert set(first) == {"k1", "k2"} and set(again) == {"k3"}
+    assert session.exec(select(func.count()).select_from(Event)).one()[0] == 3
 
 
 def _enroll(session, lead, version, due_at):
