@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,9 @@ app.add_typer(lead_app, name="lead")
 
 console = Console()
 err = Console(stderr=True)
+
+# The embedded Prefect server would try to send telemetry: there is nowhere to send it. An operator may still opt in.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _settings():
@@ -456,7 +460,6 @@ def bench(
     """Throughput, scaling and memory, each ratio measured side by side in this run (see bench/)."""
     from bench.run import FULL, QUICK, run
 
-    err = Console(stderr=True)
     figures = run(QUICK if quick else FULL, progress=lambda step: err.print(f"[dim]bench:[/] {step}"))
     if as_json:
         sys.stdout.write(json.dumps(figures, indent=2) + "\n")
