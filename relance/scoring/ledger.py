@@ -1,9 +1,17 @@
-"""Every score change and every stage move goes through here, so each one leaves a row that explains it."""
+"""Every score change and every stage move goes through here, so each one leaves a row that explains it.
+
+Score changes are the hot path of ingestion (most events carry points): their ledger rows are kept
+as plain values on the session and written in one INSERT when the session flushes or commits,
+instead of one ORM object each (~50 us to build, plus its unit-of-work bookkeeping).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import event, insert
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session
 
 from relance.store.tables import Lead, ScoreChange, StageChange
@@ -18,8 +26,27 @@ def add_points(
         return
     lead.score += points
     lead.updated_at = now
-    session.add(ScoreChange(lead_id=lead.id, points=points, score_after=lead.score, cause=cause, event_id=event_id,
-                            scenario=scenario, step_id=step_id, detail=detail, at=now))
+    session.info.setdefault(_PENDING, []).append(dict(
+        lead_id=lead.id, points=points, score_after=lead.score, cause=cause, event_id=event_id,
+        scenario=scenario, step_id=step_id, detail=detail, at=now,
+    ))
+
+
+_PENDING = "relance.score_changes"
+
+
+@event.listens_for(OrmSession, "before_flush")
+@event.listens_for(OrmSession, "before_commit")
+def _write_score_changes(session: OrmSession, *_: Any) -> None:
+    """Write the session's pending ledger rows (a flush or commit makes them visible like any other row)."""
+    rows = session.info.pop(_PENDING, None)
+    if rows:
+        session.execute(insert(ScoreChange.__table__), rows)
+
+
+@event.listens_for(OrmSession, "after_rollback")
+def _forget_score_changes(session: OrmSession) -> None:
+    session.info.pop(_PENDING, None)
 
 
 def move_stage(session: Session, lead: Lead, to: str, *, now: datetime, by: str = "relance", reason: str = "") -> bool:
