@@ -43,7 +43,7 @@ from relance.scoring.ledger import add_points, move_stage
 from relance.scoring.rules import at_handoff_point
 from relance.settings import Settings
 from relance.store.db import make_engine, migrate
-from relance.store.repo import claim_due_enrollments, ensure_scenario_version, insert_outbox_rows
+from relance.store.repo import claim_due_enrollments, ensure_scenario_version, insert_outbox_rows, insert_rows, write_back
 from relance.store.tables import Enrollment, Event, Lead, Outbox, ScenarioVersion, StepLog
 
 
@@ -314,10 +314,8 @@ def advance_due(
             if outcome.state.status == "failed":
                 result.failed.append(f"{lead.email}: {outcome.state.exit_reason}")
             result.advanced += 1
-        if updates:
-            session.execute(update(Enrollment), updates)  # bulk UPDATE by primary key
-        if step_logs:
-            session.execute(insert(StepLog), step_logs)
+        write_back(session, Enrollment.__table__, updates)
+        insert_rows(session, StepLog.__table__, step_logs)
         session.flush()
         for target, lead in enroll_into:
             versions = current_version_ids(session)
@@ -484,11 +482,7 @@ def deliver(
             # rows claimed but never reached (a crash mid-batch) go back to pending: not sent, safe to retry
             for row in rows:
                 outcomes.setdefault(row.id, {"status": "pending"})
-            by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-            for outbox_id, values in outcomes.items():  # one executemany per set of columns
-                by_shape[tuple(sorted(values))].append({"id": outbox_id, **values})
-            for batch in by_shape.values():
-                session.execute(update(Outbox), batch)
+            write_back(session, Outbox.__table__, [{"id": outbox_id, **values} for outbox_id, values in outcomes.items()])
             session.commit()
     if result.retryable:
         raise RetryableDelivery(f"{result.retryable} email(s) could not be delivered yet: " + "; ".join(result.errors[:3]))

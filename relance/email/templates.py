@@ -87,6 +87,7 @@ class TemplateLibrary:
         self.env = SandboxedEnvironment(
             loader=FileSystemLoader(str(self.directory)), autoescape=True, undefined=StrictUndefined,
             trim_blocks=True, lstrip_blocks=True,
+            auto_reload=False,  # a library lives for one batch: no need to stat the files at every render
         )
         self.subject_env = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
         self._subjects: dict[str, Any] = {}

@@ -9,6 +9,7 @@ its own destination, so the redirector only ever goes where relance itself wrote
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -27,8 +28,16 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@functools.lru_cache(maxsize=8)
+def _keyed(secret: str) -> "hmac.HMAC":
+    """The HMAC keyed with this secret, ready to copy (keying costs as much as signing a token)."""
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
+
+
 def _mac(secret: str, body: str) -> str:
-    return _b64(hmac.new(secret.encode(), body.encode(), hashlib.sha256).digest()[:20])
+    mac = _keyed(secret).copy()
+    mac.update(body.encode())
+    return _b64(mac.digest()[:20])
 
 
 def sign(secret: str, *, kind: str, outbox_id: int, lead_id: int, email: str, link: str | None = None) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from datetime import datetime
 from typing import Any, Sequence
 
-from sqlalchemy import Row, insert, select
+from sqlalchemy import Row, Table, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -83,5 +85,33 @@ def insert_outbox_rows(session: Session, rows: list[dict[str, Any]]) -> int:
     """Insert outbox rows, ignoring those already there for (enrollment, step, visit); returns how many are new."""
     if not rows:
         return 0
-    statement = _insert_ignoring_conflicts(session, Outbox, ["enrollment_id", "step_id", "visit"]).returning(Outbox.id)
-    return len(session.execute(statement, rows).scalars().all())
+    statement = _insert_ignoring_conflicts(session, Outbox.__table__, ["enrollment_id", "step_id", "visit"])
+    return len(session.execute(statement.returning(Outbox.__table__.c.id), rows).scalars().all())
+
+
+def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Plain bulk insert through the Core table (multi-row VALUES), without the ORM's per-row bookkeeping."""
+    if rows:
+        session.execute(insert(table), rows)
+
+
+_IN_CHUNK = 500  # ids per `IN (...)`: well under every backend's limit on bound parameters
+
+
+def write_back(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Update rows by `id`. Rows given the same values (a tick moving a thousand leads to the same
+    wait) share one `UPDATE .. WHERE id IN (..)`; the others go in one executemany per set of columns."""
+    groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
+    for row in rows:
+        values = {name: value for name, value in row.items() if name != "id"}
+        groups.setdefault(json.dumps(values, sort_keys=True, default=repr), (values, []))[1].append(row["id"])
+    alone: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for values, ids in groups.values():
+        if len(ids) == 1:
+            alone[tuple(sorted(values))].append({"_id": ids[0], **values})
+            continue
+        for start in range(0, len(ids), _IN_CHUNK):
+            session.execute(update(table).where(table.c.id.in_(ids[start:start + _IN_CHUNK])).values(**values))
+    for columns, batch in alone.items():
+        statement = update(table).where(table.c.id == bindparam("_id")).values({name: bindparam(name) for name in columns})
+        session.execute(statement, batch)

@@ -19,8 +19,10 @@ from relance.store.repo import (
     insert_outbox_rows,
     record_events,
     upsert_lead,
+    write_back,
 )
-from relance.store.tables import Enrollment, Event, Lead
+from relance.scoring.ledger import add_points
+from relance.store.tables import Enrollment, Event, Lead, ScoreChange
 
 PLAN = compile_scenario(Scenario.model_validate(
     {"scenario": "s", "trigger": {"event": "downloaded"}, "steps": [{"id": "a", "send": "t", "subject": "x"}]}
@@ -104,3 +106,36 @@ def test_two_ticks_never_claim_the_same_enrollments_on_postgresql(engine, clock,
         a = {e.id for e in claim_due_enrollments(first, scenario="s", now=clock.now(), limit=4)}
         b = {e.id for e in claim_due_enrollments(second, scenario="s", now=clock.now(), limit=4)}
         assert len(a) == 4 and len(b) == 2 and not a & b
+
+
+def test_write_back_updates_each_row_whether_it_shares_its_values_or_not(session, clock):
+    lead = upsert_lead(session, email="a@b.example", now=clock.now())
+    version = ensure_scenario_version(session, plan=PLAN, source_path="s.yaml", now=clock.now())
+    rows = [_enroll(session, lead, version, clock.now()) for _ in range(5)]
+    session.commit()
+    later = clock.now() + timedelta(days=3)
+    same = {"step_id": "b", "due_at": later, "state": {"visits": {"a": 1}}}
+    write_back(session, Enrollment.__table__, [
+        {"id": rows[0].id, **same}, {"id": rows[1].id, **same}, {"id": rows[2].id, **same},
+        {"id": rows[3].id, "step_id": "c", "due_at": None, "state": {"visits": {"a": 2}}},
+        {"id": rows[4].id, "status": "done"},
+    ])
+    session.commit()
+    session.expire_all()
+    got = {e.id: (e.step_id, e.due_at, e.state, e.status) for e in session.exec(select(Enrollment)).scalars()}
+    assert [got[r.id] for r in rows] == [("b", later, {"visits": {"a": 1}}, "active")] * 3 + [
+        ("c", None, {"visits": {"a": 2}}, "active"), ("a", clock.now(), {}, "done")]
+
+
+def test_score_changes_are_written_at_flush_and_forgotten_on_rollback(session, clock):
+    lead = upsert_lead(session, email="a@b.example", now=clock.now())
+    session.commit()
+    add_points(session, lead, 5, cause="page_visited", now=clock.now())
+    add_points(session, lead, 3, cause="email_clicked", now=clock.now())
+    ledger = session.exec(select(ScoreChange.points, ScoreChange.score_after)).all()  # autoflush writes them
+    assert [tuple(r) for r in ledger] == [(5, 5), (3, 8)]
+    session.rollback()
+    add_points(session, session.get(Lead, lead.id), 1, cause="page_visited", now=clock.now())
+    session.rollback()  # never flushed: nothing of it may leak into the next transaction
+    session.commit()
+    assert session.exec(select(func.count()).select_from(ScoreChange)).one()[0] == 0
