@@ -483,6 +483,34 @@ def _print_bench(figures: dict, out: Console | None = None) -> None:
 
 
 @app.command()
+def preview(
+    template: str = typer.Argument(..., help="Template name (templates/emails/NAME.mjml)."),
+    lead: Optional[str] = typer.Option(None, "--lead", help="Fill it in with this stored lead's data (default: a sample lead)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the HTML here (the text part if FILE ends in .txt)."),
+    subject: Optional[str] = typer.Option(None, "--subject", help="Subject (Jinja); default: the scenario step that sends it."),
+) -> None:
+    """Render a template as a lead would receive it: subject and text part here, HTML to --out. Nothing is sent or stored."""
+    from relance.email.templates import RenderError
+    from relance.preview import preview as render_preview
+    from relance.runner import open_store
+
+    settings = _settings()
+    try:
+        shown = render_preview(settings, _library(), template, engine=open_store(settings) if lead else None, email=lead,
+                               subject=subject)
+    except (LookupError, RenderError) as exc:
+        _fail(str(exc))
+    where = f"subject from {shown.used_by}" if shown.used_by else "no scenario sends it"
+    err.print(f"[dim]{template} for {shown.lead}; {where}[/]", soft_wrap=True)
+    if out is not None:
+        out.write_text(shown.email.text if out.suffix == ".txt" else shown.email.html, encoding="utf-8")
+        err.print(f"wrote {out}")
+        return
+    console.print(f"Subject: {shown.email.subject}\n", markup=False, highlight=False)
+    console.print(shown.email.text, markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),

@@ -147,3 +147,25 @@ def test_costs_and_the_report_from_the_command_line(env):
     assert figures["economics"]["total"]["roi"] == 2.0
     table = relance("report")
     assert table.exit_code == 0 and "Funnel" in table.output and "Economics" in table.output
+
+
+def test_preview_fills_a_template_with_a_stored_lead_and_the_subject_of_the_step_that_sends_it(env):
+    (env / "l.csv").write_text("email,first_name,company\nkarim@initech.example,Karim,Initech\n", encoding="utf-8")
+    relance("import", str(env / "l.csv"))
+    result = relance("preview", "whitepaper-followup", "--lead", "karim@initech.example")
+    assert result.exit_code == 0, result.output
+    assert "Subject: Karim, votre livre blanc" in result.output
+    assert "chez Initech" in result.output and "subject from whitepaper-nurture/send-guide" in result.output
+    assert "Lire le livre blanc (https://relance.example/ressources/livre-blanc-leads)" in result.output
+    page = env / "preview.html"
+    assert relance("preview", "whitepaper-followup", "--out", str(page)).exit_code == 0
+    html = page.read_text(encoding="utf-8")
+    assert "Léa" in html and "<html" in html and "{{" not in html  # the sample lead, fully rendered
+    assert not (env / "outbox").exists()  # a preview sends nothing
+
+
+def test_preview_names_what_is_missing(env):
+    unknown = CliRunner().invoke(app, ["preview", "livre-blanc"])
+    assert unknown.exit_code == 1 and "no template 'livre-blanc'" in unknown.output and "whitepaper-followup" in unknown.output
+    ghost = CliRunner().invoke(app, ["preview", "whitepaper-followup", "--lead", "ghost@nowhere.example"])
+    assert ghost.exit_code == 1 and "no lead with email 'ghost@nowhere.example'" in ghost.output

@@ -1,0 +1,61 @@
+"""`relance preview`: a template as one lead (or the sample lead) would receive it, before any send."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select
+from sqlmodel import Session
+
+from relance.email.templates import SAMPLE_CONTEXT, RenderedEmail, TemplateLibrary
+from relance.library import Library
+from relance.runner import template_context
+from relance.settings import Settings
+from relance.store.repo import normalise_email
+from relance.store.tables import Lead, Outbox
+
+
+@dataclass(frozen=True)
+class Preview:
+    email: RenderedEmail
+    used_by: str | None  # "scenario/step" whose subject and preheader were used, if a scenario sends it
+    lead: str  # whose data filled it in
+
+
+def sent_by(library: Library, template: str) -> tuple[str, str, str | None] | None:
+    """The first scenario step that sends this template: ("scenario/step", subject, preheader)."""
+    for name, plan in sorted(library.plans.items()):
+        for step_id in plan.order:
+            step = plan.steps[step_id]
+            if getattr(step, "send", None) == template:
+                return f"{name}/{step_id}", step.subject, step.preheader
+    return None
+
+
+def preview(
+    settings: Settings, library: Library, template: str, *, engine: Engine | None = None, email: str | None = None,
+    subject: str | None = None,
+) -> Preview:
+    """Render `template` with a stored lead's data (`email`) or the sample lead's; the subject and
+    preheader come from the scenario step that sends it unless `subject` is given. Links are shown
+    as written (not tracked) and the unsubscribe link is a placeholder: nothing is stored."""
+    templates = TemplateLibrary(settings.templates_dir)
+    if template not in templates.names():
+        raise LookupError(f"no template {template!r} in {settings.templates_dir}; there are: {', '.join(templates.names())}")
+    step = sent_by(library, template)
+    used_by, step_subject, preheader = step if step else (None, None, None)
+    subject = subject or step_subject or f"(no subject: no scenario sends {template!r}; give --subject)"
+    scenario, _, step_id = (used_by or "preview/preview").partition("/")
+    unsubscribe = f"{settings.public_url.rstrip('/')}/u/preview"
+    if email is None:
+        context = {**SAMPLE_CONTEXT, "unsubscribe_url": unsubscribe, "scenario": scenario, "step_id": step_id}
+        who = SAMPLE_CONTEXT["lead"]["email"] + " (sample lead)"
+    else:
+        with Session(engine) as session:
+            lead = session.exec(select(Lead).where(Lead.email == normalise_email(email))).scalars().first()
+            if lead is None:
+                raise LookupError(f"no lead with email {email!r}")
+            row = Outbox(scenario=scenario, step_id=step_id, options={"preheader": preheader})
+            context = template_context(lead, settings, row, unsubscribe)
+            who = lead.email
+    return Preview(templates.render(template, subject=subject, context=context, preheader=preheader), used_by, who)
