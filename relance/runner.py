@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, Row, func, insert, select, update
 from sqlmodel import Session
 
 from relance.clock import ensure_utc
@@ -44,6 +44,7 @@ from relance.scoring.rules import at_handoff_point
 from relance.settings import Settings
 from relance.store.db import make_engine, migrate
 from relance.store.repo import claim_due_enrollments, ensure_scenario_version, insert_outbox_rows, insert_rows, write_back
+from relance.store.segments import may_enter_again, narrowing
 from relance.store.tables import Enrollment, Event, Lead, Outbox, ScenarioVersion, StepLog
 
 
@@ -146,18 +147,21 @@ def enroll_leads(
 ) -> int:
     """Enroll leads into a scenario where its `reentry` allows; returns how many entered.
 
-    `due_at` delays the first step (a "later" lead re-engaged on its date)."""
+    `due_at` delays the first step (a "later" lead re-engaged on its date). Enrollments and their
+    `entered` step logs are written in bulk, one statement each."""
     if not leads:
         return 0
-    previous: dict[int, list[Enrollment]] = defaultdict(list)
-    for enrollment in session.exec(
-        select(Enrollment).where(Enrollment.scenario == plan.name, Enrollment.lead_id.in_([l.id for l in leads]))
-    ).scalars():
+    previous: dict[int, list[Row]] = defaultdict(list)
+    for enrollment in session.execute(
+        select(Enrollment.lead_id, Enrollment.entered_at, Enrollment.status)
+        .where(Enrollment.scenario == plan.name, Enrollment.lead_id.in_({l.id for l in leads}))
+    ).all():
         previous[enrollment.lead_id].append(enrollment)
-    entered = 0
+    rows: list[dict[str, Any]] = []
+    entering: set[int] = set()
     for lead in leads:
         past = previous[lead.id]
-        if not may_enter(
+        if lead.id in entering or not may_enter(
             plan.scenario.reentry,
             previous_entries=[e.entered_at for e in past],
             active=any(e.status == "active" for e in past),
@@ -167,19 +171,18 @@ def enroll_leads(
         state = enter(plan, lead_facts(lead, scoring), now)
         if due_at is not None:
             state.due_at = max(due_at, now)
-        enrollment = Enrollment(lead_id=lead.id, scenario=plan.name, version_id=version_id, entered_at=now)
-        _store_state(enrollment, state)
-        session.add(enrollment)
-        session.flush()
-        session.add(
-            StepLog(
-                enrollment_id=enrollment.id, lead_id=lead.id, scenario=plan.name, version_id=version_id,
-                step_id=plan.first, kind="enter", outcome="entered", at=now, detail={},
-            )
-        )
-        previous[lead.id].append(enrollment)
-        entered += 1
-    return entered
+        rows.append(dict(lead_id=lead.id, scenario=plan.name, version_id=version_id, entered_at=now, **_state_values(state)))
+        entering.add(lead.id)
+    if not rows:
+        return 0
+    table = Enrollment.__table__
+    ids = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    insert_rows(session, StepLog.__table__, [
+        dict(enrollment_id=enrollment_id, lead_id=row["lead_id"], scenario=plan.name, version_id=version_id,
+             step_id=plan.first, kind="enter", outcome="entered", at=now, detail={})
+        for enrollment_id, row in zip(ids, rows)
+    ])
+    return len(rows)
 
 
 def enroll_due(engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library | None = None) -> int:
@@ -190,13 +193,17 @@ def enroll_due(engine: Engine, settings: Settings, *, scenario: str, now: dateti
     if not isinstance(trigger, SegmentTrigger):
         return 0
     needs_events = _mentions_events(trigger.segment)
+    # only leads that may match and may enter again are read; `holds` and `may_enter` decide exactly
+    candidates = [Lead.suppressed.is_(None), may_enter_again(scenario, plan.scenario.reentry, now)]
+    if (narrowed := narrowing(trigger.segment)) is not None:
+        candidates.append(narrowed)
     entered = 0
     with Session(engine) as session:
         version_id = current_version_ids(session)[scenario]
         last_id = 0
         while True:
             leads = session.exec(
-                select(Lead).where(Lead.id > last_id, Lead.suppressed.is_(None)).order_by(Lead.id).limit(settings.batch_size)
+                select(Lead).where(Lead.id > last_id, *candidates).order_by(Lead.id).limit(settings.batch_size)
             ).scalars().all()
             if not leads:
                 break

@@ -217,3 +217,45 @@ def test_suppressed_addresses_are_never_mailed_and_the_outbox_says_why(engine, s
     with Session(engine) as session:
         reasons = sorted(o.error for o in session.exec(select(Outbox).where(Outbox.status == "skipped")).scalars())
     assert reasons == ["suppressed: bounced", "suppressed: complained"]
+
+
+MONTHLY = """\
+scenario: monthly
+trigger:
+  segment:
+    all: [{stage_in: [nurturing]}, {grade_at_least: C}]
+reentry: {after: 30d}
+steps:
+  - id: letter
+    send: hello
+    subject: "La lettre du mois"
+"""
+
+
+def test_a_segment_scenario_mails_the_segment_once_per_reentry_period(engine, settings, folder, clock):
+    (folder / "scenarios" / "monthly.yaml").write_text(MONTHLY, encoding="utf-8")
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    emails = _leads(engine, clock.now(), 6)
+    with Session(engine) as session:  # leads 0-3 nurtured (lead 3 graded D), 4 an MQL, 5 nurtured but unsubscribed
+        for lead in session.exec(select(Lead)).scalars():
+            i = int(lead.email[4])
+            lead.stage = "mql" if i == 4 else "nurturing"
+            lead.grade = "D" if i == 3 else "B"
+            lead.suppressed = "unsubscribed" if i == 5 else None
+        session.commit()
+
+    def tick() -> list[str]:
+        transport = RecordingTransport()
+        run_tick_inline(engine, settings, scenario="monthly", now=clock.now(), library=library, transport=transport)
+        return sorted(m.to for m in transport.sent)
+
+    assert tick() == emails[:3]
+    clock.advance(timedelta(days=10))
+    assert tick() == []  # left after one step, but 30 days have not passed
+    clock.advance(timedelta(days=21))
+    assert tick() == emails[:3]
+    assert tick() == []
+    with Session(engine) as session:
+        entered = session.exec(select(func.count()).select_from(StepLog).where(StepLog.kind == "enter")).one()[0]
+    assert entered == 6  # every entry leaves its trace row
