@@ -67,7 +67,7 @@ _PLANS: dict[tuple[str, int], Plan] = {}
 
 def plan_for_version(session: Session, version_id: int) -> Plan:
     """The plan an enrollment is pinned to (cached per database: versions never change)."""
-    key = (str(session.get_bind().url), version_id)
+    key = (session.get_bind().url, version_id)  # a URL is a hashable tuple: no need to render it
     plan = _PLANS.get(key)
     if plan is None:
         version = session.get(ScenarioVersion, version_id)
@@ -283,16 +283,13 @@ def advance_due(
     result = BatchResult()
     with Session(engine) as session:
         claimed = claim_due_enrollments(session, scenario=scenario, now=now, limit=limit or settings.batch_size)
-        leads = {
-            lead.id: lead
-            for lead in session.exec(select(Lead).where(Lead.id.in_({e.lead_id for e in claimed}))).scalars()
-        }
+        leads = {lead.id: lead for lead in session.execute(
+            select(*Lead.__table__.c).where(Lead.id.in_({e.lead_id for e in claimed}))).all()}
         since = min((e.entered_at for e in claimed), default=now) - timedelta(days=400)
         events = events_of(session, leads, since)
         updates: list[dict[str, Any]] = []
         step_logs: list[dict[str, Any]] = []
-        outbox_rows: list[dict[str, Any]] = []
-        enroll_into: list[tuple[str, Lead]] = []
+        effects: list[tuple[Any, int, Any, dict[str, Any], Plan]] = []  # applied once the leads they change are loaded
         for enrollment in claimed:
             if enrollment.status != "active" or enrollment.due_at is None or enrollment.due_at > now:
                 continue  # advanced by someone else since it was claimed
@@ -314,32 +311,40 @@ def advance_due(
                     step_id=trace.step_id, kind=trace.kind, outcome=trace.outcome, at=trace.at, detail=dict(trace.detail),
                 ))
                 result.counts[(trace.step_id, trace.outcome)] += 1
-            for effect in outcome.effects:
-                _apply(effect, session=session, scoring=scoring, lead=lead, enrollment_id=enrollment.id,
-                       memory=outcome.state.memory, plan=plan, settings=settings, now=now,
-                       outbox_rows=outbox_rows, enroll_into=enroll_into)
+            effects.extend((effect, enrollment.id, lead, outcome.state.memory, plan) for effect in outcome.effects)
             if outcome.state.status == "failed":
                 result.failed.append(f"{lead.email}: {outcome.state.exit_reason}")
             result.advanced += 1
         write_back(session, Enrollment.__table__, updates)
         insert_rows(session, StepLog.__table__, step_logs)
+        # leads are read as plain rows; the few an effect changes (score, stage, fields, hand-off) as models
+        changing = {lead.id for effect, _, lead, _, _ in effects if isinstance(effect, _CHANGES_LEAD)}
+        models = {m.id: m for m in session.exec(select(Lead).where(Lead.id.in_(changing))).scalars()} if changing else {}
+        outbox_rows: list[dict[str, Any]] = []
+        enroll_into: list[tuple[str, Any]] = []
+        for effect, enrollment_id, lead, memory, plan in effects:
+            _apply(effect, session=session, scoring=scoring, lead=models.get(lead.id, lead), enrollment_id=enrollment_id,
+                   memory=memory, plan=plan, settings=settings, now=now, outbox_rows=outbox_rows, enroll_into=enroll_into)
         session.flush()
+        versions = current_version_ids(session) if enroll_into else {}
         for target, lead in enroll_into:
-            versions = current_version_ids(session)
             if target in library.plans and target in versions:
                 enroll_leads(session, plan=plan_for_version(session, versions[target]), version_id=versions[target],
                              leads=[lead], scoring=scoring, now=now)
-        if outbox_rows:
-            insert_outbox_rows(session, outbox_rows)
+        new_ids = insert_outbox_rows(session, outbox_rows)
         session.commit()
-        if outbox_rows:  # new rows, and rows a crashed run left pending for the same (enrollment, step, visit)
+        if len(new_ids) < len(outbox_rows):  # some were there already: a crashed run left them pending, send them now
             keys = {(row["enrollment_id"], row["step_id"], row["visit"]) for row in outbox_rows}
             candidates = session.execute(
                 select(Outbox.id, Outbox.enrollment_id, Outbox.step_id, Outbox.visit)
                 .where(Outbox.enrollment_id.in_({k[0] for k in keys}), Outbox.status == "pending")
             ).all()
-            result.outbox_ids = sorted(o.id for o in candidates if (o.enrollment_id, o.step_id, o.visit) in keys)
+            new_ids = [o.id for o in candidates if (o.enrollment_id, o.step_id, o.visit) in keys]
+        result.outbox_ids = sorted(new_ids)
     return result
+
+
+_CHANGES_LEAD = (AdjustScore, ChangeLead, HandOff)
 
 
 def _apply(effect, *, session: Session, scoring: ScoringConfig, lead: Lead, enrollment_id: int, memory: dict[str, Any],
@@ -411,6 +416,11 @@ def template_context(lead: Lead, settings: Settings, outbox: Outbox, unsubscribe
     }
 
 
+_OUTBOX_READ = ("id", "lead_id", "to_address", "template", "subject", "options", "scenario", "step_id")
+_LEAD_READ = ("id", "email", "first_name", "last_name", "job_title", "company", "sector", "country", "score", "grade",
+              "stage", "fields", "suppressed")  # what sending and `template_context` read
+
+
 def deliver(
     engine: Engine,
     settings: Settings,
@@ -426,15 +436,16 @@ def deliver(
     templates = templates or TemplateLibrary(settings.templates_dir)
     result = DeliveryResult()
     with Session(engine) as session:
-        claimed = session.exec(
-            update(Outbox)
-            .where(Outbox.id.in_(outbox_ids), Outbox.status == "pending")
-            .values(status="sending", attempts=Outbox.attempts + 1)
-            .returning(Outbox.id)
-        ).scalars().all()
+        outbox = Outbox.__table__
+        rows = sorted(session.execute(  # claimed and read in one statement
+            update(outbox)
+            .where(outbox.c.id.in_(outbox_ids), outbox.c.status == "pending")
+            .values(status="sending", attempts=outbox.c.attempts + 1)
+            .returning(*(outbox.c[name] for name in _OUTBOX_READ))
+        ).all(), key=lambda row: row.id)
         session.commit()
-        rows = session.execute(select(*Outbox.__table__.c).where(Outbox.id.in_(claimed)).order_by(Outbox.id)).all()
-        leads = {l.id: l for l in session.execute(select(*Lead.__table__.c).where(Lead.id.in_({r.lead_id for r in rows}))).all()}
+        lead_columns = [Lead.__table__.c[name] for name in _LEAD_READ]
+        leads = {l.id: l for l in session.execute(select(*lead_columns).where(Lead.id.in_({r.lead_id for r in rows}))).all()}
         outcomes: dict[int, dict[str, Any]] = {}
         try:
             for row in rows:

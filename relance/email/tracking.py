@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 CLICK, OPEN, UNSUBSCRIBE = "c", "o", "u"
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # built once: json.dumps builds one per call
 _HREF = re.compile(r'(<a\b[^>]*?\bhref=")(https?://[^"]+)(")', re.IGNORECASE)
 
 
@@ -44,7 +45,7 @@ def sign(secret: str, *, kind: str, outbox_id: int, lead_id: int, email: str, li
     payload: dict[str, Any] = {"k": kind, "o": outbox_id, "l": lead_id, "e": email}
     if link is not None:
         payload["u"] = link
-    body = _b64(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
+    body = _b64(_COMPACT.encode(payload).encode())
     return f"{body}.{_mac(secret, body)}"
 
 

@@ -81,12 +81,12 @@ def record_events(session: Session, rows: list[dict[str, Any]]) -> dict[str, int
     return {key: event_id for event_id, key in session.execute(statement, rows).all()}
 
 
-def insert_outbox_rows(session: Session, rows: list[dict[str, Any]]) -> int:
-    """Insert outbox rows, ignoring those already there for (enrollment, step, visit); returns how many are new."""
+def insert_outbox_rows(session: Session, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert outbox rows, ignoring those already there for (enrollment, step, visit); returns the new rows' ids."""
     if not rows:
-        return 0
+        return []
     statement = _insert_ignoring_conflicts(session, Outbox.__table__, ["enrollment_id", "step_id", "visit"])
-    return len(session.execute(statement.returning(Outbox.__table__.c.id), rows).scalars().all())
+    return list(session.execute(statement.returning(Outbox.__table__.c.id), rows).scalars().all())
 
 
 def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -95,6 +95,7 @@ def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> N
         session.execute(insert(table), rows)
 
 
+_VALUES_KEY = json.JSONEncoder(sort_keys=True, default=repr)  # rows with equal keys get equal values
 _IN_CHUNK = 500  # ids per `IN (...)`: well under every backend's limit on bound parameters
 
 
@@ -104,7 +105,7 @@ def write_back(session: Session, table: Table, rows: list[dict[str, Any]]) -> No
     groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
     for row in rows:
         values = {name: value for name, value in row.items() if name != "id"}
-        groups.setdefault(json.dumps(values, sort_keys=True, default=repr), (values, []))[1].append(row["id"])
+        groups.setdefault(_VALUES_KEY.encode(values), (values, []))[1].append(row["id"])
     alone: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for values, ids in groups.values():
         if len(ids) == 1:
