@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Engine, Row, func, insert, select, update
 from sqlmodel import Session
@@ -62,13 +63,13 @@ def open_store(settings: Settings) -> Engine:
     return engine
 
 
-_PLANS: dict[tuple[str, int], Plan] = {}
+_PLANS: WeakKeyDictionary[Engine, dict[int, Plan]] = WeakKeyDictionary()  # per engine: versions never change
 
 
 def plan_for_version(session: Session, version_id: int) -> Plan:
     """The plan an enrollment is pinned to (cached per database: versions never change)."""
-    key = (session.get_bind().url, version_id)  # a URL is a hashable tuple: no need to render it
-    plan = _PLANS.get(key)
+    plans = _PLANS.setdefault(session.get_bind(), {})
+    plan = plans.get(version_id)
     if plan is None:
         version = session.get(ScenarioVersion, version_id)
         if version is None:
@@ -79,7 +80,7 @@ def plan_for_version(session: Session, version_id: int) -> Plan:
                 f"scenario {version.scenario} version {version_id}: stored hash {version.hash} "
                 f"does not match its definition ({plan.hash}); the row was edited by hand"
             )
-        _PLANS[key] = plan
+        plans[version_id] = plan
     return plan
 
 
@@ -500,7 +501,8 @@ def deliver(
             # rows claimed but never reached (a crash mid-batch) go back to pending: not sent, safe to retry
             for row in rows:
                 outcomes.setdefault(row.id, {"status": "pending"})
-            write_back(session, Outbox.__table__, [{"id": outbox_id, **values} for outbox_id, values in outcomes.items()])
+            write_back(session, Outbox.__table__, [{"id": outbox_id, **values} for outbox_id, values in outcomes.items()],
+                       shared=False)  # each sent row has its own message id
             session.commit()
     if result.retryable:
         raise RetryableDelivery(f"{result.retryable} email(s) could not be delivered yet: " + "; ".join(result.errors[:3]))

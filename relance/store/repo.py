@@ -99,20 +99,25 @@ _VALUES_KEY = json.JSONEncoder(sort_keys=True, default=repr)  # rows with equal 
 _IN_CHUNK = 500  # ids per `IN (...)`: well under every backend's limit on bound parameters
 
 
-def write_back(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Update rows by `id`. Rows given the same values (a tick moving a thousand leads to the same
-    wait) share one `UPDATE .. WHERE id IN (..)`; the others go in one executemany per set of columns."""
-    groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
-    for row in rows:
-        values = {name: value for name, value in row.items() if name != "id"}
-        groups.setdefault(_VALUES_KEY.encode(values), (values, []))[1].append(row["id"])
+def write_back(session: Session, table: Table, rows: list[dict[str, Any]], *, shared: bool = True) -> None:
+    """Update rows by `id`. With `shared`, rows given the same values (a tick moving a thousand leads
+    to the same wait) share one `UPDATE .. WHERE id IN (..)`; the others go in one executemany per set of columns."""
     alone: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for values, ids in groups.values():
-        if len(ids) == 1:
-            alone[tuple(sorted(values))].append({"_id": ids[0], **values})
-            continue
-        for start in range(0, len(ids), _IN_CHUNK):
-            session.execute(update(table).where(table.c.id.in_(ids[start:start + _IN_CHUNK])).values(**values))
+    if shared:
+        groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
+        for row in rows:
+            values = {name: value for name, value in row.items() if name != "id"}
+            groups.setdefault(_VALUES_KEY.encode(values), (values, []))[1].append(row["id"])
+        for values, ids in groups.values():
+            if len(ids) == 1:
+                alone[tuple(sorted(values))].append({"_id": ids[0], **values})
+                continue
+            for start in range(0, len(ids), _IN_CHUNK):
+                session.execute(update(table).where(table.c.id.in_(ids[start:start + _IN_CHUNK])).values(**values))
+    else:
+        for row in rows:
+            values = {name: value for name, value in row.items() if name != "id"}
+            alone[tuple(sorted(values))].append({"_id": row["id"], **values})
     for columns, batch in alone.items():
         statement = update(table).where(table.c.id == bindparam("_id")).values({name: bindparam(name) for name in columns})
         session.execute(statement, batch)
