@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 from weakref import WeakKeyDictionary
 
+import httpx
 from sqlalchemy import Engine, Row, func, insert, select, update
 from sqlmodel import Session
 
@@ -47,6 +48,7 @@ from relance.store.db import make_engine, migrate
 from relance.store.repo import claim_due_enrollments, ensure_scenario_version, insert_outbox_rows, insert_rows, write_back
 from relance.store.segments import may_enter_again, narrowing
 from relance.store.tables import Enrollment, Event, Lead, Outbox, ScenarioVersion, StepLog
+from relance import webhooks
 
 
 class RetryableDelivery(RuntimeError):
@@ -372,14 +374,16 @@ def _apply(effect, *, session: Session, scoring: ScoringConfig, lead: Lead, enro
         case HandOff():
             hand_off(session, lead, scoring=scoring, now=now, source=f"{plan.name}/{effect.step_id}", owner=effect.owner, team=effect.team)
         case NotifySomeone():
+            common = dict(enrollment_id=enrollment_id, step_id=effect.step_id, lead_id=lead.id, scenario=plan.name,
+                          visit=memory.get("visits", {}).get(effect.step_id, 1) - 1, status="pending", attempts=0, created_at=now)
             if effect.email:
                 outbox_rows.append(dict(
-                    enrollment_id=enrollment_id, step_id=effect.step_id,
-                    visit=memory.get("visits", {}).get(effect.step_id, 1) - 1, lead_id=lead.id,
-                    scenario=plan.name, template=effect.template or "sales-handoff",
+                    common, template=effect.template or "sales-handoff",
                     subject=effect.subject or "Lead à suivre : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }})",
-                    to_address=effect.email, options={"kind": "internal"}, status="pending", attempts=0, created_at=now,
+                    to_address=effect.email, options={"kind": "internal"},
                 ))
+            elif effect.webhook:
+                outbox_rows.append(dict(common, template="", subject="", to_address=effect.webhook, options={"kind": "webhook"}))
         case EnrollInto():
             enroll_into.append((effect.scenario, lead))
 
@@ -417,6 +421,24 @@ def template_context(lead: Lead, settings: Settings, outbox: Outbox, unsubscribe
     }
 
 
+def _deliver_one(row, result: DeliveryResult, outcomes: dict[int, dict[str, Any]], now: datetime, send,
+                 subject: str | None = None) -> None:
+    """Send one outbox row (`send()` returns the message id, if any) and record what happened to it."""
+    try:
+        message_id = send()
+    except DeliveryError as exc:
+        outcomes[row.id] = {"status": "pending" if exc.retryable else "failed", "error": str(exc)}
+        if exc.retryable:
+            result.retryable += 1
+        else:
+            result.failed += 1
+        result.errors.append(f"outbox {row.id} to {row.to_address}: {exc}")
+        return
+    outcomes[row.id] = {"status": "sent", "subject": subject if subject is not None else row.subject, "sent_at": now,
+                        "error": None, "message_id": message_id}
+    result.sent += 1
+
+
 _OUTBOX_READ = ("id", "lead_id", "to_address", "template", "subject", "options", "scenario", "step_id")
 _LEAD_READ = ("id", "email", "first_name", "last_name", "job_title", "company", "sector", "country", "score", "grade",
               "stage", "fields", "suppressed")  # what sending and `template_context` read
@@ -448,14 +470,22 @@ def deliver(
         lead_columns = [Lead.__table__.c[name] for name in _LEAD_READ]
         leads = {l.id: l for l in session.execute(select(*lead_columns).where(Lead.id.in_({r.lead_id for r in rows}))).all()}
         outcomes: dict[int, dict[str, Any]] = {}
+        client: httpx.Client | None = None
         try:
             for row in rows:
                 lead = leads[row.lead_id]
-                if row.options.get("kind") != "internal" and lead.suppressed:
+                kind = row.options.get("kind", "lead")
+                if kind == "lead" and lead.suppressed:  # notifications about a lead still reach sales and systems
                     outcomes[row.id] = {"status": "skipped", "error": f"suppressed: {lead.suppressed}"}
                     result.skipped += 1
                     continue
-                internal = row.options.get("kind") == "internal"
+                if kind == "webhook":
+                    client = client or httpx.Client()
+                    _deliver_one(row, result, outcomes, now, lambda: webhooks.post(
+                        client, row.to_address, webhooks.payload(lead=lead, scenario=row.scenario, step_id=row.step_id, at=now),
+                        secret=settings.secret_key, outbox_id=row.id))
+                    continue
+                internal = kind == "internal"
                 identity = dict(public_url=settings.public_url, secret=settings.secret_key, outbox_id=row.id,
                                 lead_id=lead.id, email=lead.email)
                 unsubscribe = tracking.unsubscribe_url(**identity)
@@ -484,20 +514,10 @@ def deliver(
                     tags={"scenario": row.scenario or "none", "step": row.step_id or "none"},
                     outbox_id=row.id,
                 )
-                try:
-                    message_id = transport.send(email)
-                except DeliveryError as exc:
-                    outcomes[row.id] = {"status": "pending" if exc.retryable else "failed", "error": str(exc)}
-                    if exc.retryable:
-                        result.retryable += 1
-                    else:
-                        result.failed += 1
-                    result.errors.append(f"outbox {row.id} to {row.to_address}: {exc}")
-                    continue
-                outcomes[row.id] = {"status": "sent", "subject": rendered.subject, "sent_at": now, "error": None,
-                                    "message_id": message_id}
-                result.sent += 1
+                _deliver_one(row, result, outcomes, now, lambda: transport.send(email), subject=rendered.subject)
         finally:
+            if client is not None:
+                client.close()
             # rows claimed but never reached (a crash mid-batch) go back to pending: not sent, safe to retry
             for row in rows:
                 outcomes.setdefault(row.id, {"status": "pending"})
@@ -505,7 +525,7 @@ def deliver(
                        shared=False)  # each sent row has its own message id
             session.commit()
     if result.retryable:
-        raise RetryableDelivery(f"{result.retryable} email(s) could not be delivered yet: " + "; ".join(result.errors[:3]))
+        raise RetryableDelivery(f"{result.retryable} message(s) could not be delivered yet: " + "; ".join(result.errors[:3]))
     return result
 
 

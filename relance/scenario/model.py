@@ -298,6 +298,10 @@ class NotifyAction(Strict):
     def _target(self) -> "NotifyAction":
         if not self.email and not self.webhook:
             raise ValueError("notify needs `email:` or `webhook:`")
+        if self.email and self.webhook:
+            raise ValueError("notify takes `email:` or `webhook:`, not both: write one notify step for each")
+        if self.webhook and (self.template or self.subject):
+            raise ValueError("`template:` and `subject:` are for `email:`; a webhook receives the lead as JSON")
         return self
 
 
