@@ -1,7 +1,7 @@
 """The tick: one flow run per scenario advances everything that is due, batch by batch.
 
 Thin on purpose: it only sequences the tasks (register, enroll, then advance and deliver
-until nothing is due, then report). The work itself lives in `relance.runner`.
+until nothing is due, then send what earlier runs left pending, then report). The work itself lives in `relance.runner`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from relance.library import load_library
 from relance.runner import DeliveryResult, TickReport, open_store
 from relance.settings import Settings
 from tasks.advance import advance_batch
-from tasks.deliver import deliver_batch
+from tasks.deliver import deliver_batch, deliver_leftovers
 from tasks.enroll import enroll, register_scenarios
 from tasks.report import publish_report, summary
 
@@ -65,10 +65,16 @@ def tick(scenario: str, now: str | None = None, batch_size: int | None = None) -
                 report.add(batch, DeliveryResult())
             else:
                 report.add(batch, delivery.result())
+        leftovers = deliver_leftovers(engine, settings, now=when)
+        report.leftovers = leftovers.sent
+        if leftovers.sent or leftovers.failed or leftovers.retryable:
+            logger.info("messages left pending before this tick: %d sent, %d failed or expired, %d still pending%s",
+                        leftovers.sent, leftovers.failed, leftovers.retryable,
+                        f" ({'; '.join(leftovers.errors[:3])})" if leftovers.errors else "")
         publish_report(report, engine, order=library.plans[scenario].order, undelivered_batches=len(undelivered))
     finally:
         engine.dispose()
     logger.info(summary(report, undelivered_batches=len(undelivered)))
     if undelivered:
-        raise TickError(f"{scenario}: emails not delivered, they stay pending: " + "; ".join(undelivered))
+        raise TickError(f"{scenario}: emails not delivered yet, they stay pending for the next tick: " + "; ".join(undelivered))
     return report.as_dict()

@@ -52,7 +52,11 @@ from relance import webhooks
 
 
 class RetryableDelivery(RuntimeError):
-    """Some emails could not be delivered for a reason a retry may fix (throttling, timeouts)."""
+    """Some messages could not be delivered for a reason a retry may fix (throttling, timeouts)."""
+
+    def __init__(self, message: str, result: "DeliveryResult | None" = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 # --------------------------------------------------------------------------- store and plans
@@ -525,8 +529,47 @@ def deliver(
                        shared=False)  # each sent row has its own message id
             session.commit()
     if result.retryable:
-        raise RetryableDelivery(f"{result.retryable} message(s) could not be delivered yet: " + "; ".join(result.errors[:3]))
+        raise RetryableDelivery(f"{result.retryable} message(s) could not be delivered yet: " + "; ".join(result.errors[:3]), result)
     return result
+
+
+PENDING_MAX_AGE = timedelta(hours=48)  # the SLA deadline: later than that, a message has lost its point
+
+
+def deliver_pending(
+    engine: Engine, settings: Settings, *, now: datetime, transport: Transport | None = None,
+    templates: TemplateLibrary | None = None, batch_size: int | None = None,
+) -> DeliveryResult:
+    """Deliver every outbox row still pending from before `now`: a batch whose retries ran out, a crash
+    between writing and sending, a hand-off or SLA email written by ingestion or housekeeping.
+    Rows pending for longer than PENDING_MAX_AGE expire (failed, with the reason) instead of leaving late."""
+    transport = transport or make_transport(settings)
+    templates = templates or TemplateLibrary(settings.templates_dir)
+    total = DeliveryResult()
+    with Session(engine) as session:
+        expired = session.execute(
+            update(Outbox).where(Outbox.status == "pending", Outbox.created_at < now - PENDING_MAX_AGE)
+            .values(status="failed", error=f"expired: still pending {PENDING_MAX_AGE.total_seconds() / 3600:g} h after it was written")
+        ).rowcount
+        session.commit()
+    total.failed += expired or 0
+    last_id = 0
+    while True:
+        with Session(engine) as session:
+            ids = list(session.execute(
+                select(Outbox.id).where(Outbox.status == "pending", Outbox.created_at <= now, Outbox.id > last_id)
+                .order_by(Outbox.id).limit(batch_size or settings.batch_size)
+            ).scalars())
+        if not ids:
+            return total
+        last_id = ids[-1]
+        try:
+            done = deliver(engine, settings, outbox_ids=ids, now=now, transport=transport, templates=templates)
+        except RetryableDelivery as exc:  # left pending: the next run tries again
+            done = exc.result or DeliveryResult()
+        total.sent, total.skipped, total.failed = total.sent + done.sent, total.skipped + done.skipped, total.failed + done.failed
+        total.retryable += done.retryable
+        total.errors.extend(done.errors)
 
 
 # --------------------------------------------------------------------------- the whole tick
@@ -541,6 +584,7 @@ class TickReport:
     sent: int = 0
     skipped: int = 0
     failed: int = 0
+    leftovers: int = 0  # messages left pending by earlier runs (or written outside ticks) sent by this one
     counts: Counter = field(default_factory=Counter)
 
     def add(self, batch: BatchResult, delivery: DeliveryResult) -> None:
@@ -554,7 +598,7 @@ class TickReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "scenario": self.scenario, "entered": self.entered, "advanced": self.advanced, "batches": self.batches,
-            "sent": self.sent, "skipped": self.skipped, "failed": self.failed,
+            "sent": self.sent, "skipped": self.skipped, "failed": self.failed, "leftovers": self.leftovers,
         }
 
 
@@ -571,4 +615,5 @@ def run_tick_inline(
     report.entered = enroll_due(engine, settings, scenario=scenario, now=now, library=library)
     while (batch := advance_due(engine, settings, scenario=scenario, now=now, limit=batch_size, library=library)).advanced:
         report.add(batch, deliver(engine, settings, outbox_ids=batch.outbox_ids, now=now, transport=transport, templates=templates))
+    report.leftovers = deliver_pending(engine, settings, now=now, transport=transport, templates=templates).sent
     return report

@@ -33,3 +33,10 @@ def retry_may_help(task: Task, task_run: TaskRun, state: State) -> bool:
 def deliver_batch(engine: Engine, settings: Settings, *, outbox_ids: list[int], now: datetime) -> runner.DeliveryResult:
     """Render and send the given outbox rows through the configured transport."""
     return runner.deliver(engine, settings, outbox_ids=outbox_ids, now=now)
+
+
+# No retries of its own: what it cannot send stays pending for the next tick.
+@task(name="deliver-pending", cache_policy=NO_CACHE)
+def deliver_leftovers(engine: Engine, settings: Settings, *, now: datetime) -> runner.DeliveryResult:
+    """Send what earlier runs left pending (spent retries, a crash) and the hand-off emails written since."""
+    return runner.deliver_pending(engine, settings, now=now)

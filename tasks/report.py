@@ -67,8 +67,10 @@ def summary(report: TickReport, *, undelivered_batches: int = 0) -> str:
         words += f", {report.skipped} skipped (suppressed)"
     if report.failed:
         words += f", {report.failed} failed"
+    if report.leftovers:
+        words += f", {report.leftovers} sent that earlier runs had left pending"
     if undelivered_batches:
-        words += f", {undelivered_batches} {'batch' if undelivered_batches == 1 else 'batches'} not delivered after every retry (their emails stay pending)"
+        words += f", {undelivered_batches} {'batch' if undelivered_batches == 1 else 'batches'} not delivered after every retry (their emails stay pending for the next tick)"
     return words
 
 

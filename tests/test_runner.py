@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from email import message_from_bytes
 from pathlib import Path
+import shutil
 
 import pytest
 from sqlalchemy import func, select
@@ -17,6 +18,8 @@ from relance.runner import deliver, run_tick_inline, sync_scenarios
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Lead, Outbox, StepLog
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TEMPLATE = """<mjml><mj-body><mj-section><mj-column>
 <mj-text>Bonjour {{ lead.first_name }}, voici {{ scenario }}/{{ step_id }}.</mj-text>
@@ -259,3 +262,40 @@ def test_a_segment_scenario_mails_the_segment_once_per_reentry_period(engine, se
     with Session(engine) as session:
         entered = session.exec(select(func.count()).select_from(StepLog).where(StepLog.kind == "enter")).one()[0]
     assert entered == 6  # every entry leaves its trace row
+
+
+def test_messages_left_pending_leave_with_the_next_tick_or_expire_after_two_days(engine, settings, folder, clock):
+    from relance.runner import advance_due
+    from relance.sales import hand_off
+    from relance.scoring.config import ScoringConfig
+
+    shutil.copy(ROOT / "templates" / "emails" / "sales-handoff.mjml", folder / "templates")
+    shutil.copy(ROOT / "templates" / "emails" / "layout.mjml", folder / "templates")
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    emails = _leads(engine, clock.now(), 3)
+    _download(engine, library, emails[:2], "guide", clock.now())
+    advance_due(engine, settings, scenario="nurture", now=clock.now(), library=library)  # written, then the worker died
+    with Session(engine) as session:  # a hand-off made by ingestion, between two ticks
+        lead = session.exec(select(Lead).where(Lead.email == emails[2])).scalars().one()
+        hand_off(session, lead, scoring=ScoringConfig.model_validate({"sales": {"owners": ["claire@example.com"]}}),
+                 now=clock.now(), source="test")
+        session.commit()
+
+    transport = RecordingTransport()
+    report = run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(minutes=10)),
+                             library=library, transport=transport)
+    assert report.leftovers == 3 and report.sent == 0
+    assert sorted(m.to for m in transport.sent) == ["claire@example.com", *emails[:2]]
+    [note] = [m for m in transport.sent if m.to == "claire@example.com"]
+    assert "À contacter avant" in note.text and "lead2@acme.example" in note.text and "Léa2" in note.subject
+
+    _download(engine, library, [emails[2]], "guide", clock.now())
+    advance_due(engine, settings, scenario="nurture", now=clock.now(), library=library)
+    late = RecordingTransport()
+    report = run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(hours=49)),
+                             library=library, transport=late)
+    assert report.leftovers == 0 and [m.to for m in late.sent if m.to == emails[2]] == []
+    with Session(engine) as session:
+        expired = session.exec(select(Outbox).where(Outbox.to_address == emails[2])).scalars().one()
+    assert (expired.status, expired.error) == ("failed", "expired: still pending 48 h after it was written")

@@ -27,12 +27,12 @@ def test_step_rows_follow_the_scenario_order_and_escape_markdown() -> None:
 
 
 def test_the_summary_reads_like_an_operator_report() -> None:
-    report = TickReport(scenario="whitepaper-nurture", entered=12, advanced=212, batches=3, sent=198, skipped=2)
+    report = TickReport(scenario="whitepaper-nurture", entered=12, advanced=212, batches=3, sent=198, skipped=2, leftovers=4)
     report.counts.update({("pause", "waiting"): 14, ("send-guide", "sent"): 198})
 
     assert summary(report, undelivered_batches=1) == (
         "whitepaper-nurture: 12 entered, 212 due, 3 batches, 198 sent, 14 waiting, 2 skipped (suppressed), "
-        "1 batch not delivered after every retry (their emails stay pending)"
+        "4 sent that earlier runs had left pending, 1 batch not delivered after every retry (their emails stay pending for the next tick)"
     )
 
 
