@@ -35,6 +35,11 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "preheader": "",
     "scenario": "sample",
     "step_id": "sample",
+    # what internal emails add (relance.sales): checked too, so `relance validate` sees every branch
+    "handoff": {"owner": "claire@relance.example", "deadline": "2026-03-04 09:00 UTC", "target": "2026-03-02 11:00 UTC",
+                "kind": "handoff"},
+    "score_explanation": ["+10 downloaded", "+25 demo_requested"],
+    "recent_activity": ["2026-03-02 08:40 demo_requested form=demo"],
 }
 
 

@@ -56,6 +56,13 @@ def test_check_names_missing_templates_jinja_errors_and_bad_mjml(tmp_path):
     assert "MJML does not compile" in library.check("broken")[0]
 
 
+def test_check_renders_the_branches_internal_emails_take_too(tmp_path):
+    (tmp_path / "note.mjml").write_text(  # breaks only when a hand-off fills it in
+        "<mjml><mj-head><mj-title>Lead{% if handoff is defined %}<mj-text>{{ handoff.owner }}</mj-text>{% endif %}"
+        "</mj-title></mj-head><mj-body><mj-section><mj-column><mj-text>x</mj-text></mj-column></mj-section></mj-body></mjml>")
+    assert "MJML does not compile" in TemplateLibrary(tmp_path).check("note")[0]
+
+
 def test_a_missing_variable_names_the_template():
     with pytest.raises(RenderError, match="whitepaper-followup"):
         SHIPPED.render("whitepaper-followup", subject="s", context={"lead": {}})
