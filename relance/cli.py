@@ -338,7 +338,7 @@ def report(
 
     library = _library()
     with Session(open_store(_settings())) as session:
-        figures = build_report(session, scenario=scenario, orders={n: p.order for n, p in library.plans.items()})
+        figures = build_report(session, now=_now(None), scenario=scenario, orders={n: p.order for n, p in library.plans.items()})
     if as_json:
         sys.stdout.write(json.dumps(figures, indent=2, ensure_ascii=False, default=str) + "\n")
         return
@@ -377,6 +377,13 @@ def _print_report(figures: dict, out: Console | None = None) -> None:
                       "-" if m["cost_per_acquisition"] is None else f"{m['cost_per_acquisition']:,.2f}",
                       "-" if m["roi"] is None else f"{m['roi']:.2f}")
     out.print(money)
+    d = figures["delivery"]
+    out.print("Outbox: " + (", ".join(f"{n} {status}" for status, n in sorted(d["by_status"].items())) or "empty"),
+              markup=False, highlight=False)
+    if d["stuck_sending"]:
+        err.print(f"[yellow]{len(d['stuck_sending'])} message(s) cut off mid-send (status `sending` for over an hour), "
+                  "not sent again automatically: check the transport's logs, e.g. outbox "
+                  + ", ".join(str(r["outbox_id"]) for r in d["stuck_sending"][:5]) + "[/]", soft_wrap=True)
 
 
 @app.command("ses-events")

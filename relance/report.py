@@ -7,14 +7,14 @@ costs), so the same numbers come out of the CLI, the JSON and the tick artifacts
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from statistics import median
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from relance.store.tables import Cost, Event, Handoff, Lead, StageChange, StepLog
+from relance.store.tables import Cost, Event, Handoff, Lead, Outbox, StageChange, StepLog
 
 FUNNEL = ("lead", "mql", "sql", "customer")
 _REACHES = {"mql": {"mql", "sql-pending", "sql", "customer"}, "sql": {"sql", "customer"}, "customer": {"customer"}}
@@ -144,8 +144,26 @@ def economics(session: Session) -> dict[str, Any]:
     return {"by_source": per_source, "total": total}
 
 
-def build_report(session: Session, *, scenario: str | None = None, orders: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
-    """Every figure of `relance report`; `orders` puts each scenario's steps in plan order."""
+STUCK_AFTER = timedelta(hours=1)  # a batch takes seconds: `sending` for an hour means its worker died mid-send
+
+
+def delivery(session: Session, *, now: datetime) -> dict[str, Any]:
+    """Outbox rows by status, and those cut off mid-send: relance never sends them again on its own, since it
+    cannot know whether they left (check the transport's logs, then set them back to `pending` or `failed`)."""
+    stuck = session.exec(
+        select(Outbox.id, Outbox.to_address, Outbox.scenario, Outbox.step_id, Outbox.created_at)
+        .where(Outbox.status == "sending", Outbox.created_at < now - STUCK_AFTER).order_by(Outbox.id)
+    ).all()
+    return {
+        "by_status": dict(session.exec(select(Outbox.status, func.count()).group_by(Outbox.status)).all()),
+        "stuck_sending": [{"outbox_id": r.id, "to": r.to_address, "scenario": r.scenario, "step_id": r.step_id,
+                           "written_at": r.created_at} for r in stuck],
+    }
+
+
+def build_report(session: Session, *, now: datetime, scenario: str | None = None,
+                 orders: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """Every figure of `relance report` as of `now`; `orders` puts each scenario's steps in plan order."""
     stages = dict(session.exec(select(Lead.stage, func.count()).group_by(Lead.stage)).all())
     return {
         "leads_by_stage": stages,
@@ -153,4 +171,5 @@ def build_report(session: Session, *, scenario: str | None = None, orders: dict[
         "scenarios": steps(session, scenario, orders),
         "sla": sla(session),
         "economics": economics(session),
+        "delivery": delivery(session, now=now),
     }

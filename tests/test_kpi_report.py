@@ -45,7 +45,7 @@ def _data(session, t0):
 
 def test_the_report_matches_figures_worked_out_by_hand(session, clock):
     _data(session, clock.now())
-    report = build_report(session, orders={"s": ("a", "b", "c")})
+    report = build_report(session, now=clock.now(), orders={"s": ("a", "b", "c")})
 
     funnel = report["funnel"]
     assert funnel["counts"] == {"lead": 4, "mql": 3, "sql": 1, "customer": 1}
@@ -74,5 +74,21 @@ def test_the_report_matches_figures_worked_out_by_hand(session, clock):
 
 def test_the_report_can_be_narrowed_to_one_scenario(session, clock):
     _data(session, clock.now())
-    assert list(build_report(session, scenario="s")["scenarios"]) == ["s"]
-    assert build_report(session, scenario="other")["scenarios"] == {}
+    assert list(build_report(session, now=clock.now(), scenario="s")["scenarios"]) == ["s"]
+    assert build_report(session, now=clock.now(), scenario="other")["scenarios"] == {}
+
+
+def test_the_report_counts_the_outbox_and_names_messages_cut_off_mid_send(session, clock):
+    from relance.store.tables import Outbox
+
+    lead = Lead(email="a@x.example", created_at=clock.now(), updated_at=clock.now())
+    session.add(lead)
+    session.flush()
+    def row(status, hours_ago, step):
+        session.add(Outbox(lead_id=lead.id, template="t", to_address=lead.email, status=status, step_id=step, scenario="s",
+                           created_at=clock.now() - timedelta(hours=hours_ago)))
+    row("sent", 5, "a"), row("sending", 3, "b"), row("sending", 0.2, "c"), row("pending", 0, "d")
+    session.commit()
+    delivery = build_report(session, now=clock.now())["delivery"]
+    assert delivery["by_status"] == {"sent": 1, "sending": 2, "pending": 1}
+    assert [r["step_id"] for r in delivery["stuck_sending"]] == ["b"]  # "c" is a batch still on its way
