@@ -1,4 +1,7 @@
-"""Emails per second: the rendering floor, the engine end to end, and one Prefect flow run per lead."""
+"""Emails per second: the rendering floor and the engine end to end.
+
+Both sides of `floor_ratio` are measured the same way: ROUNDS rounds each, the fastest kept (a
+floor is the least the work can cost; a slower round only measures the machine's other work)."""
 
 from __future__ import annotations
 
@@ -17,8 +20,24 @@ def _first_send(world: World):
     return step.send, step.subject
 
 
-def floor_emails_per_s(work: Path, n: int) -> dict:
+ROUNDS = 3
+
+
+def floor_emails_per_s(work: Path, n: int, rounds: int = ROUNDS) -> dict:
     """The per-email work alone, in a tight loop: Jinja, MJML -> HTML, text part, for n different leads."""
+    return _fastest([_floor_round(work, n) for _ in range(rounds)])
+
+
+def engine_emails_per_s(work: Path, backend: str, n: int, rounds: int = ROUNDS) -> dict:
+    """A real tick: claim due enrollments, interpret, render, deliver (null transport), outbox + step log, commit."""
+    return _fastest([_engine_round(work, backend, n) for _ in range(rounds)])
+
+
+def _fastest(runs: list[dict]) -> dict:
+    return {**min(runs, key=lambda r: r["seconds"]), "rounds_per_s": [r["per_s"] for r in runs]}
+
+
+def _floor_round(work: Path, n: int) -> dict:
     with database("sqlite", work) as url:
         world = open_world(url, work)
         template, subject = _first_send(world)
@@ -35,8 +54,7 @@ def floor_emails_per_s(work: Path, n: int) -> dict:
     return {"emails": n, "seconds": round(watch.seconds, 3), "per_s": rate(n, watch.seconds)}
 
 
-def engine_emails_per_s(work: Path, backend: str, n: int) -> dict:
-    """A real tick: claim due enrollments, interpret, render, deliver (null transport), outbox + step log, commit."""
+def _engine_round(work: Path, backend: str, n: int) -> dict:
     with database(backend, work) as url:
         world = open_world(url, work)
         seed(world, due={NOW: n})

@@ -27,9 +27,9 @@ class Sizes:
     events: int
 
 
-FULL = Sizes(floor=2_000, engine=20_000, naive=30, tick_small=10_000, tick_large=1_000_000, tick_due=1_000, memory_small=10_000,
+FULL = Sizes(floor=5_000, engine=20_000, naive=30, tick_small=10_000, tick_large=1_000_000, tick_due=1_000, memory_small=10_000,
              memory_large=1_000_000, ses_emails=1_000, ses_rate=50, events=50_000)
-QUICK = Sizes(floor=500, engine=2_000, naive=10, tick_small=10_000, tick_large=100_000, tick_due=1_000, memory_small=2_000,
+QUICK = Sizes(floor=1_000, engine=2_000, naive=10, tick_small=10_000, tick_large=100_000, tick_due=1_000, memory_small=2_000,
               memory_large=20_000, ses_emails=300, ses_rate=50, events=5_000)
 SMOKE = Sizes(floor=20, engine=60, naive=2, tick_small=100, tick_large=1_000, tick_due=10, memory_small=30, memory_large=60,
               ses_emails=10, ses_rate=200, events=200)
