@@ -382,8 +382,33 @@ def _print_report(figures: dict, out: Console | None = None) -> None:
               markup=False, highlight=False)
     if d["stuck_sending"]:
         err.print(f"[yellow]{len(d['stuck_sending'])} message(s) cut off mid-send (status `sending` for over an hour), "
-                  "not sent again automatically: check the transport's logs, e.g. outbox "
-                  + ", ".join(str(r["outbox_id"]) for r in d["stuck_sending"][:5]) + "[/]", soft_wrap=True)
+                  "not sent again automatically: check the transport's logs, then `relance outbox resolve ID ... "
+                  "--as pending|failed` (outbox " + ", ".join(str(r["outbox_id"]) for r in d["stuck_sending"][:5]) + ")[/]",
+                  soft_wrap=True)
+
+
+outbox_app = typer.Typer(no_args_is_help=True, help="Messages cut off mid-send (see `relance report`).")
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("resolve")
+def outbox_resolve(
+    ids: list[int] = typer.Argument(..., help="Outbox ids, as `relance report` lists them."),
+    verdict: str = typer.Option(..., "--as", help="pending: the next tick sends it; failed: it is not sent."),
+    note: str = typer.Option("", "--note", help="Why (kept with the row)."),
+) -> None:
+    """Settle messages left `sending` by a worker that died: after checking the transport's logs."""
+    from relance.outbox import VERDICTS, resolve_cut_off
+    from relance.runner import open_store
+
+    if verdict not in VERDICTS:
+        raise typer.BadParameter(f"{verdict!r}: choose {' or '.join(VERDICTS)}", param_hint="--as")
+    problems = resolve_cut_off(open_store(_settings()), ids, verdict=verdict, note=note)
+    for problem in problems:
+        err.print(problem, markup=False, highlight=False)
+    console.print(f"{len(ids) - len(problems)} message(s) set to {verdict}")
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command("ses-events")

@@ -169,3 +169,36 @@ def test_preview_names_what_is_missing(env):
     assert unknown.exit_code == 1 and "no template 'livre-blanc'" in unknown.output and "whitepaper-followup" in unknown.output
     ghost = CliRunner().invoke(app, ["preview", "whitepaper-followup", "--lead", "ghost@nowhere.example"])
     assert ghost.exit_code == 1 and "no lead with email 'ghost@nowhere.example'" in ghost.output
+
+
+def test_the_report_names_messages_cut_off_mid_send_and_an_operator_settles_them(env):
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import select
+    from sqlmodel import Session
+
+    from relance.runner import open_store
+    from relance.store.repo import upsert_lead
+    from relance.store.tables import Outbox
+
+    engine = open_store(get_settings())
+    long_ago = datetime.now(timezone.utc) - timedelta(hours=3)
+    with Session(engine) as session:
+        lead = upsert_lead(session, email="lea@acme.example", now=long_ago)
+        session.flush()
+        rows = [Outbox(lead_id=lead.id, template="t", to_address=lead.email, status="sending", step_id=f"s{i}", created_at=long_ago)
+                for i in range(2)]
+        session.add_all(rows)
+        session.commit()
+        ids = [str(r.id) for r in rows]
+    report = relance("report")
+    assert "2 message(s) cut off mid-send" in report.output and f"outbox {ids[0]}, {ids[1]}" in report.output
+    assert relance("outbox", "resolve", ids[0], "--as", "pending", "--note", "SES never got it").exit_code == 0
+    again = CliRunner().invoke(app, ["outbox", "resolve", ids[0], ids[1], "--as", "failed"])
+    assert again.exit_code == 1 and f"outbox {ids[0]} is pending, not sending: left as it is" in again.output
+    with Session(engine) as session:
+        settled = {r.id: (r.status, r.error) for r in session.exec(select(Outbox)).scalars()}
+    assert settled[int(ids[0])] == ("pending", "cut off mid-send; set to pending by an operator: SES never got it")
+    assert settled[int(ids[1])][0] == "failed"
+    assert CliRunner().invoke(app, ["outbox", "resolve", ids[1], "--as", "sent"]).exit_code == 2  # not a verdict
+    engine.dispose()
