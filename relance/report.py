@@ -80,14 +80,16 @@ def steps(session: Session, scenario: str | None = None, orders: dict[str, tuple
     ).all()
     for name, step_id, n in reached:
         table[(name, step_id)]["reached"] = n
-    engaged: dict[tuple[str, str, str], set[int]] = defaultdict(set)
-    for event in session.exec(select(Event).where(Event.type.in_(("email_opened", "email_clicked")))).scalars():
-        props = event.properties or {}
-        if props.get("scenario") and props.get("step_id"):
-            engaged[(props["scenario"], props["step_id"], event.type)].add(event.lead_id)
+    # distinct leads who opened / clicked each step's email, counted by the database (JSON properties on both backends)
+    of_scenario, of_step = Event.properties["scenario"].as_string(), Event.properties["step_id"].as_string()
+    engaged = dict(((name, step_id, kind), n) for name, step_id, kind, n in session.exec(
+        select(of_scenario, of_step, Event.type, func.count(func.distinct(Event.lead_id)))
+        .where(Event.type.in_(("email_opened", "email_clicked")), *([of_scenario == scenario] if scenario else []))
+        .group_by(of_scenario, of_step, Event.type)
+    ).all())
     for (name, step_id), entry in table.items():
-        entry["opened"] = len(engaged.get((name, step_id, "email_opened"), ()))
-        entry["clicked"] = len(engaged.get((name, step_id, "email_clicked"), ()))
+        entry["opened"] = engaged.get((name, step_id, "email_opened"), 0)
+        entry["clicked"] = engaged.get((name, step_id, "email_clicked"), 0)
         entry["entered"] = entry["outcomes"].get("entered", 0)
     by_scenario: dict[str, list[dict[str, Any]]] = defaultdict(list)
     orders = orders or {}
