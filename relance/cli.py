@@ -134,7 +134,7 @@ def import_(
     scoring = _library().scoring
     with Session(engine) as session:
         summary = import_leads(session, parsed, now=SystemClock().now())
-        grade_all(session, scoring)
+        grade_all(session, scoring, emails=[row.email for row in parsed.rows])  # only the imported leads
         session.commit()
     table = Table("created", "updated", "rows with problems")
     table.add_row(str(summary.created), str(summary.updated), str(len({p.row_number for p in parsed.problems})))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from sqlalchemy import Engine, select
 from sqlmodel import Session
@@ -65,16 +65,25 @@ def lead_summary(engine: Engine, email: str, *, temperature_of=None) -> dict[str
         return summary
 
 
-def grade_all(session: Session, scoring, *, batch_size: int = 1000) -> int:
-    """Recompute fit and grade of every lead (after an import, or when scoring.yaml changes)."""
+def grade_all(session: Session, scoring, *, emails: Sequence[str] | None = None, batch_size: int = 1000) -> int:
+    """Recompute fit and grade of these leads (`emails`: an import's rows), or of every lead (scoring.yaml changed)."""
     from relance.ingest import grade_lead
 
-    changed, last_id = 0, 0
-    while leads := session.exec(select(Lead).where(Lead.id > last_id).order_by(Lead.id).limit(batch_size)).scalars().all():
+    def batches() -> Iterator[Sequence[Lead]]:
+        if emails is not None:
+            for start in range(0, len(emails), batch_size):
+                yield session.exec(select(Lead).where(Lead.email.in_(emails[start:start + batch_size]))).scalars().all()
+            return
+        last_id = 0
+        while leads := session.exec(select(Lead).where(Lead.id > last_id).order_by(Lead.id).limit(batch_size)).scalars().all():
+            yield leads
+            last_id = leads[-1].id
+
+    changed = 0
+    for leads in batches():
         for lead in leads:
             before = (lead.fit, lead.grade)
             grade_lead(lead, scoring)
             changed += (lead.fit, lead.grade) != before
-        last_id = leads[-1].id
         session.flush()
     return changed

@@ -202,3 +202,24 @@ def test_the_report_names_messages_cut_off_mid_send_and_an_operator_settles_them
     assert settled[int(ids[1])][0] == "failed"
     assert CliRunner().invoke(app, ["outbox", "resolve", ids[1], "--as", "sent"]).exit_code == 2  # not a verdict
     engine.dispose()
+
+
+def test_an_import_grades_the_leads_it_brings_and_leaves_the_others_alone(env):
+    from sqlalchemy import update
+    from sqlmodel import Session
+
+    from relance.runner import open_store
+    from relance.store.tables import Lead
+
+    (env / "a.csv").write_text("email,first_name,job_title,country\nkarim@initech.example,Karim,Stagiaire,BR\n", encoding="utf-8")
+    assert relance("import", str(env / "a.csv")).exit_code == 0
+    engine = open_store(get_settings())
+    with Session(engine) as session:  # as if graded by an older scoring.yaml
+        session.execute(update(Lead).where(Lead.email == "karim@initech.example").values(grade="A"))
+        session.commit()
+    (env / "b.csv").write_text("email,first_name,job_title,country\nlea@acme.example,Léa,Directrice marketing,FR\n", encoding="utf-8")
+    assert relance("import", str(env / "b.csv")).exit_code == 0
+    grades = {e: json.loads(relance("lead", "show", e, "--json").output)["grade"] for e in ("karim@initech.example", "lea@acme.example")}
+    assert grades["karim@initech.example"] == "A"  # not in this import: not regraded
+    assert grades["lea@acme.example"] in ("A", "B", "C")  # a marketing director in France fits the profile
+    engine.dispose()
