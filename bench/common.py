@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, func, insert, select, text
+from sqlalchemy import Engine, func, insert, select
 from sqlmodel import Session
 
 from relance.email.templates import TemplateLibrary
@@ -21,6 +21,7 @@ from relance.engine.interpreter import enter
 from relance.library import Library, load_library
 from relance.runner import current_version_ids, lead_facts, open_store, plan_for_version, sync_scenarios
 from relance.settings import Settings
+from relance.store.db import scratch_postgres
 from relance.store.tables import Enrollment, Lead, Outbox
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -52,16 +53,8 @@ def database(backend: str, work: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{work / f'bench-{uuid.uuid4().hex[:8]}.db'}"
         return
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"relance_bench_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres(PG_ADMIN_URL, "relance_bench") as url:
+        yield url
 
 
 @dataclass

@@ -1,15 +1,14 @@
 """Shared fixtures: a real database on both backends, and a clock that moves only when told.
 
 `db_url` is parametrized over SQLite (a file in tmp_path) and PostgreSQL (a fresh database
-on 127.0.0.1:5432 created for the test and dropped after it). With CI=true an unreachable
-PostgreSQL fails the test instead of skipping it.
+on 127.0.0.1:5432 created for the test and dropped after it). PostgreSQL is part of the
+machine relance is tested on: when it is unreachable the PostgreSQL half fails, it is never skipped.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import uuid
 from typing import Iterator
 
 import boto3
@@ -18,46 +17,33 @@ from sqlalchemy import Engine, create_engine, text
 from sqlmodel import Session
 
 from relance.clock import FrozenClock
-from relance.store.db import make_engine, migrate
+from relance.store.db import make_engine, migrate, scratch_postgres
 
 PG_ADMIN_URL = os.environ.get("RELANCE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
-def _admin_engine() -> Engine:
-    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-
-
 @pytest.fixture(scope="session")
-def postgres_available() -> bool:
+def postgres_reachable() -> None:
+    """Fail (once per session) with what to do when the test PostgreSQL cannot be reached."""
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
-        with _admin_engine().connect() as connection:
+        with admin.connect() as connection:
             connection.execute(text("select 1"))
-        return True
     except Exception as exc:  # noqa: BLE001
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is unreachable and CI=true: {exc}")
-        return False
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is unreachable ({exc}); start it or point RELANCE_TEST_PG_URL at one")
+    finally:
+        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path, postgres_available) -> Iterator[str]:
-    """A URL of an empty, migrated database of each backend."""
+def db_url(request, tmp_path) -> Iterator[str]:
+    """A URL of an empty database of each backend."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'relance.db'}"
-        yield url
+        yield f"sqlite:///{tmp_path / 'relance.db'}"
         return
-    if not postgres_available:
-        pytest.skip(f"PostgreSQL at {PG_ADMIN_URL} is unreachable (set CI=true to make this a failure)")
-    name = f"relance_test_{uuid.uuid4().hex[:12]}"
-    admin = _admin_engine()
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    request.getfixturevalue("postgres_reachable")
+    with scratch_postgres(PG_ADMIN_URL, "relance_test") as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy import event
-from sqlmodel import Session, SQLModel, create_engine, func, select
+from sqlmodel import Session, func, select
 
 from relance.importer import ImportSummary, import_leads, parse_amount, parse_leads_csv
 from relance.store.tables import Lead
@@ -17,31 +15,6 @@ from relance.store.tables import Lead
 DATA = Path(__file__).parent / "data"
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 HEADER = "email,first_name,last_name,job_title,company,sector,company_revenue,country,timezone,language,source\n"
-
-
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Session]:
-    """A fresh database on each backend: a SQLite file, or a throw-away PostgreSQL database."""
-    if request.param == "sqlite":
-        url, drop = f"sqlite:///{tmp_path / 'relance.db'}", None
-    else:
-        name = f"relance_import_{uuid.uuid4().hex[:12]}"
-        server = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
-        with server.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        url, drop = PG_SERVER.rsplit("/", 1)[0] + f"/{name}", name
-    engine = create_engine(url)
-    SQLModel.metadata.create_all(engine)
-    with Session(engine) as session:
-        yield session
-    engine.dispose()
-    if drop:
-        with server.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE "{drop}"')
-        server.dispose()
 
 
 def _problems(text: str, source: str | None = None) -> list[str]:
