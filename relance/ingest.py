@@ -203,11 +203,6 @@ def waiting_enrollments(session: Session, lead_ids: set[int]) -> dict[int, list[
     return found
 
 
-def wake_waiting(session: Session, *, lead_id: int, event_type: str, now: datetime) -> int:
-    """Make due now the lead's enrollments whose `wait_until` may be satisfied by this event."""
-    return wake(waiting_enrollments(session, {lead_id}).get(lead_id, ()), event_type=event_type, now=now)
-
-
 def wake(enrollments: Sequence[Enrollment], *, event_type: str, now: datetime) -> int:
     """Make due now those of these enrollments whose `wait_until` may be satisfied by this event type."""
     woken = 0

@@ -7,6 +7,7 @@ from typing import Any, Iterator, Sequence
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
+from relance.store.repo import find_lead
 from relance.store.tables import Enrollment, Handoff, Lead, Outbox, ScoreChange, StageChange
 
 _PROFILE = (
@@ -19,7 +20,7 @@ _PROFILE = (
 def lead_summary(engine: Engine, email: str, *, temperature_of=None) -> dict[str, Any] | None:
     """Profile, stage, score, grade, enrollments and recent emails of a lead; None if unknown."""
     with Session(engine) as session:
-        lead = session.exec(select(Lead).where(Lead.email == email.strip().lower())).scalars().first()
+        lead = find_lead(session, email)
         if lead is None:
             return None
         summary: dict[str, Any] = {key: getattr(lead, key) for key in _PROFILE}

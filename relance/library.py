@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ruamel.yaml import YAML
 
 from relance.scenario.plan import Plan, compile_scenario
 from relance.scoring.config import ScoringConfig

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from relance.email.templates import SAMPLE_CONTEXT, RenderedEmail, TemplateLibrary
 from relance.library import Library
 from relance.runner import template_context
 from relance.settings import Settings
-from relance.store.repo import normalise_email
-from relance.store.tables import Lead, Outbox
+from relance.store.repo import find_lead
+from relance.store.tables import Outbox
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def preview(
         who = SAMPLE_CONTEXT["lead"]["email"] + " (sample lead)"
     else:
         with Session(engine) as session:
-            lead = session.exec(select(Lead).where(Lead.email == normalise_email(email))).scalars().first()
+            lead = find_lead(session, email)
             if lead is None:
                 raise LookupError(f"no lead with email {email!r}")
             row = Outbox(scenario=scenario, step_id=step_id, options={"preheader": preheader})

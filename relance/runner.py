@@ -17,7 +17,6 @@ import httpx
 from sqlalchemy import Engine, Row, func, insert, select, update
 from sqlmodel import Session
 
-from relance.clock import ensure_utc
 from relance.email import tracking
 from relance.email.message import OutgoingEmail
 from relance.email.templates import TemplateLibrary
@@ -255,11 +254,6 @@ def _state_values(state: EnrollmentState) -> dict[str, Any]:
     }
 
 
-def _store_state(enrollment: Enrollment, state: EnrollmentState) -> None:
-    for name, value in _state_values(state).items():
-        setattr(enrollment, name, value)
-
-
 def _state_of(enrollment) -> EnrollmentState:
     """The interpreter state of an enrollment (an ORM object or a claimed row)."""
     return EnrollmentState(
@@ -334,10 +328,13 @@ def advance_due(
                    memory=memory, plan=plan, settings=settings, now=now, outbox_rows=outbox_rows, enroll_into=enroll_into)
         session.flush()
         versions = current_version_ids(session) if enroll_into else {}
+        by_target: dict[str, list[Any]] = defaultdict(list)
         for target, lead in enroll_into:
+            by_target[target].append(lead)
+        for target, leads_in in by_target.items():  # one bulk enrollment per target scenario
             if target in library.plans and target in versions:
                 enroll_leads(session, plan=plan_for_version(session, versions[target]), version_id=versions[target],
-                             leads=[lead], scoring=scoring, now=now)
+                             leads=leads_in, scoring=scoring, now=now)
         new_ids = insert_outbox_rows(session, outbox_rows)
         session.commit()
         if len(new_ids) < len(outbox_rows):  # some were there already: a crashed run left them pending, send them now

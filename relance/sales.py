@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import move_stage
+from relance.store.repo import find_lead
 from relance.store.tables import Event, Handoff, Lead, Outbox, ScoreChange
 
 REJECT_REASONS = ("no-budget", "no-need", "bad-timing", "not-decision-maker", "competitor", "bad-fit", "unreachable", "other")
@@ -113,7 +114,7 @@ class Answer:
 
 def answer(session: Session, *, email: str, reply: Answer, scoring: ScoringConfig, now: datetime) -> Handoff:
     """Record sales' answer to the lead's open handoff and move the lead's stage."""
-    lead = session.exec(select(Lead).where(Lead.email == email.strip().lower())).scalars().first()
+    lead = find_lead(session, email)
     if lead is None:
         raise NoSuchLead(f"no lead with email {email!r}")
     handoff = open_handoff_of(session, lead.id)

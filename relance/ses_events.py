@@ -19,6 +19,7 @@ from sqlmodel import Session
 from relance.clock import ensure_utc
 from relance.ingest import IncomingEvent, UnknownLead, ingest_events
 from relance.library import Library
+from relance.store.repo import find_lead
 from relance.store.tables import Lead, Outbox
 
 EVENT_TYPES = {
@@ -107,7 +108,7 @@ def _incoming(session: Session, event: SesEvent) -> tuple[IncomingEvent, list[st
 
 def suppress(session: Session, *, email: str, reason: str, now: datetime) -> bool:
     """Never mail this address again; the first reason is kept."""
-    lead = session.exec(select(Lead).where(Lead.email == email.strip().lower())).scalars().first()
+    lead = find_lead(session, email)
     if lead is None or lead.suppressed is not None:
         return False
     lead.suppressed, lead.updated_at = reason, now

@@ -6,13 +6,12 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
-from sqlmodel import Session
 
 from relance.leads import lead_summary
 from relance.sales import Answer, SalesError, answer, hand_off
 from relance.scoring.config import ScoringConfig
 from relance.store.repo import upsert_lead
-from relance.store.tables import Handoff, Lead, Outbox
+from relance.store.tables import Handoff, Outbox
 
 SCORING = ScoringConfig.model_validate({
     "sla": {"contact_within": "48h", "target": "2h"},

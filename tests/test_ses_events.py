@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
-import boto3
 import pytest
 from sqlalchemy import select
 from sqlmodel import Session

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from relance.clock import Clock, SystemClock, ensure_utc

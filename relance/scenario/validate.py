@@ -194,7 +194,6 @@ def validate_scenario(
                 _check_template(check_template, step.notify.template, ("steps", index, "notify", "template"), step.id, report)
 
     sends = {step.id for step in steps if isinstance(step, Send)}
-    kinds = {step.id: type(step).__name__.lower() for step in steps}
     for condition, where, step_index in _all_conditions(scenario):
         if not isinstance(condition, (Opened, Clicked)):
             continue

@@ -29,10 +29,15 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
+def find_lead(session: Session, email: str) -> Lead | None:
+    """The lead with this email (any case, surrounding spaces ignored), or None."""
+    return session.exec(select(Lead).where(Lead.email == normalise_email(email))).scalars().first()
+
+
 def upsert_lead(session: Session, *, email: str, now: datetime, **profile: Any) -> Lead:
     """The lead with this email, created if new; non-empty profile values update it."""
     email = normalise_email(email)
-    lead = session.exec(select(Lead).where(Lead.email == email)).scalars().first()
+    lead = find_lead(session, email)
     if lead is None:
         lead = Lead(email=email, created_at=now, updated_at=now)
         session.add(lead)

@@ -21,7 +21,7 @@ from relance.library import load_library
 from relance.runner import run_tick_inline, sync_scenarios
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
-from relance.store.tables import Event, Lead, Outbox
+from relance.store.tables import Event, Lead
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-token"
