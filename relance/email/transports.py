@@ -20,6 +20,14 @@ class DeliveryError(Exception):
         self.retryable = retryable
 
 
+class OutcomeUnknown(DeliveryError):
+    """The message was handed over but no answer came back (a timeout or a reset after the request
+    was sent): it may have left. Never retried by itself; the outbox row becomes `unknown`."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
 class Transport(Protocol):
     def send(self, email: OutgoingEmail) -> str:
         """Deliver one email; returns the provider's message id."""

@@ -63,18 +63,29 @@ def ensure_scenario_version(session: Session, *, plan: Plan, source_path: str, n
     return version
 
 
-def claim_due_enrollments(session: Session, *, scenario: str, now: datetime, limit: int) -> list[Row]:
-    """Due active enrollments, oldest first, as plain rows (the tick writes them back in bulk);
-    locked `FOR UPDATE SKIP LOCKED` on PostgreSQL until commit."""
-    query = (
-        select(*Enrollment.__table__.c)
-        .where(Enrollment.scenario == scenario, Enrollment.status == "active", Enrollment.due_at <= now)
-        .order_by(Enrollment.due_at, Enrollment.id)
+def claim_due_enrollments(
+    session: Session, *, scenario: str, now: datetime, limit: int, ids: Sequence[int] | None = None,
+) -> list[Row]:
+    """Due active enrollments (of `ids`, if given), oldest first, as plain rows (the tick writes them back in bulk).
+
+    The claim is a write, held until the caller commits: on PostgreSQL the rows are locked
+    `FOR UPDATE SKIP LOCKED` (other workers take other rows); on SQLite the statement takes the
+    database's write lock, so a second worker waits and then finds them advanced."""
+    table = Enrollment.__table__
+    due = (
+        select(table.c.id)
+        .where(table.c.scenario == scenario, table.c.status == "active", table.c.due_at <= now)
+        .order_by(table.c.due_at, table.c.id)
         .limit(limit)
     )
+    if ids is not None:
+        due = due.where(table.c.id.in_(list(ids)))
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return list(session.execute(query).all())
+        due = due.with_for_update(skip_locked=True)
+    claimed = session.execute(
+        update(table).where(table.c.id.in_(due.scalar_subquery())).values(due_at=table.c.due_at).returning(*table.c)
+    ).all()
+    return sorted(claimed, key=lambda row: (row.due_at, row.id))
 
 
 def record_events(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from relance.store.types import UTCDateTime
@@ -83,6 +83,9 @@ class Enrollment(SQLModel, table=True):
     __table_args__ = (
         Index("ix_enrollment_due", "scenario", "status", "due_at"),
         Index("ix_enrollment_lead", "lead_id", "scenario"),
+        # at most one active enrollment of a lead in a scenario, whatever path enrolls and however many workers run
+        Index("uq_enrollment_active", "lead_id", "scenario", unique=True,
+              sqlite_where=text("status = 'active'"), postgresql_where=text("status = 'active'")),
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -118,12 +121,23 @@ class Outbox(SQLModel, table=True):
     subject: str = ""  # the Jinja source until sent, then the rendered subject
     options: dict = _json(dict)  # from, reply_to, preheader, kind (lead | internal)
     to_address: str
-    status: str = Field(default="pending", max_length=16)  # pending | sent | failed | skipped
+    # pending -> sending -> sent | failed | unknown (it may have left: an operator decides); skipped (suppressed)
+    status: str = Field(default="pending", max_length=16)
     message_id: Optional[str] = Field(default=None, index=True)
     attempts: int = 0
     error: Optional[str] = None
     created_at: datetime = _utc()
+    attempted_at: Optional[datetime] = _utc(default=None)  # when it was last handed to the transport
     sent_at: Optional[datetime] = _utc(default=None)
+
+
+class Suppression(SQLModel, table=True):
+    """An address relance must never mail again (a lead or not yet one), with the first reason given."""
+
+    email: str = Field(primary_key=True, max_length=320)
+    reason: str = Field(max_length=32)  # unsubscribed | bounced | complained | imported | ...
+    source: str = Field(default="", max_length=200)  # where it came from: link, cli, api, ses, import FILE
+    at: datetime = _utc()
 
 
 class StepLog(SQLModel, table=True):

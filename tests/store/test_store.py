@@ -84,11 +84,11 @@ def test_outbox_rows_are_unique_per_enrollment_step_and_visit(session, clock):
 
 
 def test_only_due_enrollments_are_claimed_oldest_first(session, clock):
-    lead = upsert_lead(session, email="a@b.example", now=clock.now())
+    a, b, c = (upsert_lead(session, email=f"{name}@b.example", now=clock.now()) for name in "abc")
     version = ensure_scenario_version(session, plan=PLAN, source_path="s.yaml", now=clock.now())
-    late = _enroll(session, lead, version, clock.now() - timedelta(hours=1))
-    early = _enroll(session, lead, version, clock.now() - timedelta(hours=2))
-    _enroll(session, lead, version, clock.now() + timedelta(hours=1))
+    late = _enroll(session, a, version, clock.now() - timedelta(hours=1))
+    early = _enroll(session, b, version, clock.now() - timedelta(hours=2))
+    _enroll(session, c, version, clock.now() + timedelta(hours=1))
     session.commit()
     assert [e.id for e in claim_due_enrollments(session, scenario="s", now=clock.now(), limit=10)] == [early.id, late.id]
 
@@ -97,10 +97,9 @@ def test_two_ticks_never_claim_the_same_enrollments_on_postgresql(engine, clock,
     if not db_url.startswith("postgresql"):
         return  # SQLite serialises writers instead; SKIP LOCKED is a PostgreSQL feature
     with Session(engine) as session:
-        lead = upsert_lead(session, email="a@b.example", now=clock.now())
         version = ensure_scenario_version(session, plan=PLAN, source_path="s.yaml", now=clock.now())
-        for _ in range(6):
-            _enroll(session, lead, version, clock.now())
+        for n in range(6):
+            _enroll(session, upsert_lead(session, email=f"{n}@b.example", now=clock.now()), version, clock.now())
         session.commit()
     with Session(engine) as first, Session(engine) as second:
         a = {e.id for e in claim_due_enrollments(first, scenario="s", now=clock.now(), limit=4)}
@@ -109,9 +108,9 @@ def test_two_ticks_never_claim_the_same_enrollments_on_postgresql(engine, clock,
 
 
 def test_write_back_updates_each_row_whether_it_shares_its_values_or_not(session, clock):
-    lead = upsert_lead(session, email="a@b.example", now=clock.now())
     version = ensure_scenario_version(session, plan=PLAN, source_path="s.yaml", now=clock.now())
-    rows = [_enroll(session, lead, version, clock.now()) for _ in range(5)]
+    rows = [_enroll(session, upsert_lead(session, email=f"{n}@b.example", now=clock.now()), version, clock.now())
+            for n in range(5)]
     session.commit()
     later = clock.now() + timedelta(days=3)
     same = {"step_id": "b", "due_at": later, "state": {"visits": {"a": 1}}}
