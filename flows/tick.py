@@ -64,9 +64,17 @@ def tick(scenario: str, now: str | None = None, batch_size: int | None = None) -
                 undelivered.append(f"batch {report.batches + 1} ({len(batch.outbox_ids)} emails): {error}")
                 report.add(batch, DeliveryResult())
             else:
-                report.add(batch, delivery.result())
+                done = delivery.result()
+                report.add(batch, done)
+                if done.unknown or done.failed:
+                    logger.warning("%s: %d message(s) with an unknown outcome (not resent), %d failed: %s", scenario,
+                                   done.unknown, done.failed, "; ".join(done.errors[:3]))
         leftovers = deliver_leftovers(engine, settings, now=when)
-        report.leftovers = leftovers.sent
+        report.leftovers, report.cut_off = leftovers.sent, len(leftovers.cut_off)
+        if leftovers.cut_off:
+            logger.warning("%d message(s) were cut off mid-send by a run that died (outbox %s): their outcome is unknown, "
+                           "they are not resent; check the transport's logs, then `relance outbox resolve ID ... --as pending|failed`",
+                           len(leftovers.cut_off), ", ".join(map(str, leftovers.cut_off[:10])))
         if leftovers.sent or leftovers.failed or leftovers.retryable:
             logger.info("messages left pending before this tick: %d sent, %d failed or expired, %d still pending%s",
                         leftovers.sent, leftovers.failed, leftovers.retryable,

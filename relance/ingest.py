@@ -22,6 +22,8 @@ from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import add_points, move_stage
 from relance.scoring.rules import at_handoff_point, behaviour_points, fit_points, grade_of
 from relance.store.tables import Enrollment, Event, Lead
+from relance.sales import withdraw
+from relance.suppression import SUPPRESSING_EVENTS, reason_of_event, suppress
 
 CREATES_LEADS = frozenset({"form_submitted"})  # other events must name a known lead
 
@@ -55,16 +57,18 @@ class IngestResult:
     duplicates: int = 0
     enrolled: int = 0
     woken: int = 0
+    suppressed: int = 0  # addresses this batch newly put on the suppression list (or newly flagged)
 
 
 def ingest_events(
-    engine: Engine, library: Library, events: Sequence[IncomingEvent], *, now: datetime
+    engine: Engine, library: Library, events: Sequence[IncomingEvent], *, now: datetime, channel: str = "event"
 ) -> IngestResult:
     """Store a batch of events in one transaction; replays are counted, not stored again.
 
     Set-based where it can be: the batch's leads are read in one query, its events written in one
     INSERT .. ON CONFLICT DO NOTHING, the enrollments they may wake read in one query; then each
-    new event, in order, is scored, starts the scenarios it triggers and wakes its waits."""
+    new event, in order, is scored, starts the scenarios it triggers and wakes its waits.
+    `channel` says where the batch came from (api, cli, link, ses...), for the suppression list."""
     result = IngestResult()
     with Session(engine) as session, session.no_autoflush:
         versions = current_version_ids(session)
@@ -87,7 +91,7 @@ def ingest_events(
             rows.append(dict(lead_id=lead.id, type=incoming.type, occurred_at=ensure_utc(incoming.occurred_at),
                              properties=dict(incoming.properties), idempotency_key=incoming.key(), received_at=now))
         stored = record_events(session, rows)
-        waiting = waiting_enrollments(session, {row["lead_id"] for row in rows})
+        waiting = lock_active_enrollments(session, {row["lead_id"] for row in rows})
         opens = opened_emails(session, {row["lead_id"] for row in rows if row["type"] == "email_opened"})
         for incoming, row in zip(events, rows):
             event_id = stored.pop(row["idempotency_key"], None)  # popped: a key twice in the batch is stored once
@@ -97,6 +101,9 @@ def ingest_events(
             result.stored += 1
             lead = leads[incoming.email.strip().lower()]
             event = StoredEvent(event_id, row["type"], row["occurred_at"], row["properties"])
+            if (reason := reason_of_event(event.type, event.properties)) is not None:
+                result.suppressed += suppress(session, email=lead.email, reason=reason, source=f"{channel}:{event.type}", now=now)
+                withdraw(session, lead, now=now, cause=event.type)
             score_event(session, lead=lead, event=event, scoring=library.scoring, now=now, opens=opens.get(lead.id, ()))
             fact = event_fact(event)
             for name, plan in library.plans.items():
@@ -134,8 +141,9 @@ def score_event(session: Session, *, lead: Lead, event: StoredEvent, scoring: Sc
             points = 0
     add_points(session, lead, points, cause=event.type, now=now, event_id=event.id,
                scenario=(event.properties or {}).get("scenario"), step_id=(event.properties or {}).get("step_id"))
-    reach_mql(session, lead, scoring, now=now)
-    reach_handoff(session, lead, scoring, now=now, cause=event.type)
+    if event.type not in SUPPRESSING_EVENTS:  # leaving is not buying: never an MQL or a hand-off
+        reach_mql(session, lead, scoring, now=now)
+        reach_handoff(session, lead, scoring, now=now, cause=event.type)
     return points
 
 
@@ -192,13 +200,19 @@ def _due_of(incoming: IncomingEvent, now: datetime) -> datetime | None:
         raise ValueError(f"said_later for {incoming.email}: `until` must be an ISO date, got {until!r}") from None
 
 
-def waiting_enrollments(session: Session, lead_ids: set[int]) -> dict[int, list[Enrollment]]:
-    """The active enrollments of these leads that wait for something, by lead."""
+def lock_active_enrollments(session: Session, lead_ids: set[int]) -> dict[int, list[Enrollment]]:
+    """The active enrollments of these leads, by lead, locked until the caller commits.
+
+    This is what makes a wake-up never lost to a tick running at the same time: on PostgreSQL a
+    tick holds its batch `FOR UPDATE` from claim to commit, so this read waits for that commit and
+    then sees where the tick left each enrollment (waiting or not); on SQLite it runs after the
+    batch's first write, under the database's write lock, so no tick can commit in between."""
     found: dict[int, list[Enrollment]] = defaultdict(list)
     if lead_ids:
-        for enrollment in session.exec(select(Enrollment).where(
-            Enrollment.lead_id.in_(lead_ids), Enrollment.status == "active", Enrollment.waiting.is_not(None)
-        )).scalars():
+        query = select(Enrollment).where(Enrollment.lead_id.in_(lead_ids), Enrollment.status == "active").order_by(Enrollment.id)
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(of=Enrollment)
+        for enrollment in session.exec(query).scalars():
             found[enrollment.lead_id].append(enrollment)
     return found
 

@@ -11,10 +11,11 @@ from datetime import datetime, timedelta
 from statistics import median
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlmodel import Session
 
-from relance.store.tables import Cost, Event, Handoff, Lead, Outbox, StageChange, StepLog
+from relance.outbox import CUT_OFF_AFTER
+from relance.store.tables import Cost, Enrollment, Event, Handoff, Lead, Outbox, StageChange, StepLog
 
 FUNNEL = ("lead", "mql", "sql", "customer")
 _REACHES = {"mql": {"mql", "sql-pending", "sql", "customer"}, "sql": {"sql", "customer"}, "customer": {"customer"}}
@@ -146,20 +147,26 @@ def economics(session: Session) -> dict[str, Any]:
     return {"by_source": per_source, "total": total}
 
 
-STUCK_AFTER = timedelta(hours=1)  # a batch takes seconds: `sending` for an hour means its worker died mid-send
-
-
 def delivery(session: Session, *, now: datetime) -> dict[str, Any]:
-    """Outbox rows by status, and those cut off mid-send: relance never sends them again on its own, since it
-    cannot know whether they left (check the transport's logs, then set them back to `pending` or `failed`)."""
-    stuck = session.exec(
-        select(Outbox.id, Outbox.to_address, Outbox.scenario, Outbox.step_id, Outbox.created_at)
-        .where(Outbox.status == "sending", Outbox.created_at < now - STUCK_AFTER).order_by(Outbox.id)
+    """Outbox rows by status; the messages whose outcome is unknown (handed over, no answer; or cut off
+    mid-send by a worker that died): relance never sends them again on its own, since it cannot know
+    whether they left (check the transport's logs, then `relance outbox resolve`); and the enrollments
+    that left their scenario on an error of their own, by scenario and step, with a sample reason."""
+    since = func.coalesce(Outbox.attempted_at, Outbox.created_at)
+    unsettled = session.exec(
+        select(Outbox.id, Outbox.status, Outbox.to_address, Outbox.scenario, Outbox.step_id, Outbox.created_at, Outbox.error)
+        .where(or_(Outbox.status == "unknown", and_(Outbox.status == "sending", since < now - CUT_OFF_AFTER))).order_by(Outbox.id)
+    ).all()
+    failed = session.exec(
+        select(Enrollment.scenario, Enrollment.step_id, func.count(), func.min(Enrollment.exit_reason))
+        .where(Enrollment.status == "failed").group_by(Enrollment.scenario, Enrollment.step_id)
+        .order_by(Enrollment.scenario, Enrollment.step_id)
     ).all()
     return {
         "by_status": dict(session.exec(select(Outbox.status, func.count()).group_by(Outbox.status)).all()),
-        "stuck_sending": [{"outbox_id": r.id, "to": r.to_address, "scenario": r.scenario, "step_id": r.step_id,
-                           "written_at": r.created_at} for r in stuck],
+        "unknown": [{"outbox_id": r.id, "status": r.status, "to": r.to_address, "scenario": r.scenario, "step_id": r.step_id,
+                     "written_at": r.created_at, "error": r.error} for r in unsettled],
+        "failed_enrollments": [{"scenario": sc, "step_id": step, "count": n, "reason": reason} for sc, step, n, reason in failed],
     }
 
 

@@ -15,12 +15,13 @@ from weakref import WeakKeyDictionary
 
 import httpx
 from sqlalchemy import Engine, Row, func, insert, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session
 
 from relance.email import tracking
 from relance.email.message import OutgoingEmail
 from relance.email.templates import TemplateLibrary
-from relance.email.transports import DeliveryError, Transport, make_transport
+from relance.email.transports import DeliveryError, OutcomeUnknown, Transport, make_transport
 from relance.engine.conditions import holds
 from relance.engine.interpreter import advance, enter
 from relance.engine.triggers import may_enter
@@ -44,10 +45,13 @@ from relance.scoring.ledger import add_points, move_stage
 from relance.scoring.rules import at_handoff_point
 from relance.settings import Settings
 from relance.store.db import make_engine, migrate
-from relance.store.repo import claim_due_enrollments, ensure_scenario_version, insert_outbox_rows, insert_rows, write_back
+from relance.store.repo import (
+    claim_due_enrollments, ensure_scenario_version, insert_enrollments, insert_outbox_rows, insert_rows, write_back,
+)
 from relance.store.segments import may_enter_again, narrowing
 from relance.store.tables import Enrollment, Event, Lead, Outbox, ScenarioVersion, StepLog
 from relance import webhooks
+from relance.outbox import mark_cut_off
 
 
 class RetryableDelivery(RuntimeError):
@@ -154,7 +158,9 @@ def enroll_leads(
     """Enroll leads into a scenario where its `reentry` allows; returns how many entered.
 
     `due_at` delays the first step (a "later" lead re-engaged on its date). Enrollments and their
-    `entered` step logs are written in bulk, one statement each."""
+    `entered` step logs are written in bulk, one statement each. The reading of past enrollments
+    here only saves work: the database decides (`insert_enrollments`), so two workers enrolling
+    the same lead at the same moment enroll it once."""
     if not leads:
         return 0
     previous: dict[int, list[Row]] = defaultdict(list)
@@ -181,14 +187,13 @@ def enroll_leads(
         entering.add(lead.id)
     if not rows:
         return 0
-    table = Enrollment.__table__
-    ids = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    entered = insert_enrollments(session, rows, reentry=plan.scenario.reentry, now=now)
     insert_rows(session, StepLog.__table__, [
-        dict(enrollment_id=enrollment_id, lead_id=row["lead_id"], scenario=plan.name, version_id=version_id,
+        dict(enrollment_id=enrollment_id, lead_id=lead_id, scenario=plan.name, version_id=version_id,
              step_id=plan.first, kind="enter", outcome="entered", at=now, detail={})
-        for enrollment_id, row in zip(ids, rows)
+        for enrollment_id, lead_id in entered
     ])
-    return len(rows)
+    return len(entered)
 
 
 def enroll_due(engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library | None = None) -> int:
@@ -242,7 +247,13 @@ class BatchResult:
     advanced: int = 0
     outbox_ids: list[int] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)  # (step_id, outcome) -> n
-    failed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # "email: reason" of each enrollment that left on an error
+
+    def merge(self, other: "BatchResult") -> None:
+        self.advanced += other.advanced
+        self.outbox_ids = sorted(self.outbox_ids + other.outbox_ids)
+        self.counts.update(other.counts)
+        self.failed.extend(other.failed)
 
 
 def _state_values(state: EnrollmentState) -> dict[str, Any]:
@@ -278,73 +289,136 @@ def advance_due(
     On PostgreSQL the batch is claimed `FOR UPDATE SKIP LOCKED` and the locks are held until
     the commit, so ticks running in parallel (more workers) never advance the same lead twice.
     Enrollments, step logs and outbox rows are written back in bulk, one statement each.
+
+    One enrollment that cannot be advanced (a lead's data the database refuses, a bug on one
+    branch) never holds back the others: the batch is rolled back and advanced again in halves
+    until the culprit stands alone; it leaves the scenario as `failed`, with its step and reason.
     """
     library = library or load_library(settings)
-    scoring = library.scoring
-    result = BatchResult()
     with Session(engine) as session:
         claimed = claim_due_enrollments(session, scenario=scenario, now=now, limit=limit or settings.batch_size)
-        leads = {lead.id: lead for lead in session.execute(
-            select(*Lead.__table__.c).where(Lead.id.in_({e.lead_id for e in claimed}))).all()}
-        since = min((e.entered_at for e in claimed), default=now) - timedelta(days=400)
-        events = events_of(session, leads, since)
-        updates: list[dict[str, Any]] = []
-        step_logs: list[dict[str, Any]] = []
-        effects: list[tuple[Any, int, Any, dict[str, Any], Plan]] = []  # applied once the leads they change are loaded
-        for enrollment in claimed:
-            if enrollment.status != "active" or enrollment.due_at is None or enrollment.due_at > now:
-                continue  # advanced by someone else since it was claimed
-            lead = leads[enrollment.lead_id]
-            plan = plan_for_version(session, enrollment.version_id)
-            history = events.get(lead.id, [])
-            outcome = advance(
-                plan, _state_of(enrollment), lead_facts(lead, scoring), history, now,
-                handoff_ready=lambda facts, history=history: at_handoff_point(
-                    scoring, score=facts.score, grade=facts.grade, events=history),
-            )
-            if outcome.state.status == "active" and (outcome.state.due_at is None or outcome.state.due_at <= now):
-                outcome.state.status, outcome.state.due_at = "failed", None
-                outcome.state.exit_reason = f"stuck at step {outcome.state.step_id}: the interpreter left it due"
-            updates.append({"id": enrollment.id, **_state_values(outcome.state)})
-            for trace in outcome.trace:
-                step_logs.append(dict(
-                    enrollment_id=enrollment.id, lead_id=lead.id, scenario=plan.name, version_id=enrollment.version_id,
-                    step_id=trace.step_id, kind=trace.kind, outcome=trace.outcome, at=trace.at, detail=dict(trace.detail),
-                ))
-                result.counts[(trace.step_id, trace.outcome)] += 1
-            effects.extend((effect, enrollment.id, lead, outcome.state.memory, plan) for effect in outcome.effects)
-            if outcome.state.status == "failed":
-                result.failed.append(f"{lead.email}: {outcome.state.exit_reason}")
-            result.advanced += 1
-        write_back(session, Enrollment.__table__, updates)
-        insert_rows(session, StepLog.__table__, step_logs)
-        # leads are read as plain rows; the few an effect changes (score, stage, fields, hand-off) as models
-        changing = {lead.id for effect, _, lead, _, _ in effects if isinstance(effect, _CHANGES_LEAD)}
-        models = {m.id: m for m in session.exec(select(Lead).where(Lead.id.in_(changing))).scalars()} if changing else {}
-        outbox_rows: list[dict[str, Any]] = []
-        enroll_into: list[tuple[str, Any]] = []
-        for effect, enrollment_id, lead, memory, plan in effects:
-            _apply(effect, session=session, scoring=scoring, lead=models.get(lead.id, lead), enrollment_id=enrollment_id,
-                   memory=memory, plan=plan, settings=settings, now=now, outbox_rows=outbox_rows, enroll_into=enroll_into)
-        session.flush()
-        versions = current_version_ids(session) if enroll_into else {}
-        by_target: dict[str, list[Any]] = defaultdict(list)
-        for target, lead in enroll_into:
-            by_target[target].append(lead)
-        for target, leads_in in by_target.items():  # one bulk enrollment per target scenario
-            if target in library.plans and target in versions:
-                enroll_leads(session, plan=plan_for_version(session, versions[target]), version_id=versions[target],
-                             leads=leads_in, scoring=scoring, now=now)
-        new_ids = insert_outbox_rows(session, outbox_rows)
-        session.commit()
-        if len(new_ids) < len(outbox_rows):  # some were there already: a crashed run left them pending, send them now
-            keys = {(row["enrollment_id"], row["step_id"], row["visit"]) for row in outbox_rows}
-            candidates = session.execute(
-                select(Outbox.id, Outbox.enrollment_id, Outbox.step_id, Outbox.visit)
-                .where(Outbox.enrollment_id.in_({k[0] for k in keys}), Outbox.status == "pending")
-            ).all()
-            new_ids = [o.id for o in candidates if (o.enrollment_id, o.step_id, o.visit) in keys]
-        result.outbox_ids = sorted(new_ids)
+        try:
+            return _advance_claimed(session, claimed, library=library, settings=settings, now=now)
+        except Exception as exc:  # noqa: BLE001 - sorted out below
+            session.rollback()
+            if _not_the_batchs_fault(exc):
+                raise
+    return _advance_isolating(engine, [row.id for row in claimed], scenario=scenario, library=library, settings=settings, now=now)
+
+
+def _not_the_batchs_fault(exc: Exception) -> bool:
+    """The database is unreachable, locked or broke a deadlock: the batch itself is fine, try again later."""
+    return isinstance(exc, (OperationalError, InterfaceError)) or getattr(exc, "connection_invalidated", False)
+
+
+def _advance_isolating(engine: Engine, ids: list[int], *, scenario: str, library: Library, settings: Settings,
+                       now: datetime) -> BatchResult:
+    """Advance these enrollments in halves, recursively; one that fails alone is marked failed."""
+    result = BatchResult()
+    halves = [ids[: len(ids) // 2], ids[len(ids) // 2:]] if len(ids) > 1 else [ids]
+    for half in filter(None, halves):
+        with Session(engine) as session:
+            claimed = claim_due_enrollments(session, scenario=scenario, now=now, limit=len(half), ids=half)
+            try:
+                part = _advance_claimed(session, claimed, library=library, settings=settings, now=now)
+            except Exception as exc:  # noqa: BLE001
+                session.rollback()
+                if _not_the_batchs_fault(exc):
+                    raise
+                if len(half) > 1:
+                    part = _advance_isolating(engine, half, scenario=scenario, library=library, settings=settings, now=now)
+                else:
+                    part = _fail_enrollment(session, half[0], exc, scenario=scenario, now=now)
+        result.merge(part)
+    return result
+
+
+def _fail_enrollment(session: Session, enrollment_id: int, exc: Exception, *, scenario: str, now: datetime) -> BatchResult:
+    """Take one enrollment out of its scenario as `failed`, saying at which step and why; the others go on."""
+    result = BatchResult()
+    claimed = claim_due_enrollments(session, scenario=scenario, now=now, limit=1, ids=[enrollment_id])
+    if not claimed:
+        return result  # someone else advanced it meanwhile
+    row = claimed[0]
+    reason = f"error at step {row.step_id}: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}".rstrip(": ")
+    session.execute(update(Enrollment).where(Enrollment.id == row.id).values(
+        status="failed", due_at=None, waiting=None, left_at=now, exit_reason=reason))
+    insert_rows(session, StepLog.__table__, [dict(
+        enrollment_id=row.id, lead_id=row.lead_id, scenario=row.scenario, version_id=row.version_id, step_id=row.step_id,
+        kind="exit", outcome="failed", at=now, detail={"error": reason})])
+    session.commit()
+    email = session.execute(select(Lead.email).where(Lead.id == row.lead_id)).scalar()
+    result.advanced, result.counts[(row.step_id, "failed")] = 1, 1
+    result.failed.append(f"{email}: {reason}")
+    return result
+
+
+def _advance_claimed(session: Session, claimed: Sequence[Row], *, library: Library, settings: Settings,
+                     now: datetime) -> BatchResult:
+    """Advance claimed enrollments and commit; raises (nothing committed) if any of them cannot be."""
+    scoring = library.scoring
+    result = BatchResult()
+    leads = {lead.id: lead for lead in session.execute(
+        select(*Lead.__table__.c).where(Lead.id.in_({e.lead_id for e in claimed}))).all()}
+    since = min((e.entered_at for e in claimed), default=now) - timedelta(days=400)
+    events = events_of(session, leads, since)
+    updates: list[dict[str, Any]] = []
+    step_logs: list[dict[str, Any]] = []
+    effects: list[tuple[Any, int, Any, dict[str, Any], Plan]] = []  # applied once the leads they change are loaded
+    for enrollment in claimed:
+        if enrollment.status != "active" or enrollment.due_at is None or enrollment.due_at > now:
+            continue  # advanced by someone else since it was claimed
+        lead = leads[enrollment.lead_id]
+        plan = plan_for_version(session, enrollment.version_id)
+        history = events.get(lead.id, [])
+        outcome = advance(
+            plan, _state_of(enrollment), lead_facts(lead, scoring), history, now,
+            handoff_ready=lambda facts, history=history, lead=lead: lead.suppressed is None and at_handoff_point(
+                scoring, score=facts.score, grade=facts.grade, events=history),
+        )
+        if outcome.state.status == "active" and (outcome.state.due_at is None or outcome.state.due_at <= now):
+            outcome.state.status, outcome.state.due_at = "failed", None
+            outcome.state.exit_reason = f"stuck at step {outcome.state.step_id}: the interpreter left it due"
+        updates.append({"id": enrollment.id, **_state_values(outcome.state)})
+        for trace in outcome.trace:
+            step_logs.append(dict(
+                enrollment_id=enrollment.id, lead_id=lead.id, scenario=plan.name, version_id=enrollment.version_id,
+                step_id=trace.step_id, kind=trace.kind, outcome=trace.outcome, at=trace.at, detail=dict(trace.detail),
+            ))
+            result.counts[(trace.step_id, trace.outcome)] += 1
+        effects.extend((effect, enrollment.id, lead, outcome.state.memory, plan) for effect in outcome.effects)
+        if outcome.state.status == "failed":
+            result.failed.append(f"{lead.email}: {outcome.state.exit_reason}")
+        result.advanced += 1
+    write_back(session, Enrollment.__table__, updates)
+    insert_rows(session, StepLog.__table__, step_logs)
+    # leads are read as plain rows; the few an effect changes (score, stage, fields, hand-off) as models
+    changing = {lead.id for effect, _, lead, _, _ in effects if isinstance(effect, _CHANGES_LEAD)}
+    models = {m.id: m for m in session.exec(select(Lead).where(Lead.id.in_(changing))).scalars()} if changing else {}
+    outbox_rows: list[dict[str, Any]] = []
+    enroll_into: list[tuple[str, Any]] = []
+    for effect, enrollment_id, lead, memory, plan in effects:
+        _apply(effect, session=session, scoring=scoring, lead=models.get(lead.id, lead), enrollment_id=enrollment_id,
+               memory=memory, plan=plan, settings=settings, now=now, outbox_rows=outbox_rows, enroll_into=enroll_into)
+    session.flush()
+    versions = current_version_ids(session) if enroll_into else {}
+    by_target: dict[str, list[Any]] = defaultdict(list)
+    for target, lead in enroll_into:
+        by_target[target].append(lead)
+    for target, leads_in in sorted(by_target.items()):  # one bulk enrollment per target scenario
+        if target in library.plans and target in versions:
+            enroll_leads(session, plan=plan_for_version(session, versions[target]), version_id=versions[target],
+                         leads=leads_in, scoring=scoring, now=now)
+    new_ids = insert_outbox_rows(session, outbox_rows)
+    session.commit()
+    if len(new_ids) < len(outbox_rows):  # some were there already: a crashed run left them pending, send them now
+        keys = {(row["enrollment_id"], row["step_id"], row["visit"]) for row in outbox_rows}
+        candidates = session.execute(
+            select(Outbox.id, Outbox.enrollment_id, Outbox.step_id, Outbox.visit)
+            .where(Outbox.enrollment_id.in_({k[0] for k in keys}), Outbox.status == "pending")
+        ).all()
+        new_ids = [o.id for o in candidates if (o.enrollment_id, o.step_id, o.visit) in keys]
+    result.outbox_ids = sorted(new_ids)
     return result
 
 
@@ -398,11 +472,23 @@ class DeliveryResult:
     skipped: int = 0
     failed: int = 0
     retryable: int = 0
+    unknown: int = 0  # handed over, no answer: it may have left; never resent without an operator's decision
     errors: list[str] = field(default_factory=list)
+    cut_off: list[int] = field(default_factory=list)  # rows an earlier run left `sending`, found and made `unknown`
+
+    def merge(self, other: "DeliveryResult") -> None:
+        self.sent, self.skipped, self.failed = self.sent + other.sent, self.skipped + other.skipped, self.failed + other.failed
+        self.retryable, self.unknown = self.retryable + other.retryable, self.unknown + other.unknown
+        self.errors.extend(other.errors)
+        self.cut_off.extend(other.cut_off)
 
 
 def template_context(lead: Lead, settings: Settings, outbox: Outbox, unsubscribe: str | None = None) -> dict[str, Any]:
-    """What every template can use (see relance.email.templates); `unsubscribe` if already signed."""
+    """What every template can use (see relance.email.templates); `unsubscribe` if already signed.
+
+    Internal emails (hand-off, SLA, notify) go to staff: they carry no link of the lead's
+    (a rep who clicks "unsubscribe" in his own mail must not unsubscribe the lead) and say `internal`."""
+    internal = (outbox.options or {}).get("kind", "lead") != "lead"
     return {
         "lead": {
             "email": lead.email, "first_name": lead.first_name, "last_name": lead.last_name,
@@ -410,7 +496,8 @@ def template_context(lead: Lead, settings: Settings, outbox: Outbox, unsubscribe
             "country": lead.country, "score": lead.score, "grade": lead.grade, "stage": lead.stage,
             "fields": dict(lead.fields or {}),
         },
-        "unsubscribe_url": unsubscribe or tracking.unsubscribe_url(
+        "internal": internal,
+        "unsubscribe_url": None if internal else unsubscribe or tracking.unsubscribe_url(
             public_url=settings.public_url, secret=settings.secret_key, outbox_id=outbox.id, lead_id=lead.id, email=lead.email
         ),
         "postal_address": settings.postal_address,
@@ -422,27 +509,31 @@ def template_context(lead: Lead, settings: Settings, outbox: Outbox, unsubscribe
     }
 
 
-def _deliver_one(row, result: DeliveryResult, outcomes: dict[int, dict[str, Any]], now: datetime, send,
-                 subject: str | None = None) -> None:
-    """Send one outbox row (`send()` returns the message id, if any) and record what happened to it."""
-    try:
-        message_id = send()
-    except DeliveryError as exc:
-        outcomes[row.id] = {"status": "pending" if exc.retryable else "failed", "error": str(exc)}
-        if exc.retryable:
-            result.retryable += 1
-        else:
-            result.failed += 1
-        result.errors.append(f"outbox {row.id} to {row.to_address}: {exc}")
-        return
-    outcomes[row.id] = {"status": "sent", "subject": subject if subject is not None else row.subject, "sent_at": now,
-                        "error": None, "message_id": message_id}
-    result.sent += 1
-
-
 _OUTBOX_READ = ("id", "lead_id", "to_address", "template", "subject", "options", "scenario", "step_id")
 _LEAD_READ = ("id", "email", "first_name", "last_name", "job_title", "company", "sector", "country", "score", "grade",
               "stage", "fields", "suppressed")  # what sending and `template_context` read
+
+
+def _compose(row, lead, *, settings: Settings, templates: TemplateLibrary) -> OutgoingEmail:
+    """The email an outbox row stands for: rendered, and for a lead tracked with one-click unsubscribe."""
+    if row.options.get("kind", "lead") != "lead":
+        rendered = templates.render(row.template, subject=row.subject, context=template_context(lead, settings, row),
+                                    preheader=row.options.get("preheader"))
+        html, headers = rendered.html, {}
+    else:  # leads get tracked links, an open pixel and one-click unsubscribe
+        identity = dict(public_url=settings.public_url, secret=settings.secret_key, outbox_id=row.id,
+                        lead_id=lead.id, email=lead.email)
+        unsubscribe = tracking.unsubscribe_url(**identity)
+        rendered = templates.render(row.template, subject=row.subject, context=template_context(lead, settings, row, unsubscribe),
+                                    preheader=row.options.get("preheader"))
+        html = tracking.track_html(rendered.html, **identity, skip=(unsubscribe,))
+        headers = tracking.unsubscribe_headers(unsubscribe)
+    return OutgoingEmail(
+        to=row.to_address, from_=row.options.get("from") or settings.from_,
+        reply_to=row.options.get("reply_to") or settings.reply_to, subject=rendered.subject, html=html,
+        text=rendered.text, headers=headers, tags={"scenario": row.scenario or "none", "step": row.step_id or "none"},
+        outbox_id=row.id,
+    )
 
 
 def deliver(
@@ -454,80 +545,99 @@ def deliver(
     transport: Transport | None = None,
     templates: TemplateLibrary | None = None,
 ) -> DeliveryResult:
-    """Render and send pending outbox rows; a row is marked `sending` before it leaves,
-    so a crash or a retry never sends it twice. Outcomes are written back in one bulk update."""
+    """Render and send pending outbox rows, one at a time, so that a crash strands at most the one in flight.
+
+    Each row is marked `sending` (only if still `pending`: a cancelled or already taken row is left
+    alone) and committed before it is handed to the transport; its outcome is written in the same
+    commit that marks the next one. Outcomes: sent; pending again when the transport proves it did
+    not leave and a retry may help; failed (refused, or this row's own data cannot make an email);
+    unknown (handed over, no answer: never resent without an operator's decision)."""
     transport = transport or make_transport(settings)
     templates = templates or TemplateLibrary(settings.templates_dir)
     result = DeliveryResult()
+    outbox = Outbox.__table__
     with Session(engine) as session:
-        outbox = Outbox.__table__
-        rows = sorted(session.execute(  # claimed and read in one statement
-            update(outbox)
-            .where(outbox.c.id.in_(outbox_ids), outbox.c.status == "pending")
-            .values(status="sending", attempts=outbox.c.attempts + 1)
-            .returning(*(outbox.c[name] for name in _OUTBOX_READ))
+        rows = sorted(session.execute(
+            select(*(outbox.c[name] for name in _OUTBOX_READ)).where(outbox.c.id.in_(outbox_ids), outbox.c.status == "pending")
         ).all(), key=lambda row: row.id)
-        session.commit()
         lead_columns = [Lead.__table__.c[name] for name in _LEAD_READ]
         leads = {l.id: l for l in session.execute(select(*lead_columns).where(Lead.id.in_({r.lead_id for r in rows}))).all()}
-        outcomes: dict[int, dict[str, Any]] = {}
+        settled: list[tuple[int, str, dict[str, Any]]] = []  # (id, status it must still have, new values)
         client: httpx.Client | None = None
         try:
             for row in rows:
                 lead = leads[row.lead_id]
                 kind = row.options.get("kind", "lead")
                 if kind == "lead" and lead.suppressed:  # notifications about a lead still reach sales and systems
-                    outcomes[row.id] = {"status": "skipped", "error": f"suppressed: {lead.suppressed}"}
+                    settled.append((row.id, "pending", {"status": "skipped", "error": f"suppressed: {lead.suppressed}"}))
                     result.skipped += 1
                     continue
-                if kind == "webhook":
-                    client = client or httpx.Client()
-                    _deliver_one(row, result, outcomes, now, lambda: webhooks.post(
-                        client, row.to_address, webhooks.payload(lead=lead, scenario=row.scenario, step_id=row.step_id, at=now),
-                        secret=settings.secret_key, outbox_id=row.id))
-                    continue
-                internal = kind == "internal"
-                identity = dict(public_url=settings.public_url, secret=settings.secret_key, outbox_id=row.id,
-                                lead_id=lead.id, email=lead.email)
-                unsubscribe = tracking.unsubscribe_url(**identity)
                 try:
-                    rendered = templates.render(
-                        row.template, subject=row.subject, context=template_context(lead, settings, row, unsubscribe),
-                        preheader=row.options.get("preheader"),
-                    )
-                except Exception as exc:  # a template problem is the row's, not the batch's
-                    outcomes[row.id] = {"status": "failed", "error": f"render: {exc}"}
+                    if kind == "webhook":
+                        client = client or httpx.Client()
+                        body = webhooks.payload(lead=lead, scenario=row.scenario, step_id=row.step_id, at=now)
+                        send = lambda: webhooks.post(client, row.to_address, body, secret=settings.secret_key, outbox_id=row.id)
+                        subject = row.subject
+                    else:
+                        email = _compose(row, lead, settings=settings, templates=templates)
+                        send, subject = (lambda: transport.send(email)), email.subject
+                except Exception as exc:  # noqa: BLE001 - this row's data cannot make a message; the others go on
+                    settled.append((row.id, "pending", {"status": "failed", "error": f"cannot be built: {_why(exc)}"}))
                     result.failed += 1
-                    result.errors.append(f"outbox {row.id} ({row.template}): {exc}")
+                    result.errors.append(f"outbox {row.id} to {row.to_address!r} ({row.template or kind}): {_why(exc)}")
                     continue
-                html, headers = rendered.html, {}
-                if not internal:  # leads get tracked links, an open pixel and one-click unsubscribe
-                    html = tracking.track_html(rendered.html, **identity, skip=(unsubscribe,))
-                    headers = tracking.unsubscribe_headers(unsubscribe)
-                email = OutgoingEmail(
-                    to=row.to_address,
-                    from_=row.options.get("from") or settings.from_,
-                    reply_to=row.options.get("reply_to") or settings.reply_to,
-                    subject=rendered.subject,
-                    html=html,
-                    text=rendered.text,
-                    headers=headers,
-                    tags={"scenario": row.scenario or "none", "step": row.step_id or "none"},
-                    outbox_id=row.id,
-                )
-                _deliver_one(row, result, outcomes, now, lambda: transport.send(email), subject=rendered.subject)
-        finally:
+                _settle(session, settled)
+                taken = session.execute(
+                    update(outbox).where(outbox.c.id == row.id, outbox.c.status == "pending")
+                    .values(status="sending", attempts=outbox.c.attempts + 1, attempted_at=now)
+                ).rowcount
+                session.commit()
+                if taken:  # else cancelled (suppressed) or sent by another run since we read it
+                    settled.append((row.id, "sending", _outcome_of(send, subject, now, result, row)))
+        finally:  # what is settled is written; a row whose send was interrupted stays `sending` (cut off mid-send)
             if client is not None:
                 client.close()
-            # rows claimed but never reached (a crash mid-batch) go back to pending: not sent, safe to retry
-            for row in rows:
-                outcomes.setdefault(row.id, {"status": "pending"})
-            write_back(session, Outbox.__table__, [{"id": outbox_id, **values} for outbox_id, values in outcomes.items()],
-                       shared=False)  # each sent row has its own message id
+            _settle(session, settled)
             session.commit()
     if result.retryable:
         raise RetryableDelivery(f"{result.retryable} message(s) could not be delivered yet: " + "; ".join(result.errors[:3]), result)
     return result
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+def _outcome_of(send, subject: str, now: datetime, result: DeliveryResult, row) -> dict[str, Any]:
+    """Hand one message to its transport; the values its outbox row takes from what happened."""
+    try:
+        message_id = send()
+    except OutcomeUnknown as exc:
+        result.unknown += 1
+        result.errors.append(f"outbox {row.id} to {row.to_address}: outcome unknown: {exc}")
+        return {"status": "unknown", "error": f"outcome unknown (it may have left; not resent): {exc}"}
+    except DeliveryError as exc:
+        result.errors.append(f"outbox {row.id} to {row.to_address}: {exc}")
+        if exc.retryable:
+            result.retryable += 1
+            return {"status": "pending", "error": str(exc)}
+        result.failed += 1
+        return {"status": "failed", "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - a fault of this message (bad address, bad URL...), not of the batch
+        result.failed += 1
+        result.errors.append(f"outbox {row.id} to {row.to_address!r}: {_why(exc)}")
+        return {"status": "failed", "error": _why(exc)}
+    result.sent += 1
+    return {"status": "sent", "subject": subject, "sent_at": now, "error": None, "message_id": message_id}
+
+
+def _settle(session: Session, settled: list[tuple[int, str, dict[str, Any]]]) -> None:
+    """Write the outcomes gathered so far, each only onto a row still in the status it was seen in; empties the list."""
+    outbox = Outbox.__table__
+    for outbox_id, expected, values in settled:
+        session.execute(update(outbox).where(outbox.c.id == outbox_id, outbox.c.status == expected).values(**values))
+    settled.clear()
 
 
 PENDING_MAX_AGE = timedelta(hours=48)  # the SLA deadline: later than that, a message has lost its point
@@ -539,10 +649,11 @@ def deliver_pending(
 ) -> DeliveryResult:
     """Deliver every outbox row still pending from before `now`: a batch whose retries ran out, a crash
     between writing and sending, a hand-off or SLA email written by ingestion or housekeeping.
-    Rows pending for longer than PENDING_MAX_AGE expire (failed, with the reason) instead of leaving late."""
+    Rows pending for longer than PENDING_MAX_AGE expire (failed, with the reason) instead of leaving late;
+    rows an earlier run left `sending` (it died mid-send) become `unknown` and are named in `cut_off`."""
     transport = transport or make_transport(settings)
     templates = templates or TemplateLibrary(settings.templates_dir)
-    total = DeliveryResult()
+    total = DeliveryResult(cut_off=mark_cut_off(engine, now=now))
     with Session(engine) as session:
         expired = session.execute(
             update(Outbox).where(Outbox.status == "pending", Outbox.created_at < now - PENDING_MAX_AGE)
@@ -564,9 +675,7 @@ def deliver_pending(
             done = deliver(engine, settings, outbox_ids=ids, now=now, transport=transport, templates=templates)
         except RetryableDelivery as exc:  # left pending: the next run tries again
             done = exc.result or DeliveryResult()
-        total.sent, total.skipped, total.failed = total.sent + done.sent, total.skipped + done.skipped, total.failed + done.failed
-        total.retryable += done.retryable
-        total.errors.extend(done.errors)
+        total.merge(done)
 
 
 # --------------------------------------------------------------------------- the whole tick
@@ -581,21 +690,27 @@ class TickReport:
     sent: int = 0
     skipped: int = 0
     failed: int = 0
+    unknown: int = 0  # handed over with no answer this tick: may have left, never resent by itself
     leftovers: int = 0  # messages left pending by earlier runs (or written outside ticks) sent by this one
+    cut_off: int = 0  # messages an earlier run left `sending` (it died mid-send), now `unknown`
+    enrollments_failed: int = 0  # enrollments that left on an error of their own (the others went on)
     counts: Counter = field(default_factory=Counter)
 
     def add(self, batch: BatchResult, delivery: DeliveryResult) -> None:
         self.batches += 1
         self.advanced += batch.advanced
+        self.enrollments_failed += len(batch.failed)
         self.counts.update(batch.counts)
         self.sent += delivery.sent
         self.skipped += delivery.skipped
         self.failed += delivery.failed
+        self.unknown += delivery.unknown
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "scenario": self.scenario, "entered": self.entered, "advanced": self.advanced, "batches": self.batches,
-            "sent": self.sent, "skipped": self.skipped, "failed": self.failed, "leftovers": self.leftovers,
+            "sent": self.sent, "skipped": self.skipped, "failed": self.failed, "unknown": self.unknown,
+            "leftovers": self.leftovers, "cut_off": self.cut_off, "enrollments_failed": self.enrollments_failed,
         }
 
 
@@ -612,5 +727,6 @@ def run_tick_inline(
     report.entered = enroll_due(engine, settings, scenario=scenario, now=now, library=library)
     while (batch := advance_due(engine, settings, scenario=scenario, now=now, limit=batch_size, library=library)).advanced:
         report.add(batch, deliver(engine, settings, outbox_ids=batch.outbox_ids, now=now, transport=transport, templates=templates))
-    report.leftovers = deliver_pending(engine, settings, now=now, transport=transport, templates=templates).sent
+    leftovers = deliver_pending(engine, settings, now=now, transport=transport, templates=templates)
+    report.leftovers, report.cut_off = leftovers.sent, len(leftovers.cut_off)
     return report

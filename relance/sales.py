@@ -62,8 +62,8 @@ def hand_off(
     owner: str | None = None, team: str | None = None,
 ) -> Handoff | None:
     """Open a handoff unless one is open already; moves the lead to sql-pending and tells the owner."""
-    if open_handoff_of(session, lead.id) is not None:
-        return None
+    if lead.suppressed is not None or open_handoff_of(session, lead.id) is not None:
+        return None  # an address that unsubscribed, bounced or complained is no sales-ready lead
     contact_within = scoring.sla.contact_within if scoring.sla else DEFAULT_CONTACT_WITHIN
     target = scoring.sla.target if scoring.sla else DEFAULT_TARGET
     handoff = Handoff(lead_id=lead.id, owner=owner or pick_owner(session, scoring), team=team, source=source,
@@ -75,6 +75,21 @@ def hand_off(
     return handoff
 
 
+WITHDRAWN_BECAUSE = {"unsubscribed": "s'est désinscrit", "email_complained": "s'est plaint d'un email (spam)",
+                     "email_bounced": "a une adresse qui rejette nos emails"}
+
+
+def withdraw(session: Session, lead: Lead, *, now: datetime, cause: str) -> Handoff | None:
+    """Close the lead's open hand-off because it left (unsubscribed, complained, bounced); its owner is told."""
+    handoff = open_handoff_of(session, lead.id)
+    if handoff is None:
+        return None
+    handoff.status, handoff.reason, handoff.answered_at, handoff.answered_by = "withdrawn", cause, now, "relance"
+    move_stage(session, lead, "disqualified", now=now, by=f"event:{cause}", reason=f"hand-off withdrawn: {cause}")
+    notify_sales(session, handoff, lead, now=now, kind="withdrawn", to=[handoff.owner])
+    return handoff
+
+
 def notify_sales(session: Session, handoff: Handoff, lead: Lead, *, now: datetime, kind: str, to: list[str]) -> None:
     """An internal email (through the outbox and the transport) with profile, score explanation and activity."""
     ledger = session.exec(
@@ -83,13 +98,15 @@ def notify_sales(session: Session, handoff: Handoff, lead: Lead, *, now: datetim
     recent = session.exec(select(Event).where(Event.lead_id == lead.id).order_by(Event.occurred_at.desc()).limit(10)).scalars().all()
     context: dict[str, Any] = {
         "handoff": {"owner": handoff.owner, "deadline": f"{handoff.deadline_at:%Y-%m-%d %H:%M} UTC",
-                    "target": f"{handoff.target_at:%Y-%m-%d %H:%M} UTC", "kind": kind},
+                    "target": f"{handoff.target_at:%Y-%m-%d %H:%M} UTC", "kind": kind,
+                    "why": WITHDRAWN_BECAUSE.get(handoff.reason or "", handoff.reason or "")},
         "score_explanation": [f"{c.points:+d} {c.cause}" + (f" ({c.scenario}/{c.step_id})" if c.step_id else "") for c in reversed(ledger)],
         "recent_activity": [f"{e.occurred_at:%Y-%m-%d %H:%M} {e.type} {_short(e.properties)}".strip() for e in recent],
     }
     subject = {
         "handoff": "Lead à contacter avant le {{ handoff.deadline }} : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }})",
         "sla": "SLA dépassé : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }}) attend un appel",
+        "withdrawn": "Lead retiré : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }}) {{ handoff.why }}",
     }[kind]
     for address in dict.fromkeys(a for a in to if a and "@" in a):
         session.add(Outbox(enrollment_id=None, step_id=f"{kind}:{handoff.id}:{address}", visit=0, lead_id=lead.id, scenario="",

@@ -67,6 +67,12 @@ def summary(report: TickReport, *, undelivered_batches: int = 0) -> str:
         words += f", {report.skipped} skipped (suppressed)"
     if report.failed:
         words += f", {report.failed} failed"
+    if report.unknown:
+        words += f", {report.unknown} with an unknown outcome (handed over, no answer: not resent)"
+    if report.enrollments_failed:
+        words += f", {report.enrollments_failed} {'lead' if report.enrollments_failed == 1 else 'leads'} left on an error (see lead show)"
+    if report.cut_off:
+        words += f", {report.cut_off} cut off mid-send by a run that died (now unknown: relance outbox resolve)"
     if report.leftovers:
         words += f", {report.leftovers} sent that earlier runs had left pending"
     if undelivered_batches:

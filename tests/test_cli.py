@@ -192,13 +192,13 @@ def test_the_report_names_messages_cut_off_mid_send_and_an_operator_settles_them
         session.commit()
         ids = [str(r.id) for r in rows]
     report = relance("report")
-    assert "2 message(s) cut off mid-send" in report.output and f"outbox {ids[0]}, {ids[1]}" in report.output
+    assert "2 message(s) with an unknown outcome" in report.output and f"outbox {ids[0]}, {ids[1]}" in report.output
     assert relance("outbox", "resolve", ids[0], "--as", "pending", "--note", "SES never got it").exit_code == 0
     again = CliRunner().invoke(app, ["outbox", "resolve", ids[0], ids[1], "--as", "failed"])
-    assert again.exit_code == 1 and f"outbox {ids[0]} is pending, not sending: left as it is" in again.output
+    assert again.exit_code == 1 and f"outbox {ids[0]} is pending, not unknown: left as it is" in again.output
     with Session(engine) as session:
         settled = {r.id: (r.status, r.error) for r in session.exec(select(Outbox)).scalars()}
-    assert settled[int(ids[0])] == ("pending", "cut off mid-send; set to pending by an operator: SES never got it")
+    assert settled[int(ids[0])] == ("pending", "outcome unknown; set to pending by an operator: SES never got it")
     assert settled[int(ids[1])][0] == "failed"
     assert CliRunner().invoke(app, ["outbox", "resolve", ids[1], "--as", "sent"]).exit_code == 2  # not a verdict
     engine.dispose()

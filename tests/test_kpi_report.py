@@ -87,8 +87,9 @@ def test_the_report_counts_the_outbox_and_names_messages_cut_off_mid_send(sessio
     def row(status, hours_ago, step):
         session.add(Outbox(lead_id=lead.id, template="t", to_address=lead.email, status=status, step_id=step, scenario="s",
                            created_at=clock.now() - timedelta(hours=hours_ago)))
-    row("sent", 5, "a"), row("sending", 3, "b"), row("sending", 0.2, "c"), row("pending", 0, "d")
+    row("sent", 5, "a"), row("sending", 3, "b"), row("sending", 0.1, "c"), row("pending", 0, "d"), row("unknown", 1, "e")
     session.commit()
     delivery = build_report(session, now=clock.now())["delivery"]
-    assert delivery["by_status"] == {"sent": 1, "sending": 2, "pending": 1}
-    assert [r["step_id"] for r in delivery["stuck_sending"]] == ["b"]  # "c" is a batch still on its way
+    assert delivery["by_status"] == {"sent": 1, "sending": 2, "pending": 1, "unknown": 1}
+    # "b" was cut off mid-send (sending for 3 h), "e" had no answer; "c" (6 min) may still be on its way
+    assert [r["step_id"] for r in delivery["unknown"]] == ["b", "e"]

@@ -193,17 +193,25 @@ class _Run:
             self.trace(step.id, "wait_until", "woken" if waiting else "met")
             self.go(edges["next"])
             return
+        types = event_types_of(step.wait_until)
         if waiting and waiting.get("step_id") == step.id:
             deadline = ensure_utc(datetime.fromisoformat(waiting["deadline"]))
             if self.now >= deadline:
                 self.trace(step.id, "wait_until", "timeout")
                 self.go(edges["on_timeout"])
             else:
-                self.state.due_at = deadline  # woken by an unrelated event: keep waiting
+                self.state.due_at = self.next_wake(types, deadline)  # woken by an unrelated event: keep waiting
             return
         deadline = self.now + step.timeout
-        self.wait_until(step.id, "wait_until", deadline, event_types_of(step.wait_until))
+        self.wait_until(step.id, "wait_until", deadline, types)
+        self.state.due_at = self.next_wake(types, deadline)
         self.trace(step.id, "wait_until", "waiting", until=deadline.isoformat())
+
+    def next_wake(self, types: frozenset[str], deadline: datetime) -> datetime:
+        """When to look again: the deadline, or sooner, when an awaited kind of event already stored happened
+        after `now` (it arrived while this tick ran, stamped later than the tick's clock)."""
+        later = [e.occurred_at for e in self.events if e.type in types and self.now < e.occurred_at < deadline]
+        return min(later, default=deadline)
 
     def apply_set(self, step: SetStep) -> None:
         action = step.set

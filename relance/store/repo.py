@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any, Sequence
 
-from sqlalchemy import Row, Table, bindparam, insert, select, update
+from sqlalchemy import Row, Table, bindparam, delete, exists, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -16,12 +16,13 @@ from relance.scenario.plan import Plan
 from relance.store.tables import Enrollment, Event, Lead, Outbox, ScenarioVersion
 
 
-def _insert_ignoring_conflicts(session: Session, table, conflict_columns: Sequence[str]):
+def insert_ignoring_conflicts(session: Session, table, conflict_columns: Sequence[str], where=None):
+    """INSERT .. ON CONFLICT (columns) [WHERE partial-index predicate] DO NOTHING, on either backend."""
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        return pg_insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+        return pg_insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns), index_where=where)
     if dialect == "sqlite":
-        return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns))
+        return sqlite_insert(table).on_conflict_do_nothing(index_elements=list(conflict_columns), index_where=where)
     return insert(table)
 
 
@@ -88,12 +89,41 @@ def claim_due_enrollments(
     return sorted(claimed, key=lambda row: (row.due_at, row.id))
 
 
+def insert_enrollments(session: Session, rows: list[dict[str, Any]], *, reentry, now: datetime) -> list[tuple[int, int]]:
+    """Insert enrollments as the scenario's `reentry` allows, exactly, whatever runs at the same time;
+    returns (enrollment id, lead id) of those that entered.
+
+    A second *active* enrollment of a lead is impossible (unique index `uq_enrollment_active`: the
+    insert skips it). For `never` and `{after: D}` the inserted rows are checked once more in the
+    same transaction against every enrollment committed meanwhile, and withdrawn if one blocks them:
+    a worker that enrolled, advanced and completed the lead between our read and our insert."""
+    from relance.scenario.model import ReentryAfter
+
+    table = Enrollment.__table__
+    statement = insert_ignoring_conflicts(session, table, ["lead_id", "scenario"], where=text("status = 'active'"))
+    entered = [tuple(row) for row in session.execute(statement.returning(table.c.id, table.c.lead_id), rows).all()]
+    if not entered or reentry == "always":
+        return entered
+    other = table.alias("other")
+    blocking = [other.c.lead_id == table.c.lead_id, other.c.scenario == table.c.scenario, other.c.id != table.c.id]
+    if isinstance(reentry, ReentryAfter):
+        blocking.append(other.c.entered_at > now - reentry.after)
+    withdrawn: set[int] = set()
+    ids = [enrollment_id for enrollment_id, _ in entered]
+    for start in range(0, len(ids), _IN_CHUNK):
+        withdrawn.update(session.execute(
+            delete(table).where(table.c.id.in_(ids[start:start + _IN_CHUNK]), exists().where(*blocking))
+            .returning(table.c.id)
+        ).scalars())
+    return [pair for pair in entered if pair[0] not in withdrawn]
+
+
 def record_events(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Store events once per idempotency key, in one statement (safe under races);
     returns the ids of the new ones by key. Keys already stored are left out."""
     if not rows:
         return {}
-    statement = _insert_ignoring_conflicts(session, Event, ["idempotency_key"]).returning(Event.id, Event.idempotency_key)
+    statement = insert_ignoring_conflicts(session, Event, ["idempotency_key"]).returning(Event.id, Event.idempotency_key)
     return {key: event_id for event_id, key in session.execute(statement, rows).all()}
 
 
@@ -101,7 +131,7 @@ def insert_outbox_rows(session: Session, rows: list[dict[str, Any]]) -> list[int
     """Insert outbox rows, ignoring those already there for (enrollment, step, visit); returns the new rows' ids."""
     if not rows:
         return []
-    statement = _insert_ignoring_conflicts(session, Outbox.__table__, ["enrollment_id", "step_id", "visit"])
+    statement = insert_ignoring_conflicts(session, Outbox.__table__, ["enrollment_id", "step_id", "visit"])
     return list(session.execute(statement.returning(Outbox.__table__.c.id), rows).scalars().all())
 
 

@@ -198,7 +198,7 @@ class Handoff(SQLModel, table=True):
 
     id: Optional[int] = Field(default=None, primary_key=True)
     lead_id: int = Field(foreign_key="lead.id")
-    status: str = Field(default="open", max_length=16)  # open | accepted | rejected | later
+    status: str = Field(default="open", max_length=16)  # open | accepted | rejected | later | withdrawn (the lead left)
     owner: str = Field(max_length=320)
     team: Optional[str] = None
     source: str = ""  # what handed it off: scenario/step, or the event that reached the hand-off point
