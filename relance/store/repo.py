@@ -39,9 +39,10 @@ def upsert_lead(session: Session, *, email: str, now: datetime, **profile: Any) 
     """The lead with this email, created if new; non-empty profile values update it."""
     email = normalise_email(email)
     lead = find_lead(session, email)
-    if lead is None:
-        lead = Lead(email=email, created_at=now, updated_at=now)
-        session.add(lead)
+    if lead is None:  # two workers receiving the same form at once create one lead
+        session.execute(insert_ignoring_conflicts(session, Lead.__table__, ["email"]),
+                        [Lead(email=email, created_at=now, updated_at=now).model_dump(exclude={"id"})])
+        lead = find_lead(session, email)
     for key, value in profile.items():
         if value not in (None, "") and hasattr(lead, key):
             setattr(lead, key, value)

@@ -1,0 +1,44 @@
+"""A tick or an ingestion in a process of its own, for the concurrency and crash tests.
+
+    python tests/exactly_once/worker.py tick SCENARIO NOW [BATCH]
+    python tests/exactly_once/worker.py ingest EVENTS.json NOW
+
+Settings come from the environment (RELANCE_*), as for `relance tick`. It runs the same
+functions as the tick flow's tasks, without a Prefect server (the concurrency under test is the
+database's). Prints the tick's counts as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+
+from relance.ingest import IncomingEvent, ingest_events
+from relance.library import load_library
+from relance.runner import open_store, run_tick_inline
+from relance.settings import Settings
+
+
+def main(argv: list[str]) -> None:
+    settings = Settings()
+    engine = open_store(settings)
+    library = load_library(settings)
+    if argv[0] == "tick":
+        now = datetime.fromisoformat(argv[2])
+        report = run_tick_inline(engine, settings, scenario=argv[1], now=now, library=library,
+                                 batch_size=int(argv[3]) if len(argv) > 3 else None)
+        print(json.dumps(report.as_dict()))
+    elif argv[0] == "ingest":
+        now = datetime.fromisoformat(argv[2])
+        events = [IncomingEvent(e["type"], e["email"], datetime.fromisoformat(e["at"]), e.get("properties", {}), e.get("key"))
+                  for e in json.loads(open(argv[1]).read())]
+        stored = 0
+        for start in range(0, len(events), 100):
+            stored += ingest_events(engine, library, events[start:start + 100], now=now).stored
+        print(json.dumps({"stored": stored}))
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
