@@ -11,13 +11,25 @@ database's). Prints the tick's counts as JSON.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from datetime import datetime
 
+from relance.email.transports import make_transport
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
 from relance.runner import open_store, run_tick_inline
 from relance.settings import Settings
+
+
+class _Slow:
+    def __init__(self, transport, delay: float) -> None:
+        self.transport, self.delay = transport, delay
+
+    def send(self, email):
+        time.sleep(self.delay)
+        return self.transport.send(email)
 
 
 def main(argv: list[str]) -> None:
@@ -26,7 +38,11 @@ def main(argv: list[str]) -> None:
     library = load_library(settings)
     if argv[0] == "tick":
         now = datetime.fromisoformat(argv[2])
-        report = run_tick_inline(engine, settings, scenario=argv[1], now=now, library=library,
+        transport = make_transport(settings)
+        if os.environ.get("WORKER_SEND_DELAY"):  # the crash test kills it mid-send: give each send a little time
+            transport = _Slow(transport, float(os.environ["WORKER_SEND_DELAY"]))
+        print("ready", flush=True)
+        report = run_tick_inline(engine, settings, scenario=argv[1], now=now, library=library, transport=transport,
                                  batch_size=int(argv[3]) if len(argv) > 3 else None)
         print(json.dumps(report.as_dict()))
     elif argv[0] == "ingest":
