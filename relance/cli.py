@@ -165,12 +165,13 @@ def event(
     engine = open_store(settings)
     sync_scenarios(engine, settings, now=now, library=library)
     try:
-        result = ingest_events(engine, library, [IncomingEvent(type, lead, when, properties, key)], now=now)
+        result = ingest_events(engine, library, [IncomingEvent(type, lead, when, properties, key)], now=now, channel="cli")
     except UnknownLead as exc:
         _fail(str(exc))
     console.print(
         f"{'stored' if result.stored else 'already stored (same idempotency key)'}: {type} for {lead}; "
         f"entered {result.enrolled} scenario(s), woke {result.woken} waiting enrollment(s)"
+        + ("; suppressed: never mailed again" if result.suppressed else "")
     )
 
 
@@ -190,8 +191,11 @@ def lead_show(
         sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
         return
     profile = Table(show_header=False, title=f"{summary['first_name']} {summary['last_name']} <{summary['email']}>")
-    for k in ("company", "job_title", "sector", "company_revenue", "country", "timezone", "source", "stage", "score", "grade", "temperature", "suppressed"):
+    for k in ("company", "job_title", "sector", "company_revenue", "country", "timezone", "source", "stage", "score", "grade", "temperature"):
         profile.add_row(k, str(summary.get(k) if summary.get(k) is not None else ""))
+    listed = summary.get("suppression_list")
+    profile.add_row("suppressed", f"{listed['reason']} ({listed['source']}, {_when(listed['at'])})" if listed
+                    else summary.get("suppressed") or "")
     console.print(profile)
     enrollments = Table("scenario", "status", "step", "due", "entered", "left / reason", title="Enrollments")
     for e in summary["enrollments"]:
@@ -238,6 +242,93 @@ def flow_decay(now: Optional[str] = typer.Option(None, "--now", help="Pretend it
     _now(now)  # a bad --now is refused before Prefect starts
     result = run_flow("flows.housekeeping", "decay", now=now)
     console.print(f"decay: {result['leads']} idle lead(s) lost {-result['points']} point(s) in all")
+
+
+suppress_app = typer.Typer(no_args_is_help=True, help="The suppression list: addresses relance never mails, leads or not yet.")
+app.add_typer(suppress_app, name="suppress")
+
+
+def _reason(reason: str) -> str:
+    from relance.suppression import REASONS
+
+    if reason not in REASONS:
+        raise typer.BadParameter(f"{reason!r}: choose one of {', '.join(REASONS)}", param_hint="--reason")
+    return reason
+
+
+@suppress_app.command("import")
+def suppress_import(
+    csv_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV with an email column (optional reason), or one address per line."),
+    reason: str = typer.Option("imported", "--reason", help="Reason of rows without one: unsubscribed, bounced, complained, imported, manual."),
+    source: Optional[str] = typer.Option(None, "--source", help="Where the list came from (default: import:FILE)."),
+) -> None:
+    """Never mail these addresses: bad rows reported by row number, good rows kept; their pending emails are cancelled."""
+    from sqlmodel import Session
+
+    from relance.importer import parse_suppression_list
+    from relance.runner import open_store
+    from relance.suppression import suppress_all
+
+    parsed = parse_suppression_list(csv_file.read_text(encoding="utf-8-sig"), reason=_reason(reason))
+    for problem in parsed.problems:
+        err.print(f"{csv_file}:{problem}", markup=False, highlight=False, soft_wrap=True)
+    with Session(open_store(_settings())) as session:
+        outcome = suppress_all(session, [(row.email, row.reason) for row in parsed.rows],
+                               source=source or f"import:{csv_file.name}", now=_now(None))
+        session.commit()
+    table = Table("suppressed now", "already on the list", "rows with problems")
+    table.add_row(str(outcome.suppressed), str(outcome.already),
+                  str(len({p.row_number for p in parsed.problems if p.level != "info"})))
+    console.print(table)
+    if parsed.errors and not parsed.rows:
+        raise typer.Exit(1)
+
+
+@suppress_app.command("add")
+def suppress_add(
+    email: str = typer.Argument(..., help="The address (a lead or not)."),
+    reason: str = typer.Option("manual", "--reason", help="unsubscribed, bounced, complained, imported, manual."),
+    source: str = typer.Option("cli:suppress-add", "--source", help="Where the request came from (kept with the entry)."),
+) -> None:
+    """Never mail this address; its pending emails are cancelled."""
+    from sqlmodel import Session
+
+    from relance.importer import checked_email
+    from relance.runner import open_store
+    from relance.suppression import entry_of, suppress
+
+    try:
+        address = checked_email(email)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="EMAIL")
+    with Session(open_store(_settings())) as session:
+        new = suppress(session, email=address, reason=_reason(reason), source=source, now=_now(None))
+        session.commit()
+        entry = entry_of(session, address)
+    if new:
+        console.print(f"{address}: suppressed ({entry['reason']})", markup=False, highlight=False)
+    else:
+        console.print(f"{address}: already on the list ({entry['reason']}, {entry['source']}, {_when(entry['at'])})",
+                      markup=False, highlight=False)
+
+
+@suppress_app.command("list")
+def suppress_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Every address on the list: reason, source, when, whether it is a lead."""
+    from sqlmodel import Session
+
+    from relance.runner import open_store
+    from relance.suppression import list_entries
+
+    with Session(open_store(_settings())) as session:
+        entries = list_entries(session)
+    if as_json:
+        sys.stdout.write(json.dumps(entries, indent=2, ensure_ascii=False, default=str) + "\n")
+        return
+    table = Table("email", "reason", "source", "since", "lead", title=f"Suppression list ({len(entries)})")
+    for e in entries:
+        table.add_row(e["email"], e["reason"], e["source"], _when(e["at"]), "yes" if e["lead"] else "no")
+    console.print(table)
 
 
 sales_app = typer.Typer(no_args_is_help=True, help="Sales answers to a handed-off lead.")

@@ -4,6 +4,10 @@ Parsing never stops at the first bad row: each problem names the row a spreadshe
 (header = row 1) and the column, bad rows are left out, good rows go on. Importing fills or
 updates profile fields only; the score, stage and history of a known lead are never reset,
 and its source (first touch, what "leads by source" counts) is filled, never replaced.
+A new lead whose address is on the suppression list comes in suppressed.
+
+Suppression lists (`relance suppress import`) are read here too, with the same row numbers:
+a CSV with an `email` column (and an optional `reason`), or one address per line.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sqlmodel import Session, select
 
 from relance.clock import ensure_utc
 from relance.store.tables import Lead
+from relance.suppression import REASONS, honour_list_of
 
 PROFILE_FIELDS: tuple[str, ...] = (
     "first_name", "last_name", "job_title", "company", "sector", "company_revenue",
@@ -106,10 +111,7 @@ class LeadRow(BaseModel):
     @field_validator("email")
     @classmethod
     def _email(cls, value: str) -> str:
-        email = value.strip().lower()
-        if len(email) > 320 or not _EMAIL.match(email) or len(email.split("@")[0]) > 64:
-            raise ValueError(f"{value!r} is not an email address")
-        return email
+        return checked_email(value)
 
     @field_validator("first_name", "last_name", "job_title", "company", "source")
     @classmethod
@@ -196,6 +198,15 @@ class ImportSummary:
     updated: int = 0
     unchanged: int = 0
     skipped: int = 0
+    suppressed: int = 0  # of the leads created, those whose address was on the suppression list
+
+
+def checked_email(value: str) -> str:
+    """The address, lower-case; ValueError if it is not one."""
+    email = value.strip().lower()
+    if len(email) > 320 or not _EMAIL.match(email) or len(email.split("@")[0]) > 64:
+        raise ValueError(f"{value!r} is not an email address")
+    return email
 
 
 def _fold(text: str) -> str:
@@ -313,7 +324,7 @@ def _new_lead(row: LeadRow, now: datetime) -> Lead:
 def import_leads(session: Session, result: ImportResult, *, now: datetime, batch_size: int = BATCH_SIZE) -> ImportSummary:
     """Upsert the good rows by email in batches; known leads keep their score, stage and history."""
     now = ensure_utc(now)
-    created = updated = unchanged = 0
+    created = updated = unchanged = suppressed = 0
     for start in range(0, len(result.rows), batch_size):
         batch = result.rows[start:start + batch_size]
         existing = {lead.email: lead for lead in session.exec(select(Lead).where(Lead.email.in_([r.email for r in batch])))}
@@ -337,6 +348,92 @@ def import_leads(session: Session, result: ImportResult, *, now: datetime, batch
         if new_leads:
             # one executemany INSERT per batch; ORM add_all would insert row by row on SQLite to read back ids
             session.execute(insert(Lead), [lead.model_dump(exclude={"id"}) for lead in new_leads])
+            suppressed += honour_list_of(session, [lead.email for lead in new_leads])  # listed: never mailed
         session.flush()
         created += len(new_leads)
-    return ImportSummary(created=created, updated=updated, unchanged=unchanged, skipped=result.rejected_rows)
+    return ImportSummary(created=created, updated=updated, unchanged=unchanged, skipped=result.rejected_rows,
+                         suppressed=suppressed)
+
+
+# --------------------------------------------------------------------------- suppression lists
+
+
+@dataclass(frozen=True)
+class SuppressionRow:
+    row_number: int
+    email: str
+    reason: str
+
+
+@dataclass
+class SuppressionFile:
+    """The addresses of a suppression list (duplicates merged, first row kept) and every problem found."""
+
+    rows: list[SuppressionRow] = field(default_factory=list)
+    problems: list[RowProblem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[RowProblem]:
+        return [p for p in self.problems if p.level == "error"]
+
+
+def parse_suppression_list(text: str, *, reason: str) -> SuppressionFile:
+    """Check every row of a suppression list; `reason` is that of rows without a (known) one.
+
+    A file whose first line has an `email` column is a CSV (`,` or `;`, an optional `reason`
+    column); otherwise it is one address per line, from line 1. Bad rows are reported and left
+    out; a row with an unknown reason is kept with `reason` (an address to suppress is never
+    dropped for its reason), with a warning."""
+    if reason not in REASONS:
+        raise ValueError(f"unknown reason {reason!r}: use one of {', '.join(REASONS)}")
+    result = SuppressionFile()
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        result.problems.append(RowProblem(1, "header", "the file is empty: expected addresses, or a header row with an email column"))
+        return result
+    delimiter = _sniff_delimiter(text.splitlines()[0])
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    first = next(reader)
+    columns = [_column_of(name) for name in first]
+    if "email" in columns:
+        email_at = columns.index("email")
+        reason_at = columns.index("reason") if "reason" in columns else None
+        records, start = _records(reader, result), 2
+    elif len(first) == 1 and "@" in first[0]:  # no header: one address per line
+        email_at, reason_at = 0, None
+        records, start = _plain_lines(first, reader, result), 1
+    else:
+        result.problems.append(RowProblem(1, "email", f"no email column in the header ({', '.join(first)}): "
+                                          "expected an email column (and optionally reason), or one address per line"))
+        return result
+    seen: dict[str, int] = {}
+    for row_number, cells in enumerate(records, start=start):
+        if not any(cell.strip() for cell in cells):
+            continue
+        value = cells[email_at].strip() if email_at < len(cells) else ""
+        if not value:
+            result.problems.append(RowProblem(row_number, "email", "empty: every row needs an email address"))
+            continue
+        try:
+            email = checked_email(value)
+        except ValueError as exc:
+            result.problems.append(RowProblem(row_number, "email", str(exc)))
+            continue
+        given = cells[reason_at].strip().lower() if reason_at is not None and reason_at < len(cells) else ""
+        if given and given not in REASONS:
+            result.problems.append(RowProblem(row_number, "reason", f"unknown reason {given!r} (known: {', '.join(REASONS)}): "
+                                              f"the address is suppressed as {reason}", level="warning"))
+            given = ""
+        if email in seen:
+            result.problems.append(RowProblem(row_number, "email", f"{email} already on row {seen[email]}: that row is kept",
+                                              level="info"))
+            continue
+        seen[email] = row_number
+        result.rows.append(SuppressionRow(row_number, email, given or reason))
+    return result
+
+
+def _plain_lines(first: list[str], reader: Iterator[list[str]], result: SuppressionFile) -> Iterator[list[str]]:
+    """A list without a header: its first line is an address too."""
+    yield first
+    yield from _records(reader, result)

@@ -9,6 +9,7 @@ from sqlmodel import Session
 
 from relance.store.repo import find_lead
 from relance.store.tables import Enrollment, Handoff, Lead, Outbox, ScoreChange, StageChange
+from relance.suppression import entry_of
 
 _PROFILE = (
     "email", "first_name", "last_name", "job_title", "company", "sector", "company_revenue", "country",
@@ -56,6 +57,8 @@ def lead_summary(engine: Engine, email: str, *, temperature_of=None) -> dict[str
             for h in session.exec(select(Handoff).where(Handoff.lead_id == lead.id).order_by(Handoff.id.desc())).scalars()
         ]
         summary["suppression"] = {"suppressed": lead.suppressed is not None, "reason": lead.suppressed}
+        # the address's entry on the suppression list: the first reason given, where it came from, when
+        summary["suppression_list"] = entry_of(session, lead.email)
         summary["emails"] = [
             {"scenario": o.scenario, "step_id": o.step_id, "template": o.template, "subject": o.subject,
              "status": o.status, "sent_at": o.sent_at, "error": o.error}

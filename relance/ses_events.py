@@ -1,5 +1,9 @@
 """SES event notifications (SNS -> SQS) in: matched to the outbox, stored once, bounces suppress.
 
+A permanent bounce or a complaint is ingested like any other event (channel `ses`), which
+suppresses its lead (relance.suppression); the other recipients it names are suppressed too,
+leads or not.
+
 A message is deleted from the queue only after its event is committed. A message that cannot
 be understood is set aside (dead-letter queue, else a JSON file with its reason), then deleted,
 so it is never lost and never blocks the queue.
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +24,9 @@ from sqlmodel import Session
 from relance.clock import ensure_utc
 from relance.ingest import IncomingEvent, UnknownLead, ingest_events
 from relance.library import Library
-from relance.store.repo import find_lead
+from relance.store.repo import normalise_email
 from relance.store.tables import Lead, Outbox
+from relance.suppression import suppress
 
 EVENT_TYPES = {
     "Send": "email_sent", "Delivery": "email_delivered", "Open": "email_opened", "Click": "email_clicked",
@@ -91,46 +97,59 @@ def _incoming(session: Session, event: SesEvent) -> tuple[IncomingEvent, list[st
         lead = session.get(Lead, row.lead_id)
         email = lead.email if lead else email
         properties.update(scenario=row.scenario, step_id=row.step_id, enrollment_id=row.enrollment_id, outbox_id=row.id)
-    suppress: list[str] = []
+    recipients: list[str] = []  # the addresses a permanent bounce or a complaint names
     if event.kind == "Click":
         properties["link"] = event.detail.get("link", "")
     if event.kind == "Bounce":
         properties["bounce_type"] = "permanent" if event.permanent_bounce else "transient"
         if event.permanent_bounce:
-            suppress = [r.get("emailAddress", email) for r in event.detail.get("bouncedRecipients") or [{"emailAddress": email}]]
+            recipients = _addresses(event.detail.get("bouncedRecipients"), email)
     if event.kind == "Complaint":
-        suppress = [r.get("emailAddress", email) for r in event.detail.get("complainedRecipients") or [{"emailAddress": email}]]
+        recipients = _addresses(event.detail.get("complainedRecipients"), email)
     key = f"ses:{event.message_id}:{event.kind}:{event.occurred_at.isoformat()}:{email}"
     if event.kind == "Click":
         key += f":{properties['link']}"
-    return IncomingEvent(EVENT_TYPES[event.kind], email, event.occurred_at, properties, key), suppress
+    return IncomingEvent(EVENT_TYPES[event.kind], email, event.occurred_at, properties, key), recipients
 
 
-def suppress(session: Session, *, email: str, reason: str, now: datetime) -> bool:
-    """Never mail this address again; the first reason is kept."""
-    lead = find_lead(session, email)
-    if lead is None or lead.suppressed is not None:
-        return False
-    lead.suppressed, lead.updated_at = reason, now
-    return True
+def _addresses(recipients: Any, default: str) -> list[str]:
+    """The bare, lower-case addresses of SES's bounced/complained recipients (the destination if it lists none)."""
+    found = [parseaddr(str(r.get("emailAddress") or default))[1] or default
+             for r in (recipients if isinstance(recipients, list) else []) if isinstance(r, dict)]
+    return list(dict.fromkeys(normalise_email(a) for a in found or [default]))
 
 
 def handle(engine: Engine, library: Library, body: str, *, now: datetime, report: DrainReport) -> None:
-    """Store one SQS message body; raises BadMessage when it must be set aside."""
+    """Store one SQS message body; raises BadMessage when it must be set aside.
+
+    The event goes through ingestion (which suppresses the lead of a permanent bounce or a
+    complaint); the other addresses the bounce or complaint names are suppressed here, through
+    the same `suppress`, leads or not. Both are committed before the message leaves the queue."""
     event = parse_ses_message(body)
     with Session(engine) as session:
-        incoming, addresses = _incoming(session, event)
+        incoming, recipients = _incoming(session, event)
     try:
-        result = ingest_events(engine, library, [incoming], now=now)
+        result = ingest_events(engine, library, [incoming], now=now, channel="ses")
     except UnknownLead as exc:
+        # no lead to store the event against, but an address that bounced or complained is never mailed
+        report.suppressed += _suppress_recipients(engine, recipients, kind=incoming.type, now=now)
         raise BadMessage(str(exc)) from None
     report.stored += result.stored
     report.duplicates += result.duplicates
-    if addresses:
-        reason = "complained" if event.kind == "Complaint" else "bounced"
-        with Session(engine) as session:
-            report.suppressed += sum(suppress(session, email=a, reason=reason, now=now) for a in addresses)
-            session.commit()
+    report.suppressed += result.suppressed
+    others = [a for a in recipients if a != normalise_email(incoming.email)]  # the lead's own: ingestion did it
+    report.suppressed += _suppress_recipients(engine, others, kind=incoming.type, now=now)
+
+
+def _suppress_recipients(engine: Engine, addresses: list[str], *, kind: str, now: datetime) -> int:
+    """Suppress these addresses (reason from the event type, source `ses:<type>`); how many were new."""
+    if not addresses:
+        return 0
+    reason = "complained" if kind == "email_complained" else "bounced"
+    with Session(engine) as session:
+        new = sum(suppress(session, email=a, reason=reason, source=f"ses:{kind}", now=now) for a in addresses)
+        session.commit()
+    return new
 
 
 def drain(

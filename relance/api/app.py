@@ -95,9 +95,11 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
             return row, lead
 
     def record(type_: str, row: Outbox, lead: Lead, key: str | None = None, **extra: Any) -> None:
+        """An event of a link in an email (click, open, unsubscribe): ingested like any other, channel `link`."""
         properties = {"scenario": row.scenario, "step_id": row.step_id, "enrollment_id": row.enrollment_id,
                       "outbox_id": row.id, **extra}
-        ingest_events(engine, library, [IncomingEvent(type_, lead.email, clock.now(), properties, key)], now=clock.now())
+        ingest_events(engine, library, [IncomingEvent(type_, lead.email, clock.now(), properties, key)], now=clock.now(),
+                      channel="link")
 
     def genuine(token: str, kind: str) -> dict[str, Any]:
         payload = tracking.verify(settings.secret_key, token, kind=kind)
@@ -143,11 +145,7 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
         if "List-Unsubscribe=One-Click" not in form:
             raise HTTPException(400, "expected the body List-Unsubscribe=One-Click (RFC 8058)")
         row, lead = outbox_of(payload)
-        with Session(engine) as session:
-            stored = session.get(Lead, lead.id)
-            if stored.suppressed is None:
-                stored.suppressed, stored.updated_at = "unsubscribed", clock.now()
-                session.commit()
+        # the event suppresses (relance.suppression, through ingestion); one per lead, however often the link is posted
         record("unsubscribed", row, lead, key=f"unsubscribe:{lead.id}")
         return _page("Vous êtes désinscrit", f"<p>{escape(lead.email)} ne recevra plus nos emails.</p>")
 
@@ -170,7 +168,7 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
                                   consent_at=ensure_utc(item.consent.at or item.occurred_at or now).isoformat())
             incoming.append(IncomingEvent(item.type, item.email, ensure_utc(item.occurred_at or now), properties, item.idempotency_key))
         try:
-            result = ingest_events(engine, library, incoming, now=now)
+            result = ingest_events(engine, library, incoming, now=now, channel="api")
         except UnknownLead as exc:
             index = next(i for i, e in enumerate(incoming) if e.email.strip().lower() in str(exc))
             raise HTTPException(422, [{"loc": ["body", index, "email"], "msg": str(exc), "type": "unknown_lead"}]) from exc
