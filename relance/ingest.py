@@ -23,7 +23,7 @@ from relance.scoring.ledger import add_points, move_stage
 from relance.scoring.rules import at_handoff_point, behaviour_points, fit_points, grade_of
 from relance.store.tables import Enrollment, Event, Lead
 from relance.sales import withdraw
-from relance.suppression import SUPPRESSING_EVENTS, reason_of_event, suppress
+from relance.suppression import SUPPRESSING_EVENTS, honour_list, reason_of_event, suppress
 
 CREATES_LEADS = frozenset({"form_submitted"})  # other events must name a known lead
 
@@ -86,6 +86,7 @@ def ingest_events(
                 consent = {k.removeprefix("consent_"): v for k, v in incoming.properties.items() if k.startswith("consent_")}
                 if consent:
                     lead.fields = {**(lead.fields or {}), "consent": consent}
+                honour_list(session, lead)  # an address on the suppression list becomes a lead never mailed
                 grade_lead(lead, library.scoring)
                 session.flush()
             rows.append(dict(lead_id=lead.id, type=incoming.type, occurred_at=ensure_utc(incoming.occurred_at),
@@ -93,6 +94,7 @@ def ingest_events(
         stored = record_events(session, rows)
         waiting = lock_active_enrollments(session, {row["lead_id"] for row in rows})
         opens = opened_emails(session, {row["lead_id"] for row in rows if row["type"] == "email_opened"})
+        entering: dict[tuple[str, datetime | None], list[Lead]] = defaultdict(list)
         for incoming, row in zip(events, rows):
             event_id = stored.pop(row["idempotency_key"], None)  # popped: a key twice in the batch is stored once
             if event_id is None:
@@ -108,14 +110,14 @@ def ingest_events(
             fact = event_fact(event)
             for name, plan in library.plans.items():
                 trigger = plan.scenario.trigger
-                if isinstance(trigger, EventTrigger) and event_triggers(trigger, fact):
-                    version_id = versions.get(name)
-                    if version_id is not None:
-                        result.enrolled += enroll_leads(
-                            session, plan=plan_for_version(session, version_id), version_id=version_id,
-                            leads=[lead], scoring=library.scoring, now=now, due_at=_due_of(incoming, now),
-                        )
+                if isinstance(trigger, EventTrigger) and event_triggers(trigger, fact) and name in versions:
+                    entering[(name, _due_of(incoming, now))].append(lead)
             result.woken += wake(waiting.get(lead.id, ()), event_type=incoming.type, now=now)
+        for (name, due_at), leads_in in sorted(entering.items(), key=lambda item: (item[0][0], item[0][1] or now)):
+            result.enrolled += enroll_leads(  # one bulk enrollment per scenario (and re-engage date)
+                session, plan=plan_for_version(session, versions[name]), version_id=versions[name],
+                leads=leads_in, scoring=library.scoring, now=now, due_at=due_at,
+            )
         session.commit()
     return result
 

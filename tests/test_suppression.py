@@ -364,8 +364,6 @@ def test_a_plain_list_one_address_per_line_with_reason_and_source(env, tmp_path)
     assert_suppressed_everywhere(env, reason="unsubscribed", source="old crm export")
 
 
-@pytest.mark.xfail(strict=True, reason="ingest_events creates form leads with upsert_lead and does not call "
-                   "relance.suppression.honour_list yet (one line in relance/ingest.py)")
 def test_a_form_from_an_address_on_the_list_creates_a_lead_already_suppressed(env, tmp_path):
     listed = tmp_path / "list.txt"
     listed.write_text("nouveau@globex.example\n", encoding="utf-8")

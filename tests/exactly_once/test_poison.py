@@ -1,0 +1,65 @@
+"""One bad lead, row or message never stops the others; its failure is kept on its row, with the step and reason."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+from relance.email.transports import RecordingTransport
+from relance.library import load_library
+from relance.leads import lead_summary
+from relance.report import build_report
+from relance.runner import run_tick_inline, sync_scenarios
+from relance.store.tables import Enrollment, Lead, Outbox
+
+from conftest import add_leads
+
+HOOK = """\
+scenario: hook
+trigger: {segment: {stage_in: [lead]}}
+steps:
+  - id: bump
+    score: +1000
+  - id: hello
+    send: hello
+    subject: "Bonjour {{ lead.first_name }}"
+  - id: tell
+    notify: {webhook: "http://[::1"}
+"""
+
+
+def test_a_bad_address_a_bad_url_and_a_score_overflow_fail_alone(engine, settings, clock, folder):
+    (folder / "scenarios" / "drip.yaml").unlink()
+    (folder / "scenarios" / "guide.yaml").unlink()
+    (folder / "scenarios" / "hook.yaml").write_text(HOOK, encoding="utf-8")
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    emails = add_leads(engine, clock.now(), 100)
+    with Session(engine) as session:  # as an old import or a hand-written row could have left them
+        session.execute(update(Lead).where(Lead.email == emails[10]).values(email="mid@x.example\r\nBcc: victim@evil.example"))
+        session.execute(update(Lead).where(Lead.email == emails[20]).values(score=2**31 - 10 if engine.dialect.name == "postgresql" else 2**63 - 10))
+        session.commit()
+    transport = RecordingTransport()
+    report = run_tick_inline(engine, settings, scenario="hook", now=clock.now(), library=library, transport=transport, batch_size=50)
+    assert report.sent == 98 and len(transport.sent) == 98  # the 98 good leads were mailed
+    assert report.enrollments_failed == 1 and report.failed >= 1
+    with Session(engine) as session:
+        failed = session.execute(select(Enrollment.lead_id, Enrollment.exit_reason).where(Enrollment.status == "failed")).all()
+        overflow = session.execute(select(Lead.id).where(Lead.score > 2**31 - 20)).scalar()
+        assert [f.lead_id for f in failed] == [overflow] and failed[0].exit_reason.startswith("error at step bump:")
+        bad = session.execute(select(Outbox.status, Outbox.error).where(Outbox.to_address.like("mid@x.example%"))).one()
+        assert bad.status == "failed" and "line break" in bad.error
+        webhooks = session.execute(select(Outbox.status, Outbox.error).where(Outbox.options["kind"].as_string() == "webhook")).all()
+        assert len(webhooks) == 99 and {w.status for w in webhooks} == {"failed"} and all(w.error for w in webhooks)
+    # nothing is left due or pending: a second tick has nothing to retry, and nobody is mailed twice
+    again = run_tick_inline(engine, settings, scenario="hook", now=clock.now() + timedelta(hours=1), library=library, transport=transport)
+    assert again.sent == 0 and again.advanced == 0 and len(transport.sent) == 98
+    # the failure is shown where people look
+    summary = lead_summary(engine, emails[20])
+    assert summary["enrollments"][0]["status"] == "failed" and "bump" in summary["enrollments"][0]["exit_reason"]
+    with Session(engine) as session:
+        figures = build_report(session, now=clock.now())["delivery"]
+    assert figures["failed_enrollments"] == [{"scenario": "hook", "step_id": "bump", "count": 1,
+                                              "reason": failed[0].exit_reason}]
