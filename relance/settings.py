@@ -20,10 +20,12 @@ class Settings(BaseSettings):
     outbox_dir: Path = Field(Path("outbox"), description="Where the file transport writes .eml files.")
     smtp_host: str = "localhost"
     smtp_port: int = 25
+    smtp_timeout: float = Field(30.0, gt=0, description="Seconds an SMTP server may take to accept a connection or answer a step.")
     ses_endpoint_url: str | None = Field(None, description="Override the SES endpoint (tests use a local moto server).")
     ses_region: str = "eu-west-1"
     ses_configuration_set: str | None = None
     ses_max_send_rate: float | None = Field(None, gt=0, description="Emails per second SES allows this account (its quota).")
+    ses_timeout: float = Field(10.0, gt=0, description="Seconds SES may take to accept a connection, and to answer a sent call.")
     secret_key: str = Field("change-me", description="Signs tracking and unsubscribe links.")
     public_url: str = Field("http://localhost:8000", description="Base URL of tracking and unsubscribe links.")
     api_token: str | None = None

@@ -47,7 +47,12 @@ def post(client: httpx.Client, url: str, body: dict[str, Any], *, secret: str, o
                "X-Relance-Signature": signature(secret, raw), "User-Agent": "relance"}
     try:
         response = client.post(url, content=raw, headers=headers, timeout=TIMEOUT_S)
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:  # nothing was sent, and never will be
+        raise DeliveryError(f"webhook URL {url!r} is malformed: {exc}", retryable=False) from exc
     except httpx.HTTPError as exc:
+        # Unlike an email, a webhook whose outcome is unknown (a read timeout, a connection reset or closed after
+        # the request was sent) is retried: every POST of an outbox row carries the same Idempotency-Key, so the
+        # receiver drops a repeat. Connection refused and connect timeouts are retried for the plain reason.
         raise DeliveryError(f"webhook {url}: {type(exc).__name__}: {exc}", retryable=True) from exc
     if response.is_success:
         return

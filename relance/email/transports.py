@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import smtplib
+import ssl
 import uuid
 from pathlib import Path
 from typing import Protocol
@@ -52,26 +54,117 @@ class FileTransport:
 
 
 class SmtpTransport:
-    """Plain SMTP, one connection per batch of sends is left to the server's keep-alive."""
+    """Plain SMTP, one connection per email, the dialogue in steps so that a failure tells whether the
+    message had been handed over.
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    Before the server accepted DATA (connect, EHLO, MAIL FROM, RCPT TO, DATA), nothing was handed over: a
+    4xx reply, a refused or dropped connection, a timeout may be retried; a 5xx reply (or every recipient
+    refused with 5xx) is for good. Once the content is being sent, a reply still proves what happened to it
+    (RFC 5321: only 250 means the server took it; 4xx and 5xx mean it did not), but a disconnect or a
+    timeout leaves it unknown: the server may have queued it."""
+
+    def __init__(self, host: str, port: int, *, timeout: float = 30.0) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
 
     def send(self, email: OutgoingEmail) -> str:
         message = build_mime(email)
+        where = f"SMTP {self.host}:{self.port}"
+        smtp = _SteppedSMTP(timeout=self.timeout)
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=30) as smtp:
-                smtp.send_message(message)
+            code, reply = smtp.connect(self.host, self.port)
+            if code != 220:
+                raise smtplib.SMTPConnectError(code, reply)
+            smtp.ehlo_or_helo_if_needed()
+            smtp.send_message(message)  # smtplib flattens the message (the bytes sent); _SteppedSMTP.sendmail sends them
         except smtplib.SMTPRecipientsRefused as exc:
-            raise DeliveryError(f"recipient refused: {exc.recipients}", retryable=False) from exc
-        except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, OSError) as exc:
-            raise DeliveryError(f"SMTP {self.host}:{self.port}: {exc}", retryable=True) from exc
-        except smtplib.SMTPResponseException as exc:
-            raise DeliveryError(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", retryable=400 <= exc.smtp_code < 500) from exc
+            codes = [code for code, _ in exc.recipients.values()]
+            refusals = ", ".join(f"{to}: {code} {_text(reply)}" for to, (code, reply) in exc.recipients.items())
+            raise DeliveryError(f"{where} refused the recipient ({refusals})",
+                                retryable=any(not 500 <= code < 600 for code in codes)) from exc
+        except smtplib.SMTPResponseException as exc:  # a reply code at connect, EHLO, MAIL, DATA or after the content
+            told = f"{where} answered {exc.smtp_code} {_text(exc.smtp_error)}"
+            if 500 <= exc.smtp_code < 600:
+                raise DeliveryError(told, retryable=False) from exc
+            if 400 <= exc.smtp_code < 500 or not smtp.handed_over:
+                raise DeliveryError(told, retryable=True) from exc
+            raise OutcomeUnknown(f"{told} after the content was sent: it may have been taken") from exc
+        except smtplib.SMTPNotSupportedError as exc:  # e.g. a non-ASCII address and no SMTPUTF8
+            raise DeliveryError(f"{where}: {exc}", retryable=False) from exc
+        except OSError as exc:  # refused, reset, closed (SMTPServerDisconnected), timed out (smtplib's errors are OSErrors)
+            if smtp.handed_over:
+                raise OutcomeUnknown(f"{where}: {_describe(exc)} after the content was sent: it may have been taken") from exc
+            raise DeliveryError(f"{where}: {_describe(exc)} before the message was handed over", retryable=True) from exc
+        finally:
+            _quit(smtp)
         return message["Message-ID"]
 
 
+class _SteppedSMTP(smtplib.SMTP):
+    """smtplib's send_message (the same bytes), with sendmail's steps done here so that `handed_over` tells
+    whether the server accepted DATA and the content started to go."""
+
+    handed_over = False
+
+    def sendmail(self, from_addr, to_addrs, msg, mail_options=(), rcpt_options=()):
+        self.ehlo_or_helo_if_needed()
+        to_addrs = [to_addrs] if isinstance(to_addrs, str) else list(to_addrs)
+        options = []
+        if self.does_esmtp:
+            if self.has_extn("size"):
+                options.append(f"size={len(msg)}")
+            options.extend(mail_options)
+        code, reply = self.mail(from_addr, options)
+        if code != 250:
+            raise smtplib.SMTPSenderRefused(code, reply, from_addr)
+        refused = {}
+        for each in to_addrs:
+            code, reply = self.rcpt(each, rcpt_options)
+            if code not in (250, 251):
+                refused[each] = (code, reply)
+            if code == 421:  # the server is closing the connection
+                raise smtplib.SMTPRecipientsRefused(refused)
+        if len(refused) == len(to_addrs):
+            raise smtplib.SMTPRecipientsRefused(refused)
+        code, reply = self.docmd("data")
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        self.handed_over = True
+        content = re.sub(rb"(?m)^\.", b"..", msg)  # dot-stuffing, as smtplib.SMTP.data does
+        if not content.endswith(b"\r\n"):
+            content += b"\r\n"
+        self.send(content + b".\r\n")
+        code, reply = self.getreply()
+        if code != 250:
+            raise smtplib.SMTPDataError(code, reply)
+        return refused
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    """Say goodbye if the connection is still up; the outcome is already known."""
+    try:
+        if smtp.sock is not None:
+            smtp.quit()
+    except (OSError, smtplib.SMTPException):
+        pass
+    finally:
+        smtp.close()
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"timed out ({exc})" if str(exc) else "timed out"
+    return f"{type(exc).__name__}: {exc}"
+
+
+# SES's answers that say the call was refused before anything was done, and that waiting may help
 _THROTTLING = {"TooManyRequestsException", "Throttling", "ThrottlingException", "LimitExceededException", "ServiceUnavailable"}
+_NOT_TAKEN_STATUSES = {429, 503}
+# botocore errors raised before a request leaves: missing credentials (fixable; the message waits) or an invalid request
+_BEFORE_SENDING_RETRYABLE = ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError", "NoRegionError")
 
 
 class SesTransport:
@@ -79,7 +172,13 @@ class SesTransport:
 
     With `pacer`, calls keep under the account's maximum send rate; a throttled call is tried again
     (through the pacer, so retries count against the rate) up to `throttle_retries` times before the
-    email is handed back as retryable."""
+    email is handed back as retryable.
+
+    What a failure means (`ses_failure`): retryable only when it proves the message did not leave (no
+    connection could be made, SES throttled it or was unavailable); failed when SES refused it (4xx);
+    OutcomeUnknown when the request was sent and no usable answer came (read timeout, connection closed or
+    reset, a broken answer, a 5xx other than 503: SES or a gateway failed while handling it, it may have
+    sent it)."""
 
     def __init__(self, client, configuration_set: str | None = None, *, pacer: Pacer | None = None,
                  throttle_retries: int = 3) -> None:
@@ -88,6 +187,7 @@ class SesTransport:
 
     def send(self, email: OutgoingEmail) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.parsers import ResponseParserError
 
         simple = {
             "Subject": {"Data": safe_header("Subject", email.subject), "Charset": "UTF-8"},
@@ -110,16 +210,67 @@ class SesTransport:
             if self.pacer is not None:
                 self.pacer.wait()
             try:
-                return self.client.send_email(**request)["MessageId"]
+                answer = self.client.send_email(**request)
             except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-                if code in _THROTTLING and attempt < self.throttle_retries:
+                if _throttled(exc) and attempt < self.throttle_retries:
                     continue  # SES refused before sending: the same call again, at the pace
-                raise DeliveryError(f"SES {code}: {exc}", retryable=code in _THROTTLING or status >= 500) from exc
-            except BotoCoreError as exc:
-                raise DeliveryError(f"SES unreachable: {exc}", retryable=True) from exc
+                raise ses_failure(exc) from exc
+            except (BotoCoreError, ResponseParserError) as exc:
+                raise ses_failure(exc) from exc
+            message_id = answer.get("MessageId") if isinstance(answer, dict) else None
+            if not message_id:
+                raise OutcomeUnknown(f"SES answered without a MessageId ({answer!r:.200}): it may have sent it")
+            return message_id
         raise AssertionError("unreachable")
+
+
+def _throttled(exc) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return code in _THROTTLING or status in _NOT_TAKEN_STATUSES
+
+
+def ses_failure(exc: Exception) -> DeliveryError:
+    """The DeliveryError a botocore error from `send_email` stands for (see SesTransport)."""
+    from botocore import exceptions as e
+
+    if isinstance(exc, e.ClientError):
+        code = exc.response.get("Error", {}).get("Code", "") or "?"
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        told = f"SES {status} {code}: {exc}"
+        if _throttled(exc) or status == 408:  # 408: the request did not even arrive whole
+            return DeliveryError(told, retryable=True)
+        if 400 <= status < 500:
+            return DeliveryError(told, retryable=False)
+        return OutcomeUnknown(f"{told} (SES failed while handling the call: it may have sent it)")
+    if isinstance(exc, e.SSLError):  # a failed handshake sent nothing; a TLS error while reading the answer may have
+        if _caused_by(exc, ssl.SSLCertVerificationError, ssl.CertificateError):
+            return DeliveryError(f"SES TLS handshake refused: {exc}", retryable=True)
+        return OutcomeUnknown(f"SES TLS error, maybe after the request was sent: {exc}")
+    if isinstance(exc, e.ConnectionError):  # EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError
+        return DeliveryError(f"SES unreachable: {exc}", retryable=True)
+    if isinstance(exc, e.ParamValidationError):
+        return DeliveryError(f"SES request invalid: {exc}", retryable=False)
+    if type(exc).__name__ in _BEFORE_SENDING_RETRYABLE:
+        return DeliveryError(f"SES not called: {exc}", retryable=True)
+    # ReadTimeoutError, ConnectionClosedError, ResponseStreamingError, any other HTTPClientError, an answer
+    # that does not parse, or an error botocore raised at a point it does not say: the request may have left
+    return OutcomeUnknown(f"SES gave no usable answer ({type(exc).__name__}: {exc}): it may have sent the message")
+
+
+def _caused_by(exc: BaseException, *types: type) -> bool:
+    """Whether `exc` wraps one of `types` (botocore keeps the wrapped error in kwargs['error'], urllib3 in args)."""
+    seen, todo = set(), [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, types):
+            return True
+        todo += [c for c in (getattr(current, "kwargs", {}).get("error"), current.__cause__, current.__context__,
+                             *getattr(current, "args", ())) if isinstance(c, BaseException)]
+    return False
 
 
 def _tag_value(value: str) -> str:
@@ -156,15 +307,17 @@ def make_transport(settings) -> Transport:
         case "file":
             return FileTransport(settings.outbox_dir)
         case "smtp":
-            return SmtpTransport(settings.smtp_host, settings.smtp_port)
+            return SmtpTransport(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout)
         case "ses":
             import boto3
 
             from botocore.config import Config
 
-            # relance retries throttling itself, at the pace; botocore's own retries would not wait for it
+            # relance decides what to try again: throttling at the pace, never a call whose answer was lost
+            # (botocore's own retries would resend it); a hanging endpoint costs ses_timeout, not minutes
             client = boto3.client("sesv2", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url,
-                                  config=Config(retries={"total_max_attempts": 1, "mode": "standard"}))
+                                  config=Config(retries={"total_max_attempts": 1, "mode": "standard"},
+                                                connect_timeout=settings.ses_timeout, read_timeout=settings.ses_timeout))
             pacer = Pacer(settings.ses_max_send_rate) if settings.ses_max_send_rate else None
             return SesTransport(client, settings.ses_configuration_set, pacer=pacer)
         case "null":
