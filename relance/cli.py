@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -54,6 +55,19 @@ def _nothing():
 def _fail(message: str) -> None:
     err.print(f"[red]error:[/red] {message}")
     raise typer.Exit(1)
+
+
+@contextmanager
+def _prefect():
+    """Flow runs inside: Prefect's local API failing to start is one sentence and exit 1, not a traceback."""
+    from rich.markup import escape
+
+    from relance.prefect_adapter import PrefectAPIError
+
+    try:
+        yield
+    except PrefectAPIError as exc:
+        _fail(escape(str(exc)))
 
 
 def _library(extra: list[Path] | None = None):
@@ -224,9 +238,10 @@ def tick(
     library = _library(_extra_files(scenarios))
     names = [_resolve(library, s) for s in scenarios] if scenarios else sorted(library.plans)
     table = Table("scenario", "due", "batches", "sent", "skipped", "failed", "entered", title="Tick")
-    for name in names:
-        report = run_tick(name, now=now)
-        table.add_row(name, *(str(report.get(k, 0)) for k in ("advanced", "batches", "sent", "skipped", "failed", "entered")))
+    with _prefect():
+        for name in names:
+            report = run_tick(name, now=now)
+            table.add_row(name, *(str(report.get(k, 0)) for k in ("advanced", "batches", "sent", "skipped", "failed", "entered")))
     console.print(table)
 
 
@@ -240,7 +255,8 @@ def flow_decay(now: Optional[str] = typer.Option(None, "--now", help="Pretend it
     from relance.prefect_adapter import run_flow
 
     _now(now)  # a bad --now is refused before Prefect starts
-    result = run_flow("flows.housekeeping", "decay", now=now)
+    with _prefect():
+        result = run_flow("flows.housekeeping", "decay", now=now)
     console.print(f"decay: {result['leads']} idle lead(s) lost {-result['points']} point(s) in all")
 
 
@@ -531,7 +547,8 @@ def flow_sla(now: Optional[str] = typer.Option(None, "--now", help="Pretend it i
     from relance.prefect_adapter import run_flow
 
     _now(now)
-    r = run_flow("flows.housekeeping", "sla", now=now)
+    with _prefect():
+        r = run_flow("flows.housekeeping", "sla", now=now)
     console.print(f"sla: {r['open']} open handoff(s); {r['target_missed']} newly past target, {r['deadline_missed']} newly past deadline")
 
 
@@ -541,7 +558,8 @@ def flow_reengage(now: Optional[str] = typer.Option(None, "--now", help="Pretend
     from relance.prefect_adapter import run_flow
 
     _now(now)
-    r = run_flow("flows.housekeeping", "reengage", now=now)
+    with _prefect():
+        r = run_flow("flows.housekeeping", "reengage", now=now)
     console.print(f"reengage: {r['enrolled']} lead(s) enrolled")
 
 
@@ -582,8 +600,10 @@ def bench(
 ) -> None:
     """Throughput, scaling and memory, each ratio measured side by side in this run (see bench/)."""
     from bench.run import FULL, QUICK, run
+    from relance.prefect_adapter import flow_api
 
-    figures = run(QUICK if quick else FULL, progress=lambda step: err.print(f"[dim]bench:[/] {step}"))
+    with _prefect(), flow_api():  # the naive design's flow runs, on the same local API as a tick's
+        figures = run(QUICK if quick else FULL, progress=lambda step: err.print(f"[dim]bench:[/] {step}"))
     if as_json:
         sys.stdout.write(json.dumps(figures, indent=2) + "\n")
         return
@@ -654,7 +674,8 @@ def demo(directory: Path = typer.Option(Path("demo-run"), "--dir", help="Where t
     """The main job on embedded defaults: leads, 30 days of engagement, real Prefect ticks, an outbox."""
     from relance.demo.run import run_demo
 
-    run_demo(directory, console=console)
+    with _prefect():
+        run_demo(directory, console=console)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,5 +1,9 @@
 """The one place relance reaches Prefect: running the tick flow from the CLI and the demo.
 
+With no PREFECT_API_URL, flow runs go to relance's own local Prefect API (`relance.prefect_api`):
+one child process per relance process, reused by every run, that dies with its parent, instead of
+the ephemeral server Prefect would start and leave behind when relance is killed.
+
 Imports are lazy so that `relance` imports, runs and tests without Prefect loaded.
 """
 
@@ -7,17 +11,68 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from relance.prefect_api import PrefectAPIError
+
+__all__ = ["PrefectAPIError", "flow_api", "run_flow", "run_tick", "stop_local_api"]
+
+
+@contextmanager
+def flow_api(load: Callable[[], Any] = lambda: None) -> Iterator[Any]:
+    """Prefect pointed at an API for the flow runs inside: PREFECT_API_URL if set, else this process's local API.
+
+    `load` (e.g. importing the flow's module) runs while the local API starts; its result is yielded.
+    Raises PrefectAPIError (one sentence, what to do) when the local API cannot start or stops.
+    """
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE, PREFECT_UI_URL, temporary_settings
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+        yield load()  # a server of the operator's, or no local API wanted: Prefect's own behaviour
+        return
+    from relance import prefect_api as local
+
+    api = local.shared()
+    loaded = load()
+    updates: dict = {PREFECT_API_URL: api.wait_ready()}
+    if not PREFECT_UI_URL.value():
+        updates[PREFECT_UI_URL] = ""  # as in ephemeral mode: the API serves no UI, runs and artifacts link nowhere
+    with temporary_settings(updates=updates):
+        try:
+            yield loaded
+        except Exception:
+            api.check()  # the API died under the run: say so rather than the client's connection error
+            raise
 
 
 def run_tick(scenario: str, *, now: str | None = None, batch_size: int | None = None) -> dict[str, Any]:
     """One Prefect flow run of `flows/tick.py:tick` for one scenario; returns its counts."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    tick = importlib.import_module("flows.tick").tick
-    return tick(scenario=scenario, now=now, batch_size=batch_size)
+    with flow_api(lambda: importlib.import_module("flows.tick").tick) as tick:
+        return tick(scenario=scenario, now=now, batch_size=batch_size)
 
 
 def run_flow(module: str, name: str, **parameters: Any) -> Any:
     """One flow run of `flows/<module>.py:<name>` (housekeeping flows)."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    return getattr(importlib.import_module(module), name)(**parameters)
+    with flow_api(lambda: getattr(importlib.import_module(module), name)) as flow:
+        return flow(**parameters)
+
+
+def stop_local_api() -> None:
+    """Hand what Prefect still holds (logs, events) to this process's local API, then stop it.
+
+    For a process that goes on without it (the tests' session end); at exit it stops by itself.
+    """
+    from relance import prefect_api as local
+
+    api = local.current()
+    if api is None or api.process is None:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=5)
+    api.stop()

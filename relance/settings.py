@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     scenarios_dir: Path = Path("scenarios")
     templates_dir: Path = Path("templates/emails")
     batch_size: int = Field(500, description="Enrollments claimed per batch in a tick.")
+    prefect_startup_timeout: float = Field(
+        180, gt=0, description="Seconds to wait for Prefect's local API to start (when PREFECT_API_URL is not set)."
+    )
 
 
 @lru_cache
