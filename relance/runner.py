@@ -564,8 +564,15 @@ def deliver(
         leads = {l.id: l for l in session.execute(select(*lead_columns).where(Lead.id.in_({r.lead_id for r in rows}))).all()}
         settled: list[tuple[int, str, dict[str, Any]]] = []  # (id, status it must still have, new values)
         client: httpx.Client | None = None
+        unanswered = 0  # unknown outcomes in a row: the transport hangs, stop feeding it
         try:
-            for row in rows:
+            for position, row in enumerate(rows):
+                if unanswered >= UNANSWERED_IN_A_ROW:
+                    left = len(rows) - position
+                    result.retryable += left
+                    result.errors.append(f"stopped after {unanswered} sends in a row got no answer: {left} message(s) "
+                                         "left pending for a retry, none of them handed over")
+                    break
                 lead = leads[row.lead_id]
                 kind = row.options.get("kind", "lead")
                 if kind == "lead" and lead.suppressed:  # notifications about a lead still reach sales and systems
@@ -593,7 +600,9 @@ def deliver(
                 ).rowcount
                 session.commit()
                 if taken:  # else cancelled (suppressed) or sent by another run since we read it
+                    before = result.unknown
                     settled.append((row.id, "sending", _outcome_of(send, subject, now, result, row)))
+                    unanswered = unanswered + 1 if result.unknown > before else 0
         finally:  # what is settled is written; a row whose send was interrupted stays `sending` (cut off mid-send)
             if client is not None:
                 client.close()
@@ -602,6 +611,9 @@ def deliver(
     if result.retryable:
         raise RetryableDelivery(f"{result.retryable} message(s) could not be delivered yet: " + "; ".join(result.errors[:3]), result)
     return result
+
+
+UNANSWERED_IN_A_ROW = 3  # a hanging transport costs its timeout per message: after this many, the rest waits
 
 
 def _why(exc: BaseException) -> str:

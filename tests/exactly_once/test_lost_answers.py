@@ -1,0 +1,90 @@
+"""SES answers lost after SES accepted the message: nobody gets the email twice, and the tick says so."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import urllib.request
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import boto3
+import pytest
+from sqlalchemy import select
+from sqlmodel import Session
+
+from relance.email.transports import make_transport
+from relance.library import load_library
+from relance.runner import RetryableDelivery, deliver_pending, run_tick_inline, sync_scenarios
+from relance.store.tables import Outbox
+
+from conftest import FULL, add_leads
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from faults import FaultProxy  # noqa: E402  (tests/faults.py)
+
+LEADS = 2_000 if FULL else 200
+SENDER = "marketing@example.com"
+
+
+@pytest.fixture
+def moto(monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-west-1"}.items():
+        monkeypatch.setenv(key, value)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))  # moto's state is per process
+    boto3.client("sesv2", region_name="eu-west-1", endpoint_url=url).create_email_identity(EmailIdentity=SENDER)
+    yield url, port
+    server.stop()
+
+
+def _accepted(moto_url: str) -> Counter:
+    """Emails SES (moto) accepted, per recipient: its own record, not what relance believes."""
+    with urllib.request.urlopen(f"{moto_url}/moto-api/data.json") as response:
+        return Counter(to for m in json.load(response)["ses"]["Message"] for to in m["destinations"]["ToAddresses"])
+
+
+def test_lost_answers_are_unknown_never_resent(engine, settings, clock, moto):
+    url, port = moto
+    settings = settings.model_copy(update={"transport": "ses", "ses_region": "eu-west-1", "ses_timeout": 2.0})
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    emails = add_leads(engine, clock.now(), LEADS)
+    lost = lambda n: "lose_answer" if n % 10 == 3 else "pass"  # one answer in ten never comes back
+    with FaultProxy(("127.0.0.1", port), lost, lifetime=600) as proxy:
+        ses = make_transport(settings.model_copy(update={"ses_endpoint_url": proxy.url}))
+        report = run_tick_inline(engine, settings, scenario="drip", now=clock.now(), library=library, transport=ses)
+        assert report.sent + report.unknown == LEADS and report.unknown == LEADS // 10, report.as_dict()
+        # the next tick and the leftovers pass find nothing to resend
+        later = clock.now() + timedelta(hours=1)
+        run_tick_inline(engine, settings, scenario="drip", now=later, library=library, transport=ses)
+        deliver_pending(engine, settings, now=later, transport=ses)
+    accepted = _accepted(url)
+    assert set(accepted) == set(emails) and set(accepted.values()) == {1}  # all left once, the lost ones too
+    with Session(engine) as session:
+        statuses = Counter(session.execute(select(Outbox.status).where(Outbox.step_id == "first")).scalars())
+    assert statuses == {"sent": LEADS - LEADS // 10, "unknown": LEADS // 10}
+
+
+def test_a_hanging_endpoint_leaves_the_rest_of_the_batch_pending_not_unknown(engine, settings, clock, moto):
+    _, port = moto
+    settings = settings.model_copy(update={"transport": "ses", "ses_region": "eu-west-1", "ses_timeout": 0.5})
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    add_leads(engine, clock.now(), 20)
+    with FaultProxy(("127.0.0.1", port), "hang", lifetime=60) as proxy:
+        ses = make_transport(settings.model_copy(update={"ses_endpoint_url": proxy.url}))
+        with pytest.raises(RetryableDelivery) as stopped:  # the flow's deliver task retries it later
+            run_tick_inline(engine, settings, scenario="drip", now=clock.now(), library=library, transport=ses)
+    with Session(engine) as session:
+        statuses = Counter(session.execute(select(Outbox.status)).scalars())
+    assert stopped.value.result.unknown == 3 and statuses == {"unknown": 3, "pending": 17}  # then it stopped feeding it
