@@ -225,6 +225,11 @@ def lead_show(
     for c in summary["stage_history"]:
         stages.add_row(_when(c["at"]), c["from"], c["to"], c["by"], c["reason"])
     console.print(stages)
+    emails = Table("written", "scenario / step", "template", "status", "sent", "why", title="Latest emails")
+    for o in summary["emails"]:
+        emails.add_row(_when(o["created_at"]), f"{o['scenario']}/{o['step_id']}" if o["scenario"] else o["step_id"],
+                       o["template"], o["status"], _when(o["sent_at"]), o["error"] or "")
+    console.print(emails)
 
 
 @app.command()
@@ -487,14 +492,17 @@ def _print_report(figures: dict, out: Console | None = None) -> None:
     d = figures["delivery"]
     out.print("Outbox: " + (", ".join(f"{n} {status}" for status, n in sorted(d["by_status"].items())) or "empty"),
               markup=False, highlight=False)
-    if d["stuck_sending"]:
-        err.print(f"[yellow]{len(d['stuck_sending'])} message(s) cut off mid-send (status `sending` for over an hour), "
-                  "not sent again automatically: check the transport's logs, then `relance outbox resolve ID ... "
-                  "--as pending|failed` (outbox " + ", ".join(str(r["outbox_id"]) for r in d["stuck_sending"][:5]) + ")[/]",
+    if d["unknown"]:
+        err.print(f"[yellow]{len(d['unknown'])} message(s) with an unknown outcome (handed to the transport, no answer, or "
+                  "cut off mid-send), not sent again automatically: check the transport's logs, then `relance outbox resolve "
+                  "ID ... --as pending|failed` (outbox " + ", ".join(str(r["outbox_id"]) for r in d["unknown"][:5]) + ")[/]",
                   soft_wrap=True)
+    for f in d["failed_enrollments"]:
+        err.print(f"{f['count']} lead(s) left {f['scenario']} at step {f['step_id']} on an error, e.g. {f['reason']}",
+                  soft_wrap=True, markup=False, highlight=False, style="yellow")
 
 
-outbox_app = typer.Typer(no_args_is_help=True, help="Messages cut off mid-send (see `relance report`).")
+outbox_app = typer.Typer(no_args_is_help=True, help="Messages whose outcome is unknown (see `relance report`).")
 app.add_typer(outbox_app, name="outbox")
 
 
@@ -504,7 +512,7 @@ def outbox_resolve(
     verdict: str = typer.Option(..., "--as", help="pending: the next tick sends it; failed: it is not sent."),
     note: str = typer.Option("", "--note", help="Why (kept with the row)."),
 ) -> None:
-    """Settle messages left `sending` by a worker that died: after checking the transport's logs."""
+    """Settle messages whose outcome is unknown (no answer from the transport, or cut off mid-send), after checking the transport's logs."""
     from relance.outbox import VERDICTS, resolve_cut_off
     from relance.runner import open_store
 

@@ -190,3 +190,22 @@ def test_triggers_and_reentry():
     after = ReentryAfter(after="30d")
     assert not may_enter(after, previous_entries=[MONDAY], active=False, now=MONDAY + timedelta(days=29))
     assert may_enter(after, previous_entries=[MONDAY], active=False, now=MONDAY + timedelta(days=30))
+
+
+def test_an_awaited_event_stamped_after_the_ticks_clock_makes_the_wait_due_at_that_moment():
+    """A download that arrived while the tick ran, stamped a little later than the tick's `now`: the lead
+    is due when it happened, not at the 7-day timeout (then the event counts and the wait is met)."""
+    plan = plan_of([
+        {"id": "wait-dl", "wait_until": {"downloaded": "etude-de-cas"}, "timeout": "7d", "on_timeout": "gone"},
+        {"id": "thanks", "send": "merci", "subject": "Merci"},
+        {"id": "gone", "end": True},
+    ])
+    later = MONDAY + timedelta(seconds=40)
+    events = [EventFact("page_visited", MONDAY + timedelta(seconds=5), {"path": "/"}),  # not awaited: no early wake
+              EventFact("downloaded", later, {"asset": "etude-de-cas"})]
+    first, path = run(plan, enter(plan, LEAD, MONDAY), MONDAY, events)
+    assert path == [("wait-dl", "waiting")] and first.state.due_at == later
+    second, path = run(plan, first.state, later, events)
+    assert path == [("wait-dl", "woken"), ("thanks", "sent"), ("gone", "left")]
+    alone, _ = run(plan, enter(plan, LEAD, MONDAY), MONDAY, events[:1])
+    assert alone.state.due_at == MONDAY + timedelta(days=7)

@@ -9,7 +9,11 @@ from sqlmodel import Session
 
 from relance.email.transports import RecordingTransport
 from relance.library import load_library
+from typer.testing import CliRunner
+
+from relance.cli import app
 from relance.leads import lead_summary
+from relance.settings import get_settings
 from relance.report import build_report
 from relance.runner import run_tick_inline, sync_scenarios
 from relance.store.tables import Enrollment, Lead, Outbox
@@ -30,7 +34,7 @@ steps:
 """
 
 
-def test_a_bad_address_a_bad_url_and_a_score_overflow_fail_alone(engine, settings, clock, folder):
+def test_a_bad_address_a_bad_url_and_a_score_overflow_fail_alone(engine, settings, clock, folder, monkeypatch):
     (folder / "scenarios" / "drip.yaml").unlink()
     (folder / "scenarios" / "guide.yaml").unlink()
     (folder / "scenarios" / "hook.yaml").write_text(HOOK, encoding="utf-8")
@@ -63,3 +67,15 @@ def test_a_bad_address_a_bad_url_and_a_score_overflow_fail_alone(engine, setting
         figures = build_report(session, now=clock.now())["delivery"]
     assert figures["failed_enrollments"] == [{"scenario": "hook", "step_id": "bump", "count": 1,
                                               "reason": failed[0].exit_reason}]
+    # and `relance lead show` says it, as a person reads it (wide enough not to fold the reason)
+    for key, value in {"RELANCE_DATABASE_URL": settings.database_url, "RELANCE_SCENARIOS_DIR": str(settings.scenarios_dir),
+                       "RELANCE_TEMPLATES_DIR": str(settings.templates_dir), "COLUMNS": "250"}.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        shown = CliRunner().invoke(app, ["lead", "show", emails[20]], catch_exceptions=False).output
+        bad = CliRunner().invoke(app, ["lead", "show", emails[30]], catch_exceptions=False).output
+    finally:
+        get_settings.cache_clear()
+    assert "failed" in shown and "error at step bump" in shown
+    assert "hook/tell" in bad and "failed" in bad  # the webhook the lead's step could not post
