@@ -100,6 +100,7 @@ def test_a_tick_enrolls_the_segment_sends_in_batches_and_publishes_the_step_coun
     assert state.is_completed()
     assert state.result() == {
         "scenario": "welcome", "entered": 5, "advanced": 5, "batches": 3, "sent": 5, "skipped": 0, "failed": 0, "leftovers": 0,
+        "unknown": 0, "cut_off": 0, "enrollments_failed": 0,
     }
     sent = sorted(message_from_bytes(p.read_bytes())["To"] for p in settings.outbox_dir.glob("*.eml"))
     assert sent == emails
@@ -123,6 +124,7 @@ def test_a_second_tick_at_the_same_instant_sends_nothing_again(settings: Setting
 
     assert again == {
         "scenario": "welcome", "entered": 0, "advanced": 0, "batches": 0, "sent": 0, "skipped": 0, "failed": 0, "leftovers": 0,
+        "unknown": 0, "cut_off": 0, "enrollments_failed": 0,
     }
     assert len(list(settings.outbox_dir.glob("*.eml"))) == 3
     assert _artifact("tick-welcome").description.startswith("welcome: 0 entered, 0 due, 0 batches, 0 sent")
@@ -157,3 +159,26 @@ def test_a_tick_of_an_unknown_scenario_fails_and_names_the_known_ones(settings: 
 
     with pytest.raises(TickError, match=r"no scenario named 'welcom' in .*scenarios \(found: welcome\)"):
         tick(scenario="welcom", now=NOW.isoformat())
+
+
+def test_the_tick_itself_says_what_a_dead_run_left_cut_off_mid_send(settings: Settings) -> None:
+    """A worker killed mid-send left one row `sending`: the next tick (10 minutes on) makes it `unknown`,
+    says so in its result, its log and its artifact, and does not send it again."""
+    from datetime import timedelta
+
+    from flows.tick import tick
+    from relance.store.tables import Lead
+
+    _leads(settings, 1)
+    engine = open_store(settings)
+    with Session(engine) as session:
+        lead = session.exec(select(Lead)).scalars().one()
+        session.add(Outbox(lead_id=lead.id, template="hello", subject="Bonjour", to_address=lead.email, status="sending",
+                           scenario="welcome", step_id="hello", created_at=NOW - timedelta(hours=1),
+                           attempted_at=NOW - timedelta(minutes=30)))
+        session.commit()
+    engine.dispose()
+    result = tick(scenario="welcome", now=NOW.isoformat())
+    assert result["cut_off"] == 1
+    assert _count(settings, select(func.count()).select_from(Outbox).where(Outbox.status == "unknown")) == 1
+    assert "1 cut off mid-send by a run that died" in _artifact("tick-welcome").description
