@@ -12,16 +12,12 @@ from prefect import flow, get_run_logger
 
 from relance.clock import SystemClock, ensure_utc
 from relance.library import load_library
-from relance.runner import DeliveryResult, TickReport, open_store
+from relance.runner import DeliveryResult, TickError, TickReport, open_store
 from relance.settings import Settings
 from tasks.advance import advance_batch
 from tasks.deliver import deliver_batch, deliver_leftovers
 from tasks.enroll import enroll, register_scenarios
 from tasks.report import publish_report, summary
-
-
-class TickError(RuntimeError):
-    """The tick could not do all its work; the message says what is left and where."""
 
 
 def tick_time(now: str | None) -> datetime:

@@ -59,14 +59,16 @@ def _fail(message: str) -> None:
 
 @contextmanager
 def _prefect():
-    """Flow runs inside: Prefect's local API failing to start is one sentence and exit 1, not a traceback."""
+    """Flow runs inside: Prefect's local API failing to start, or a tick that could not do all its work,
+    is one sentence and exit 1, not a traceback."""
     from rich.markup import escape
 
     from relance.prefect_adapter import PrefectAPIError
+    from relance.runner import TickError
 
     try:
         yield
-    except PrefectAPIError as exc:
+    except (PrefectAPIError, TickError) as exc:
         _fail(escape(str(exc)))
 
 

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 from weakref import WeakKeyDictionary
 
 import httpx
-from sqlalchemy import Engine, Row, func, insert, select, update
+from sqlalchemy import Engine, Row, bindparam, func, insert, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session
 
@@ -52,6 +52,10 @@ from relance.store.segments import may_enter_again, narrowing
 from relance.store.tables import Enrollment, Event, Lead, Outbox, ScenarioVersion, StepLog
 from relance import webhooks
 from relance.outbox import mark_cut_off
+
+
+class TickError(RuntimeError):
+    """The tick could not do all its work; the message says what is left and where."""
 
 
 class RetryableDelivery(RuntimeError):
@@ -556,12 +560,13 @@ def deliver(
     templates = templates or TemplateLibrary(settings.templates_dir)
     result = DeliveryResult()
     outbox = Outbox.__table__
-    with Session(engine) as session:
-        rows = sorted(session.execute(
+    # Core, not the ORM: one commit per message is the price of exactly-once, so each costs only its statements
+    with engine.connect() as connection:
+        rows = sorted(connection.execute(
             select(*(outbox.c[name] for name in _OUTBOX_READ)).where(outbox.c.id.in_(outbox_ids), outbox.c.status == "pending")
         ).all(), key=lambda row: row.id)
         lead_columns = [Lead.__table__.c[name] for name in _LEAD_READ]
-        leads = {l.id: l for l in session.execute(select(*lead_columns).where(Lead.id.in_({r.lead_id for r in rows}))).all()}
+        leads = {l.id: l for l in connection.execute(select(*lead_columns).where(Lead.id.in_({r.lead_id for r in rows}))).all()}
         settled: list[tuple[int, str, dict[str, Any]]] = []  # (id, status it must still have, new values)
         client: httpx.Client | None = None
         unanswered = 0  # unknown outcomes in a row: the transport hangs, stop feeding it
@@ -593,12 +598,9 @@ def deliver(
                     result.failed += 1
                     result.errors.append(f"outbox {row.id} to {row.to_address!r} ({row.template or kind}): {_why(exc)}")
                     continue
-                _settle(session, settled)
-                taken = session.execute(
-                    update(outbox).where(outbox.c.id == row.id, outbox.c.status == "pending")
-                    .values(status="sending", attempts=outbox.c.attempts + 1, attempted_at=now)
-                ).rowcount
-                session.commit()
+                _settle(connection, settled)
+                taken = connection.execute(_CLAIM, {"_id": row.id, "_at": now}).rowcount
+                connection.commit()
                 if taken:  # else cancelled (suppressed) or sent by another run since we read it
                     before = result.unknown
                     settled.append((row.id, "sending", _outcome_of(send, subject, now, result, row)))
@@ -606,8 +608,8 @@ def deliver(
         finally:  # what is settled is written; a row whose send was interrupted stays `sending` (cut off mid-send)
             if client is not None:
                 client.close()
-            _settle(session, settled)
-            session.commit()
+            _settle(connection, settled)
+            connection.commit()
     if result.retryable:
         raise RetryableDelivery(f"{result.retryable} message(s) could not be delivered yet: " + "; ".join(result.errors[:3]), result)
     return result
@@ -644,11 +646,25 @@ def _outcome_of(send, subject: str, now: datetime, result: DeliveryResult, row) 
     return {"status": "sent", "subject": subject, "sent_at": now, "error": None, "message_id": message_id}
 
 
-def _settle(session: Session, settled: list[tuple[int, str, dict[str, Any]]]) -> None:
+_OUTBOX = Outbox.__table__
+# mark one row `sending`, only if it is still `pending` (a cancelled or already taken row is left alone)
+_CLAIM = (update(_OUTBOX).where(_OUTBOX.c.id == bindparam("_id"), _OUTBOX.c.status == "pending")
+          .values(status="sending", attempts=_OUTBOX.c.attempts + 1, attempted_at=bindparam("_at")))
+_SETTLE: dict[tuple[str, ...], Any] = {}  # one statement per set of columns an outcome writes, built once
+
+
+def _settle(connection, settled: list[tuple[int, str, dict[str, Any]]]) -> None:
     """Write the outcomes gathered so far, each only onto a row still in the status it was seen in; empties the list."""
-    outbox = Outbox.__table__
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for outbox_id, expected, values in settled:
-        session.execute(update(outbox).where(outbox.c.id == outbox_id, outbox.c.status == expected).values(**values))
+        groups[tuple(sorted(values))].append({"_id": outbox_id, "_from": expected, **values})
+    for columns, params in groups.items():
+        statement = _SETTLE.get(columns)
+        if statement is None:
+            statement = _SETTLE[columns] = (
+                update(_OUTBOX).where(_OUTBOX.c.id == bindparam("_id"), _OUTBOX.c.status == bindparam("_from"))
+                .values({name: bindparam(name) for name in columns}))
+        connection.execute(statement, params[0] if len(params) == 1 else params)  # executemany costs more for one
     settled.clear()
 
 

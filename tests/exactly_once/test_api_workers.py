@@ -18,7 +18,7 @@ from relance.library import load_library
 from relance.runner import sync_scenarios
 from relance.store.tables import Enrollment, Event, Lead
 
-from conftest import FULL, environment
+from harness import FULL, environment
 
 WELCOME = """\
 scenario: welcome

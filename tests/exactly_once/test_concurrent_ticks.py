@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from datetime import timedelta
 
@@ -13,7 +14,7 @@ from relance.library import load_library
 from relance.runner import sync_scenarios
 from relance.store.tables import Enrollment, Event, Lead
 
-from conftest import FULL, add_leads, emails_per_lead_and_step, files_sent, finish, start
+from harness import FULL, add_leads, emails_per_lead_and_step, environment, files_sent, finish, start
 
 LEADS = 20_000 if FULL else 1_500
 
@@ -65,3 +66,25 @@ def test_events_ingested_while_ticks_run_enroll_each_lead_once(engine, settings,
     with Session(engine) as session:
         assert session.execute(select(func.count()).select_from(Event)).scalar() == n
         assert session.execute(select(func.count()).select_from(Lead)).scalar() == n
+
+
+def test_four_relance_tick_commands_at_once_mail_each_lead_once(engine, settings, clock, tmp_path):
+    """The production reproduction itself: four `relance tick` processes (each its own Prefect flow run and
+    local API), at once, over the same due leads."""
+    import subprocess
+
+    sync_scenarios(engine, settings, now=clock.now(), library=load_library(settings))
+    n = LEADS if FULL else 400
+    add_leads(engine, clock.now(), n)
+    folders = [tmp_path / f"cli-outbox-{i}" for i in range(4)]
+    now = (clock.now() + timedelta(minutes=1)).isoformat()
+    commands = [subprocess.Popen([sys.executable, "-m", "relance.cli", "tick", "drip", "--now", now],
+                                 env=environment(settings, folder, PREFECT_HOME=str(tmp_path / f"prefect-{i}")),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for i, folder in enumerate(folders)]
+    outputs = [c.communicate(timeout=600)[0] for c in commands]
+    assert [c.returncode for c in commands] == [0] * 4, "\n".join(o[-2000:] for o in outputs)
+    per_lead = _enrollments_per_lead(engine, "drip")
+    assert len(per_lead) == n and set(per_lead.values()) == {1}, f"{sum(per_lead.values())} enrollments for {n} leads"
+    reached = files_sent(*folders)
+    assert sum(reached.values()) == n and set(reached.values()) == {1}

@@ -15,7 +15,7 @@ from relance.library import load_library
 from relance.runner import sync_scenarios
 from relance.store.tables import Outbox
 
-from conftest import FULL, add_leads, files_sent, finish, start
+from harness import FULL, add_leads, files_sent, finish, start
 
 KILLS = 30 if FULL else 8
 LEADS = 2_000 if FULL else 300

@@ -20,7 +20,7 @@ from relance.library import load_library
 from relance.runner import RetryableDelivery, deliver_pending, run_tick_inline, sync_scenarios
 from relance.store.tables import Outbox
 
-from conftest import FULL, add_leads
+from harness import FULL, add_leads
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from faults import FaultProxy  # noqa: E402  (tests/faults.py)

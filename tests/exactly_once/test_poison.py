@@ -18,7 +18,7 @@ from relance.report import build_report
 from relance.runner import run_tick_inline, sync_scenarios
 from relance.store.tables import Enrollment, Lead, Outbox
 
-from conftest import add_leads
+from harness import add_leads
 
 HOOK = """\
 scenario: hook

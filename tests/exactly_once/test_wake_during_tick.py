@@ -13,7 +13,7 @@ from relance.library import load_library
 from relance.runner import run_tick_inline, sync_scenarios
 from relance.store.tables import Outbox
 
-from conftest import FULL, add_leads, finish, start
+from harness import FULL, add_leads, finish, start
 
 LEADS = 6_000 if FULL else 1_500
 
