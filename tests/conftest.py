@@ -74,8 +74,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def sqs():
-    """A boto3 SQS client on a real moto server on loopback (fake credentials)."""
+def moto_server() -> Iterator[tuple[str, int]]:
+    """One real moto server on a free loopback port for the test process (fake credentials); its URL and port.
+    moto keeps its state per process and tests share it: a test counts only what it sent (its own addresses)."""
     from moto.server import ThreadedMotoServer
 
     mp = pytest.MonkeyPatch()
@@ -84,6 +85,26 @@ def sqs():
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    yield boto3.client("sqs", region_name="eu-west-1", endpoint_url=f"http://127.0.0.1:{port}")
+    yield f"http://127.0.0.1:{port}", port
     server.stop()
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def verify_sender(moto_server):
+    """`verify_sender(address)`: SES (moto) accepts mail from it (again is harmless)."""
+    client = boto3.client("sesv2", region_name="eu-west-1", endpoint_url=moto_server[0])
+
+    def verify(sender: str) -> None:
+        try:
+            client.create_email_identity(EmailIdentity=sender)
+        except client.exceptions.AlreadyExistsException:
+            pass
+
+    return verify
+
+
+@pytest.fixture(scope="session")
+def sqs(moto_server):
+    """A boto3 SQS client on the moto server."""
+    return boto3.client("sqs", region_name="eu-west-1", endpoint_url=moto_server[0])

@@ -57,21 +57,10 @@ def _email(to: str | None = None, **kw) -> OutgoingEmail:
 
 
 @pytest.fixture(scope="module")
-def moto():
-    """A moto server on a free loopback port with the sender verified; yields its URL and port."""
-    from moto.server import ThreadedMotoServer
-
-    mp = pytest.MonkeyPatch()
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-west-1"}.items():
-        mp.setenv(key, value)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    boto3.client("sesv2", region_name="eu-west-1", endpoint_url=url).create_email_identity(EmailIdentity=SENDER)
-    yield url, port
-    server.stop()
-    mp.undo()
+def moto(moto_server, verify_sender):
+    """The moto server, with the sender verified; its URL and port."""
+    verify_sender(SENDER)
+    return moto_server
 
 
 def accepted(moto_url: str, to: str) -> int:

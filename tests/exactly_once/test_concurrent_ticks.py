@@ -16,7 +16,7 @@ from relance.store.tables import Enrollment, Event, Lead
 
 from harness import FULL, add_leads, emails_per_lead_and_step, environment, files_sent, finish, start
 
-LEADS = 20_000 if FULL else 1_500
+LEADS = 20_000 if FULL else 800
 
 
 def _enrollments_per_lead(engine, scenario: str) -> Counter:

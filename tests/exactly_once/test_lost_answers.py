@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
 import sys
+import uuid
 import urllib.request
 from collections import Counter
 from datetime import timedelta
@@ -30,27 +30,16 @@ SENDER = "marketing@example.com"
 
 
 @pytest.fixture
-def moto(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-west-1"}.items():
-        monkeypatch.setenv(key, value)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))  # moto's state is per process
-    boto3.client("sesv2", region_name="eu-west-1", endpoint_url=url).create_email_identity(EmailIdentity=SENDER)
-    yield url, port
-    server.stop()
+def moto(moto_server, verify_sender):
+    verify_sender(SENDER)
+    return moto_server
 
 
-def _accepted(moto_url: str) -> Counter:
+def _accepted(moto_url: str, prefix: str) -> Counter:
     """Emails SES (moto) accepted, per recipient: its own record, not what relance believes."""
     with urllib.request.urlopen(f"{moto_url}/moto-api/data.json") as response:
-        return Counter(to for m in json.load(response)["ses"]["Message"] for to in m["destinations"]["ToAddresses"])
+        return Counter(to for m in json.load(response)["ses"]["Message"] for to in m["destinations"]["ToAddresses"]
+                   if to.startswith(prefix))  # moto is shared by the process's tests: only ours
 
 
 def test_lost_answers_are_unknown_never_resent(engine, settings, clock, moto):
@@ -58,7 +47,8 @@ def test_lost_answers_are_unknown_never_resent(engine, settings, clock, moto):
     settings = settings.model_copy(update={"transport": "ses", "ses_region": "eu-west-1", "ses_timeout": 2.0})
     library = load_library(settings)
     sync_scenarios(engine, settings, now=clock.now(), library=library)
-    emails = add_leads(engine, clock.now(), LEADS)
+    prefix = f"lost-{uuid.uuid4().hex[:8]}-"
+    emails = add_leads(engine, clock.now(), LEADS, prefix=prefix)
     lost = lambda n: "lose_answer" if n % 10 == 3 else "pass"  # one answer in ten never comes back
     with FaultProxy(("127.0.0.1", port), lost, lifetime=600) as proxy:
         ses = make_transport(settings.model_copy(update={"ses_endpoint_url": proxy.url}))
@@ -68,7 +58,7 @@ def test_lost_answers_are_unknown_never_resent(engine, settings, clock, moto):
         later = clock.now() + timedelta(hours=1)
         run_tick_inline(engine, settings, scenario="drip", now=later, library=library, transport=ses)
         deliver_pending(engine, settings, now=later, transport=ses)
-    accepted = _accepted(url)
+    accepted = _accepted(url, prefix)
     assert set(accepted) == set(emails) and set(accepted.values()) == {1}  # all left once, the lost ones too
     with Session(engine) as session:
         statuses = Counter(session.execute(select(Outbox.status).where(Outbox.step_id == "first")).scalars())

@@ -15,7 +15,7 @@ from relance.store.tables import Outbox
 
 from harness import FULL, add_leads, finish, start
 
-LEADS = 6_000 if FULL else 1_500
+LEADS = 6_000 if FULL else 800
 
 
 def test_downloads_posted_while_a_tick_runs_wake_the_leads_it_puts_to_sleep(engine, settings, clock, tmp_path):
