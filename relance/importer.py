@@ -174,15 +174,21 @@ class LeadRow(BaseModel):
 
 
 @dataclass
-class ImportResult:
-    """The good rows (duplicates merged) and every problem found, in file order."""
+class _ParsedFile:
+    """Every problem found in a file, in file order."""
 
-    rows: list[LeadRow] = field(default_factory=list)
     problems: list[RowProblem] = field(default_factory=list)
 
     @property
     def errors(self) -> list[RowProblem]:
         return [p for p in self.problems if p.level == "error"]
+
+
+@dataclass
+class ImportResult(_ParsedFile):
+    """The good rows (duplicates merged) and every problem found, in file order."""
+
+    rows: list[LeadRow] = field(default_factory=list)
 
     @property
     def rejected_rows(self) -> int:
@@ -366,15 +372,10 @@ class SuppressionRow:
 
 
 @dataclass
-class SuppressionFile:
+class SuppressionFile(_ParsedFile):
     """The addresses of a suppression list (duplicates merged, first row kept) and every problem found."""
 
     rows: list[SuppressionRow] = field(default_factory=list)
-    problems: list[RowProblem] = field(default_factory=list)
-
-    @property
-    def errors(self) -> list[RowProblem]:
-        return [p for p in self.problems if p.level == "error"]
 
 
 def parse_suppression_list(text: str, *, reason: str) -> SuppressionFile:
