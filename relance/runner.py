@@ -299,15 +299,8 @@ def advance_due(
     until the culprit stands alone; it leaves the scenario as `failed`, with its step and reason.
     """
     library = library or load_library(settings)
-    with Session(engine) as session:
-        claimed = claim_due_enrollments(session, scenario=scenario, now=now, limit=limit or settings.batch_size)
-        try:
-            return _advance_claimed(session, claimed, library=library, settings=settings, now=now)
-        except Exception as exc:  # noqa: BLE001 - sorted out below
-            session.rollback()
-            if _not_the_batchs_fault(exc):
-                raise
-    return _advance_isolating(engine, [row.id for row in claimed], scenario=scenario, library=library, settings=settings, now=now)
+    return _advance_splitting(engine, None, limit=limit or settings.batch_size, scenario=scenario, library=library,
+                              settings=settings, now=now)
 
 
 def _not_the_batchs_fault(exc: Exception) -> bool:
@@ -315,25 +308,25 @@ def _not_the_batchs_fault(exc: Exception) -> bool:
     return isinstance(exc, (OperationalError, InterfaceError)) or getattr(exc, "connection_invalidated", False)
 
 
-def _advance_isolating(engine: Engine, ids: list[int], *, scenario: str, library: Library, settings: Settings,
-                       now: datetime) -> BatchResult:
-    """Advance these enrollments in halves, recursively; one that fails alone is marked failed."""
+def _advance_splitting(engine: Engine, ids: list[int] | None, *, limit: int, scenario: str, library: Library,
+                       settings: Settings, now: datetime) -> BatchResult:
+    """Claim these enrollments (or the next `limit` due) and advance them; if one cannot be advanced, roll back
+    and advance each half the same way, so the culprit ends up alone and leaves as failed."""
+    with Session(engine) as session:
+        claimed = claim_due_enrollments(session, scenario=scenario, now=now, limit=limit, ids=ids)
+        try:
+            return _advance_claimed(session, claimed, library=library, settings=settings, now=now)
+        except Exception as exc:  # noqa: BLE001 - sorted out here
+            session.rollback()
+            if _not_the_batchs_fault(exc):
+                raise
+            if len(claimed) == 1:
+                return _fail_enrollment(session, claimed[0].id, exc, scenario=scenario, now=now)
+    ids = [row.id for row in claimed]
     result = BatchResult()
-    halves = [ids[: len(ids) // 2], ids[len(ids) // 2:]] if len(ids) > 1 else [ids]
-    for half in filter(None, halves):
-        with Session(engine) as session:
-            claimed = claim_due_enrollments(session, scenario=scenario, now=now, limit=len(half), ids=half)
-            try:
-                part = _advance_claimed(session, claimed, library=library, settings=settings, now=now)
-            except Exception as exc:  # noqa: BLE001
-                session.rollback()
-                if _not_the_batchs_fault(exc):
-                    raise
-                if len(half) > 1:
-                    part = _advance_isolating(engine, half, scenario=scenario, library=library, settings=settings, now=now)
-                else:
-                    part = _fail_enrollment(session, half[0], exc, scenario=scenario, now=now)
-        result.merge(part)
+    for half in (ids[: len(ids) // 2], ids[len(ids) // 2:]):
+        result.merge(_advance_splitting(engine, half, limit=len(half), scenario=scenario, library=library,
+                                        settings=settings, now=now))
     return result
 
 
