@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     public_url: str = Field("http://localhost:8000", description="Base URL of tracking and unsubscribe links.")
     api_token: str | None = None
     from_: str = Field("Relance <marketing@example.com>", alias="RELANCE_FROM")
+    message_id_domain: str | None = Field(None, description="Domain of the Message-ID of emails sent by file or SMTP (default: the sender's).")
     reply_to: str | None = None
     postal_address: str = "Relance SAS, 10 rue de la Paix, 75002 Paris, France"
     scenarios_dir: Path = Path("scenarios")

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Protocol
 
-from relance.email.message import OutgoingEmail, build_mime, safe_header
+from relance.email.message import OutgoingEmail, build_mime, header_value, mime_bytes, safe_header
 from relance.email.pacing import Pacer
 
 
@@ -39,18 +39,19 @@ class Transport(Protocol):
 class FileTransport:
     """Writes each email as `<outbox id>.eml` in a folder (atomically: temp file, then rename)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, message_id_domain: str | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._mime = {"message_id_domain": message_id_domain} if message_id_domain else {}
 
     def send(self, email: OutgoingEmail) -> str:
-        message = build_mime(email)
+        message = build_mime(email, **self._mime)
         name = str(email.outbox_id) if email.outbox_id is not None else uuid.uuid4().hex
         target = self.directory / f"{name}.eml"
         temporary = self.directory / f".{name}.eml.tmp"
-        temporary.write_bytes(message.as_bytes())
+        temporary.write_bytes(mime_bytes(message))  # what smtplib sends, with LF line ends
         os.replace(temporary, target)
-        return message["Message-ID"]
+        return str(message["Message-ID"])
 
 
 class SmtpTransport:
@@ -63,11 +64,12 @@ class SmtpTransport:
     (RFC 5321: only 250 means the server took it; 4xx and 5xx mean it did not), but a disconnect or a
     timeout leaves it unknown: the server may have queued it."""
 
-    def __init__(self, host: str, port: int, *, timeout: float = 30.0) -> None:
+    def __init__(self, host: str, port: int, *, timeout: float = 30.0, message_id_domain: str | None = None) -> None:
         self.host, self.port, self.timeout = host, port, timeout
+        self._mime = {"message_id_domain": message_id_domain} if message_id_domain else {}
 
     def send(self, email: OutgoingEmail) -> str:
-        message = build_mime(email)
+        message = build_mime(email, **self._mime)
         where = f"SMTP {self.host}:{self.port}"
         smtp = _SteppedSMTP(timeout=self.timeout)
         try:
@@ -96,7 +98,7 @@ class SmtpTransport:
             raise DeliveryError(f"{where}: {_describe(exc)} before the message was handed over", retryable=True) from exc
         finally:
             _quit(smtp)
-        return message["Message-ID"]
+        return str(message["Message-ID"])
 
 
 class _SteppedSMTP(smtplib.SMTP):
@@ -189,19 +191,22 @@ class SesTransport:
         from botocore.exceptions import BotoCoreError, ClientError
         from botocore.parsers import ResponseParserError
 
+        # what the sesv2 model asks: a Subject of 7-bit ASCII, RFC 2047 encoded-words for the rest (and no Charset:
+        # SES takes it as it is), header values of printable ASCII (at most 995 characters), display names as
+        # encoded-words and domains in Punycode. These are the values build_mime writes, each on one line.
         simple = {
-            "Subject": {"Data": safe_header("Subject", email.subject), "Charset": "UTF-8"},
+            "Subject": {"Data": header_value("Subject", email.subject)},
             "Body": {"Text": {"Data": email.text, "Charset": "UTF-8"}, "Html": {"Data": email.html, "Charset": "UTF-8"}},
         }
         if email.headers:
-            simple["Headers"] = [{"Name": k, "Value": safe_header(k, v)} for k, v in email.headers.items()]
+            simple["Headers"] = _ses_headers(email.headers)
         request = {
-            "FromEmailAddress": safe_header("From", email.from_),
-            "Destination": {"ToAddresses": [safe_header("To", email.to)]},
+            "FromEmailAddress": header_value("From", email.from_),
+            "Destination": {"ToAddresses": [header_value("To", email.to)]},
             "Content": {"Simple": simple},
         }
         if email.reply_to:
-            request["ReplyToAddresses"] = [email.reply_to]
+            request["ReplyToAddresses"] = [header_value("Reply-To", email.reply_to)]
         if email.tags:
             request["EmailTags"] = [{"Name": k, "Value": _tag_value(v)} for k, v in email.tags.items()]
         if self.configuration_set:
@@ -222,6 +227,19 @@ class SesTransport:
                 raise OutcomeUnknown(f"SES answered without a MessageId ({answer!r:.200}): it may have sent it")
             return message_id
         raise AssertionError("unreachable")
+
+
+def _ses_headers(headers: dict[str, str]) -> list[dict[str, str]]:
+    """SES `Headers`: at most 15; each value printable ASCII, 1 to 995 characters, with its name at most 996."""
+    if len(headers) > 15:
+        raise ValueError(f"SES takes at most 15 headers, not {len(headers)}")
+    written = []
+    for name, value in headers.items():
+        value = header_value(safe_header("header name", name), value)
+        if not 1 <= len(value) <= 995 or len(name) + len(value) > 996:
+            raise ValueError(f"SES refuses header {name} of {len(value)} characters (1 to 995, with its name 996)")
+        written.append({"Name": name, "Value": value})
+    return written
 
 
 def _throttled(exc) -> bool:
@@ -305,9 +323,10 @@ def make_transport(settings) -> Transport:
     """The transport RELANCE_TRANSPORT names."""
     match settings.transport:
         case "file":
-            return FileTransport(settings.outbox_dir)
+            return FileTransport(settings.outbox_dir, message_id_domain=settings.message_id_domain)
         case "smtp":
-            return SmtpTransport(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout)
+            return SmtpTransport(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout,
+                                 message_id_domain=settings.message_id_domain)
         case "ses":
             import boto3
 
