@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
@@ -68,20 +70,37 @@ def test_events_ingested_while_ticks_run_enroll_each_lead_once(engine, settings,
         assert session.execute(select(func.count()).select_from(Lead)).scalar() == n
 
 
-def test_four_relance_tick_commands_at_once_mail_each_lead_once(engine, settings, clock, tmp_path):
-    """The production reproduction itself: four `relance tick` processes (each its own Prefect flow run and
-    local API), at once, over the same due leads."""
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory) -> Iterator[str]:
+    """One Prefect API for the `relance tick` processes, as production runs several workers against one server."""
+    from relance.prefect_api import LocalAPI
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("PREFECT_HOME", str(home))
+    patch.setenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{home / 'prefect.db'}")
+    api = LocalAPI().start()
+    try:
+        yield api.wait_ready()
+    finally:
+        api.stop()
+        patch.undo()
+
+
+def test_four_relance_tick_commands_at_once_mail_each_lead_once(engine, settings, clock, tmp_path, prefect_server):
+    """The production reproduction itself: four `relance tick` processes (each its own Prefect flow run) at
+    once, over the same due leads, against one Prefect server."""
     import subprocess
 
     sync_scenarios(engine, settings, now=clock.now(), library=load_library(settings))
-    n = LEADS if FULL else 400
+    n = LEADS if FULL else 300
     add_leads(engine, clock.now(), n)
     folders = [tmp_path / f"cli-outbox-{i}" for i in range(4)]
     now = (clock.now() + timedelta(minutes=1)).isoformat()
     commands = [subprocess.Popen([sys.executable, "-m", "relance.cli", "tick", "drip", "--now", now],
-                                 env=environment(settings, folder, PREFECT_HOME=str(tmp_path / f"prefect-{i}")),
+                                 env=environment(settings, folder, PREFECT_API_URL=prefect_server),
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                for i, folder in enumerate(folders)]
+                for folder in folders]
     outputs = [c.communicate(timeout=600)[0] for c in commands]
     assert [c.returncode for c in commands] == [0] * 4, "\n".join(o[-2000:] for o in outputs)
     per_lead = _enrollments_per_lead(engine, "drip")
