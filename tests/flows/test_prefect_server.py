@@ -1,8 +1,12 @@
-"""The production path end to end: a real Prefect server, `prefect deploy`, a process worker, a tick run."""
+"""The production path end to end: a real Prefect server, `prefect deploy`, a process worker, a tick run.
+
+The second test leaves the server's scheduler on: the runs come from the schedules, not from a request.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,6 +26,16 @@ PROJECT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 DEADLINE_S = 240  # a run not finished by then is stuck: fail with the logs
 TICK_AT = "2026-03-02T09:00:00+00:00"  # a Monday morning, inside every send window
+SCHEDULED_WITHIN_S = 60  # from `prefect deploy` to the scheduler's runs: its loops run every few seconds here
+MIN_RUNS = 3  # PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS' default: the scheduler keeps at least this many ahead
+DEPLOYMENTS = ["decay", "monthly-newsletter", "re-engagement", "reengage", "sla", "whitepaper-nurture"]
+# The server log, read as records: a record starts with Prefect's "HH:MM:SS.mmm | LEVEL" or uvicorn's "LEVEL:",
+# the lines after it (a traceback) belong to it. A record is an error when it says so, and the scheduler's when it
+# names the scheduler's services or carries SQLAlchemy 2.1's "InvalidRequestError: Can't evaluate bulk DML
+# statement", which every scheduler loop raised. Other records (a busy SQLite's 5xx, retried) are not counted.
+LOG_RECORD = re.compile(r"^(\d\d:\d\d:\d\d\.\d+ \||(INFO|WARNING|ERROR|CRITICAL):)")
+AN_ERROR = re.compile(r"Traceback|Error|\| ERROR|\| CRITICAL|^(ERROR|CRITICAL):", re.MULTILINE)
+THE_SCHEDULERS = re.compile(r"schedule_(recent_)?deployments|services[/.]scheduler|InvalidRequestError|bulk DML")
 
 
 def _free_port() -> int:
@@ -99,9 +113,37 @@ def _call(client: httpx.Client, stack: Stack, method: str, path: str, json: dict
     return response.json()
 
 
+def _scheduler_errors(stack: Stack) -> list[str]:
+    """The lines of the server log's error records that come from the scheduler (see LOG_RECORD)."""
+    log = stack.logs / "server.log"
+    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    records: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if LOG_RECORD.match(line):
+            records.append([])
+        records[-1].append(line)
+    return [
+        line for record in records
+        if AN_ERROR.search(body := "\n".join(record)) and THE_SCHEDULERS.search(body)
+        for line in record
+    ]
+
+
+def _first_error(errors: list[str]) -> str:
+    """The exception itself when the log has one (`sqlalchemy.exc.InvalidRequestError: ...`), else the first line."""
+    raised = [line.strip() for line in errors if re.match(r"\s*[\w.]+(Error|Exception): ", line)]
+    return (raised or errors)[0]
+
+
+def _start_server(stack: Stack, client: httpx.Client) -> subprocess.Popen:
+    server = stack.start("server", "server", "start", "--host", "127.0.0.1", "--port", stack.api.split(":")[-1].split("/")[0])
+    _wait_healthy(client, stack, server, within=90)
+    return server
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    """Server env: temp PREFECT_HOME and SQLite, no telemetry, no UI, no scheduler."""
+    """Server env: temp PREFECT_HOME and SQLite, no telemetry, no UI, no scheduler (a test may turn it on)."""
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     logs = tmp_path / "logs"
@@ -217,4 +259,94 @@ def test_a_deployed_tick_runs_on_a_process_worker_and_publishes_its_counts(stack
     print(
         f"\nprefect server test: server up {up - started:.1f} s, deployed {deployed - up:.1f} s, "
         f"run done {finished - deployed:.1f} s, total {time.monotonic() - started:.1f} s"
+    )
+
+
+def test_the_servers_scheduler_creates_the_runs_and_a_worker_completes_one(stack: Stack) -> None:
+    """`prefect deploy --all` of prefect.yaml, then nothing but the server's scheduler: it creates the runs of every
+    deployment, and a run it created for a 15 s schedule is picked up by `prefect worker start` and completes. No
+    run is created by hand, and the server logs no error (SQLAlchemy 2.1 made every scheduler loop raise)."""
+    started = time.monotonic()
+    stack.env.update(
+        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="true",
+        # The main loop runs every 60 s by default; the loop for just-updated deployments every 5 s.
+        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
+    )
+    with httpx.Client(base_url=stack.api) as client:
+        server = _start_server(stack, client)
+        _call(client, stack, "POST", "/work_pools/", {"name": "relance", "type": "process"})
+        stack.run("deploy", "deploy", "--all")
+        deployed = time.monotonic()
+        deployments = {d["name"]: d for d in _call(client, stack, "POST", "/deployments/filter", {})}
+        assert sorted(deployments) == DEPLOYMENTS
+
+        # 1. prefect.yaml's own schedules (600 s, hourly, two crons): the scheduler fills each one ahead.
+        by_name = {d["id"]: name for name, d in deployments.items()}
+        while True:
+            if errors := _scheduler_errors(stack):
+                pytest.fail(f"the scheduler logged an error: {_first_error(errors)}\n{stack.diagnosis()}")
+            if server.poll() is not None:
+                pytest.fail(f"prefect server exited with {server.returncode}\n{stack.diagnosis()}")
+            runs = _call(client, stack, "POST", "/flow_runs/filter", {"limit": 200})
+            counts = {name: 0 for name in DEPLOYMENTS}
+            for run in runs:
+                if run["auto_scheduled"] and run["state"]["type"] == "SCHEDULED":
+                    counts[by_name[run["deployment_id"]]] += 1
+            if min(counts.values()) >= MIN_RUNS:
+                break
+            if time.monotonic() - deployed > SCHEDULED_WITHIN_S:
+                pytest.fail(
+                    f"the scheduler created no runs for some deployments {SCHEDULED_WITHIN_S} s after `prefect deploy`: "
+                    f"scheduled runs per deployment {counts}\n{stack.diagnosis()}"
+                )
+            time.sleep(0.5)  # polling the server we started
+        scheduled = time.monotonic()
+        assert all(run["created_by"]["type"] == "SCHEDULE" for run in runs if run["auto_scheduled"])
+        nurture_runs = [r for r in runs if r["deployment_id"] == deployments["whitepaper-nurture"]["id"]]
+        starts = sorted(r["expected_start_time"] for r in nurture_runs)
+        assert len(starts) >= 6, starts  # every 10 minutes, at least an hour ahead (MIN_SCHEDULED_TIME)
+        assert all(r["parameters"] == {"scenario": "whitepaper-nurture"} for r in nurture_runs)
+
+        # 2. A schedule short enough to come due during the test, then a worker: the scheduler's run must complete.
+        stack.run(
+            "schedule", "deployment", "schedule", "create", "tick/whitepaper-nurture", "--interval", "15", "--replace", "-y"
+        )
+        nurture = _call(client, stack, "GET", f"/deployments/{deployments['whitepaper-nurture']['id']}")
+        assert [s["schedule"]["interval"] for s in nurture["schedules"]] == [15.0]
+        schedule_id = nurture["schedules"][0]["id"]
+        worker = stack.start("worker", "worker", "start", "--pool", "relance", "--name", "test-worker")
+        body = {"flow_runs": {"deployment_id": {"any_": [nurture["id"]]}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 200}
+        done = None
+        while done is None:
+            if errors := _scheduler_errors(stack):
+                pytest.fail(f"the scheduler logged an error: {_first_error(errors)}\n{stack.diagnosis()}")
+            if worker.poll() is not None:
+                pytest.fail(f"the worker exited with {worker.returncode}\n{stack.diagnosis()}")
+            runs = [r for r in _call(client, stack, "POST", "/flow_runs/filter", body) if r["auto_scheduled"]]
+            for run in runs:
+                if run["state"]["type"] in ("FAILED", "CRASHED", "CANCELLED"):
+                    state = run["state"]
+                    pytest.fail(f"scheduled tick ended {state['name']}: {state.get('message')}\n{stack.diagnosis()}")
+                if run["state"]["type"] == "COMPLETED":
+                    done = run
+            if done is None and time.monotonic() - started > DEADLINE_S:
+                states = [(r["expected_start_time"], r["state"]["name"]) for r in runs[:5]]
+                pytest.fail(f"no scheduled tick completed after {DEADLINE_S} s; first runs {states}\n{stack.diagnosis()}")
+            time.sleep(0.5)  # polling the runs the scheduler created
+        finished = time.monotonic()
+
+        assert done["created_by"]["type"] == "SCHEDULE" and done["created_by"]["id"] == schedule_id
+        assert done["idempotency_key"].startswith("scheduled ")  # the scheduler's own key, not a manual run's
+        assert done["name"] == "whitepaper-nurture" and done["parameters"] == {"scenario": "whitepaper-nurture"}
+        assert done["work_pool_name"] == "relance"
+        artifacts = _call(
+            client, stack, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["tick-whitepaper-nurture"]}}}
+        )
+        assert done["id"] in [a["flow_run_id"] for a in artifacts]
+        assert _scheduler_errors(stack) == [], stack.diagnosis()
+
+    stack.stop()
+    print(
+        f"\nprefect scheduler test: scheduled {scheduled - deployed:.1f} s after deploy {counts}, "
+        f"scheduled tick done {finished - scheduled:.1f} s later, total {time.monotonic() - started:.1f} s"
     )
