@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-
 PROJECT = Path(__file__).resolve().parents[2]
 RELANCE = str(Path(sys.executable).with_name("relance"))
 API_MARKERS = ("relance.prefect_api", "prefect.server.api.server:create_app")  # ours, or Prefect's own
