@@ -191,20 +191,10 @@ def test_the_eml_and_the_smtp_content_carry_the_same_header_lines(smtp_inbox, tm
 
 
 @pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    mp = pytest.MonkeyPatch()
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-west-1"}.items():
-        mp.setenv(key, value)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    boto3.client("sesv2", region_name="eu-west-1", endpoint_url=url).create_email_identity(EmailIdentity=SENDER)
-    yield url
-    server.stop()
-    mp.undo()
+def moto_url(moto_server, verify_sender):
+    """The process's moto server, with the sender verified."""
+    verify_sender(SENDER)
+    return moto_server[0]
 
 
 class Wire:
