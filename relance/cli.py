@@ -61,6 +61,9 @@ def _fail(message: str) -> None:
 def _prefect():
     """Flow runs inside: Prefect's local API failing to start, or a tick that could not do all its work,
     is one sentence and exit 1, not a traceback."""
+    from relance.prefect_api import start_early
+
+    start_early()  # its start-up overlaps the imports below
     from rich.markup import escape
 
     from relance.prefect_adapter import PrefectAPIError
@@ -240,6 +243,9 @@ def tick(
     now: Optional[str] = typer.Option(None, "--now", help="Pretend it is this time (ISO)."),
 ) -> None:
     """One Prefect flow run per scenario: advance what is due."""
+    from relance.prefect_api import start_early
+
+    start_early()  # Prefect's local API comes up while the scenarios load
     from relance.prefect_adapter import run_tick
 
     library = _library(_extra_files(scenarios))

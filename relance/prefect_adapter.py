@@ -30,10 +30,13 @@ def flow_api(load: Callable[[], Any] = lambda: None) -> Iterator[Any]:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE, PREFECT_UI_URL, temporary_settings
 
+    from relance import prefect_api as local
+
     if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+        if (early := local.current()) is not None:
+            early.stop()  # started by `start_early` before a profile's API URL was known
         yield load()  # a server of the operator's, or no local API wanted: Prefect's own behaviour
         return
-    from relance import prefect_api as local
 
     api = local.shared()
     loaded = load()

@@ -53,13 +53,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _server_env() -> dict[str, str]:
-    """What Prefect gives its own ephemeral server: this environment, the current Prefect settings, no UI."""
-    from prefect.settings import get_current_settings
+def _server_env(*, settings: bool = True) -> dict[str, str]:
+    """What Prefect gives its own ephemeral server: this environment, the current Prefect settings, no UI.
 
+    Without `settings`, Prefect is not imported (seconds): the child reads the same profile and
+    environment itself, and only settings changed inside this process are not passed on."""
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the server is the API: it calls no other
     env.update(PREFECT_UI_ENABLED="0", PREFECT__SERVER_EPHEMERAL="1", PREFECT__SERVER_FINAL="1")
-    env.update(get_current_settings().to_environment_variables(exclude_unset=True))
+    if settings:
+        from prefect.settings import get_current_settings
+
+        env.update(get_current_settings().to_environment_variables(exclude_unset=True))
     env.pop("PREFECT_API_URL", None)
     return env
 
@@ -78,8 +82,8 @@ class LocalAPI:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
-    def start(self) -> "LocalAPI":
-        self._env = _server_env()
+    def start(self, *, settings: bool = True) -> "LocalAPI":
+        self._env = _server_env(settings=settings)
         self._spawn()
         atexit.register(self.stop)
         return self
@@ -224,13 +228,27 @@ def _launcher() -> _Launcher:
     return _launcher_instance
 
 
-def shared() -> LocalAPI:
+def shared(*, settings: bool = True) -> LocalAPI:
     """This process's local API, started on first use (not yet necessarily answering: see `wait_ready`)."""
     global _shared, _shared_pid
     with _shared_lock:
         if _shared is None or _shared_pid != os.getpid() or _shared.process is None:
-            _shared, _shared_pid = LocalAPI().start(), os.getpid()  # after a fork the child starts its own
+            _shared, _shared_pid = LocalAPI().start(settings=settings), os.getpid()  # after a fork the child starts its own
         return _shared
+
+
+def start_early() -> None:
+    """Start this process's local API now, unless PREFECT_API_URL names a server, so that its start-up
+    (seconds: it imports Prefect's server) overlaps the command's own imports and scenario loading.
+
+    Only the environment is read: a PREFECT_API_URL set in a Prefect profile is seen later, by
+    `relance.prefect_adapter.flow_api`, which then stops the API started here unused."""
+    if os.environ.get("PREFECT_API_URL") or os.environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "").lower() in ("0", "false"):
+        return
+    try:
+        shared(settings=False)  # a command line's process has no settings of its own to pass on
+    except PrefectAPIError:
+        pass  # said again, in one sentence, when a flow run needs it
 
 
 def current() -> LocalAPI | None:

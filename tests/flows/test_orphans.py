@@ -210,3 +210,41 @@ def test_an_api_that_cannot_start_is_one_sentence_and_leaves_nothing(env, tmp_pa
                             else "error: Prefect's local API exited with code 3 while starting (its last output:"), error
     assert error.endswith("start `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api."), error
     assert not _alive(seen), f"still running after relance tick failed: {_alive(seen)}"
+
+
+HOGS_PER_CORE = 3  # at load ~6 on 2 cores Prefect's own 20 s start-up wait ran out (2 ticks of 2)
+
+
+@pytest.fixture
+def busy_cpus() -> Iterator[int]:
+    """Every core kept busy by processes at normal priority (`yes` into /dev/null), for the test's length."""
+    hogs = [subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) for _ in range(HOGS_PER_CORE * (os.cpu_count() or 2))]
+    try:
+        yield len(hogs)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
+def test_a_tick_on_a_busy_machine_waits_for_its_api_says_so_and_completes(env, tmp_path, seen, busy_cpus):
+    env.pop("RELANCE_PREFECT_STARTUP_TIMEOUT")  # the product's default, not the tests' generous one
+    relance = _relance(env, tmp_path, "tick", "whitepaper-nurture")
+    commands: dict[int, str] = {}
+    try:
+        end = time.monotonic() + STARTUP_S + 120
+        while relance.poll() is None and time.monotonic() < end:
+            _watch(relance, seen, commands)
+            time.sleep(0.2)  # polling the process tree we started
+    finally:
+        if relance.poll() is None:
+            relance.kill()
+            relance.wait()
+    text = _output(tmp_path)
+
+    assert relance.returncode == 0, f"with {busy_cpus} busy processes:\n{text}"
+    assert "Traceback" not in text and "Timed out" not in text, text
+    assert "Starting Prefect's local API (up to 180 s on a busy machine)..." in text, text
+    assert "whitepaper-nurture" in text[text.index("Tick"):], text
+    assert any("-m relance.prefect_api" in c for c in commands.values()), commands
+    assert not _alive(seen), f"still running after relance tick ended: {_alive(seen)}"
