@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import html_text
+import lxml.etree
 import lxml.html
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound, TemplateSyntaxError, UndefinedError
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound, TemplateSyntaxError, UndefinedError, meta
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import escape
 from mjml import mjml2html
 
 SAMPLE_CONTEXT: dict[str, Any] = {
@@ -59,29 +61,86 @@ def one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-_MJ_HEAD = re.compile(r"<mj-head\b.*?</mj-head>", re.S | re.I)
-_MJ_LINK = re.compile(r"<mj-[a-z-]+\b[^>]*?\bhref=\"([^\"]*)\"[^>]*>(.*?)</mj-[a-z-]+>", re.S | re.I)
-_MJ_BLOCK = re.compile(r"<(/?)mj-(?:text|table|raw|hero|accordion-text|accordion-title|navbar|social)\b[^>]*>", re.I)
-_MJ_ANY = re.compile(r"</?mj(?:ml|-[a-z-]+)\b[^>]*>", re.I)
+_PARSER = lxml.html.HTMLParser(remove_comments=True, remove_pis=True)  # Outlook-only blocks are comments
+_HIDDEN = lxml.etree.XPath("//*[contains(translate(@style, ' ', ''), 'display:none')]")
+_BLOCKS = html_text.DOUBLE_NEWLINE_TAGS | {"td"}  # each MJML component sits in its own cell: one paragraph each
 
 
-def content_html(mjml: str) -> str:
-    """The content of rendered MJML as plain HTML: each text block a paragraph, each button or
-    link element (mj-button, mj-navbar-link, mj-social-element) a linked paragraph, layout and head gone."""
-    body = _MJ_HEAD.sub("", mjml)
-    body = _MJ_LINK.sub(lambda m: f'<p><a href="{m.group(1)}">{m.group(2).strip()}</a></p>', body)
-    body = _MJ_BLOCK.sub(lambda m: f"<{m.group(1)}p>", body)
-    return _MJ_ANY.sub("", body)
+def text_of(html: str) -> str:
+    """The text part: what a reader of the HTML sees, in order, from the rendered HTML itself.
 
-
-def text_of(mjml: str) -> str:
-    """The text part: the rendered MJML's content as text, each link followed by its address."""
-    tree = lxml.html.fragment_fromstring(content_html(mjml), create_parent="div")
-    for link in tree.iter("a"):
-        href = link.get("href")
-        if href and not href.startswith("#"):
+    Comments (Outlook-only `<!--[if mso]>` blocks, `<!--[if !mso]><!-->` markers) and hidden elements
+    (the preheader, `display:none`) are not part of it; an image says `[alt]` (nothing without alt);
+    a link is followed by its address, `label (URL)`; an image link without alt repeating the next or
+    previous link's address (a social icon next to its label) is left out, any other is its bare URL."""
+    root = lxml.html.document_fromstring(html, parser=_PARSER)
+    body = root.find("body")
+    if body is None:
+        body = root
+    for hidden in _HIDDEN(body):
+        hidden.drop_tree()
+    for image in list(body.iter("img")):
+        alt = " ".join((image.get("alt") or "").split())
+        if alt:
+            image.tag, image.text = "span", f"[{alt}]"
+        else:
+            image.drop_tree()
+    links = [a for a in body.iter("a") if a.get("href") and not a.get("href").startswith("#")]
+    hrefs = [a.get("href") for a in links]
+    for index, link in enumerate(links):
+        href = hrefs[index]
+        label = " ".join(link.text_content().split())
+        if label and label != href:
             link.tail = f" ({href})" + (link.tail or "")
-    return html_text.etree_to_text(tree).strip() + "\n"
+        elif not label and href in hrefs[max(index - 1, 0):index] + hrefs[index + 1:index + 2]:
+            link.drop_tree()
+        elif not label:
+            link.text = href
+    return html_text.etree_to_text(body, double_newline_tags=_BLOCKS).strip() + "\n"
+
+
+_MJ_PREVIEW = re.compile(r"<mj-preview\b[^>]*>.*?</mj-preview>|<mj-preview\b[^>]*/>", re.S | re.I)
+_MJ_HEAD_OPEN = re.compile(r"<mj-head\b[^>]*>", re.I)
+_MJML_OPEN = re.compile(r"<mjml\b[^>]*>", re.I)
+
+
+def with_preview(mjml: str, preheader: str) -> str:
+    """`mjml` whose inbox preview text is `preheader` (already one line): the template's own
+    `<mj-preview>` replaced, or one added to `<mj-head>` (made if there is none)."""
+    preview = f"<mj-preview>{escape(preheader)}</mj-preview>"
+    if _MJ_PREVIEW.search(mjml):
+        return _MJ_PREVIEW.sub(lambda _: preview, mjml, count=1)
+    if head := _MJ_HEAD_OPEN.search(mjml):
+        return mjml[:head.end()] + preview + mjml[head.end():]
+    if root := _MJML_OPEN.search(mjml):
+        return mjml[:root.end()] + f"<mj-head>{preview}</mj-head>" + mjml[root.end():]
+    return mjml  # not MJML at all: mjml2html says so
+
+
+def missing_footer(html: str, text: str, context: dict[str, Any]) -> list[str]:
+    """What an email to a lead must show and this one does not: the unsubscribe link (an `href`
+    to `unsubscribe_url` in the HTML), the postal address (in the words the reader sees)."""
+    missing = []
+    url = context.get("unsubscribe_url") or ""
+    if not url or (f'href="{escape(url)}"' not in html and f"href='{escape(url)}'" not in html):
+        missing.append("unsubscribe link ({{ unsubscribe_url }} as a link)")
+    address = " ".join(str(context.get("postal_address") or "").split())
+    if not address or address not in " ".join(text.split()):
+        missing.append("postal address ({{ postal_address }})")
+    return missing
+
+
+def with_footer(html: str, context: dict[str, Any]) -> str:
+    """`html` with relance's own minimal footer (sender, postal address, unsubscribe link) before `</body>`."""
+    footer = (
+        '<div style="margin:0 auto;max-width:600px;padding:16px;font-family:Helvetica,Arial,sans-serif;'
+        'font-size:12px;line-height:1.5;color:#6b7280;text-align:center;">'
+        f'<p style="margin:0">{escape(context.get("sender") or "")} · {escape(context.get("postal_address") or "")}</p>'
+        f'<p style="margin:0"><a href="{escape(context.get("unsubscribe_url") or "")}" style="color:#6b7280">'
+        "Se désinscrire</a></p></div>"
+    )
+    at = html.rfind("</body>")
+    return html[:at] + footer + html[at:] if at >= 0 else html + footer
 
 
 class TemplateLibrary:
@@ -96,36 +155,68 @@ class TemplateLibrary:
         )
         self.subject_env = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
         self._subjects: dict[str, Any] = {}
+        self._variables: dict[str, frozenset[str]] = {}
 
     def names(self) -> list[str]:
         return sorted(p.stem for p in self.directory.glob("*.mjml") if p.stem != "layout")
 
-    def _subject(self, source: str, context: dict[str, Any]) -> str:
+    def _line(self, source: str, context: dict[str, Any]) -> str:
+        """A subject or preheader: Jinja in the same sandbox, no HTML escaping, one line."""
         compiled = self._subjects.get(source)
         if compiled is None:
             compiled = self._subjects[source] = self.subject_env.from_string(source)
         return one_line(compiled.render(context))
 
-    def render(self, name: str, *, subject: str, context: dict[str, Any], preheader: str | None = None) -> RenderedEmail:
-        """Jinja, then MJML, then the text part; errors name the template and what went wrong."""
-        context = {**context, "preheader": preheader or context.get("preheader") or ""}
+    def variables(self, name: str) -> frozenset[str]:
+        """The context variables a template names, with those of what it extends, includes or imports."""
+        found = self._variables.get(name)
+        if found is None:
+            source = self.env.loader.get_source(self.env, name)[0]
+            tree = self.env.parse(source)
+            found = frozenset(meta.find_undeclared_variables(tree))
+            self._variables[name] = found  # first, so a template that includes itself ends here
+            for other in meta.find_referenced_templates(tree):
+                if other is not None and other != name:
+                    found |= self.variables(other)
+            self._variables[name] = found
+        return found
+
+    def render(self, name: str, *, subject: str, context: dict[str, Any], preheader: str | None = None,
+               to_lead: bool = False) -> RenderedEmail:
+        """Jinja, then MJML, then the text part from the HTML; errors name the template and what went wrong.
+
+        The preheader is rendered like the subject and shown even by a template that does not place
+        it; `to_lead`: an email without the unsubscribe link or the postal address gets relance's footer."""
+        where = "subject"
         try:
+            where = "preheader"
+            rendered_preheader = self._line(preheader or context.get("preheader") or "", context)
+            context = {**context, "preheader": rendered_preheader}
+            where = "subject"
+            rendered_subject = self._line(subject, context)
+            where = ""
             mjml = self.env.get_template(f"{name}.mjml").render(context)
-            rendered_subject = self._subject(subject, context)
+            if rendered_preheader and "preheader" not in self.variables(f"{name}.mjml"):
+                mjml = with_preview(mjml, rendered_preheader)
         except TemplateNotFound as exc:
             raise RenderError(f"template {name!r}: {exc.name} not found in {self.directory}") from exc
         except UndefinedError as exc:
-            raise RenderError(f"template {name!r}: {exc.message} (check the variable names)") from exc
+            raise RenderError(f"template {name!r}: {where + ': ' if where else ''}{exc.message} (check the variable names)") from exc
         except TemplateError as exc:
-            raise RenderError(f"template {name!r}: {exc}") from exc
+            raise RenderError(f"template {name!r}: {where + ': ' if where else ''}{exc}") from exc
         try:
             html = mjml2html(mjml)
         except ValueError as exc:
             raise RenderError(f"template {name!r}: MJML does not compile: {exc}") from exc
-        return RenderedEmail(subject=rendered_subject, html=html, text=text_of(mjml))
+        text = text_of(html)
+        if to_lead and missing_footer(html, text, context):
+            html = with_footer(html, context)
+            text = text_of(html)
+        return RenderedEmail(subject=rendered_subject, html=html, text=text)
 
-    def check(self, name: str) -> list[str]:
-        """Problems of a template, one line each: missing, Jinja syntax, MJML that does not compile."""
+    def check(self, name: str, *, to_lead: bool = False) -> list[str]:
+        """Problems of a template, one line each: missing, Jinja syntax, MJML that does not compile;
+        `to_lead`: rendered for the sample lead, it does not show the unsubscribe link or the postal address."""
         path = self.directory / f"{name}.mjml"
         if not path.is_file():
             return [f"template {name!r} not found in {self.directory} ({name}.mjml)"]
@@ -137,7 +228,11 @@ class TemplateLibrary:
         except TemplateNotFound as exc:
             return [f"template {name!r}: {exc.name} not found in {self.directory}"]
         try:
-            self.render(name, subject="check", context=SAMPLE_CONTEXT)
+            email = self.render(name, subject="check", context=SAMPLE_CONTEXT)
         except RenderError as exc:
             return [str(exc)]
+        missing = missing_footer(email.html, email.text, SAMPLE_CONTEXT) if to_lead else []
+        if missing:
+            return [f"template {name!r} is sent to leads but shows no {' and no '.join(missing)}: "
+                    f"add {'them' if len(missing) > 1 else 'it'}, or extend layout.mjml"]
         return []
