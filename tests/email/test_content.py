@@ -28,6 +28,8 @@ OFFICIAL_LIKE = """<mjml>
     <mj-section><mj-column>
       <mj-image src="https://cdn.example/logo.png" alt="ACME Logo" href="https://acme.example/" />
       <mj-image src="https://cdn.example/divider.png" alt="" />
+      <mj-image src="https://cdn.example/v1.png" href="https://acme.example/video" />
+      <mj-image src="https://cdn.example/v2.png" href="https://acme.example/video" />
       <mj-navbar><mj-navbar-link href="https://acme.example/shop">Boutique</mj-navbar-link></mj-navbar>
       <mj-text>Bonjour {{ lead.first_name }}, lisez <a href="https://acme.example/blog?a=1&amp;b=2">le blog</a>.</mj-text>
       <mj-button href="https://acme.example/offre">J'en profite</mj-button>
@@ -101,6 +103,7 @@ def test_the_text_part_links_are_the_links_of_the_html(tmp_path):
     assert "https://www.facebook.com/sharer/sharer.php?u=https://acme.example/offre" in email.text
     assert "le blog (https://acme.example/blog?a=1&b=2)" in email.text
     assert "J'en profite (https://acme.example/offre)" in email.text
+    assert email.text.count("https://acme.example/video") == 1  # two images side by side, one link
 
 
 @pytest.mark.parametrize("name", SHIPPED.names())
