@@ -1,14 +1,17 @@
 """MJML templates with Jinja2 inside: render per recipient, check for the validator.
 
 Templates are `templates/emails/NAME.mjml` and may extend `layout.mjml`. Jinja runs first
-(sandboxed, autoescaped), then MJML -> HTML (mjml-python); the text part is derived from the
-same rendered MJML's content (html-text, links written out as "label (url)"), not from the
-HTML's layout tables: the same words at a tenth of the cost (see `text_of`). Every template gets this context:
+(sandboxed, autoescaped), then MJML -> HTML (mjml-python); the text part is derived from that
+HTML (see `text_of`), so it says what the HTML says. The subject and the preheader are rendered
+in the same sandbox with the same context; a template that does not place `{{ preheader }}` gets
+it as its `<mj-preview>`. An email to a lead that shows no unsubscribe link or no postal address
+gets relance's footer (`with_footer`); `check(name, to_lead=True)` reports such a template.
+Every template gets this context:
 
 - `lead`: email, first_name, last_name, job_title, company, sector, country, score, grade,
   stage, fields (a dict of custom fields)
-- `unsubscribe_url`, `postal_address`, `sender` (display name), `preheader`,
-  `scenario`, `step_id`
+- `unsubscribe_url` (None in internal emails), `postal_address`, `sender` (display name),
+  `preheader` (rendered), `scenario`, `step_id`, `internal`
 """
 
 from __future__ import annotations
@@ -136,11 +139,13 @@ def with_preview(mjml: str, preheader: str) -> str:
 
 
 def missing_footer(html: str, text: str, context: dict[str, Any]) -> list[str]:
-    """What an email to a lead must show and this one does not: the unsubscribe link (an `href`
-    to `unsubscribe_url` in the HTML), the postal address (in the words the reader sees)."""
+    """What an email to a lead must show and this one does not: the unsubscribe link (an `href` to
+    `unsubscribe_url` in the HTML, and in the text part, so neither commented out nor hidden) and the
+    postal address (in the words the reader sees, the text part)."""
     missing = []
     url = context.get("unsubscribe_url") or ""
-    if not url or (f'href="{escape(url)}"' not in html and f"href='{escape(url)}'" not in html):
+    linked = f'href="{escape(url)}"' in html or f"href='{escape(url)}'" in html
+    if not url or not linked or url not in text:
         missing.append("unsubscribe link ({{ unsubscribe_url }} as a link)")
     address = " ".join(str(context.get("postal_address") or "").split())
     if not address or address not in " ".join(text.split()):

@@ -211,6 +211,20 @@ def test_a_variable_only_tested_never_shown_does_not_count(tmp_path):
     assert "{{ unsubscribe_url }}" in problem and "{{ postal_address }}" in problem
 
 
+def test_a_footer_commented_out_or_hidden_does_not_count(tmp_path):
+    footer = '<mj-text>{{ postal_address }} <a href="{{ unsubscribe_url }}">Stop</a></mj-text>'
+    commented = OFFICIAL_LIKE.replace("<mj-button", f"<mj-raw><!-- {footer} --></mj-raw><mj-button")
+    hidden = OFFICIAL_LIKE.replace("<mj-button", footer.replace("<mj-text>", '<mj-text css-class="x" container-background-color="#fff">')
+                                   .replace("{{ postal_address }}", '<div style="display: none">{{ postal_address }}</div>')
+                                   .replace('<a href', '<a style="display:none" href') + "<mj-button")
+    templates = library(tmp_path, commented=commented, hidden=hidden)
+    for name in ("commented", "hidden"):
+        [problem] = templates.check(name, to_lead=True)
+        assert "{{ unsubscribe_url }}" in problem and "{{ postal_address }}" in problem, name
+        email = templates.render(name, subject="s", context=context(), to_lead=True)
+        assert footer_of(email) == (True, True, True, True), name
+
+
 @pytest.mark.parametrize("name", SHIPPED.names())
 def test_every_shipped_template_passes_the_lead_check(name):
     assert SHIPPED.check(name, to_lead=True) == []
