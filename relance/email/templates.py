@@ -208,8 +208,8 @@ class TemplateLibrary:
                to_lead: bool = False) -> RenderedEmail:
         """Jinja, then MJML, then the text part from the HTML; errors name the template and what went wrong.
 
-        The preheader is rendered like the subject and shown even by a template that does not place
-        it; `to_lead`: an email without the unsubscribe link or the postal address gets relance's footer."""
+        The preheader is rendered like the subject and becomes the `<mj-preview>` of a template that
+        does not show it itself; `to_lead`: an email without the unsubscribe link or the postal address gets relance's footer."""
         where = "subject"
         try:
             where = "preheader"
@@ -219,7 +219,8 @@ class TemplateLibrary:
             rendered_subject = self._line(subject, context)
             where = ""
             mjml = self.env.get_template(f"{name}.mjml").render(context)
-            if rendered_preheader and "preheader" not in self.variables(f"{name}.mjml"):
+            if rendered_preheader and ("preheader" not in self.variables(f"{name}.mjml")
+                                       or str(escape(rendered_preheader)) not in mjml):  # named, but not shown
                 mjml = with_preview(mjml, rendered_preheader)
         except TemplateNotFound as exc:
             raise RenderError(f"template {name!r}: {exc.name} not found in {self.directory}") from exc

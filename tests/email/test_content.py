@@ -151,6 +151,12 @@ def test_a_template_that_places_the_preheader_itself_is_left_alone(tmp_path):
     assert hidden_preview(email.html) == "Pour Léa" and email.html.count("Pour Léa") == 1
 
 
+def test_a_template_that_only_tests_the_preheader_still_shows_it(tmp_path):
+    tests = OFFICIAL_LIKE.replace("<mj-title>Promo</mj-title>", "<mj-title>Promo</mj-title>{% if preheader %}<mj-preview>Fixe</mj-preview>{% endif %}")
+    email = library(tmp_path, promo=tests).render("promo", subject="s", context=context(), preheader="Pour {{ lead.first_name }}")
+    assert hidden_preview(email.html) == "Pour Léa"
+
+
 def test_a_preheader_naming_an_unknown_variable_names_the_template_and_the_preheader():
     with pytest.raises(RenderError, match=r"template 'whitepaper-followup': preheader: .*frist_name"):
         SHIPPED.render("whitepaper-followup", subject="s", context=context(), preheader="{{ lead.frist_name }}")
