@@ -152,7 +152,8 @@ def test_a_template_that_places_the_preheader_itself_is_left_alone(tmp_path):
 
 
 def test_a_template_that_only_tests_the_preheader_still_shows_it(tmp_path):
-    tests = OFFICIAL_LIKE.replace("<mj-title>Promo</mj-title>", "<mj-title>Promo</mj-title>{% if preheader %}<mj-preview>Fixe</mj-preview>{% endif %}")
+    tests = OFFICIAL_LIKE.replace("<mj-title>Promo</mj-title>",
+                                  "<mj-title>Promo</mj-title>{% if preheader %}<mj-preview>Fixe</mj-preview>{% endif %}")
     email = library(tmp_path, promo=tests).render("promo", subject="s", context=context(), preheader="Pour {{ lead.first_name }}")
     assert hidden_preview(email.html) == "Pour Léa"
 
@@ -207,7 +208,8 @@ def test_check_refuses_a_lead_template_without_unsubscribe_link_or_postal_addres
 
 def test_a_link_shown_only_when_there_is_an_unsubscribe_url_counts(tmp_path):
     guarded = OFFICIAL_LIKE.replace(
-        "<mj-button", '<mj-text>{{ postal_address }}{% if unsubscribe_url %} <a href="{{ unsubscribe_url }}">Stop</a>{% endif %}</mj-text><mj-button')
+        "<mj-button",
+        '<mj-text>{{ postal_address }}{% if unsubscribe_url %} <a href="{{ unsubscribe_url }}">Stop</a>{% endif %}</mj-text><mj-button')
     assert library(tmp_path, promo=guarded).check("promo", to_lead=True) == []
 
 
@@ -273,10 +275,10 @@ def test_a_lead_email_whose_template_lost_its_footer_leaves_with_one_and_staff_m
                         public_url="https://t.relance.example", secret_key="s3cret")
     with Session(engine) as session:
         lead = upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
-        rows = [Outbox(lead_id=lead.id, template="promo", subject="Offre", to_address=lead.email, scenario="promo", step_id="offer", created_at=clock.now(),
+        common = dict(lead_id=lead.id, template="promo", scenario="promo", created_at=clock.now())
+        rows = [Outbox(**common, subject="Offre", to_address=lead.email, step_id="offer",
                        options={"kind": "lead", "preheader": "Pour {{ lead.first_name }}"}),
-                Outbox(lead_id=lead.id, template="promo", subject="Lead", to_address="ventes@relance.example", scenario="promo", created_at=clock.now(),
-                       step_id="tell", options={"kind": "internal"})]
+                Outbox(**common, subject="Lead", to_address="ventes@relance.example", step_id="tell", options={"kind": "internal"})]
         session.add_all(rows)
         session.commit()
         ids = [row.id for row in rows]
