@@ -64,7 +64,7 @@ def one_line(text: str) -> str:
 
 # The text part's pipeline, most of it in C: the HTML is cut down before lxml parses it (comments, that is
 # Outlook-only blocks and `<!--[if !mso]><!-->` markers; the layout attributes; the preheader block
-# mjml-python writes), which makes the parse about six times cheaper than the whole page's; block
+# mjml-python writes), which makes the parse several times cheaper than the whole page's; block
 # boundaries are marked in the string (a zero-width substitution; a Python walk over the layout tables
 # would cost more than the parse) and laid out once the text is out: a block (cell, paragraph, div,
 # heading, list) starts and ends a paragraph, `<br>` and a list item a line.
