@@ -58,4 +58,5 @@ def preview(
             row = Outbox(scenario=scenario, step_id=step_id, options={"preheader": preheader})
             context = template_context(lead, settings, row, unsubscribe)
             who = lead.email
-    return Preview(templates.render(template, subject=subject, context=context, preheader=preheader), used_by, who)
+    rendered = templates.render(template, subject=subject, context=context, preheader=preheader, to_lead=True)
+    return Preview(rendered, used_by, who)

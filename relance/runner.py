@@ -512,7 +512,8 @@ _LEAD_READ = ("id", "email", "first_name", "last_name", "job_title", "company", 
 
 
 def _compose(row, lead, *, settings: Settings, templates: TemplateLibrary) -> OutgoingEmail:
-    """The email an outbox row stands for: rendered, and for a lead tracked with one-click unsubscribe."""
+    """The email an outbox row stands for: rendered, and for a lead tracked with one-click unsubscribe,
+    its unsubscribe link and postal address shown (relance's footer when the template has none)."""
     if row.options.get("kind", "lead") != "lead":
         rendered = templates.render(row.template, subject=row.subject, context=template_context(lead, settings, row),
                                     preheader=row.options.get("preheader"))
@@ -522,7 +523,7 @@ def _compose(row, lead, *, settings: Settings, templates: TemplateLibrary) -> Ou
                         lead_id=lead.id, email=lead.email)
         unsubscribe = tracking.unsubscribe_url(**identity)
         rendered = templates.render(row.template, subject=row.subject, context=template_context(lead, settings, row, unsubscribe),
-                                    preheader=row.options.get("preheader"))
+                                    preheader=row.options.get("preheader"), to_lead=True)  # footer added if the template lacks it
         html = tracking.track_html(rendered.html, **identity, skip=(unsubscribe,))
         headers = tracking.unsubscribe_headers(unsubscribe)
     return OutgoingEmail(

@@ -35,7 +35,7 @@ from relance.scenario.model import (
 from relance.scenario.plan import compile_scenario
 from relance.scenario.problems import Problem
 
-TemplateCheck = Callable[[str], list[str]]
+TemplateCheck = Callable[..., list[str]]  # check(name, to_lead=bool): a send step's template reaches leads
 _JINJA = SandboxedEnvironment()
 
 
@@ -187,11 +187,12 @@ def validate_scenario(
         if isinstance(step, Send):
             for key in ("subject", "preheader"):
                 _check_jinja(getattr(step, key), ("steps", index, key), step.id, key, report)
-            _check_template(check_template, step.send, ("steps", index, "send"), step.id, report)
+            _check_template(check_template, step.send, ("steps", index, "send"), step.id, report, to_lead=True)
         if isinstance(step, Notify):
             _check_jinja(step.notify.subject, ("steps", index, "notify", "subject"), step.id, "subject", report)
             if step.notify.template:
-                _check_template(check_template, step.notify.template, ("steps", index, "notify", "template"), step.id, report)
+                _check_template(check_template, step.notify.template, ("steps", index, "notify", "template"), step.id, report,
+                                to_lead=False)
 
     sends = {step.id for step in steps if isinstance(step, Send)}
     for condition, where, step_index in _all_conditions(scenario):
@@ -227,10 +228,11 @@ def _check_jinja(text: str | None, where: tuple[Any, ...], step_id: str, key: st
         report(where, step_id, f"`{key}:` Jinja syntax error: {exc.message}")
 
 
-def _check_template(check: TemplateCheck | None, name: str, where: tuple[Any, ...], step_id: str, report: Callable[..., None]) -> None:
+def _check_template(check: TemplateCheck | None, name: str, where: tuple[Any, ...], step_id: str, report: Callable[..., None],
+                    *, to_lead: bool) -> None:
     if check is None:
         return
-    for message in check(name):
+    for message in check(name, to_lead=to_lead):
         report(where, step_id, message)
 
 

@@ -153,6 +153,8 @@ def test_ses_refusals_are_not_retried_but_throttling_is(moto_ses):
 
 
 def test_the_text_part_keeps_the_words_and_writes_out_every_link_but_not_the_head():
+    from mjml import mjml2html
+
     from relance.email.templates import text_of
 
     mjml = """<mjml><mj-head><mj-title>Titre</mj-title><mj-preview>Aperçu caché</mj-preview></mj-head>
@@ -162,7 +164,7 @@ def test_the_text_part_keeps_the_words_and_writes_out_every_link_but_not_the_hea
       <mj-text>Lire <a href="https://relance.example/blog">le blog</a> ou <a href="#top">remonter</a>.</mj-text>
     </mj-column></mj-section></mj-body></mjml>"""
 
-    text = text_of(mjml)
+    text = text_of(mjml2html(mjml))
 
     assert text == ("Bonjour Léa,\nvoici le guide.\n\nLire le guide (https://relance.example/guide)\n\n"
                     "Lire le blog (https://relance.example/blog) ou remonter.\n")

@@ -18,10 +18,13 @@ TEMPLATES = {
     "welcom": ["template 'welcom' not found: no templates/emails/welcom.mjml (did you mean 'welcome'?)"],
     "broken-alert": ["template 'broken-alert' does not compile: line 3: unclosed <mj-text>"],
 }
+LEAD_ONLY = {  # what only an email to a lead must show
+    "bare-promo": ["template 'bare-promo' is sent to leads but shows no unsubscribe link"],
+}
 
 
-def fake_check_template(name: str) -> list[str]:
-    return TEMPLATES.get(name, [])
+def fake_check_template(name: str, *, to_lead: bool = False) -> list[str]:
+    return TEMPLATES.get(name, []) + (LEAD_ONLY.get(name, []) if to_lead else [])
 
 
 def expected_lines(text: str) -> list[str]:

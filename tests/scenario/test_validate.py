@@ -102,8 +102,8 @@ def test_enroll_is_checked_only_when_known_scenarios_are_given() -> None:
 def test_jinja_errors_in_notify_subjects_and_templates_of_notify_are_checked() -> None:
     checked: list[str] = []
 
-    def check(name: str) -> list[str]:
-        checked.append(name)
+    def check(name: str, *, to_lead: bool) -> list[str]:
+        checked.append(f"{name} to_lead={to_lead}")
         return [f"template '{name}' not found"] if name == "alert" else []
 
     assert problems_of("""
@@ -114,7 +114,7 @@ def test_jinja_errors_in_notify_subjects_and_templates_of_notify_are_checked() -
         "s.yaml:6:34: step tell: template 'alert' not found",
         "s.yaml:6:51: step tell: `subject:` Jinja syntax error: Expected an expression, got 'end of statement block'",
     ]
-    assert checked == ["welcome", "alert"]
+    assert checked == ["welcome to_lead=True", "alert to_lead=False"]  # sends reach leads, notify reaches staff
 
 
 def test_without_a_template_checker_templates_are_not_checked() -> None:
