@@ -163,6 +163,9 @@ def answer(session: Session, *, email: str, reply: Answer, scoring: ScoringConfi
             move_stage(session, lead, "later", now=now, by=reply.by, reason=f"later: re-engage on {until:%Y-%m-%d}")
         case _:
             raise BadAnswer("verdict", f"unknown answer {reply.verdict!r}: accept, reject or later")
+    from relance.wakes import wake_for_lead_changes  # here: relance.wakes reads the runner, which imports this module
+
+    wake_for_lead_changes(session, [lead.id], scoring=scoring, now=now)  # a wait on the new stage goes on
     return handoff
 
 

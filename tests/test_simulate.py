@@ -311,13 +311,13 @@ def test_a_wait_on_the_score_wakes_as_soon_as_simulated_events_raise_it():
         "trigger": {"event": "form_submitted"},
         "steps": [
             {"id": "hello", "send": "welcome", "subject": "Bonjour"},
-            {"id": "wait-score", "wait_until": {"score_at_least": 30}, "timeout": "30d", "on_timeout": "gave-up"},
+            {"id": "wait-score", "wait_until": {"score_at_least": 100}, "timeout": "30d", "on_timeout": "gave-up"},
             {"id": "warm", "send": "case-study-invite", "subject": "Étude de cas", "next": "done"},
             {"id": "gave-up", "end": True},
             {"id": "done", "end": True},
         ],
     })
-    scoring = ScoringConfig.model_validate({"behaviour": {"email_opened": 30}})
+    scoring = ScoringConfig.model_validate({"behaviour": {"email_opened": 100}})  # synthetic leads start below 45
     from relance.simulate import simulate
 
     rates = EngagementRates(**{**QUIET, "open_rate": 1.0, "open_delay_hours": 2.0})

@@ -210,8 +210,8 @@ def test_a_csv_import_that_raises_the_grade_wakes_a_wait_on_the_grade(engine, db
     library = _asleep(engine, settings, clock, job_title="Stagiaire")
     changed_at = clock.advance(timedelta(hours=1))
     parsed = parse_leads_csv(f"email,job_title\n{EMAIL},Directrice marketing\n", source=None)
-    with Session(engine) as session:  # what `relance import` does
+    with Session(engine) as session:  # what `relance import` does, on the test's clock
         import_leads(session, parsed, now=changed_at)
-        grade_all(session, library.scoring, emails=[row.email for row in parsed.rows])
+        grade_all(session, library.scoring, emails=[row.email for row in parsed.rows], now=changed_at)
         session.commit()
     _goes_on_at_the_next_tick(engine, settings, library, changed_at)
