@@ -7,11 +7,12 @@ that the wait is due at that moment and that the next tick takes the lead throug
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlmodel import Session
 
 from relance.importer import import_leads, parse_leads_csv
@@ -24,6 +25,7 @@ from relance.scoring.decay import decay_scores
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Lead, StepLog
+from relance.wakes import wake_for_lead_changes
 
 EMAIL = "lea@acme.example"
 
@@ -53,6 +55,8 @@ steps:
     next: done
   - id: gave-up
     set: {{field: {{gave_up: true}}}}
+  - id: cool-off
+    wait: 3d
   - id: done
     end: true
 """
@@ -215,3 +219,38 @@ def test_a_csv_import_that_raises_the_grade_wakes_a_wait_on_the_grade(engine, db
         grade_all(session, library.scoring, emails=[row.email for row in parsed.rows], now=changed_at)
         session.commit()
     _goes_on_at_the_next_tick(engine, settings, library, changed_at)
+
+
+# --------------------------------------------------------------------------- a wake racing a tick
+
+
+def test_a_wake_waits_for_the_tick_advancing_the_enrollment_and_never_undoes_its_move(engine, db_url, tmp_path, clock):
+    """A tick times the wait out (moving the lead on to a 3-day pause) while, on a clock a minute behind, a change
+    raises the score: the wake waits for the tick's commit, then sees the pause and leaves it alone."""
+    settings = _world(tmp_path, db_url, "{score_at_least: 20}")
+    library = _asleep(engine, settings, clock)
+    enrollment = _waiter(engine)
+    deadline = enrollment.due_at
+    pause_until = deadline + timedelta(days=3)
+    with Session(engine) as tick:  # the tick, mid-transaction: the enrollment is its (row lock, or SQLite's write lock)
+        tick.execute(update(Enrollment).where(Enrollment.id == enrollment.id).values(
+            step_id="cool-off", due_at=pause_until, step_entered_at=deadline,
+            waiting={"step_id": "cool-off", "kind": "wait", "deadline": pause_until.isoformat(), "event_types": [], "state": []}))
+        woken: list[int] = []
+
+        def change() -> None:
+            with Session(engine) as session:
+                session.execute(update(Lead).where(Lead.id == enrollment.lead_id).values(score=25))
+                woken.append(wake_for_lead_changes(session, [enrollment.lead_id], scoring=library.scoring,
+                                                   now=deadline - timedelta(minutes=1)))
+                session.commit()
+
+        changer = threading.Thread(target=change)
+        changer.start()
+        changer.join(timeout=1.0)
+        assert changer.is_alive(), "the wake did not wait for the tick holding the enrollment"
+        tick.commit()
+    changer.join(timeout=30)
+    assert woken == [0]
+    after = _waiter(engine)
+    assert (after.step_id, after.due_at) == ("cool-off", pause_until), "the wake undid the tick's move (a double advance)"
