@@ -21,8 +21,8 @@ from relance.scoring.config import ScoringConfig
 from relance.store.tables import Enrollment, Lead
 
 
-def lock_active_enrollments(session: Session, lead_ids: Iterable[int], *, sleeping_at: datetime | None = None
-                            ) -> dict[int, list[Enrollment]]:
+def lock_active_enrollments(session: Session, lead_ids: Iterable[int], *, sleeping_at: datetime | None = None,
+                            skip_locked: bool = False) -> dict[int, list[Enrollment]]:
     """The active enrollments of these leads (with `sleeping_at`: only those not due by then), by lead,
     locked until the caller commits.
 
@@ -30,9 +30,9 @@ def lock_active_enrollments(session: Session, lead_ids: Iterable[int], *, sleepi
     tick holds its batch `FOR UPDATE` from claim to commit, so this read waits for that commit and
     then sees where the tick left each enrollment (waiting or not); on SQLite it runs after the
     batch's first write, under the database's write lock, so no tick can commit in between.
-    Enrollments due at `sleeping_at` are skipped without waiting for their lock: a tick is advancing
-    them or will, and a tick that changes a lead must not wait for another tick's batch (both would
-    wait for each other)."""
+    Whoever changes a lead takes these locks before changing it (ingestion, sales answers, decay):
+    taken in the other order, a tick waiting for the lead would wait for them and they for the tick.
+    `skip_locked` is for the tick itself, which holds its batch already: it never waits for another's."""
     found: dict[int, list[Enrollment]] = defaultdict(list)
     ids = set(lead_ids)
     if ids:
@@ -41,7 +41,7 @@ def lock_active_enrollments(session: Session, lead_ids: Iterable[int], *, sleepi
             query = query.where(Enrollment.due_at > sleeping_at)
         query = query.order_by(Enrollment.id)
         if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(of=Enrollment)
+            query = query.with_for_update(of=Enrollment, skip_locked=skip_locked)
         for enrollment in session.exec(query).scalars():
             found[enrollment.lead_id].append(enrollment)
     return found
@@ -59,23 +59,27 @@ def wake(enrollments: Sequence[Enrollment], *, event_type: str, now: datetime) -
     return woken
 
 
-def wake_for_lead_changes(session: Session, lead_ids: Iterable[int], *, scoring: ScoringConfig, now: datetime) -> int:
+def wake_for_lead_changes(session: Session, lead_ids: Iterable[int], *, scoring: ScoringConfig, now: datetime,
+                          skip_locked: bool = False) -> int:
     """Make due now the waits of these leads on their state that now hold; returns how many were woken.
 
     Call it in the transaction that changed the leads, before its commit. Only a `wait_until` whose condition
-    reads the lead's state and holds on the lead as this session sees it is woken (never one for nothing);
-    its enrollment is read `FOR UPDATE` on PostgreSQL (`lock_active_enrollments`), so a wake never lands on
-    an enrollment a tick has just moved on (no double advance)."""
+    reads the lead's state and holds on the lead as stored now is woken (never one for nothing). Its enrollment
+    is read `FOR UPDATE` on PostgreSQL, so a wake never lands on an enrollment a tick has just moved on (no
+    double advance); the tick passes `skip_locked`: an enrollment another transaction holds is that one's to wake
+    (it locked the lead's enrollments before changing the lead, so it waited for this tick and sees its changes)."""
     session.flush()  # the changes of this transaction are what the conditions must see
     sleeping = [
         enrollment
-        for enrollments in lock_active_enrollments(session, lead_ids, sleeping_at=now).values()
+        for enrollments in lock_active_enrollments(session, lead_ids, sleeping_at=now, skip_locked=skip_locked).values()
         for enrollment in enrollments
         if (enrollment.waiting or {}).get("kind") == "wait_until" and (enrollment.waiting or {}).get("state", True)
     ]  # a row written before `state` was recorded has no such key: the plan decides (state_wait_holds)
     if not sleeping:
         return 0
-    leads = {lead.id: lead for lead in session.exec(select(Lead).where(Lead.id.in_({e.lead_id for e in sleeping}))).scalars()}
+    # read again: what other transactions committed since this one loaded them counts too
+    leads = {lead.id: lead for lead in session.exec(
+        select(Lead).where(Lead.id.in_({e.lead_id for e in sleeping})).execution_options(populate_existing=True)).scalars()}
     since = min(e.entered_at for e in sleeping) - timedelta(days=400)  # `within` windows may reach before entry
     events = events_of(session, leads, since)
     woken = 0

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
 from relance.importer import import_leads, parse_leads_csv
@@ -254,3 +254,45 @@ def test_a_wake_waits_for_the_tick_advancing_the_enrollment_and_never_undoes_its
     assert woken == [0]
     after = _waiter(engine)
     assert (after.step_id, after.due_at) == ("cool-off", pause_until), "the wake undid the tick's move (a double advance)"
+
+
+def test_a_tick_changing_leads_while_their_events_arrive_wakes_every_wait_and_deadlocks_nothing(engine, db_url, tmp_path, clock):
+    """The changer's tick tags 400 leads while clicks of the same leads are ingested: neither waits for the other
+    in a cycle (no deadlock error), and every waiter wakes, whichever of the two held its enrollment."""
+    settings = _world(tmp_path, db_url, "{tag: vip}")
+    library = load_library(settings)
+    now = clock.now()
+    sync_scenarios(engine, settings, now=now, library=library)
+    emails = [f"lead{i}@acme.example" for i in range(400)]
+    with Session(engine) as session:
+        session.execute(insert(Lead), [dict(email=e, created_at=now, updated_at=now, fields={}, tags=[]) for e in emails])
+        session.commit()
+    for kind in ("trial_started", "demo_requested"):  # enter the waiter, fall asleep; then enter the changer
+        ingest_events(engine, library, [IncomingEvent(kind, e, now, {}) for e in emails], now=now)
+        if kind == "trial_started":
+            run_tick_inline(engine, settings, scenario="waiter", now=now, library=library)
+    errors: list[str] = []
+
+    def guarded(work):
+        def run() -> None:
+            try:
+                work()
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                errors.append(repr(exc)[:300])
+        return threading.Thread(target=run)
+
+    def clicks() -> None:
+        for start in range(0, len(emails), 50):
+            ingest_events(engine, library, [IncomingEvent("email_clicked", e, now, {"n": start})
+                                            for e in reversed(emails[start:start + 50])], now=now)
+
+    workers = [guarded(lambda: run_tick_inline(engine, settings, scenario="changer", now=now, library=library, batch_size=50)),
+               guarded(clicks)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+    assert errors == []
+    with Session(engine) as session:
+        asleep = session.exec(select(Enrollment.id).where(Enrollment.scenario == "waiter", Enrollment.due_at > now)).scalars().all()
+    assert asleep == [], f"{len(asleep)} of {len(emails)} waits on the tag were not woken"
