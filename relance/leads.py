@@ -102,5 +102,6 @@ def grade_all(session: Session, scoring, *, emails: Sequence[str] | None = None,
                 regraded.append(lead.id)
             changed += (lead.fit, lead.grade) != before
         session.flush()
-        wake_for_lead_changes(session, regraded, scoring=scoring, now=now)
+        # an import has changed these leads before: it must not wait for another's enrollments (see relance.wakes)
+        wake_for_lead_changes(session, regraded, scoring=scoring, now=now, skip_locked=True)
     return changed

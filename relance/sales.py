@@ -131,8 +131,8 @@ class Answer:
 
 def answer(session: Session, *, email: str, reply: Answer, scoring: ScoringConfig, now: datetime) -> Handoff:
     """Record sales' answer to the lead's open handoff and move the lead's stage."""
-    from relance.wakes import lock_active_enrollments, wake_for_lead_changes  # here: relance.wakes reads the runner,
-    # which imports this module
+    # imported here: relance.wakes reads the runner, which imports this module
+    from relance.wakes import lock_active_enrollments, wake_for_lead_changes
 
     lead = find_lead(session, email)
     if lead is None:

@@ -32,7 +32,8 @@ def lock_active_enrollments(session: Session, lead_ids: Iterable[int], *, sleepi
     batch's first write, under the database's write lock, so no tick can commit in between.
     Whoever changes a lead takes these locks before changing it (ingestion, sales answers, decay):
     taken in the other order, a tick waiting for the lead would wait for them and they for the tick.
-    `skip_locked` is for the tick itself, which holds its batch already: it never waits for another's."""
+    `skip_locked` is for a transaction that holds locks this order forbids (a tick holds its batch and
+    has changed its leads, an import has changed its leads): it never waits for another's."""
     found: dict[int, list[Enrollment]] = defaultdict(list)
     ids = set(lead_ids)
     if ids:
@@ -66,8 +67,9 @@ def wake_for_lead_changes(session: Session, lead_ids: Iterable[int], *, scoring:
     Call it in the transaction that changed the leads, before its commit. Only a `wait_until` whose condition
     reads the lead's state and holds on the lead as stored now is woken (never one for nothing). Its enrollment
     is read `FOR UPDATE` on PostgreSQL, so a wake never lands on an enrollment a tick has just moved on (no
-    double advance); the tick passes `skip_locked`: an enrollment another transaction holds is that one's to wake
-    (it locked the lead's enrollments before changing the lead, so it waited for this tick and sees its changes)."""
+    double advance). A tick or an import passes `skip_locked`: an enrollment another transaction holds is that
+    one's to wake (it locked the lead's enrollments before changing the lead, so it waited for this transaction's
+    commit, and reads the lead again here before deciding)."""
     session.flush()  # the changes of this transaction are what the conditions must see
     sleeping = [
         enrollment
