@@ -1,4 +1,4 @@
-"""Events in: store each once, start the scenarios it triggers, wake the enrollments awaiting it."""
+"""Events in: store each once, start the scenarios it triggers, wake the enrollments awaiting it or the lead's new state."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from relance.store.repo import record_events, upsert_lead
 from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import add_points, move_stage
 from relance.scoring.rules import at_handoff_point, behaviour_points, fit_points, grade_of
-from relance.store.tables import Enrollment, Event, Lead
+from relance.store.tables import Event, Lead
 from relance.sales import withdraw
 from relance.suppression import SUPPRESSING_EVENTS, honour_list, reason_of_event, suppress
+from relance.wakes import lock_active_enrollments, wake, wake_for_lead_changes
 
 CREATES_LEADS = frozenset({"form_submitted"})  # other events must name a known lead
 
@@ -95,6 +96,7 @@ def ingest_events(
         waiting = lock_active_enrollments(session, {row["lead_id"] for row in rows})
         opens = opened_emails(session, {row["lead_id"] for row in rows if row["type"] == "email_opened"})
         entering: dict[tuple[str, datetime | None], list[Lead]] = defaultdict(list)
+        changed: set[int] = set()  # leads with a new event
         for incoming, row in zip(events, rows):
             event_id = stored.pop(row["idempotency_key"], None)  # popped: a key twice in the batch is stored once
             if event_id is None:
@@ -113,6 +115,9 @@ def ingest_events(
                 if isinstance(trigger, EventTrigger) and event_triggers(trigger, fact) and name in versions:
                     entering[(name, _due_of(incoming, now))].append(lead)
             result.woken += wake(waiting.get(lead.id, ()), event_type=incoming.type, now=now)
+            changed.add(lead.id)
+        # the points, MQL crossings and hand-offs of the batch may end waits on the leads' state
+        result.woken += wake_for_lead_changes(session, changed, scoring=library.scoring, now=now)
         for (name, due_at), leads_in in sorted(entering.items(), key=lambda item: (item[0][0], item[0][1] or now)):
             result.enrolled += enroll_leads(  # one bulk enrollment per scenario (and re-engage date)
                 session, plan=plan_for_version(session, versions[name]), version_id=versions[name],
@@ -200,35 +205,6 @@ def _due_of(incoming: IncomingEvent, now: datetime) -> datetime | None:
         return ensure_utc(datetime.fromisoformat(str(until)))
     except ValueError:
         raise ValueError(f"said_later for {incoming.email}: `until` must be an ISO date, got {until!r}") from None
-
-
-def lock_active_enrollments(session: Session, lead_ids: set[int]) -> dict[int, list[Enrollment]]:
-    """The active enrollments of these leads, by lead, locked until the caller commits.
-
-    This is what makes a wake-up never lost to a tick running at the same time: on PostgreSQL a
-    tick holds its batch `FOR UPDATE` from claim to commit, so this read waits for that commit and
-    then sees where the tick left each enrollment (waiting or not); on SQLite it runs after the
-    batch's first write, under the database's write lock, so no tick can commit in between."""
-    found: dict[int, list[Enrollment]] = defaultdict(list)
-    if lead_ids:
-        query = select(Enrollment).where(Enrollment.lead_id.in_(lead_ids), Enrollment.status == "active").order_by(Enrollment.id)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(of=Enrollment)
-        for enrollment in session.exec(query).scalars():
-            found[enrollment.lead_id].append(enrollment)
-    return found
-
-
-def wake(enrollments: Sequence[Enrollment], *, event_type: str, now: datetime) -> int:
-    """Make due now those of these enrollments whose `wait_until` may be satisfied by this event type."""
-    woken = 0
-    for enrollment in enrollments:
-        waiting = enrollment.waiting or {}
-        if waiting.get("kind") == "wait_until" and event_type in waiting.get("event_types", ()):
-            if enrollment.due_at is None or enrollment.due_at > now:
-                enrollment.due_at = now
-                woken += 1
-    return woken
 
 
 def _profile_of(properties: dict[str, Any]) -> dict[str, Any]:

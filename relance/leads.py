@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Iterator, Sequence
 
 from sqlalchemy import Engine, select
@@ -69,9 +70,17 @@ def lead_summary(engine: Engine, email: str, *, temperature_of=None) -> dict[str
         return summary
 
 
-def grade_all(session: Session, scoring, *, emails: Sequence[str] | None = None, batch_size: int = 1000) -> int:
-    """Recompute fit and grade of these leads (`emails`: an import's rows), or of every lead (scoring.yaml changed)."""
+def grade_all(session: Session, scoring, *, emails: Sequence[str] | None = None, batch_size: int = 1000,
+              now: datetime | None = None) -> int:
+    """Recompute fit and grade of these leads (`emails`: an import's rows), or of every lead (scoring.yaml changed).
+
+    A lead whose grade changes may end a `grade_at_least` wait: it is woken as of `now` (default: the system
+    clock, the one `relance import` stamps its rows with)."""
+    from relance.clock import SystemClock
     from relance.ingest import grade_lead
+    from relance.wakes import wake_for_lead_changes
+
+    now = now or SystemClock().now()
 
     def batches() -> Iterator[Sequence[Lead]]:
         if emails is not None:
@@ -85,9 +94,14 @@ def grade_all(session: Session, scoring, *, emails: Sequence[str] | None = None,
 
     changed = 0
     for leads in batches():
+        regraded = []
         for lead in leads:
             before = (lead.fit, lead.grade)
             grade_lead(lead, scoring)
+            if lead.grade != before[1]:
+                regraded.append(lead.id)
             changed += (lead.fit, lead.grade) != before
         session.flush()
+        # an import has changed these leads before: it must not wait for another's enrollments (see relance.wakes)
+        wake_for_lead_changes(session, regraded, scoring=scoring, now=now, skip_locked=True)
     return changed

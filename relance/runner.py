@@ -398,6 +398,10 @@ def _advance_claimed(session: Session, claimed: Sequence[Row], *, library: Libra
         _apply(effect, session=session, scoring=scoring, lead=models.get(lead.id, lead), enrollment_id=enrollment_id,
                memory=memory, plan=plan, settings=settings, now=now, outbox_rows=outbox_rows, enroll_into=enroll_into)
     session.flush()
+    if changing:  # a score, set or hand-off step may end a wait on this lead's state in another scenario
+        from relance.wakes import wake_for_lead_changes  # here: relance.wakes reads plans and facts from this module
+
+        wake_for_lead_changes(session, changing, scoring=scoring, now=now, skip_locked=True)  # this batch holds its own
     versions = current_version_ids(session) if enroll_into else {}
     by_target: dict[str, list[Any]] = defaultdict(list)
     for target, lead in enroll_into:

@@ -131,9 +131,13 @@ class Answer:
 
 def answer(session: Session, *, email: str, reply: Answer, scoring: ScoringConfig, now: datetime) -> Handoff:
     """Record sales' answer to the lead's open handoff and move the lead's stage."""
+    # imported here: relance.wakes reads the runner, which imports this module
+    from relance.wakes import lock_active_enrollments, wake_for_lead_changes
+
     lead = find_lead(session, email)
     if lead is None:
         raise NoSuchLead(f"no lead with email {email!r}")
+    lock_active_enrollments(session, [lead.id])  # before the lead changes: see lock_active_enrollments
     handoff = open_handoff_of(session, lead.id)
     if handoff is None:
         last = session.exec(select(Handoff).where(Handoff.lead_id == lead.id).order_by(Handoff.id.desc())).scalars().first()
@@ -163,6 +167,7 @@ def answer(session: Session, *, email: str, reply: Answer, scoring: ScoringConfi
             move_stage(session, lead, "later", now=now, by=reply.by, reason=f"later: re-engage on {until:%Y-%m-%d}")
         case _:
             raise BadAnswer("verdict", f"unknown answer {reply.verdict!r}: accept, reject or later")
+    wake_for_lead_changes(session, [lead.id], scoring=scoring, now=now)  # a wait on the new stage goes on
     return handoff
 
 

@@ -14,7 +14,8 @@ Choices:
   moves the lead to `sql-pending` as the runner does; `enroll` counts the lead as moved to
   that scenario, which is not simulated;
 - an unsubscribed lead's later emails are counted as suppressed and draw no reactions;
-- with a `scoring` config, simulated events earn its behaviour points (no decay).
+- with a `scoring` config, simulated events earn its behaviour points (no decay); points that make a
+  `wait_until` on the score or temperature hold wake it, as a change of the lead does in the runner.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from relance.clock import ensure_utc
-from relance.engine.interpreter import advance, enter
+from relance.engine.interpreter import advance, enter, state_wait_holds
 from relance.engine.types import EnrollInto, EnrollmentState, EventFact, HandOff, LeadFacts, SendEmail
 from relance.scenario.model import EventTrigger, SegmentTrigger
 from relance.scenario.plan import Plan
@@ -135,10 +136,11 @@ class _Simulation:
             lead = self.people[index]
             self.people[index] = replace(lead, score=lead.score + points, temperature=self.scoring.temperature_of(lead.score + points))
         state = self.states[index]
-        if (
-            state is not None and state.status == "active" and state.waiting
-            and event.type in state.waiting.get("event_types", ()) and state.due_at is not None and state.due_at > now
-        ):
+        if state is None or state.status != "active" or not state.waiting or state.due_at is None or state.due_at <= now:
+            return
+        # an awaited event wakes the wait; so do points that make a wait on the score or temperature hold
+        awaited = event.type in state.waiting.get("event_types", ())
+        if awaited or (points and state_wait_holds(self.plan, state, self.people[index], self.histories[index], now)):
             state.due_at = now
             self.generations[index] += 1
             self.push(now, _DUE, index, self.generations[index])

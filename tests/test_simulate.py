@@ -303,3 +303,25 @@ def test_simulated_events_earn_the_behaviour_points_of_scoring_yaml():
     assert report.totals.handoffs == 80
     unscored = simulate(plan, leads=80, days=5, seed=2, start=START, spread=timedelta(0), rates=rates)
     assert unscored.step("hot?").outcomes == {"else": 80} and unscored.totals.handoffs == 0
+
+
+def test_a_wait_on_the_score_wakes_as_soon_as_simulated_events_raise_it():
+    plan = plan_of({
+        "scenario": "score-wake-test",
+        "trigger": {"event": "form_submitted"},
+        "steps": [
+            {"id": "hello", "send": "welcome", "subject": "Bonjour"},
+            {"id": "wait-score", "wait_until": {"score_at_least": 100}, "timeout": "30d", "on_timeout": "gave-up"},
+            {"id": "warm", "send": "case-study-invite", "subject": "Étude de cas", "next": "done"},
+            {"id": "gave-up", "end": True},
+            {"id": "done", "end": True},
+        ],
+    })
+    scoring = ScoringConfig.model_validate({"behaviour": {"email_opened": 100}})  # synthetic leads start below 45
+    from relance.simulate import simulate
+
+    rates = EngagementRates(**{**QUIET, "open_rate": 1.0, "open_delay_hours": 2.0})
+    report = simulate(plan, leads=60, days=5, seed=3, start=START, spread=timedelta(0), rates=rates, scoring=scoring)
+    # a 5-day horizon ends long before the 30-day timeout: only the open's points waking the wait get them through
+    assert report.step("wait-score").outcomes == {"woken": 60}
+    assert report.step("warm").outcomes == {"sent": 60} and report.totals.completed == 60

@@ -83,7 +83,7 @@ def run_demo(directory: Path, *, console: Console, days: int = DAYS, seed: int =
         imported = import_leads(session, parsed, now=START)
         session.add_all(Cost(source=source, amount=amount, period="2026-03", note="campagne", created_at=START)
                         for source, amount in CAMPAIGN_COSTS.items())
-        grade_all(session, library.scoring)
+        grade_all(session, library.scoring, now=START)
         session.commit()
     console.print(f"[bold]relance demo[/bold] in {directory}/: {imported.created} sample leads imported, "
                   f"scenarios: {', '.join(sorted(library.plans))}")

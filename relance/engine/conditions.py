@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from fnmatch import fnmatchcase
-from typing import Sequence
+from typing import Sequence, Union, assert_never
 from urllib.parse import urlsplit
 
 from relance.engine.types import EventFact, LeadFacts
@@ -26,6 +26,9 @@ from relance.scenario.model import (
 )
 
 GRADE_RANK = {"A": 4, "B": 3, "C": 2, "D": 1}
+
+AnyCondition = Union[Opened, Clicked, Downloaded, Visited, EventHappened, ScoreAtLeast, GradeAtLeast, TemperatureIs,
+                     StageIn, HasTag, FieldEquals, All, Any_, Not]
 
 
 def _path_of(event: EventFact) -> str:
@@ -88,23 +91,51 @@ def holds(condition, *, lead: LeadFacts, events: Sequence[EventFact], now: datet
 _EVENT_TYPE_OF = {Opened: "email_opened", Clicked: "email_clicked", Downloaded: "downloaded", Visited: "page_visited"}
 
 
-def event_types_of(condition) -> frozenset[str]:
-    """Event types whose arrival may change the condition (used to wake waiting enrollments)."""
+def event_types_of(condition: AnyCondition) -> frozenset[str]:
+    """Event types whose arrival may make the condition hold (ingestion wakes the waits listing them)."""
     match condition:
+        case Opened() | Clicked() | Downloaded() | Visited():
+            return frozenset({_EVENT_TYPE_OF[type(condition)]})
         case EventHappened():
             return frozenset({condition.event})
+        case ScoreAtLeast() | GradeAtLeast() | TemperatureIs() | StageIn() | HasTag() | FieldEquals():
+            return frozenset()  # the lead's state: see state_kinds_of
         case All():
             return frozenset().union(*(event_types_of(c) for c in condition.all))
         case Any_():
             return frozenset().union(*(event_types_of(c) for c in condition.any))
         case Not():
             return event_types_of(condition.not_)
-        case ScoreAtLeast() | TemperatureIs():
-            return frozenset({"score_changed"})
+        case _:
+            assert_never(condition)
+
+
+def state_kinds_of(condition: AnyCondition) -> frozenset[str]:
+    """What of the lead's state the condition reads (score, grade, temperature, stage, tag, field): a wait
+    on any of them is re-checked after every change of the lead (relance.wakes)."""
+    match condition:
+        case Opened() | Clicked() | Downloaded() | Visited() | EventHappened():
+            return frozenset()
+        case ScoreAtLeast():
+            return frozenset({"score"})
+        case GradeAtLeast():
+            return frozenset({"grade"})
+        case TemperatureIs():
+            return frozenset({"temperature"})
         case StageIn():
-            return frozenset({"stage_changed"})
-    kind = _EVENT_TYPE_OF.get(type(condition))
-    return frozenset({kind}) if kind else frozenset()
+            return frozenset({"stage"})
+        case HasTag():
+            return frozenset({"tag"})
+        case FieldEquals():
+            return frozenset({"field"})
+        case All():
+            return frozenset().union(*(state_kinds_of(c) for c in condition.all))
+        case Any_():
+            return frozenset().union(*(state_kinds_of(c) for c in condition.any))
+        case Not():
+            return state_kinds_of(condition.not_)
+        case _:
+            assert_never(condition)
 
 
 def describe(condition) -> str:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Callable, Sequence
 
 from relance.clock import ensure_utc
-from relance.engine.conditions import describe, event_types_of, holds
+from relance.engine.conditions import describe, event_types_of, holds, state_kinds_of
 from relance.engine.types import (
     AdjustScore,
     Advance,
@@ -82,8 +82,10 @@ class _Run:
         self.state.status, self.state.exit_reason = status, reason
         self.state.due_at, self.state.waiting, self.state.left_at = None, None, self.now
 
-    def wait_until(self, step_id: str, kind: str, deadline: datetime, event_types: frozenset[str] = frozenset()) -> None:
-        self.state.waiting = {"step_id": step_id, "kind": kind, "deadline": deadline.isoformat(), "event_types": sorted(event_types)}
+    def wait_until(self, step_id: str, kind: str, deadline: datetime, event_types: frozenset[str] = frozenset(),
+                   state: frozenset[str] = frozenset()) -> None:
+        self.state.waiting = {"step_id": step_id, "kind": kind, "deadline": deadline.isoformat(),
+                              "event_types": sorted(event_types), "state": sorted(state)}
         self.state.due_at = deadline
 
     def visit(self, step_id: str) -> int:
@@ -200,10 +202,10 @@ class _Run:
                 self.trace(step.id, "wait_until", "timeout")
                 self.go(edges["on_timeout"])
             else:
-                self.state.due_at = self.next_wake(types, deadline)  # woken by an unrelated event: keep waiting
+                self.state.due_at = self.next_wake(types, deadline)  # woken for nothing (an unrelated event): keep waiting
             return
         deadline = self.now + step.timeout
-        self.wait_until(step.id, "wait_until", deadline, types)
+        self.wait_until(step.id, "wait_until", deadline, types, state_kinds_of(step.wait_until))
         self.state.due_at = self.next_wake(types, deadline)
         self.trace(step.id, "wait_until", "waiting", until=deadline.isoformat())
 
@@ -237,3 +239,15 @@ def advance(
 ) -> Advance:
     """Run the enrollment's steps while it is due, until it waits or leaves."""
     return _Run(plan, state, lead, events, now, handoff_ready).run()
+
+
+def state_wait_holds(plan: Plan, state: EnrollmentState, lead: LeadFacts, events: Sequence[EventFact], now: datetime) -> bool:
+    """Whether this enrollment sleeps at a `wait_until` that reads the lead's state and now holds: what a change
+    of the lead asks before waking it (relance.wakes for the database, relance.simulate for its virtual world)."""
+    waiting = state.waiting or {}
+    if state.status != "active" or waiting.get("kind") != "wait_until" or (state.due_at is not None and state.due_at <= now):
+        return False
+    step = plan.steps.get(waiting.get("step_id"))
+    if not isinstance(step, WaitUntil) or not state_kinds_of(step.wait_until):
+        return False  # a wait on events only: their arrival wakes it (`event_types`), a change of the lead cannot
+    return holds(step.wait_until, lead=lead, events=events, now=now, since=state.entered_at or now, scenario=plan.name)

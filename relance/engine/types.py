@@ -42,8 +42,9 @@ class EnrollmentState:
     """The part of an enrollment the interpreter moves forward.
 
     `step_id` is the step to run next, or the step being waited at when `waiting` is set.
-    `waiting` = {"step_id", "kind": "wait"|"wait_until", "deadline": ISO str,
-    "event_types": [...]} so the runner can wake early the enrollments an event concerns.
+    `waiting` = {"step_id", "kind": "wait"|"wait_until", "deadline": ISO str, "event_types": [...],
+    "state": [...]}: the event types whose arrival may end a `wait_until`, and what of the lead's state
+    (score, grade, temperature, stage, tag, field) it reads, so a change of the lead re-checks it.
     `memory` holds sticky split variants and per-step visit counts (JSON-serialisable).
     """
 

@@ -11,12 +11,14 @@ from sqlmodel import Session
 from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import add_points
 from relance.store.tables import Event, Lead, ScoreChange
+from relance.wakes import lock_active_enrollments, wake_for_lead_changes
 
 
 @dataclass
 class DecayReport:
     leads: int = 0
     points: int = 0
+    woken: int = 0  # waits on the score or temperature (`not: {score_at_least}`, `temperature: cold`) it ended
 
 
 def decay_scores(engine: Engine, scoring: ScoringConfig, *, now: datetime, batch_size: int = 1000) -> DecayReport:
@@ -34,6 +36,7 @@ def decay_scores(engine: Engine, scoring: ScoringConfig, *, now: datetime, batch
         ).scalars().all():
             last_id = leads[-1].id
             ids = [lead.id for lead in leads]
+            decayed: list[int] = []
             last_event = dict(session.exec(
                 select(Event.lead_id, func.max(Event.occurred_at)).where(Event.lead_id.in_(ids)).group_by(Event.lead_id)
             ).all())
@@ -41,14 +44,17 @@ def decay_scores(engine: Engine, scoring: ScoringConfig, *, now: datetime, batch
                 select(ScoreChange.lead_id, func.max(ScoreChange.at))
                 .where(ScoreChange.lead_id.in_(ids), ScoreChange.cause == "decay").group_by(ScoreChange.lead_id)
             ).all())
-            for lead in leads:
-                since = max(t for t in (lead.created_at, last_event.get(lead.id), last_decay.get(lead.id)) if t is not None)
-                if now - _aware(since, now) < every:
-                    continue
+            idle_since = {lead.id: _aware(max(t for t in (lead.created_at, last_event.get(lead.id), last_decay.get(lead.id))
+                                              if t is not None), now) for lead in leads}
+            idle = [lead for lead in leads if now - idle_since[lead.id] >= every]
+            lock_active_enrollments(session, [lead.id for lead in idle])  # before the leads change: see there
+            for lead in idle:
                 points = -max(1, round(lead.score * percent / 100))
-                add_points(session, lead, points, cause="decay", now=now, detail=f"idle since {_aware(since, now):%Y-%m-%d}")
+                add_points(session, lead, points, cause="decay", now=now, detail=f"idle since {idle_since[lead.id]:%Y-%m-%d}")
+                decayed.append(lead.id)
                 report.leads += 1
                 report.points += points
+            report.woken += wake_for_lead_changes(session, decayed, scoring=scoring, now=now)
             session.commit()
     return report
 
