@@ -269,11 +269,13 @@ def tick(
 
         _fail(escape(f"no scenario files (*.yaml) in {_settings().scenarios_dir.absolute()}: nothing to tick"))
     names = [_resolve(library, s) for s in scenarios] if scenarios else sorted(library.plans)
-    table = Table("scenario", "due", "batches", "sent", "skipped", "failed", "entered", title="Tick")
+    columns = {"entered": "entered", "advanced": "due", "batches": "batches", "sent": "sent", "skipped": "skipped",
+               "failed": "failed", "waiting": "waiting"}  # as in the tick's log line (docs/ticks.md)
+    table = Table("scenario", *columns.values(), title="Tick")
     with _prefect():
         for name in names:
             report = run_tick(name, now=now)
-            table.add_row(name, *(str(report.get(k, 0)) for k in ("advanced", "batches", "sent", "skipped", "failed", "entered")))
+            table.add_row(name, *(str(report.get(k, 0)) for k in columns))
     console.print(table)
 
 
@@ -500,10 +502,11 @@ def _print_report(figures: dict, out: Console | None = None) -> None:
                       f"{f['median_hours_to_mql'] or '-'} h, to SQL {f['median_hours_to_sql'] or '-'} h")
     out.print(funnel)
     for name, rows in figures["scenarios"].items():
-        table = Table("step", "reached", "entered", "sent", "opened", "clicked", "left", "outcomes", title=f"Scenario {name}")
+        table = Table("step", "reached", "entered", "now here", "waiting", "sent", "opened", "clicked", "left", "outcomes",
+                      title=f"Scenario {name}")
         for r in rows:
-            table.add_row(r["step"], str(r["reached"]), str(r["entered"]), str(r["sent"]), str(r["opened"]), str(r["clicked"]),
-                          str(r["left"]), ", ".join(f"{k} {v}" for k, v in r["outcomes"].items()))
+            table.add_row(r["step"], *(str(r[k]) for k in ("reached", "entered", "now", "waiting", "sent", "opened", "clicked",
+                                                           "left")), ", ".join(f"{k} {v}" for k, v in r["outcomes"].items()))
         out.print(table)
     s = figures["sla"]
     sla = Table("handoffs", "open", "within target", "within deadline", "breaches", "answers", "rejection reasons", title="Sales SLA")
