@@ -67,8 +67,10 @@ def summary(report: TickReport, *, undelivered_batches: int = 0) -> str:
     """What the tick did, in the operator's words."""
     words = (
         f"{report.scenario}: {report.entered} entered, {report.advanced} due, {report.batches} "
-        f"{'batch' if report.batches == 1 else 'batches'}, {report.sent} sent, {report.waiting} waiting"
+        f"{'batch' if report.batches == 1 else 'batches'}, {report.sent} sent"
     )
+    if report.waiting is not None:  # counted unless the tick was told not to (benchmarks)
+        words += f", {report.waiting} waiting"
     if report.skipped:
         words += f", {report.skipped} skipped (suppressed)"
     if report.failed:
