@@ -1,7 +1,8 @@
 """The tick: one flow run per scenario advances everything that is due, batch by batch.
 
 Thin on purpose: it only sequences the tasks (register, enroll, then advance and deliver
-until nothing is due, then send what earlier runs left pending, then report). The work itself lives in `relance.runner`.
+until nothing is due, then send what earlier runs left pending, then count and report; docs/ticks.md
+says what each figure counts). The work itself lives in `relance.runner`.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def tick(scenario: str, now: str | None = None, batch_size: int | None = None) -
                            "they are not resent; check the transport's logs, then `relance outbox resolve ID ... --as pending|failed`",
                            len(leftovers.cut_off), ", ".join(map(str, leftovers.cut_off[:10])))
         if leftovers.sent or leftovers.failed or leftovers.retryable:
-            logger.info("messages left pending before this tick: %d sent, %d failed or expired, %d still pending%s",
+            logger.info("other pending messages (hand-off and SLA emails, what earlier runs left): %d sent, "
+                        "%d failed or expired, %d still pending%s",
                         leftovers.sent, leftovers.failed, leftovers.retryable,
                         f" ({'; '.join(leftovers.errors[:3])})" if leftovers.errors else "")
         report = count_tick(engine, report, now=when, mark=mark)

@@ -20,7 +20,7 @@ class SetupError(RuntimeError):
     """A folder relance needs is not there; the message says what, where it looked and what to do."""
 
 
-def _folder(settings: Settings, name: str, what: str, default_hint: str) -> Path:
+def _folder(settings: Settings, name: str, what: str) -> Path:
     """The folder setting `name` (scenarios_dir, templates_dir), or SetupError saying where it looked."""
     path = Path(getattr(settings, name))
     where = path.absolute()
@@ -32,17 +32,17 @@ def _folder(settings: Settings, name: str, what: str, default_hint: str) -> Path
         raise SetupError(f"{variable} points to {where}, which {found}: set it to the folder of your {what}")
     found = "a file, not a folder" if path.exists() else "not found"
     raise SetupError(f"no folder of {what} at {where} ({found}): run relance from your project folder (the one with "
-                     f"{default_hint}), or set {variable} to the folder of your {what}")
+                     f"scenarios/ and templates/emails/), or set {variable} to the folder of your {what}")
 
 
 def scenarios_folder(settings: Settings) -> Path:
     """RELANCE_SCENARIOS_DIR, checked: SetupError when it is not a folder."""
-    return _folder(settings, "scenarios_dir", "scenario files", "scenarios/ and templates/emails/")
+    return _folder(settings, "scenarios_dir", "scenario files")
 
 
 def templates_folder(settings: Settings) -> Path:
     """RELANCE_TEMPLATES_DIR, checked: SetupError when it is not a folder."""
-    return _folder(settings, "templates_dir", "email templates", "scenarios/ and templates/emails/")
+    return _folder(settings, "templates_dir", "email templates")
 
 
 class ScenarioError(ValueError):

@@ -11,7 +11,7 @@ import logging
 import re
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,7 @@ def _event(kind: str, lead: int, at: datetime, **properties: Any) -> IncomingEve
     return IncomingEvent(kind, f"l{lead}@acme.example", at, properties, f"{kind}-{lead}-{at.isoformat()}")
 
 
-def _what_happens(day: int) -> list[tuple[datetime, list[IncomingEvent] | list[int]]]:
+def _what_happens(day: int) -> list[tuple[datetime, list[Any]]]:
     """(when, events) to ingest, or (when, [lead numbers]) of salon leads to create, on each day of the run."""
     t = T0 + timedelta(days=day)
     return {
@@ -207,7 +207,9 @@ def _expected_report(engine, scenario: str) -> list[dict[str, Any]]:
 
 
 def _mixed_run(settings: Settings, tick: Callable[[str, datetime], Any],
-               check: Callable[[str, datetime, Any, dict[str, Any]], None]) -> Iterator[None]:
+               check: Callable[[str, datetime, Any, dict[str, Any]], None]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Seven virtual days: each day's events and new leads, then a tick of each scenario, checked at once;
+    what the database said after each tick, by (scenario, day)."""
     engine = open_store(settings)
     library = load_library(settings)
     sync_scenarios(engine, settings, now=T0 - timedelta(days=1), library=library)
@@ -271,6 +273,7 @@ def _line_matches(line: str, figures: dict[str, Any]) -> None:
 
 def test_the_tick_flow_says_what_the_database_says_after_a_mixed_run(tmp_path, monkeypatch, prefect_home) -> None:
     from flows.tick import tick as tick_flow
+    from relance.cli import app
     from tasks.report import artifact_key
 
     from prefect.client.orchestration import get_client
@@ -310,7 +313,7 @@ def test_the_tick_flow_says_what_the_database_says_after_a_mixed_run(tmp_path, m
     _the_run_was_mixed(seen)
     engine = open_store(settings)
     for scenario in SCENARIOS:
-        shown = CliRunner().invoke(__import__("relance.cli", fromlist=["app"]).app, ["report", "--json", "--scenario", scenario])
+        shown = CliRunner().invoke(app, ["report", "--json", "--scenario", scenario])
         assert shown.exit_code == 0, shown.output
         assert json.loads(shown.stdout)["scenarios"][scenario] == _expected_report(engine, scenario)
     engine.dispose()
