@@ -7,8 +7,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
-
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -18,9 +16,7 @@ from sqlmodel import Session
 
 from relance import runner
 from relance.report import steps
-
-if TYPE_CHECKING:  # only for the annotations: the helpers below are tested without a database
-    from relance.runner import TickReport
+from relance.runner import TickReport
 
 
 def _slug(scenario: str) -> str:
