@@ -61,7 +61,7 @@ def _engine_round(work: Path, backend: str, n: int) -> dict:
         transport = NullTransport()
         with Stopwatch() as watch:
             report = run_tick_inline(world.engine, world.settings, scenario=SCENARIO, now=NOW, library=world.library,
-                                     transport=transport, templates=world.templates)
+                                     transport=transport, templates=world.templates, standing=False)
         written = sent_rows(world)
         world.engine.dispose()
     assert report.sent == transport.count == written == n, f"engine/{backend}: {report.sent} sent, {written} rows, wanted {n}"

@@ -30,7 +30,7 @@ def tick_seconds(work: Path, enrolled: int, due: int = DUE) -> dict:
             transport = NullTransport()
             with Stopwatch() as watch:
                 report = run_tick_inline(world.engine, world.settings, scenario=SCENARIO, now=at, library=world.library,
-                                         transport=transport, templates=world.templates)
+                                         transport=transport, templates=world.templates, standing=False)
             assert report.sent == transport.count == due, f"tick among {enrolled}: {report.sent} sent, wanted {due}"
             times.append(watch.seconds)
         assert sent_rows(world) == due * ROUNDS
@@ -48,7 +48,7 @@ def _advance_all(url: str, work: str) -> None:
     world = open_world(url, Path(work))
     transport = NullTransport()
     report = run_tick_inline(world.engine, world.settings, scenario=SCENARIO, now=NOW, library=world.library,
-                             transport=transport, templates=world.templates)
+                             transport=transport, templates=world.templates, standing=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"sent": report.sent, "rows": sent_rows(world), "peak_kib": peak}))
 

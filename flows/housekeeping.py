@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.tick import tick_time
 from relance.housekeeping import run_reengage, run_sla
-from relance.library import load_library, load_scoring
+from relance.library import load_library, load_scoring, scenarios_folder
 from relance.runner import sync_scenarios
 from relance.runner import open_store
 from relance.scoring.decay import decay_scores
@@ -16,7 +16,7 @@ from relance.settings import Settings
 
 @task(name="decay-scores", cache_policy=NO_CACHE)
 def decay_task(settings: Settings, now_iso: str | None):
-    return decay_scores(open_store(settings), load_scoring(settings.scenarios_dir), now=tick_time(now_iso),
+    return decay_scores(open_store(settings), load_scoring(scenarios_folder(settings)), now=tick_time(now_iso),
                         batch_size=settings.batch_size)
 
 

@@ -1,7 +1,8 @@
 """The tick: one flow run per scenario advances everything that is due, batch by batch.
 
 Thin on purpose: it only sequences the tasks (register, enroll, then advance and deliver
-until nothing is due, then send what earlier runs left pending, then report). The work itself lives in `relance.runner`.
+until nothing is due, then send what earlier runs left pending, then count and report; docs/ticks.md
+says what each figure counts). The work itself lives in `relance.runner`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from prefect import flow, get_run_logger
 
 from relance.clock import SystemClock, ensure_utc
 from relance.library import load_library
-from relance.runner import DeliveryResult, TickError, TickReport, open_store
+from relance.runner import DeliveryResult, TickError, TickReport, open_store, step_log_mark
 from relance.settings import Settings
 from tasks.advance import advance_batch
 from tasks.deliver import deliver_batch, deliver_leftovers
 from tasks.enroll import enroll, register_scenarios
-from tasks.report import publish_report, summary
+from tasks.report import count_tick, publish_report, summary
 
 
 def tick_time(now: str | None) -> datetime:
@@ -43,9 +44,10 @@ def tick(scenario: str, now: str | None = None, batch_size: int | None = None) -
     limit = batch_size or settings.batch_size
     engine = open_store(settings)
     try:
+        mark = step_log_mark(engine)  # what this tick writes to the step log comes after it: its figures count that
         register_scenarios(engine, settings, now=when, library=library)
         report = TickReport(scenario=scenario)
-        report.entered = enroll(engine, settings, scenario=scenario, now=when, library=library)
+        enroll(engine, settings, scenario=scenario, now=when, library=library)
         undelivered: list[str] = []
         while (batch := advance_batch(engine, settings, scenario=scenario, now=when, limit=limit, library=library)).advanced:
             for problem in batch.failed:
@@ -72,9 +74,11 @@ def tick(scenario: str, now: str | None = None, batch_size: int | None = None) -
                            "they are not resent; check the transport's logs, then `relance outbox resolve ID ... --as pending|failed`",
                            len(leftovers.cut_off), ", ".join(map(str, leftovers.cut_off[:10])))
         if leftovers.sent or leftovers.failed or leftovers.retryable:
-            logger.info("messages left pending before this tick: %d sent, %d failed or expired, %d still pending%s",
+            logger.info("other pending messages (hand-off and SLA emails, what earlier runs left): %d sent, "
+                        "%d failed or expired, %d still pending%s",
                         leftovers.sent, leftovers.failed, leftovers.retryable,
                         f" ({'; '.join(leftovers.errors[:3])})" if leftovers.errors else "")
+        report = count_tick(engine, report, now=when, mark=mark)
         publish_report(report, engine, order=library.plans[scenario].order, undelivered_batches=len(undelivered))
     finally:
         engine.dispose()

@@ -53,33 +53,40 @@ def _nothing():
 
 
 def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {message}", soft_wrap=True)  # one sentence, one line: greppable, never cut mid-path
     raise typer.Exit(1)
 
 
 @contextmanager
 def _prefect():
-    """Flow runs inside: Prefect's local API failing to start, or a tick that could not do all its work,
-    is one sentence and exit 1, not a traceback."""
+    """Flow runs inside: Prefect's local API failing to start, a tick that could not do all its work, or a
+    folder missing under the flow, is one sentence and exit 1, not a traceback."""
     from relance.prefect_api import start_early
 
     start_early()  # its start-up overlaps the imports below
     from rich.markup import escape
 
+    from relance.library import SetupError
     from relance.prefect_adapter import PrefectAPIError
     from relance.runner import TickError
 
     try:
         yield
-    except (PrefectAPIError, TickError) as exc:
+    except (PrefectAPIError, TickError, SetupError) as exc:
         _fail(escape(str(exc)))
 
 
 def _library(extra: list[Path] | None = None):
-    from relance.library import ScenarioError, load_library
+    """The scenarios, validated: every command that needs them calls this first, before any database or Prefect work,
+    so a missing scenarios or templates folder is one sentence (what, where, what to do) and exit 1."""
+    from rich.markup import escape
+
+    from relance.library import ScenarioError, SetupError, load_library
 
     try:
         return load_library(_settings(), extra=extra)
+    except SetupError as exc:
+        _fail(escape(str(exc)))
     except ScenarioError as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
@@ -107,10 +114,24 @@ def validate(
     templates: Optional[Path] = typer.Option(None, "--templates", help="Templates folder (default: RELANCE_TEMPLATES_DIR)."),
 ) -> None:
     """Check scenarios: every problem in every file, as FILE:LINE:COL: step ID: message."""
-    from relance.library import validate_paths
+    from rich.markup import escape
+
+    from relance.library import SetupError, scenario_files, scenarios_folder, validate_paths
 
     settings = _settings()
-    problems, names = validate_paths(paths or [settings.scenarios_dir], templates_dir=templates or settings.templates_dir)
+    try:
+        paths = paths or [scenarios_folder(settings)]
+        for path in paths:
+            if not path.exists():
+                _fail(escape(f"no such file or folder: {path.absolute()}"))
+        if templates is not None and not templates.is_dir():
+            _fail(escape(f"--templates {templates.absolute()}: no such folder"))
+        if not scenario_files(paths):
+            _fail(escape(f"no scenario files (*.yaml) in {', '.join(str(p.absolute()) for p in paths)}"))
+        problems, names = validate_paths(paths, templates_dir=templates or settings.templates_dir,
+                                         settings=None if templates else settings)
+    except SetupError as exc:
+        _fail(escape(str(exc)))
     for problem in problems:
         console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
     if problems:
@@ -149,8 +170,8 @@ def import_(
         err.print(f"{csv_file}:{problem}", markup=False, highlight=False, soft_wrap=True)
     from relance.leads import grade_all
 
+    scoring = _library().scoring  # before the store: a missing folder creates no database
     engine = open_store(_settings())
-    scoring = _library().scoring
     with Session(engine) as session:
         summary = import_leads(session, parsed, now=SystemClock().now())
         grade_all(session, scoring, emails=[row.email for row in parsed.rows])  # only the imported leads
@@ -249,12 +270,18 @@ def tick(
     from relance.prefect_adapter import run_tick
 
     library = _library(_extra_files(scenarios))
+    if not library.plans:
+        from rich.markup import escape
+
+        _fail(escape(f"no scenario files (*.yaml) in {_settings().scenarios_dir.absolute()}: nothing to tick"))
     names = [_resolve(library, s) for s in scenarios] if scenarios else sorted(library.plans)
-    table = Table("scenario", "due", "batches", "sent", "skipped", "failed", "entered", title="Tick")
+    columns = {"entered": "entered", "advanced": "due", "batches": "batches", "sent": "sent", "skipped": "skipped",
+               "failed": "failed", "waiting": "waiting"}  # as in the tick's log line (docs/ticks.md)
+    table = Table("scenario", *columns.values(), title="Tick")
     with _prefect():
         for name in names:
             report = run_tick(name, now=now)
-            table.add_row(name, *(str(report.get(k, 0)) for k in ("advanced", "batches", "sent", "skipped", "failed", "entered")))
+            table.add_row(name, *(str(report.get(k, 0)) for k in columns))
     console.print(table)
 
 
@@ -268,6 +295,7 @@ def flow_decay(now: Optional[str] = typer.Option(None, "--now", help="Pretend it
     from relance.prefect_adapter import run_flow
 
     _now(now)  # a bad --now is refused before Prefect starts
+    _library()  # and so are missing folders or broken scenarios (the flow reads scoring.yaml)
     with _prefect():
         result = run_flow("flows.housekeeping", "decay", now=now)
     console.print(f"decay: {result['leads']} idle lead(s) lost {-result['points']} point(s) in all")
@@ -370,8 +398,8 @@ def _answer(email: str, reply) -> None:
     from relance.runner import open_store
     from relance.sales import SalesError, answer
 
+    scoring = _library().scoring  # before the store: a missing folder creates no database
     engine = open_store(_settings())
-    scoring = _library().scoring
     with Session(engine) as session:
         try:
             handoff = answer(session, email=email, reply=reply, scoring=scoring, now=_now(None))
@@ -480,10 +508,11 @@ def _print_report(figures: dict, out: Console | None = None) -> None:
                       f"{f['median_hours_to_mql'] or '-'} h, to SQL {f['median_hours_to_sql'] or '-'} h")
     out.print(funnel)
     for name, rows in figures["scenarios"].items():
-        table = Table("step", "reached", "entered", "sent", "opened", "clicked", "left", "outcomes", title=f"Scenario {name}")
+        table = Table("step", "reached", "entered", "now here", "waiting", "sent", "opened", "clicked", "left", "outcomes",
+                      title=f"Scenario {name}")
         for r in rows:
-            table.add_row(r["step"], str(r["reached"]), str(r["entered"]), str(r["sent"]), str(r["opened"]), str(r["clicked"]),
-                          str(r["left"]), ", ".join(f"{k} {v}" for k, v in r["outcomes"].items()))
+            table.add_row(r["step"], *(str(r[k]) for k in ("reached", "entered", "now", "waiting", "sent", "opened", "clicked",
+                                                           "left")), ", ".join(f"{k} {v}" for k, v in r["outcomes"].items()))
         out.print(table)
     s = figures["sla"]
     sla = Table("handoffs", "open", "within target", "within deadline", "breaches", "answers", "rejection reasons", title="Sales SLA")
@@ -547,9 +576,9 @@ def ses_events(
     from relance.runner import open_store
     from relance.ses_events import drain
 
-    settings = _settings()
+    settings, library = _settings(), _library()
     sqs = boto3.client("sqs", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url)
-    report = drain(open_store(settings), _library(), sqs, queue_url, now=_now(None), once=once,
+    report = drain(open_store(settings), library, sqs, queue_url, now=_now(None), once=once,
                    dead_letter_url=dead_letter_url, set_aside_dir=set_aside_dir, wait_seconds=1 if once else 20)
     for reason in report.reasons:
         err.print(f"set aside: {reason}", markup=False, highlight=False, soft_wrap=True)
@@ -563,6 +592,7 @@ def flow_sla(now: Optional[str] = typer.Option(None, "--now", help="Pretend it i
     from relance.prefect_adapter import run_flow
 
     _now(now)
+    _library()  # missing folders or broken scenarios: refused before Prefect starts
     with _prefect():
         r = run_flow("flows.housekeeping", "sla", now=now)
     console.print(f"sla: {r['open']} open handoff(s); {r['target_missed']} newly past target, {r['deadline_missed']} newly past deadline")
@@ -574,6 +604,7 @@ def flow_reengage(now: Optional[str] = typer.Option(None, "--now", help="Pretend
     from relance.prefect_adapter import run_flow
 
     _now(now)
+    _library()  # missing folders or broken scenarios: refused before Prefect starts
     with _prefect():
         r = run_flow("flows.housekeeping", "reengage", now=now)
     console.print(f"reengage: {r['enrolled']} lead(s) enrolled")
@@ -680,8 +711,8 @@ def serve(
     from relance.api.app import create_app
     from relance.runner import open_store
 
-    settings = _settings()
-    api = create_app(settings, engine=open_store(settings), library=_library())
+    settings, library = _settings(), _library()  # at start-up: a missing folder is refused now, not at the first request
+    api = create_app(settings, engine=open_store(settings), library=library)
     uvicorn.run(api, host=host, port=port, proxy_headers=True)
 
 
@@ -690,6 +721,7 @@ def demo(directory: Path = typer.Option(Path("demo-run"), "--dir", help="Where t
     """The main job on embedded defaults: leads, 30 days of engagement, real Prefect ticks, an outbox."""
     from relance.demo.run import run_demo
 
+    _library()  # the demo runs the project's scenarios: refused before it clears DIR when they are missing
     with _prefect():
         run_demo(directory, console=console)
 

@@ -16,6 +16,35 @@ from relance.settings import Settings
 SCORING_FILE = "scoring.yaml"
 
 
+class SetupError(RuntimeError):
+    """A folder relance needs is not there; the message says what, where it looked and what to do."""
+
+
+def _folder(settings: Settings, name: str, what: str) -> Path:
+    """The folder setting `name` (scenarios_dir, templates_dir), or SetupError saying where it looked."""
+    path = Path(getattr(settings, name))
+    where = path.absolute()
+    variable = f"RELANCE_{name.upper()}"
+    if path.is_dir():
+        return path
+    if name in settings.model_fields_set:  # the operator pointed it somewhere: that is what to fix
+        found = "is a file, not a folder" if path.exists() else "does not exist"
+        raise SetupError(f"{variable} points to {where}, which {found}: set it to the folder of your {what}")
+    found = "a file, not a folder" if path.exists() else "not found"
+    raise SetupError(f"no folder of {what} at {where} ({found}): run relance from your project folder (the one with "
+                     f"scenarios/ and templates/emails/), or set {variable} to the folder of your {what}")
+
+
+def scenarios_folder(settings: Settings) -> Path:
+    """RELANCE_SCENARIOS_DIR, checked: SetupError when it is not a folder."""
+    return _folder(settings, "scenarios_dir", "scenario files")
+
+
+def templates_folder(settings: Settings) -> Path:
+    """RELANCE_TEMPLATES_DIR, checked: SetupError when it is not a folder."""
+    return _folder(settings, "templates_dir", "email templates")
+
+
 class ScenarioError(ValueError):
     """The scenarios have problems; `problems` lists every one of them."""
 
@@ -67,14 +96,25 @@ def load_scoring(directory: Path) -> ScoringConfig:
     return config
 
 
-def _template_checker(templates_dir: Path):
+def _template_checker(templates_dir: Path, settings: Settings | None = None):
+    """Checks a template by name; given the settings, the first template asked for checks the folder is there."""
     from relance.email.templates import TemplateLibrary
 
-    return TemplateLibrary(templates_dir).check
+    check = TemplateLibrary(templates_dir).check
+    if settings is None:
+        return check
+
+    def checked(name: str) -> list[str]:
+        templates_folder(settings)  # only scenarios that send need it: checked when the first template is
+        return check(name)
+
+    return checked
 
 
-def validate_paths(paths: list[Path], *, templates_dir: Path | None) -> tuple[list, dict[str, Path]]:
-    """Every problem of every scenario file, and the scenario names found (name -> path)."""
+def validate_paths(paths: list[Path], *, templates_dir: Path | None,
+                   settings: Settings | None = None) -> tuple[list, dict[str, Path]]:
+    """Every problem of every scenario file, and the scenario names found (name -> path); given the
+    settings, a missing templates folder (when a scenario sends) is a SetupError, not one problem per step."""
     from relance.scenario.problems import Problem
     from relance.scenario.validate import validate_texts
 
@@ -85,7 +125,7 @@ def validate_paths(paths: list[Path], *, templates_dir: Path | None) -> tuple[li
             texts[str(path)] = path.read_text(encoding="utf-8")
         except OSError as exc:
             problems.append(Problem(str(path), 1, 1, None, f"cannot read: {exc.strerror or exc}"))
-    check = _template_checker(templates_dir) if templates_dir is not None else None
+    check = _template_checker(templates_dir, settings) if templates_dir is not None else None
     scenarios, names, found = validate_texts(texts, check_template=check)
     problems.extend(found)
     for folder in (p for p in paths if p.is_dir()):
@@ -94,12 +134,13 @@ def validate_paths(paths: list[Path], *, templates_dir: Path | None) -> tuple[li
 
 
 def load_library(settings: Settings, extra: list[Path] | None = None) -> Library:
-    """Every scenario of the folder (plus `extra` files), validated together; raises ScenarioError."""
+    """Every scenario of the folder (plus `extra` files), validated together; raises ScenarioError, or
+    SetupError when the scenarios folder (or, for a scenario that sends, the templates folder) is missing."""
     from relance.scenario.validate import validate_texts
 
-    paths = scenario_files([settings.scenarios_dir, *(extra or [])])
+    paths = scenario_files([scenarios_folder(settings), *(extra or [])])
     texts = {str(path): path.read_text(encoding="utf-8") for path in paths}
-    scenarios, names, problems = validate_texts(texts, check_template=_template_checker(settings.templates_dir))
+    scenarios, names, problems = validate_texts(texts, check_template=_template_checker(settings.templates_dir, settings))
     scoring, scoring_problems = read_scoring(settings.scenarios_dir)
     problems = [*problems, *scoring_problems]
     if problems:

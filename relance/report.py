@@ -59,39 +59,61 @@ def funnel(session: Session) -> dict[str, Any]:
     }
 
 
-def steps(session: Session, scenario: str | None = None, orders: dict[str, tuple[str, ...]] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Per scenario and step: entered, sent, opened and clicked (distinct leads), outcomes, left here."""
-    query = select(StepLog.scenario, StepLog.step_id, StepLog.outcome, func.count(), func.count(func.distinct(StepLog.lead_id)))
-    if scenario:
-        query = query.where(StepLog.scenario == scenario)
-    rows = session.exec(query.group_by(StepLog.scenario, StepLog.step_id, StepLog.outcome)).all()
-    table: dict[tuple[str, str], dict[str, Any]] = {}
-    for name, step_id, outcome, n, leads in rows:
-        entry = table.setdefault((name, step_id), {"step": step_id, "reached": 0, "outcomes": {}, "sent": 0,
-                                                    "opened": 0, "clicked": 0, "left": 0})
-        entry["outcomes"][outcome] = n
-        if outcome == "sent":
-            entry["sent"] += n
-        if outcome in ("left", "exited", "failed") or outcome.startswith("to:"):
-            entry["left"] += n
-    reached = session.exec(
-        select(StepLog.scenario, StepLog.step_id, func.count(func.distinct(StepLog.enrollment_id)))
-        .where(*([StepLog.scenario == scenario] if scenario else []))
-        .group_by(StepLog.scenario, StepLog.step_id)
+def standing(session: Session, scenario: str | None = None) -> dict[tuple[str, str], tuple[int, int]]:
+    """Where the active enrollments are right now: (scenario, step) -> (at this step, of which in a wait)."""
+    rows = session.exec(
+        select(Enrollment.scenario, Enrollment.step_id, func.count(), func.count(Enrollment.waiting))
+        .where(Enrollment.status == "active", Enrollment.step_id.is_not(None), *([Enrollment.scenario == scenario] if scenario else []))
+        .group_by(Enrollment.scenario, Enrollment.step_id)
     ).all()
-    for name, step_id, n in reached:
-        table[(name, step_id)]["reached"] = n
+    return {(name, step_id): (n, waiting) for name, step_id, n, waiting in rows}
+
+
+def steps(session: Session, scenario: str | None = None, orders: dict[str, tuple[str, ...]] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Per scenario and step, since the scenario started: reached and entered (step log), now here and waiting
+    (active enrollments), sent (outbox rows that left), opened and clicked (distinct leads), left here
+    (enrollments that ended at this step: completed, exited, failed, moved on), and the step log's outcomes."""
+    of = (lambda column: [column == scenario]) if scenario else (lambda column: [])
+    rows = session.exec(select(StepLog.scenario, StepLog.step_id, StepLog.outcome, func.count()).where(*of(StepLog.scenario))
+                        .group_by(StepLog.scenario, StepLog.step_id, StepLog.outcome)).all()
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def entry(key: tuple[str, str]) -> dict[str, Any]:
+        return table.setdefault(key, {"step": key[1], "reached": 0, "entered": 0, "now": 0, "waiting": 0, "sent": 0,
+                                      "opened": 0, "clicked": 0, "left": 0, "outcomes": {}})
+
+    for name, step_id, outcome, n in rows:
+        entry((name, step_id))["outcomes"][outcome] = n
+    for name, step_id, n in session.exec(
+        select(StepLog.scenario, StepLog.step_id, func.count(func.distinct(StepLog.enrollment_id)))
+        .where(*of(StepLog.scenario)).group_by(StepLog.scenario, StepLog.step_id)
+    ).all():
+        entry((name, step_id))["reached"] = n
+    for key, (n, waiting) in standing(session, scenario).items():
+        entry(key).update(now=n, waiting=waiting)
+    for name, step_id, n in session.exec(  # where each enrollment that is over stopped, whatever ended it
+        select(Enrollment.scenario, Enrollment.step_id, func.count())
+        .where(Enrollment.status != "active", Enrollment.step_id.is_not(None), *of(Enrollment.scenario))
+        .group_by(Enrollment.scenario, Enrollment.step_id)
+    ).all():
+        entry((name, step_id))["left"] = n
+    for name, step_id, n in session.exec(  # the messages of the scenario's steps that left (not hand-off emails)
+        select(Outbox.scenario, Outbox.step_id, func.count())
+        .where(Outbox.status == "sent", Outbox.enrollment_id.is_not(None), Outbox.step_id.is_not(None), *of(Outbox.scenario))
+        .group_by(Outbox.scenario, Outbox.step_id)
+    ).all():
+        entry((name, step_id))["sent"] = n
     # distinct leads who opened / clicked each step's email, counted by the database (JSON properties on both backends)
     of_scenario, of_step = Event.properties["scenario"].as_string(), Event.properties["step_id"].as_string()
     engaged = dict(((name, step_id, kind), n) for name, step_id, kind, n in session.exec(
         select(of_scenario, of_step, Event.type, func.count(func.distinct(Event.lead_id)))
-        .where(Event.type.in_(("email_opened", "email_clicked")), *([of_scenario == scenario] if scenario else []))
+        .where(Event.type.in_(("email_opened", "email_clicked")), *of(of_scenario))
         .group_by(of_scenario, of_step, Event.type)
     ).all())
-    for (name, step_id), entry in table.items():
-        entry["opened"] = engaged.get((name, step_id, "email_opened"), 0)
-        entry["clicked"] = engaged.get((name, step_id, "email_clicked"), 0)
-        entry["entered"] = entry["outcomes"].get("entered", 0)
+    for (name, step_id), row in table.items():
+        row["opened"] = engaged.get((name, step_id, "email_opened"), 0)
+        row["clicked"] = engaged.get((name, step_id, "email_clicked"), 0)
+        row["entered"] = row["outcomes"].get("entered", 0)
     by_scenario: dict[str, list[dict[str, Any]]] = defaultdict(list)
     orders = orders or {}
 

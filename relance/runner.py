@@ -709,18 +709,22 @@ def deliver_pending(
 
 @dataclass
 class TickReport:
+    """What one tick of one scenario did, and where its leads stand after it (see docs/ticks.md for each figure)."""
+
     scenario: str
-    entered: int = 0
-    advanced: int = 0
+    entered: int = 0  # enrollments whose first step this tick ran: segment entries now, other doors since the last tick
+    advanced: int = 0  # "due": enrollments this tick claimed and advanced
     batches: int = 0
-    sent: int = 0
+    sent: int = 0  # messages this tick's steps wrote that left in its batches
     skipped: int = 0
     failed: int = 0
     unknown: int = 0  # handed over with no answer this tick: may have left, never resent by itself
-    leftovers: int = 0  # messages left pending by earlier runs (or written outside ticks) sent by this one
+    leftovers: int = 0  # other pending messages this tick sent: hand-off and SLA emails, what earlier runs left
     cut_off: int = 0  # messages an earlier run left `sending` (it died mid-send), now `unknown`
     enrollments_failed: int = 0  # enrollments that left on an error of their own (the others went on)
-    counts: Counter = field(default_factory=Counter)
+    waiting: int | None = None  # active enrollments of the scenario in a wait after the tick (the enrollments table)
+    counts: Counter = field(default_factory=Counter)  # this tick's step-log outcomes: (step_id, outcome) -> n
+    standing: dict[str, tuple[int, int]] = field(default_factory=dict)  # step -> (active here, of which waiting), after
 
     def add(self, batch: BatchResult, delivery: DeliveryResult) -> None:
         self.batches += 1
@@ -737,22 +741,54 @@ class TickReport:
             "scenario": self.scenario, "entered": self.entered, "advanced": self.advanced, "batches": self.batches,
             "sent": self.sent, "skipped": self.skipped, "failed": self.failed, "unknown": self.unknown,
             "leftovers": self.leftovers, "cut_off": self.cut_off, "enrollments_failed": self.enrollments_failed,
+            "waiting": self.waiting,
         }
+
+
+def step_log_mark(engine: Engine) -> int:
+    """The newest step-log row when a tick starts: every row the tick writes comes after it."""
+    with engine.connect() as connection:
+        return connection.execute(select(func.coalesce(func.max(StepLog.id), 0))).scalar_one()
+
+
+def count_tick(engine: Engine, report: TickReport, *, now: datetime, mark: int, standing: bool = True) -> TickReport:
+    """Fill in the figures read from the database once the tick's work is done: `entered` (enrollments whose
+    first step ran in this tick: a step-log row of this tick, none before it) and, with `standing`, where the
+    scenario's leads stand now (`waiting`, per step: this reads every active enrollment of the scenario)."""
+    from relance.report import standing as where_now
+
+    log, earlier = StepLog.__table__, StepLog.__table__.alias("earlier")
+    first_steps = (
+        select(func.count(func.distinct(log.c.enrollment_id)))
+        .where(log.c.id > mark, log.c.scenario == report.scenario, log.c.kind != "enter", log.c.at == now,
+               ~select(earlier.c.id).where(earlier.c.enrollment_id == log.c.enrollment_id, earlier.c.id <= mark,
+                                           earlier.c.kind != "enter").exists())
+    )
+    with Session(engine) as session:
+        report.entered = session.execute(first_steps).scalar_one()
+        if standing:
+            report.standing = {step: here for (_, step), here in where_now(session, report.scenario).items()}
+            report.waiting = sum(waiting for _, waiting in report.standing.values())
+    return report
 
 
 def run_tick_inline(
     engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library | None = None,
     transport: Transport | None = None, templates: TemplateLibrary | None = None, batch_size: int | None = None,
+    standing: bool = True,
 ) -> TickReport:
-    """The sequence `flows/tick.py` runs, without Prefect: for tests, benchmarks and the simulator's checks."""
+    """The sequence `flows/tick.py` runs, without Prefect: for tests, benchmarks and the simulator's checks.
+    `standing=False` skips counting where every enrollment stands (`waiting` stays None): the benchmarks
+    measure the work that grows with what is due, not that count, which grows with what is enrolled."""
     library = library or load_library(settings)
     transport = transport or make_transport(settings)
     templates = templates or TemplateLibrary(settings.templates_dir)
+    mark = step_log_mark(engine)
     sync_scenarios(engine, settings, now=now, library=library)
     report = TickReport(scenario=scenario)
-    report.entered = enroll_due(engine, settings, scenario=scenario, now=now, library=library)
+    enroll_due(engine, settings, scenario=scenario, now=now, library=library)
     while (batch := advance_due(engine, settings, scenario=scenario, now=now, limit=batch_size, library=library)).advanced:
         report.add(batch, deliver(engine, settings, outbox_ids=batch.outbox_ids, now=now, transport=transport, templates=templates))
     leftovers = deliver_pending(engine, settings, now=now, transport=transport, templates=templates)
     report.leftovers, report.cut_off = leftovers.sent, len(leftovers.cut_off)
-    return report
+    return count_tick(engine, report, now=now, mark=mark, standing=standing)

@@ -1,12 +1,12 @@
-"""The tasks that publish what a tick did (table `tick-<scenario>`) and where its scenario stands overall
-(markdown `report-<scenario>`, the figures of `relance report --scenario`), and the words for the log."""
+"""The tasks that count and publish what a tick did and where its leads stand (table `tick-<scenario>`), and
+its scenario's figures since it started (markdown `report-<scenario>`, the figures of `relance report --scenario`),
+and the words for the log. What each figure means: docs/ticks.md."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
-
+from datetime import datetime
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -14,10 +14,9 @@ from prefect.settings import get_current_settings
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from relance import runner
 from relance.report import steps
-
-if TYPE_CHECKING:  # only for the annotations: the helpers below are tested without a database
-    from relance.runner import TickReport
+from relance.runner import TickReport
 
 
 def _slug(scenario: str) -> str:
@@ -45,24 +44,29 @@ def _cell(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
-def step_rows(counts: Mapping[tuple[str, str], int], order: Sequence[str] = ()) -> list[dict[str, object]]:
-    """One row per (step, outcome) this tick produced, in the scenario's step order."""
+def step_rows(counts: Mapping[tuple[str, str], int], order: Sequence[str] = (),
+              standing: Mapping[str, tuple[int, int]] | None = None) -> list[dict[str, object]]:
+    """One row per step of the scenario, in its order (then any step of an older version still in use): how many
+    active enrollments are at it now, how many of them wait, and this tick's outcomes there ("sent 5, waiting 3")."""
+    standing = standing or {}
     rank = {step: i for i, step in enumerate(order)}
-    keys = sorted(counts, key=lambda k: (rank.get(k[0], len(rank)), k[0], k[1]))
-    return [{"step": _cell(step), "outcome": _cell(outcome), "count": counts[(step, outcome)]} for step, outcome in keys]
-
-
-def waiting(report: TickReport) -> int:
-    """Enrollments this tick left in a wait (they come back when due or when their event arrives)."""
-    return sum(n for (_, outcome), n in report.counts.items() if outcome == "waiting")
+    names = sorted(set(order) | set(standing) | {step for step, _ in counts}, key=lambda step: (rank.get(step, len(rank)), step))
+    rows = []
+    for step in names:
+        here, waiting = standing.get(step, (0, 0))
+        outcomes = ", ".join(f"{outcome} {n}" for (at, outcome), n in sorted(counts.items()) if at == step)
+        rows.append({"step": _cell(step), "now here": here, "waiting": waiting, "this tick": _cell(outcomes)})
+    return rows
 
 
 def summary(report: TickReport, *, undelivered_batches: int = 0) -> str:
     """What the tick did, in the operator's words."""
     words = (
         f"{report.scenario}: {report.entered} entered, {report.advanced} due, {report.batches} "
-        f"{'batch' if report.batches == 1 else 'batches'}, {report.sent} sent, {waiting(report)} waiting"
+        f"{'batch' if report.batches == 1 else 'batches'}, {report.sent} sent"
     )
+    if report.waiting is not None:  # counted unless the tick was told not to (benchmarks)
+        words += f", {report.waiting} waiting"
     if report.skipped:
         words += f", {report.skipped} skipped (suppressed)"
     if report.failed:
@@ -74,7 +78,8 @@ def summary(report: TickReport, *, undelivered_batches: int = 0) -> str:
     if report.cut_off:
         words += f", {report.cut_off} cut off mid-send by a run that died (now unknown: relance outbox resolve)"
     if report.leftovers:
-        words += f", {report.leftovers} sent that earlier runs had left pending"
+        words += (f", {report.leftovers} other pending {'message' if report.leftovers == 1 else 'messages'} sent "
+                  "(hand-off and SLA emails, what earlier runs left)")
     if undelivered_batches:
         words += f", {undelivered_batches} {'batch' if undelivered_batches == 1 else 'batches'} not delivered after every retry (their emails stay pending for the next tick)"
     return words
@@ -82,17 +87,24 @@ def summary(report: TickReport, *, undelivered_batches: int = 0) -> str:
 
 def figures_markdown(scenario: str, rows: Sequence[Mapping[str, object]]) -> str:
     """The per-step figures of one scenario as a markdown table (the UI renders it)."""
-    head = ["step", "reached", "entered", "sent", "opened", "clicked", "left", "outcomes"]
+    head = ["step", "reached", "entered", "now here", "waiting", "sent", "opened", "clicked", "left", "outcomes"]
     lines = [f"# {_cell(scenario)}: every step since the scenario started", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         outcomes = ", ".join(f"{k} {v}" for k, v in r["outcomes"].items())  # type: ignore[union-attr]
-        cells = [r["step"], r["reached"], r["entered"], r["sent"], r["opened"], r["clicked"], r["left"], outcomes]
+        cells = [r["step"], r["reached"], r["entered"], r["now"], r["waiting"], r["sent"], r["opened"], r["clicked"],
+                 r["left"], outcomes]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     if not rows:
-        lines.append("| - | 0 | 0 | 0 | 0 | 0 | 0 | no lead has entered yet |")
+        lines.append("| - | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | no lead has entered yet |")
     lines += ["", f"Same figures as `relance report --scenario {scenario}`. Opened and clicked count distinct leads."]
     return "\n".join(lines)
+
+
+@task(name="count-tick", task_run_name="count-{report.scenario}", cache_policy=NO_CACHE)
+def count_tick(engine: Engine, report: TickReport, *, now: datetime, mark: int) -> TickReport:
+    """Read from the database who started in this tick and where the scenario's leads stand now."""
+    return runner.count_tick(engine, report, now=now, mark=mark)
 
 
 @task(name="publish-report", task_run_name="report-{report.scenario}", cache_policy=NO_CACHE)
@@ -109,6 +121,7 @@ def publish_report(
         create_markdown_artifact(markdown=figures_markdown(report.scenario, rows), key=figures_key(report.scenario),
                                  description=f"{report.scenario}: every step since the scenario started")
         description += " · scenario figures: " + figures_link(report.scenario, get_current_settings().ui_url)
-    rows = step_rows(report.counts, order) or [{"step": "-", "outcome": "nothing was due", "count": 0}]
+    rows = step_rows(report.counts, order, report.standing) or [{"step": "-", "now here": 0, "waiting": 0,
+                                                                   "this tick": "nothing was due"}]
     create_table_artifact(table=rows, key=key, description=description)
     return key

@@ -223,3 +223,100 @@ def test_an_import_grades_the_leads_it_brings_and_leaves_the_others_alone(env):
     assert grades["karim@initech.example"] == "A"  # not in this import: not regraded
     assert grades["lea@acme.example"] in ("A", "B", "C")  # a marketing director in France fits the profile
     engine.dispose()
+
+
+# --------------------------------------------------------------------------- run from anywhere: missing folders
+
+MISSING_HINT = "run relance from your project folder (the one with scenarios/ and templates/emails/), or set RELANCE_SCENARIOS_DIR"
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch) -> Path:
+    """An empty folder as the working directory, no RELANCE_* setting: where an operator lands by mistake."""
+    import os
+
+    for name in [n for n in os.environ if n.startswith("RELANCE_")]:
+        monkeypatch.delenv(name)
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    get_settings.cache_clear()
+    yield empty
+    get_settings.cache_clear()
+
+
+def test_tick_from_a_folder_without_scenarios_is_one_sentence_in_a_real_process(elsewhere):
+    """The command as typed in a shell: exit 1, what is missing, where it looked (absolute), what to do; no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELANCE_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-m", "relance.cli", "tick"], cwd=elsewhere, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "FileNotFoundError" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: no folder of scenario files at {elsewhere / 'scenarios'} (not found): {MISSING_HINT} to the folder of "
+        "your scenario files"]
+    assert list(elsewhere.iterdir()) == []  # no database, no outbox left behind
+
+
+@pytest.mark.parametrize("command", [
+    ["tick"], ["serve"], ["simulate", "whitepaper-nurture"], ["flow", "decay"], ["flow", "sla"], ["flow", "reengage"],
+    ["report"], ["event", "downloaded", "--lead", "lea@acme.example"], ["sales", "reject", "lea@acme.example", "--reason", "other"],
+    ["preview", "whitepaper-followup"], ["demo", "--dir", "demo-run"], ["validate"],
+], ids=" ".join)
+def test_every_command_that_needs_the_scenarios_says_where_it_looked(elsewhere, command):
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback: a clean exit
+    assert f"error: no folder of scenario files at {elsewhere / 'scenarios'} (not found): {MISSING_HINT}" in result.stderr
+    assert list(elsewhere.iterdir()) == []  # refused before any database, outbox or demo folder is created
+
+
+def test_a_scenarios_setting_that_points_nowhere_or_to_a_file_is_named(elsewhere, monkeypatch):
+    monkeypatch.setenv("RELANCE_SCENARIOS_DIR", str(elsewhere / "nope"))
+    result = CliRunner().invoke(app, ["tick"])
+    assert result.exit_code == 1
+    assert (f"error: RELANCE_SCENARIOS_DIR points to {elsewhere / 'nope'}, which does not exist: set it to the folder "
+            "of your scenario files") in result.stderr
+    (elsewhere / "a-file").write_text("scenario: x\n", encoding="utf-8")
+    monkeypatch.setenv("RELANCE_SCENARIOS_DIR", "a-file")
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 1
+    assert f"RELANCE_SCENARIOS_DIR points to {elsewhere / 'a-file'}, which is a file, not a folder" in result.stderr
+
+
+def test_a_missing_templates_folder_is_one_sentence_not_one_problem_per_step(elsewhere, monkeypatch):
+    shutil.copytree(ROOT / "scenarios", elsewhere / "scenarios")
+    for command in (["tick"], ["validate"], ["serve"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 1, (command, result.output)
+        assert result.stderr.strip() == (
+            f"error: no folder of email templates at {elsewhere / 'templates' / 'emails'} (not found): run relance from your "
+            "project folder (the one with scenarios/ and templates/emails/), or set RELANCE_TEMPLATES_DIR to the folder of "
+            "your email templates"), command
+        assert result.stdout == ""
+    monkeypatch.setenv("RELANCE_TEMPLATES_DIR", str(elsewhere / "tpl"))
+    get_settings.cache_clear()
+    result = CliRunner().invoke(app, ["validate"])
+    assert result.exit_code == 1
+    assert f"RELANCE_TEMPLATES_DIR points to {elsewhere / 'tpl'}, which does not exist" in result.stderr
+
+
+def test_validate_refuses_a_folder_without_scenario_files_and_a_path_that_is_not_there(elsewhere):
+    (elsewhere / "scenarios").mkdir()
+    (elsewhere / "scenarios" / "scoring.yaml").write_text("{}\n", encoding="utf-8")  # scoring alone is no scenario
+    result = CliRunner().invoke(app, ["validate"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: no scenario files (*.yaml) in {elsewhere / 'scenarios'}"
+    assert "ok" not in result.stdout
+    tick = CliRunner().invoke(app, ["tick"])
+    assert tick.exit_code == 1
+    assert tick.stderr.strip() == f"error: no scenario files (*.yaml) in {elsewhere / 'scenarios'}: nothing to tick"
+    missing = CliRunner().invoke(app, ["validate", "drafts/welcome.yaml"])
+    assert missing.exit_code == 1
+    assert missing.stderr.strip() == f"error: no such file or folder: {elsewhere / 'drafts' / 'welcome.yaml'}"

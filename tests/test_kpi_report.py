@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from relance.report import build_report
-from relance.store.tables import Cost, Enrollment, Event, Handoff, Lead, ScenarioVersion, StageChange, StepLog
+from relance.store.tables import Cost, Enrollment, Event, Handoff, Lead, Outbox, ScenarioVersion, StageChange, StepLog
 
 
 def _data(session, t0):
@@ -30,9 +30,16 @@ def _data(session, t0):
     version = ScenarioVersion(scenario="s", hash="h", definition={}, created_at=t0)
     session.add(version)
     session.flush()
-    enrollments = [Enrollment(lead_id=L[x], scenario="s", version_id=version.id, entered_at=t0, state={}) for x in ("a", "b")]
+    # a waits at b; b went through c and left there
+    enrollments = [Enrollment(lead_id=L["a"], scenario="s", version_id=version.id, entered_at=t0, state={}, step_id="b",
+                              waiting={"step_id": "b", "kind": "wait"}),
+                   Enrollment(lead_id=L["b"], scenario="s", version_id=version.id, entered_at=t0, state={}, step_id="c",
+                              status="completed", left_at=t0)]
     session.add_all(enrollments)
     session.flush()
+    for e, status in ((0, "sent"), (1, "skipped")):  # a's email left, b's was suppressed: 1 sent at step a
+        session.add(Outbox(enrollment_id=enrollments[e].id, lead_id=enrollments[e].lead_id, scenario="s", step_id="a",
+                           template="t", to_address="x@x.example", status=status, created_at=t0))
     for e, step, kind, outcome in ((0, "a", "enter", "entered"), (0, "a", "send", "sent"), (0, "b", "if", "then"),
                                    (1, "a", "enter", "entered"), (1, "a", "send", "sent"), (1, "b", "if", "else"), (1, "c", "end", "left")):
         session.add(StepLog(enrollment_id=enrollments[e].id, lead_id=enrollments[e].lead_id, scenario="s", version_id=version.id,
@@ -66,9 +73,9 @@ def test_the_report_matches_figures_worked_out_by_hand(session, clock):
                               "cost_per_acquisition": 1400.0, "roi": 2.5714}   # (5000 - 1400) / 1400
 
     a, b, c = report["scenarios"]["s"]
-    assert (a["step"], a["reached"], a["entered"], a["sent"], a["opened"], a["clicked"]) == ("a", 2, 2, 2, 1, 1)
-    assert (b["step"], b["outcomes"]) == ("b", {"then": 1, "else": 1})
-    assert (c["step"], c["left"]) == ("c", 1)
+    assert (a["step"], a["reached"], a["entered"], a["sent"], a["opened"], a["clicked"]) == ("a", 2, 2, 1, 1, 1)
+    assert (b["step"], b["outcomes"], b["now"], b["waiting"], b["left"]) == ("b", {"then": 1, "else": 1}, 1, 1, 0)
+    assert (c["step"], c["left"], c["now"]) == ("c", 1, 0)
     assert report["leads_by_stage"] == {"customer": 1, "mql": 1, "nurturing": 1, "lead": 1}
 
 

@@ -14,25 +14,31 @@ def test_the_artifact_key_keeps_only_what_prefect_accepts() -> None:
 
 
 def test_step_rows_follow_the_scenario_order_and_escape_markdown() -> None:
+    """Every step of the scenario, in its order, then a step of an older version still holding leads: who is there
+    now (from the enrollments) beside what this tick did there (from its step log)."""
     counts = Counter({("wait|2", "waiting"): 4, ("send-guide", "sent"): 5, ("opened?", "else"): 1, ("opened?", "then"): 3})
+    standing = {"wait|2": (9, 9), "old-step": (2, 0)}
 
-    rows = step_rows(counts, order=("send-guide", "wait|2", "opened?"))
+    rows = step_rows(counts, order=("send-guide", "wait|2", "opened?", "bye"), standing=standing)
 
     assert rows == [
-        {"step": "send-guide", "outcome": "sent", "count": 5},
-        {"step": "wait\\|2", "outcome": "waiting", "count": 4},
-        {"step": "opened?", "outcome": "else", "count": 1},
-        {"step": "opened?", "outcome": "then", "count": 3},
+        {"step": "send-guide", "now here": 0, "waiting": 0, "this tick": "sent 5"},
+        {"step": "wait\\|2", "now here": 9, "waiting": 9, "this tick": "waiting 4"},
+        {"step": "opened?", "now here": 0, "waiting": 0, "this tick": "else 1, then 3"},
+        {"step": "bye", "now here": 0, "waiting": 0, "this tick": ""},
+        {"step": "old-step", "now here": 2, "waiting": 0, "this tick": ""},
     ]
 
 
 def test_the_summary_reads_like_an_operator_report() -> None:
-    report = TickReport(scenario="whitepaper-nurture", entered=12, advanced=212, batches=3, sent=198, skipped=2, leftovers=4)
-    report.counts.update({("pause", "waiting"): 14, ("send-guide", "sent"): 198})
+    report = TickReport(scenario="whitepaper-nurture", entered=12, advanced=212, batches=3, sent=198, skipped=2, leftovers=4,
+                        waiting=31)
+    report.counts.update({("pause", "waiting"): 14, ("send-guide", "sent"): 198})  # waiting: all of them, not this tick's 14
 
     assert summary(report, undelivered_batches=1) == (
-        "whitepaper-nurture: 12 entered, 212 due, 3 batches, 198 sent, 14 waiting, 2 skipped (suppressed), "
-        "4 sent that earlier runs had left pending, 1 batch not delivered after every retry (their emails stay pending for the next tick)"
+        "whitepaper-nurture: 12 entered, 212 due, 3 batches, 198 sent, 31 waiting, 2 skipped (suppressed), "
+        "4 other pending messages sent (hand-off and SLA emails, what earlier runs left), 1 batch not delivered after "
+        "every retry (their emails stay pending for the next tick)"
     )
 
 
@@ -45,11 +51,11 @@ def test_the_figures_artifact_is_linked_absolutely_when_the_ui_address_is_known(
 
 
 def test_the_figures_table_has_one_row_per_step_and_escapes_markdown() -> None:
-    rows = [{"step": "wait|2", "reached": 4, "entered": 0, "sent": 0, "opened": 0, "clicked": 0, "left": 1,
-             "outcomes": {"waiting": 3, "to:end": 1}}]
+    rows = [{"step": "wait|2", "reached": 4, "entered": 0, "now": 3, "waiting": 2, "sent": 0, "opened": 0, "clicked": 0,
+             "left": 1, "outcomes": {"waiting": 3, "to:end": 1}}]
 
     text = figures_markdown("welcome", rows).splitlines()
 
-    assert text[2] == "| step | reached | entered | sent | opened | clicked | left | outcomes |"
-    assert text[4] == "| wait\\|2 | 4 | 0 | 0 | 0 | 0 | 1 | waiting 3, to:end 1 |"
+    assert text[2] == "| step | reached | entered | now here | waiting | sent | opened | clicked | left | outcomes |"
+    assert text[4] == "| wait\\|2 | 4 | 0 | 3 | 2 | 0 | 0 | 0 | 1 | waiting 3, to:end 1 |"
     assert "no lead has entered yet" in figures_markdown("welcome", [])

@@ -100,7 +100,7 @@ def test_a_tick_enrolls_the_segment_sends_in_batches_and_publishes_the_step_coun
     assert state.is_completed()
     assert state.result() == {
         "scenario": "welcome", "entered": 5, "advanced": 5, "batches": 3, "sent": 5, "skipped": 0, "failed": 0, "leftovers": 0,
-        "unknown": 0, "cut_off": 0, "enrollments_failed": 0,
+        "unknown": 0, "cut_off": 0, "enrollments_failed": 0, "waiting": 5,
     }
     sent = sorted(message_from_bytes(p.read_bytes())["To"] for p in settings.outbox_dir.glob("*.eml"))
     assert sent == emails
@@ -110,7 +110,9 @@ def test_a_tick_enrolls_the_segment_sends_in_batches_and_publishes_the_step_coun
     artifact = _artifact("tick-welcome")
     assert artifact.type == "table" and artifact.flow_run_id == state.state_details.flow_run_id
     rows = json.loads(artifact.data)  # the API stores a table as its JSON text
-    assert {"step": "hello", "outcome": "sent", "count": 5} in rows
+    assert rows == [{"step": "hello", "now here": 0, "waiting": 0, "this tick": "sent 5"},
+                    {"step": "pause", "now here": 5, "waiting": 5, "this tick": "waiting 5"},
+                    {"step": "done", "now here": 0, "waiting": 0, "this tick": ""}]
     assert artifact.description.startswith("welcome: 5 entered, 5 due, 3 batches, 5 sent, 5 waiting")
 
 
@@ -124,10 +126,10 @@ def test_a_second_tick_at_the_same_instant_sends_nothing_again(settings: Setting
 
     assert again == {
         "scenario": "welcome", "entered": 0, "advanced": 0, "batches": 0, "sent": 0, "skipped": 0, "failed": 0, "leftovers": 0,
-        "unknown": 0, "cut_off": 0, "enrollments_failed": 0,
+        "unknown": 0, "cut_off": 0, "enrollments_failed": 0, "waiting": 3,  # still waiting: the first tick put them there
     }
     assert len(list(settings.outbox_dir.glob("*.eml"))) == 3
-    assert _artifact("tick-welcome").description.startswith("welcome: 0 entered, 0 due, 0 batches, 0 sent")
+    assert _artifact("tick-welcome").description.startswith("welcome: 0 entered, 0 due, 0 batches, 0 sent, 3 waiting")
 
 
 def test_each_tick_links_to_the_scenarios_figures_as_relance_report_computes_them(settings: Settings) -> None:
@@ -147,8 +149,8 @@ def test_each_tick_links_to_the_scenarios_figures_as_relance_report_computes_the
     engine.dispose()
     hello = next(r for r in rows if r["step"] == "hello")
     assert (hello["entered"], hello["sent"]) == (5, 5)
-    assert "| hello | 5 | 5 | 5 | 0 | 0 | 0 | entered 5, sent 5 |" in figures.data
-    assert "| pause | 5 | 0 | 0 | 0 | 0 | 0 | waiting 5 |" in figures.data
+    assert "| hello | 5 | 5 | 0 | 0 | 5 | 0 | 0 | 0 | entered 5, sent 5 |" in figures.data
+    assert "| pause | 5 | 0 | 5 | 5 | 0 | 0 | 0 | 0 | waiting 5 |" in figures.data
     assert _artifact("tick-welcome").description.endswith(
         "· scenario figures: [report-welcome](/artifacts/key/report-welcome)"
     )
