@@ -266,7 +266,8 @@ def tick(
     """One Prefect flow run per scenario: advance what is due."""
     from relance.prefect_api import start_early
 
-    start_early()  # Prefect's local API comes up while the scenarios load
+    if _settings().scenarios_dir.is_dir():  # else `_library` says so at once: no API to start and stop
+        start_early()  # Prefect's local API comes up while the scenarios load
     from relance.prefect_adapter import run_tick
 
     library = _library(_extra_files(scenarios))
