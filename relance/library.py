@@ -5,6 +5,7 @@ This is where scenario files are read; `relance.scenario` itself stays pure.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,9 +105,9 @@ def _template_checker(templates_dir: Path, settings: Settings | None = None):
     if settings is None:
         return check
 
-    def checked(name: str) -> list[str]:
+    def checked(name: str, *, to_lead: bool = False) -> list[str]:
         templates_folder(settings)  # only scenarios that send need it: checked when the first template is
-        return check(name)
+        return check(name, to_lead=to_lead)
 
     return checked
 
@@ -140,16 +141,39 @@ def load_library(settings: Settings, extra: list[Path] | None = None) -> Library
 
     paths = scenario_files([scenarios_folder(settings), *(extra or [])])
     texts = {str(path): path.read_text(encoding="utf-8") for path in paths}
+    key = _read_from(texts, settings)
+    if (library := _loaded.get(key)) is not None:
+        return library
     scenarios, names, problems = validate_texts(texts, check_template=_template_checker(settings.templates_dir, settings))
     scoring, scoring_problems = read_scoring(settings.scenarios_dir)
     problems = [*problems, *scoring_problems]
     if problems:
         raise ScenarioError(problems)
-    return Library(
+    library = Library(
         plans={name: compile_scenario(scenario) for name, scenario in scenarios.items()},
         paths={name: Path(path) for name, path in names.items()},
         scoring=scoring,
     )
+    if len(_loaded) >= 8:
+        _loaded.clear()
+    _loaded[key] = library
+    return library
+
+
+_loaded: dict[str, Library] = {}  # a valid library by what it was read from: a flow run in the process that loaded it reads no YAML again
+
+
+def _read_from(texts: dict[str, str], settings: Settings) -> str:
+    """A digest of everything a library is made of: the scenario files' names and texts, scoring.yaml, every
+    template file and the settings. Contents, not modification times: two edits within one clock tick differ too."""
+    digest = hashlib.blake2b(settings.model_dump_json().encode(), digest_size=20)
+    files = [Path(settings.scenarios_dir) / SCORING_FILE]
+    if (templates := Path(settings.templates_dir)).is_dir():
+        files.extend(sorted(f for f in templates.rglob("*") if f.is_file()))
+    for name, text in [*sorted(texts.items()), *((str(f), f.read_bytes() if f.is_file() else b"") for f in files)]:
+        digest.update(name.encode() + b"\0")
+        digest.update((text.encode() if isinstance(text, str) else text) + b"\0")
+    return digest.hexdigest()
 
 
 def name_for_argument(library: Library, argument: str) -> str:
