@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich import box
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="relance: B2B lead nurturing, scored and handed to sales.")
 lead_app = typer.Typer(no_args_is_help=True, help="Look at leads.")
@@ -278,7 +279,8 @@ def tick(
     names = [_resolve(library, s) for s in scenarios] if scenarios else sorted(library.plans)
     columns = {"entered": "entered", "advanced": "due", "batches": "batches", "sent": "sent", "skipped": "skipped",
                "failed": "failed", "waiting": "waiting"}  # as in the tick's log line (docs/ticks.md)
-    table = Table("scenario", *columns.values(), title="Tick")
+    table = Table(Column("scenario", no_wrap=True), *(Column(c, no_wrap=True, justify="right") for c in columns.values()),
+                  title="Tick", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)  # nothing cut in 80 columns
     with _prefect():
         for name in names:
             report = run_tick(name, now=now)

@@ -33,12 +33,12 @@ def flow_api(load: Callable[[], Any] = lambda: None) -> Iterator[Any]:
     from relance import prefect_api as local
 
     if PREFECT_API_URL.value() or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
-        if (early := local.current()) is not None:
-            early.stop()  # started by `start_early` before a profile's API URL was known
+        local.drop_early()  # started by `start_early` before a profile's API URL was known
         yield load()  # a server of the operator's, or no local API wanted: Prefect's own behaviour
         return
 
     api = local.shared()
+    local.claim_early()
     loaded = load()
     updates: dict = {PREFECT_API_URL: api.wait_ready()}
     if not PREFECT_UI_URL.value():

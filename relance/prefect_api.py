@@ -219,6 +219,7 @@ _launcher_instance: _Launcher | None = None
 _shared: LocalAPI | None = None
 _shared_pid = 0
 _shared_lock = threading.Lock()
+_early: LocalAPI | None = None  # started by `start_early`, not yet used by a flow run
 
 
 def _launcher() -> _Launcher:
@@ -243,12 +244,29 @@ def start_early() -> None:
 
     Only the environment is read: a PREFECT_API_URL set in a Prefect profile is seen later, by
     `relance.prefect_adapter.flow_api`, which then stops the API started here unused."""
+    global _early
     if os.environ.get("PREFECT_API_URL") or os.environ.get("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "").lower() in ("0", "false"):
         return
+    if current() is not None and current().process is not None:
+        return  # already running (and perhaps in use): nothing to start
     try:
-        shared(settings=False)  # a command line's process has no settings of its own to pass on
+        _early = shared(settings=False)  # a command line's process has no settings of its own to pass on
     except PrefectAPIError:
         pass  # said again, in one sentence, when a flow run needs it
+
+
+def claim_early() -> None:
+    """The API `start_early` started is now in use: `drop_early` leaves it alone."""
+    global _early
+    _early = None
+
+
+def drop_early() -> None:
+    """Stop the API `start_early` started if nothing used it (the flow runs go to a server after all)."""
+    global _early
+    if _early is not None:
+        _early.stop()
+        _early = None
 
 
 def current() -> LocalAPI | None:
