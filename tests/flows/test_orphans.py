@@ -126,6 +126,21 @@ def _watch(relance: subprocess.Popen, seen: dict[int, int], commands: dict[int, 
         commands.setdefault(pid, _cmdline(pid))
 
 
+def _follow(relance: subprocess.Popen, seen: dict[int, int], within: float) -> dict[int, str]:
+    """Watch relance's process tree until it exits (killed after `within` s); the command line of each process seen."""
+    commands: dict[int, str] = {}
+    try:
+        end = time.monotonic() + within
+        while relance.poll() is None and time.monotonic() < end:
+            _watch(relance, seen, commands)
+            time.sleep(0.1)  # polling the process tree we started
+    finally:
+        if relance.poll() is None:
+            relance.kill()
+        relance.wait()
+    return commands
+
+
 def _wait_for_api(relance: subprocess.Popen, tmp_path: Path, seen: dict[int, int], *, serving: bool) -> str:
     """The command line of relance's Prefect API child once it exists (and, if `serving`, answers)."""
     commands: dict[int, str] = {}
@@ -162,17 +177,13 @@ def test_a_killed_tick_leaves_no_process_behind(env, tmp_path, seen, when):
 
 def test_a_tick_that_ends_leaves_no_process_behind_and_its_api_served(env, tmp_path, seen):
     relance = _relance(env, tmp_path, "tick", "whitepaper-nurture")
-    commands: dict[int, str] = {}
     try:
         api = _wait_for_api(relance, tmp_path, seen, serving=False)
-        end = time.monotonic() + STARTUP_S + 60
-        while relance.poll() is None and time.monotonic() < end:
-            _watch(relance, seen, commands)
-            time.sleep(0.1)  # polling the process tree we started
-    finally:
-        if relance.poll() is None:
-            relance.kill()
+    except BaseException:
+        relance.kill()
         relance.wait()
+        raise
+    commands = _follow(relance, seen, STARTUP_S + 60)
     text = _output(tmp_path)
 
     assert relance.returncode == 0, text
@@ -191,16 +202,7 @@ def test_an_api_that_cannot_start_is_one_sentence_and_leaves_nothing(env, tmp_pa
     else:  # the server cannot open its database: it exits while starting
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'prefect.db'}"
     relance = _relance(env, tmp_path, "tick", "whitepaper-nurture")
-    commands: dict[int, str] = {}
-    try:
-        end = time.monotonic() + STARTUP_S
-        while relance.poll() is None and time.monotonic() < end:
-            _watch(relance, seen, commands)
-            time.sleep(0.05)  # polling the process tree we started
-    finally:
-        if relance.poll() is None:
-            relance.kill()
-        relance.wait()
+    _follow(relance, seen, STARTUP_S)
     text = _output(tmp_path)
 
     assert relance.returncode == 1, text
@@ -230,16 +232,7 @@ def busy_cpus() -> Iterator[int]:
 def test_a_tick_on_a_busy_machine_waits_for_its_api_says_so_and_completes(env, tmp_path, seen, busy_cpus):
     env.pop("RELANCE_PREFECT_STARTUP_TIMEOUT")  # the product's default, not the tests' generous one
     relance = _relance(env, tmp_path, "tick", "whitepaper-nurture")
-    commands: dict[int, str] = {}
-    try:
-        end = time.monotonic() + STARTUP_S + 120
-        while relance.poll() is None and time.monotonic() < end:
-            _watch(relance, seen, commands)
-            time.sleep(0.2)  # polling the process tree we started
-    finally:
-        if relance.poll() is None:
-            relance.kill()
-            relance.wait()
+    commands = _follow(relance, seen, STARTUP_S + 120)
     text = _output(tmp_path)
 
     assert relance.returncode == 0, f"with {busy_cpus} busy processes:\n{text}"
