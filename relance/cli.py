@@ -267,6 +267,7 @@ def tick(
     """One Prefect flow run per scenario: advance what is due."""
     from relance.prefect_api import start_early
 
+    _now(now)  # a bad --now is refused before Prefect starts
     if _settings().scenarios_dir.is_dir():  # else `_library` says so at once: no API to start and stop
         start_early()  # Prefect's local API comes up while the scenarios load
     from relance.prefect_adapter import run_tick
@@ -695,12 +696,11 @@ def preview(
         _fail(str(exc))
     where = f"subject from {shown.used_by}" if shown.used_by else "no scenario sends it"
     err.print(f"[dim]{template} for {shown.lead}; {where}[/]", soft_wrap=True)
+    console.print(f"Subject: {shown.email.subject}\n", markup=False, highlight=False)
+    console.print(shown.email.text, markup=False, highlight=False, soft_wrap=True)
     if out is not None:
         out.write_text(shown.email.text if out.suffix == ".txt" else shown.email.html, encoding="utf-8")
         err.print(f"wrote {out}")
-        return
-    console.print(f"Subject: {shown.email.subject}\n", markup=False, highlight=False)
-    console.print(shown.email.text, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

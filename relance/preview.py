@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from relance.email.message import sender_name
 from relance.email.templates import SAMPLE_CONTEXT, RenderedEmail, TemplateLibrary
 from relance.library import Library
 from relance.runner import template_context
@@ -48,7 +49,8 @@ def preview(
     scenario, _, step_id = (used_by or "preview/preview").partition("/")
     unsubscribe = f"{settings.public_url.rstrip('/')}/u/preview"
     if email is None:
-        context = {**SAMPLE_CONTEXT, "unsubscribe_url": unsubscribe, "scenario": scenario, "step_id": step_id}
+        context = {**SAMPLE_CONTEXT, "unsubscribe_url": unsubscribe, "scenario": scenario, "step_id": step_id,
+                   "postal_address": settings.postal_address, "sender": sender_name(settings.from_)}
         who = SAMPLE_CONTEXT["lead"]["email"] + " (sample lead)"
     else:
         with Session(engine) as session:

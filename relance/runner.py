@@ -19,7 +19,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session
 
 from relance.email import tracking
-from relance.email.message import OutgoingEmail
+from relance.email.message import OutgoingEmail, sender_name
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import DeliveryError, OutcomeUnknown, Transport, make_transport
 from relance.engine.conditions import holds
@@ -502,7 +502,7 @@ def template_context(lead: Lead, settings: Settings, outbox: Outbox, unsubscribe
             public_url=settings.public_url, secret=settings.secret_key, outbox_id=outbox.id, lead_id=lead.id, email=lead.email
         ),
         "postal_address": settings.postal_address,
-        "sender": settings.from_.split("<")[0].strip() or settings.from_,
+        "sender": sender_name(settings.from_),
         "preheader": (outbox.options or {}).get("preheader") or "",
         "scenario": outbox.scenario,
         "step_id": outbox.step_id,

@@ -164,6 +164,28 @@ def test_preview_fills_a_template_with_a_stored_lead_and_the_subject_of_the_step
     assert not (env / "outbox").exists()  # a preview sends nothing
 
 
+def test_preview_of_the_sample_lead_shows_this_accounts_address_and_sender_and_prints_with_out(env, monkeypatch):
+    monkeypatch.setenv("RELANCE_POSTAL_ADDRESS", "Ma Société, 1 place Bellecour, 69002 Lyon")
+    monkeypatch.setenv("RELANCE_FROM", "Équipe Ventes <ventes@masociete.example>")
+    get_settings.cache_clear()
+    page = env / "preview.html"
+
+    result = relance("preview", "whitepaper-followup", "--out", str(page))
+
+    assert result.exit_code == 0, result.output
+    assert "Subject: Léa, votre livre blanc" in result.output  # the subject and text part, HTML to the file as well
+    assert "Ma Société, 1 place Bellecour, 69002 Lyon" in result.output
+    html = page.read_text(encoding="utf-8")
+    assert "Ma Société, 1 place Bellecour, 69002 Lyon" in html and "10 rue de la Paix" not in html
+
+
+def test_a_tick_with_a_bad_now_is_refused_before_prefect_starts(env):
+    result = CliRunner().invoke(app, ["tick", "--now", "yesterday"])
+
+    assert result.exit_code == 2 and "'yesterday' is not an ISO date/time" in result.output
+    assert "Traceback" not in result.output and "Prefect" not in result.output
+
+
 def test_preview_names_what_is_missing(env):
     unknown = CliRunner().invoke(app, ["preview", "livre-blanc"])
     assert unknown.exit_code == 1 and "no template 'livre-blanc'" in unknown.output and "whitepaper-followup" in unknown.output

@@ -41,6 +41,11 @@ class OutgoingEmail:
     outbox_id: int | None = None
 
 
+def sender_name(from_: str) -> str:
+    """The display name of a From setting (`Relance <news@x>` -> `Relance`), or the address itself."""
+    return from_.split("<")[0].strip().strip('"') or from_
+
+
 def safe_header(name: str, value: str) -> str:
     """Refuse CR/LF in a header value: lead data must never add headers."""
     if "\r" in value or "\n" in value:

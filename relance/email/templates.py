@@ -148,7 +148,10 @@ def missing_footer(html: str, text: str, context: dict[str, Any]) -> list[str]:
     missing = []
     url = context.get("unsubscribe_url") or ""
     linked = f'href="{url}"' in html or f'href="{escape(url)}"' in html or f"href='{escape(url)}'" in html
-    if not url or url not in text or not linked:
+    # seen: a worded link is "label (URL)" in the text part, a link whose words are the URL shows it; an empty
+    # link (no words, no image) is only its bare URL in the text part, and nothing at all in the HTML
+    seen = f"({url})" in text or f">{escape(url)}</a>" in html or f">{url}</a>" in html
+    if not url or url not in text or not linked or not seen:
         missing.append("unsubscribe link ({{ unsubscribe_url }} as a link)")
     address = str(context.get("postal_address") or "")
     if not address or (address not in text and " ".join(address.split()) not in " ".join(text.split())):

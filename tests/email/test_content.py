@@ -213,6 +213,17 @@ def test_a_link_shown_only_when_there_is_an_unsubscribe_url_counts(tmp_path):
     assert library(tmp_path, promo=guarded).check("promo", to_lead=True) == []
 
 
+def test_an_empty_unsubscribe_link_does_not_count_and_gets_the_footer(tmp_path):
+    empty = OFFICIAL_LIKE.replace("<mj-button", '<mj-text>{{ postal_address }} <a href="{{ unsubscribe_url }}"></a></mj-text><mj-button')
+    templates = library(tmp_path, promo=empty)
+    [problem] = templates.check("promo", to_lead=True)
+    assert "unsubscribe link" in problem and "postal address" not in problem
+
+    email = templates.render("promo", subject="x", context=SAMPLE_CONTEXT, to_lead=True)
+
+    assert "Se désinscrire" in email.html and f"Se désinscrire ({SAMPLE_CONTEXT['unsubscribe_url']})" in email.text
+
+
 def test_a_variable_only_tested_never_shown_does_not_count(tmp_path):
     tested = OFFICIAL_LIKE.replace("<mj-button", "{% if unsubscribe_url and postal_address %}<mj-text>Merci</mj-text>{% endif %}<mj-button")
     [problem] = library(tmp_path, promo=tested).check("promo", to_lead=True)
