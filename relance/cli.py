@@ -77,6 +77,21 @@ def _prefect():
         _fail(escape(str(exc)))
 
 
+def _stored():
+    """The database of a command that only reads (or settles) what is stored: a SQLite file that is not
+    there is one sentence, not an empty database created in the wrong folder."""
+    from sqlalchemy.engine import make_url
+
+    from relance.runner import open_store
+
+    settings = _settings()
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" and not Path(url.database).exists():
+        _fail(f"no database at {Path(url.database).absolute()}: run relance from your project folder, or set "
+              "RELANCE_DATABASE_URL to your database (it is created by `relance import` or `relance event`)")
+    return open_store(settings)
+
+
 def _library(extra: list[Path] | None = None):
     """The scenarios, validated: every command that needs them calls this first, before any database or Prefect work,
     so a missing scenarios or templates folder is one sentence (what, where, what to do) and exit 1."""
@@ -223,9 +238,8 @@ def lead_show(
 ) -> None:
     """Profile, stage, score, grade, enrollments."""
     from relance.leads import lead_summary
-    from relance.runner import open_store
 
-    summary = lead_summary(open_store(_settings()), email)
+    summary = lead_summary(_stored(), email)
     if summary is None:
         _fail(f"no lead with email {email!r}")
     if as_json:
@@ -378,10 +392,9 @@ def suppress_list(as_json: bool = typer.Option(False, "--json", help="Print JSON
     """Every address on the list: reason, source, when, whether it is a lead."""
     from sqlmodel import Session
 
-    from relance.runner import open_store
     from relance.suppression import list_entries
 
-    with Session(open_store(_settings())) as session:
+    with Session(_stored()) as session:
         entries = list_entries(session)
     if as_json:
         sys.stdout.write(json.dumps(entries, indent=2, ensure_ascii=False, default=str) + "\n")
@@ -555,11 +568,10 @@ def outbox_resolve(
 ) -> None:
     """Settle messages whose outcome is unknown (no answer from the transport, or cut off mid-send), after checking the transport's logs."""
     from relance.outbox import VERDICTS, resolve_cut_off
-    from relance.runner import open_store
 
     if verdict not in VERDICTS:
         raise typer.BadParameter(f"{verdict!r}: choose {' or '.join(VERDICTS)}", param_hint="--as")
-    problems = resolve_cut_off(open_store(_settings()), ids, verdict=verdict, note=note)
+    problems = resolve_cut_off(_stored(), ids, verdict=verdict, note=note)
     for problem in problems:
         err.print(problem, markup=False, highlight=False)
     console.print(f"{len(ids) - len(problems)} message(s) set to {verdict}")

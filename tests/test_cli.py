@@ -342,3 +342,12 @@ def test_validate_refuses_a_folder_without_scenario_files_and_a_path_that_is_not
     missing = CliRunner().invoke(app, ["validate", "drafts/welcome.yaml"])
     assert missing.exit_code == 1
     assert missing.stderr.strip() == f"error: no such file or folder: {elsewhere / 'drafts' / 'welcome.yaml'}"
+
+
+@pytest.mark.parametrize("command", [["lead", "show", "a@b.example"], ["suppress", "list"], ["outbox", "resolve", "1", "--as", "failed"]])
+def test_a_reading_command_in_the_wrong_folder_says_there_is_no_database_and_creates_none(elsewhere, command):
+    result = CliRunner().invoke(app, command)
+
+    assert result.exit_code == 1, result.output
+    assert f"no database at {elsewhere / 'relance.db'}" in " ".join(result.output.split())
+    assert list(elsewhere.iterdir()) == []
