@@ -11,7 +11,7 @@ from datetime import datetime
 
 from prefect import flow, get_run_logger
 
-from relance.clock import SystemClock, ensure_utc
+from relance.clock import SystemClock, parse_instant
 from relance.library import load_library
 from relance.runner import DeliveryResult, TickError, TickReport, open_store, step_log_mark
 from relance.settings import Settings
@@ -26,9 +26,9 @@ def tick_time(now: str | None) -> datetime:
     if now is None:
         return SystemClock().now()
     try:
-        return ensure_utc(datetime.fromisoformat(now))
-    except ValueError:
-        raise TickError(f"now={now!r} is not an ISO 8601 date-time (e.g. 2026-03-05T09:00:00+01:00)") from None
+        return parse_instant(now)
+    except ValueError as exc:
+        raise TickError(f"now: {exc}") from None
 
 
 @flow(name="tick", flow_run_name="{scenario}")

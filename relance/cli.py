@@ -32,15 +32,19 @@ def _settings():
     return get_settings()
 
 
-def _now(value: Optional[str]) -> datetime:
-    from relance.clock import SystemClock, ensure_utc
+NOW_HELP = "Pretend it is this time (ISO date/time, naive = UTC; default: the wall clock)."
+
+
+def _now(value: Optional[str], option: str = "--now") -> datetime:
+    """The instant an option names (the wall clock when it is not given); a bad one is refused naming `option`."""
+    from relance.clock import SystemClock, parse_instant
 
     if value is None:
         return SystemClock().now()
     try:
-        return ensure_utc(datetime.fromisoformat(value))
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not an ISO date/time like 2026-03-01T09:00:00+01:00", param_hint="--now")
+        return parse_instant(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
 
 
 def _when(value: Optional[datetime]) -> str:
@@ -216,7 +220,7 @@ def event(
         k, v = item.split("=", 1)
         properties[k.strip()] = v
     now = _now(None)
-    when = _now(at) if at else now
+    when = _now(at, "--at") if at else now
     settings, library = _settings(), _library()
     engine = open_store(settings)
     sync_scenarios(engine, settings, now=now, library=library)
@@ -464,7 +468,7 @@ def sales_later(
     """Sales says "later": stage later, re-engaged on the date by the reengage flow."""
     from relance.sales import Answer
 
-    _answer(email, Answer("later", by, reason=reason, until=_now(until) if until else None))
+    _answer(email, Answer("later", by, reason=reason, until=_now(until, "--until") if until else None))
 
 
 cost_app = typer.Typer(no_args_is_help=True, help="Campaign costs and margins per source (for CPL, CPA, ROI).")

@@ -40,3 +40,11 @@ def ensure_utc(when: datetime) -> datetime:
     if when.tzinfo is None:
         return when.replace(tzinfo=timezone.utc)
     return when.astimezone(timezone.utc)
+
+
+def parse_instant(value: str) -> datetime:
+    """An ISO 8601 date or date-time as UTC (naive = UTC); ValueError with a sentence otherwise."""
+    try:
+        return ensure_utc(datetime.fromisoformat(value.strip()))
+    except (ValueError, AttributeError):
+        raise ValueError(f"{value!r} is not an ISO date/time like 2026-03-01T09:00:00+01:00 or 2026-03-01") from None
