@@ -178,9 +178,10 @@ def schema(out: Optional[Path] = typer.Option(None, "--out", help="Write the JSO
 def import_(
     csv_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV of leads (header row)."),
     source: Optional[str] = typer.Option(None, "--source", help="Source to record for leads without one."),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
     """Import leads from CSV: bad rows reported by row number, good rows kept, duplicates merged."""
-    from relance.clock import SystemClock
+    when = _now(now)
     from relance.importer import import_leads, parse_leads_csv
     from relance.runner import open_store
     from sqlmodel import Session
@@ -193,8 +194,8 @@ def import_(
     scoring = _library().scoring  # before the store: a missing folder creates no database
     engine = open_store(_settings())
     with Session(engine) as session:
-        summary = import_leads(session, parsed, now=SystemClock().now())
-        grade_all(session, scoring, emails=[row.email for row in parsed.rows])  # only the imported leads
+        summary = import_leads(session, parsed, now=when)
+        grade_all(session, scoring, emails=[row.email for row in parsed.rows], now=when)  # only the imported leads
         session.commit()
     table = Table("created", "updated", "rows with problems")
     table.add_row(str(summary.created), str(summary.updated), str(len({p.row_number for p in parsed.problems})))
@@ -206,8 +207,9 @@ def event(
     type: str = typer.Argument(..., help="Event type, e.g. downloaded, page_visited, form_submitted."),
     lead: str = typer.Option(..., "--lead", help="The lead's email."),
     prop: list[str] = typer.Option(None, "--prop", help="K=V property (repeatable)."),
-    at: Optional[str] = typer.Option(None, "--at", help="When it happened (ISO; default now)."),
+    at: Optional[str] = typer.Option(None, "--at", help="When it happened (ISO; default: --now)."),
     key: Optional[str] = typer.Option(None, "--key", help="Idempotency key (default: derived from the content)."),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP + " Scores, stages and waits are recorded at this time."),
 ) -> None:
     """Record one event: scores, triggers scenarios, wakes waiting enrollments."""
     from relance.ingest import IncomingEvent, UnknownLead, ingest_events
@@ -219,7 +221,7 @@ def event(
             raise typer.BadParameter(f"{item!r}: expected K=V", param_hint="--prop")
         k, v = item.split("=", 1)
         properties[k.strip()] = v
-    now = _now(None)
+    now = _now(now)
     when = _now(at, "--at") if at else now
     settings, library = _settings(), _library()
     engine = open_store(settings)
@@ -280,7 +282,7 @@ def lead_show(
 @app.command()
 def tick(
     scenarios: list[str] = typer.Argument(None, help="Scenario names or paths (default: all)."),
-    now: Optional[str] = typer.Option(None, "--now", help="Pretend it is this time (ISO)."),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
     """One Prefect flow run per scenario: advance what is due."""
     from relance.prefect_api import start_early
@@ -312,7 +314,7 @@ app.add_typer(flow_app, name="flow")
 
 
 @flow_app.command("decay")
-def flow_decay(now: Optional[str] = typer.Option(None, "--now", help="Pretend it is this time (ISO).")) -> None:
+def flow_decay(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP)) -> None:
     """Fade the behaviour score of idle leads, once (a Prefect flow run)."""
     from relance.prefect_adapter import run_flow
 
@@ -340,6 +342,7 @@ def suppress_import(
     csv_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV with an email column (optional reason), or one address per line."),
     reason: str = typer.Option("imported", "--reason", help="Reason of rows without one: unsubscribed, bounced, complained, imported, manual."),
     source: Optional[str] = typer.Option(None, "--source", help="Where the list came from (default: import:FILE)."),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
     """Never mail these addresses: bad rows reported by row number, good rows kept; their pending emails are cancelled."""
     from sqlmodel import Session
@@ -348,12 +351,13 @@ def suppress_import(
     from relance.runner import open_store
     from relance.suppression import suppress_all
 
+    when = _now(now)
     parsed = parse_suppression_list(csv_file.read_text(encoding="utf-8-sig"), reason=_reason(reason))
     for problem in parsed.problems:
         err.print(f"{csv_file}:{problem}", markup=False, highlight=False, soft_wrap=True)
     with Session(open_store(_settings())) as session:
         outcome = suppress_all(session, [(row.email, row.reason) for row in parsed.rows],
-                               source=source or f"import:{csv_file.name}", now=_now(None))
+                               source=source or f"import:{csv_file.name}", now=when)
         session.commit()
     table = Table("suppressed now", "already on the list", "rows with problems")
     table.add_row(str(outcome.suppressed), str(outcome.already),
@@ -368,6 +372,7 @@ def suppress_add(
     email: str = typer.Argument(..., help="The address (a lead or not)."),
     reason: str = typer.Option("manual", "--reason", help="unsubscribed, bounced, complained, imported, manual."),
     source: str = typer.Option("cli:suppress-add", "--source", help="Where the request came from (kept with the entry)."),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
     """Never mail this address; its pending emails are cancelled."""
     from sqlmodel import Session
@@ -376,12 +381,13 @@ def suppress_add(
     from relance.runner import open_store
     from relance.suppression import entry_of, suppress
 
+    when = _now(now)
     try:
         address = checked_email(email)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="EMAIL")
     with Session(open_store(_settings())) as session:
-        new = suppress(session, email=address, reason=_reason(reason), source=source, now=_now(None))
+        new = suppress(session, email=address, reason=_reason(reason), source=source, now=when)
         session.commit()
         entry = entry_of(session, address)
     if new:
@@ -589,6 +595,7 @@ def ses_events(
     once: bool = typer.Option(False, "--once", help="Stop when the queue is empty (default: keep listening)."),
     dead_letter_url: Optional[str] = typer.Option(None, "--dead-letter-url", help="Where unusable messages go."),
     set_aside_dir: Path = typer.Option(Path("ses-set-aside"), "--set-aside-dir", help="Where they go without a dead-letter queue."),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
     """Drain SES event notifications from SQS: opens, clicks, deliveries, bounces, complaints."""
     import boto3
@@ -596,9 +603,10 @@ def ses_events(
     from relance.runner import open_store
     from relance.ses_events import drain
 
+    when = _now(now)
     settings, library = _settings(), _library()
     sqs = boto3.client("sqs", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url)
-    report = drain(open_store(settings), library, sqs, queue_url, now=_now(None), once=once,
+    report = drain(open_store(settings), library, sqs, queue_url, now=when, once=once,
                    dead_letter_url=dead_letter_url, set_aside_dir=set_aside_dir, wait_seconds=1 if once else 20)
     for reason in report.reasons:
         err.print(f"set aside: {reason}", markup=False, highlight=False, soft_wrap=True)
@@ -607,7 +615,7 @@ def ses_events(
 
 
 @flow_app.command("sla")
-def flow_sla(now: Optional[str] = typer.Option(None, "--now", help="Pretend it is this time (ISO).")) -> None:
+def flow_sla(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP)) -> None:
     """Flag handoffs past their SLA, once (a Prefect flow run)."""
     from relance.prefect_adapter import run_flow
 
@@ -619,7 +627,7 @@ def flow_sla(now: Optional[str] = typer.Option(None, "--now", help="Pretend it i
 
 
 @flow_app.command("reengage")
-def flow_reengage(now: Optional[str] = typer.Option(None, "--now", help="Pretend it is this time (ISO).")) -> None:
+def flow_reengage(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP)) -> None:
     """Re-engage the "later" leads whose date has come, once (a Prefect flow run)."""
     from relance.prefect_adapter import run_flow
 
