@@ -73,6 +73,11 @@ def test_a_scripted_day_on_a_virtual_clock_holds_together(env):
     assert [o["status"] for o in lead["emails"]] == ["sent"]  # due on the virtual day, sent by the virtual tick
     assert lead["emails"][0]["sent_at"].startswith("2026-03-02 09:05:00")
 
+    assert relance("tick", "whitepaper-nurture", "--now", "2026-03-05T10:05:00+01:00").exit_code == 0
+    lead = json.loads(relance("lead", "show", "lea.martin@acme.example", "--json").output)
+    assert sorted((o["template"], o["status"]) for o in lead["emails"]) == [
+        ("whitepaper-followup", "sent"), ("whitepaper-reminder", "sent")]  # three days later, unopened: the reminder
+
 
 @pytest.mark.parametrize("args, option", [
     (["event", "downloaded", "--lead", "x@acme.example", "--at", "tomorrow"], "--at"),
