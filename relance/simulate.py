@@ -33,7 +33,7 @@ from relance.engine.types import EnrollInto, EnrollmentState, EventFact, HandOff
 from relance.scenario.model import EventTrigger, SegmentTrigger
 from relance.scenario.plan import Plan
 from relance.scoring.config import ScoringConfig
-from relance.simulation.engagement import Engagement, Targets, behaviour_points
+from relance.simulation.engagement import Engagement, Targets, behaviour_points, example_properties
 from relance.simulation.population import arrival_times, synthetic_lead
 from relance.simulation.rates import EngagementRates, parse_rates
 from relance.simulation.report import SimulationReport, Tally, Totals, render_report
@@ -120,7 +120,7 @@ class _Simulation:
 
     def arrive(self, index: int, now: datetime) -> None:
         if self.trigger_event is not None:
-            self.histories[index].append(EventFact(self.trigger_event.event, now, dict(self.trigger_event.where)))
+            self.histories[index].append(EventFact(self.trigger_event.event, now, example_properties(self.trigger_event.where)))
         self.states[index] = enter(self.plan, self.people[index], now)
         self.tally.entered += 1
         self.advance(index, now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from fnmatch import fnmatchcase
-from typing import Sequence, Union, assert_never
+from typing import Any, Mapping, Sequence, Union, assert_never
 from urllib.parse import urlsplit
 
 from relance.engine.types import EventFact, LeadFacts
@@ -31,6 +31,27 @@ AnyCondition = Union[Opened, Clicked, Downloaded, Visited, EventHappened, ScoreA
                      StageIn, HasTag, FieldEquals, All, Any_, Not]
 
 
+GLOB_MARKS = ("*", "?", "[")
+
+
+def is_glob(value: Any) -> bool:
+    """A `where:` value with *, ? or [ is a glob pattern."""
+    return isinstance(value, str) and any(mark in value for mark in GLOB_MARKS)
+
+
+def property_matches(actual: Any, expected: Any) -> bool:
+    """One `where:` filter: a glob matches the property's text (case-sensitive, and the property must be
+    there); any other value is equality, the number 10 and the text "10" alike."""
+    if is_glob(expected):
+        return actual is not None and fnmatchcase(str(actual), expected)
+    return actual == expected or str(actual) == str(expected)
+
+
+def where_matches(where: Mapping[str, Any], properties: Mapping[str, Any]) -> bool:
+    """Every `where:` filter matches the event's properties (triggers, conditions and the simulator use this)."""
+    return all(property_matches(properties.get(key), value) for key, value in where.items())
+
+
 def _path_of(event: EventFact) -> str:
     path = event.properties.get("path")
     if path:
@@ -54,9 +75,7 @@ def _matches(condition, event: EventFact, scenario: str) -> bool:
         case Visited():
             return event.type == "page_visited" and fnmatchcase(_path_of(event), condition.visited)
         case EventHappened():
-            return event.type == condition.event and all(
-                props.get(key) == value or str(props.get(key)) == str(value) for key, value in condition.where.items()
-            )
+            return event.type == condition.event and where_matches(condition.where, props)
     return False
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Sequence
 
+from relance.engine.conditions import where_matches
 from relance.engine.types import EventFact
 from relance.scenario.model import EventTrigger, ReentryAfter
 
 
 def event_triggers(trigger: EventTrigger, event: EventFact) -> bool:
-    """The event is of the trigger's type and its properties equal the `where` filters."""
-    return event.type == trigger.event and all(
-        event.properties.get(k) == v or str(event.properties.get(k)) == str(v) for k, v in trigger.where.items()
-    )
+    """The event is of the trigger's type and its properties match the `where` filters (globs included)."""
+    return event.type == trigger.event and where_matches(trigger.where, event.properties)
 
 
 def may_enter(reentry, *, previous_entries: Sequence[datetime], active: bool, now: datetime) -> bool:

@@ -106,7 +106,7 @@ class Visited(_EventWindow):
 
 class EventHappened(_EventWindow):
     event: str = Field(pattern=_EVENT_TYPE, description="Such an event happened (a built-in or custom event type).")
-    where: dict[str, ScalarValue] = Field(default_factory=dict, description="Equality filters on the event's properties.")
+    where: dict[str, ScalarValue] = Field(default_factory=dict, description="Filters on the event's properties: a value to equal, or a glob with *, ? or [...] like /tarifs*.")
 
 
 class ScoreAtLeast(Strict):
@@ -377,7 +377,7 @@ Step = Annotated[
 
 class EventTrigger(Strict):
     event: str = Field(pattern=_EVENT_TYPE, description="Enroll a lead when this event happens (said_later: on the re-engage date).")
-    where: dict[str, ScalarValue] = Field(default_factory=dict, description="Equality filters on the event's properties.")
+    where: dict[str, ScalarValue] = Field(default_factory=dict, description="Filters on the event's properties: a value to equal, or a glob with *, ? or [...] like /tarifs*.")
 
 
 class SegmentTrigger(Strict):

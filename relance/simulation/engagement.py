@@ -15,6 +15,7 @@ from functools import cached_property
 from datetime import datetime, timedelta
 from typing import Any, Iterator, Mapping
 
+from relance.engine.conditions import is_glob, where_matches
 from relance.engine.types import EventFact
 from relance.scenario.model import All, Any_, Clicked, Downloaded, EventHappened, If, Not, Visited, WaitUntil
 from relance.scenario.plan import Plan
@@ -44,9 +45,15 @@ def conditions_of(plan: Plan) -> Iterator[Any]:
 
 
 def page_for(glob: str) -> str:
-    """A concrete path matching a `visited` glob (`/tarifs*` -> `/tarifs`)."""
+    """A concrete value matching a glob (`/tarifs*` -> `/tarifs`), for `visited` and `where:` alike."""
     path = re.sub(r"\[!?([^\]])[^\]]*\]", r"\1", glob).replace("*", "").replace("?", "x")
     return path if fnmatch.fnmatchcase(path, glob) else glob
+
+
+def example_properties(where: Mapping[str, Any]) -> dict[str, Any]:
+    """Properties of an event the `where:` filters accept: each glob replaced by a value it matches."""
+    example = {key: page_for(value) if is_glob(value) else value for key, value in where.items()}
+    return example if where_matches(where, example) else dict(where)
 
 
 @dataclass(frozen=True)
@@ -73,11 +80,11 @@ class Targets:
                 case Clicked() if condition.link:
                     _add(links.setdefault(condition.clicked, [GENERIC_LINK]), _url_with(condition.link))
                 case EventHappened(event="downloaded"):
-                    _add(downloads, dict(condition.where) or {"asset": "asset"})
+                    _add(downloads, example_properties(condition.where) or {"asset": "asset"})
                 case EventHappened(event="page_visited"):
-                    _add(visits, dict(condition.where) or {"path": "/"})
+                    _add(visits, example_properties(condition.where) or {"path": "/"})
                 case EventHappened() if condition.event not in _OWN_TYPES and not condition.event.startswith("email_"):
-                    _add(others, (condition.event, dict(condition.where)))
+                    _add(others, (condition.event, example_properties(condition.where)))
         return cls(
             downloads=tuple(downloads), visits=tuple(visits), others=tuple(others),
             links={step: tuple(urls) for step, urls in links.items()},
