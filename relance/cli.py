@@ -212,7 +212,7 @@ def event(
     now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP + " Scores, stages and waits are recorded at this time."),
 ) -> None:
     """Record one event: scores, triggers scenarios, wakes waiting enrollments."""
-    from relance.ingest import IncomingEvent, UnknownLead, ingest_events
+    from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
     from relance.runner import open_store, sync_scenarios
 
     properties = {}
@@ -228,7 +228,7 @@ def event(
     sync_scenarios(engine, settings, now=now, library=library)
     try:
         result = ingest_events(engine, library, [IncomingEvent(type, lead, when, properties, key)], now=now, channel="cli")
-    except UnknownLead as exc:
+    except (UnknownLead, BadEvent) as exc:
         _fail(str(exc))
     console.print(
         f"{'stored' if result.stored else 'already stored (same idempotency key)'}: {type} for {lead}; "

@@ -33,6 +33,14 @@ class UnknownLead(LookupError):
     """An event names a lead relance has never seen."""
 
 
+class BadEvent(ValueError):
+    """An event relance cannot record as it is; `index` is its place in the batch, `field` the part at fault."""
+
+    def __init__(self, index: int, field: str, message: str) -> None:
+        super().__init__(message)
+        self.index, self.field = index, field
+
+
 @dataclass(frozen=True)
 class IncomingEvent:
     type: str
@@ -71,6 +79,8 @@ def ingest_events(
     new event, in order, is scored, starts the scenarios it triggers and wakes its waits.
     `channel` says where the batch came from (api, cli, link, ses...), for the suppression list."""
     result = IngestResult()
+    for index, incoming in enumerate(events):  # refused before anything is stored
+        _due_of(incoming, now, index=index)
     with Session(engine) as session, session.no_autoflush:
         versions = current_version_ids(session)
         emails = {incoming.email.strip().lower() for incoming in events}
@@ -196,7 +206,7 @@ def grade_lead(lead: Lead, scoring: ScoringConfig) -> None:
     lead.grade = grade_of(scoring, lead.fit)
 
 
-def _due_of(incoming: IncomingEvent, now: datetime) -> datetime | None:
+def _due_of(incoming: IncomingEvent, now: datetime, index: int = 0) -> datetime | None:
     """`said_later` fires on its re-engage date (`until`), every other trigger at once."""
     until = incoming.properties.get("until") if incoming.type == "said_later" else None
     if not until:
@@ -204,7 +214,8 @@ def _due_of(incoming: IncomingEvent, now: datetime) -> datetime | None:
     try:
         return ensure_utc(datetime.fromisoformat(str(until)))
     except ValueError:
-        raise ValueError(f"said_later for {incoming.email}: `until` must be an ISO date, got {until!r}") from None
+        raise BadEvent(index, "properties.until",
+                       f"said_later for {incoming.email}: `until` must be an ISO date like 2026-09-01, got {until!r}") from None
 
 
 def _profile_of(properties: dict[str, Any]) -> dict[str, Any]:

@@ -351,3 +351,14 @@ def test_a_reading_command_in_the_wrong_folder_says_there_is_no_database_and_cre
     assert result.exit_code == 1, result.output
     assert f"no database at {elsewhere / 'relance.db'}" in " ".join(result.output.split())
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_said_later_event_with_a_bad_date_is_refused_in_one_sentence_and_stores_nothing(env):
+    csv = env / "leads.csv"
+    csv.write_text("email,first_name\nlea.martin@acme.example,Léa\n", encoding="utf-8")
+    relance("import", str(csv))
+    result = CliRunner().invoke(app, ["event", "said_later", "--lead", "lea.martin@acme.example", "--prop", "until=soon"])
+
+    assert result.exit_code == 1 and "`until` must be an ISO date" in result.output and "'soon'" in result.output
+    assert "Traceback" not in result.output
+    assert json.loads(relance("lead", "show", "lea.martin@acme.example", "--json").output)["score_ledger"] == []

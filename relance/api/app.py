@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from relance.clock import Clock, SystemClock, ensure_utc
 from relance.email import tracking
-from relance.ingest import IncomingEvent, UnknownLead, ingest_events
+from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
 from relance.library import Library
 from relance.sales import Answer, BadAnswer, HandoffClosed, NoSuchLead, answer
 from relance.settings import Settings
@@ -172,6 +172,8 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
         except UnknownLead as exc:
             index = next(i for i, e in enumerate(incoming) if e.email.strip().lower() in str(exc))
             raise HTTPException(422, [{"loc": ["body", index, "email"], "msg": str(exc), "type": "unknown_lead"}]) from exc
+        except BadEvent as exc:
+            raise HTTPException(422, [{"loc": ["body", exc.index, *exc.field.split(".")], "msg": str(exc), "type": "bad_event"}]) from exc
         return {"stored": result.stored, "duplicates": result.duplicates, "enrolled": result.enrolled, "woken": result.woken}
 
     @app.post("/sales/{email}/{verdict}", tags=["sales"], dependencies=[Depends(bearer)])

@@ -167,6 +167,7 @@ def test_a_form_for_a_new_email_creates_the_lead_with_its_consent_proof(world):
         ({"type": "page_visited", "email": "not-an-email"}, "email"),
         ({"type": "page_visited", "email": "lea@acme.example", "colour": "red"}, "colour"),
         ({"type": "page_visited", "email": "ghost@nowhere.example"}, "email"),
+        ({"type": "said_later", "email": "lea@acme.example", "properties": {"until": "banana"}}, "until"),
     ],
 )
 def test_bad_payloads_get_a_4xx_naming_the_field(world, body, field):
