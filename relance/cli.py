@@ -626,10 +626,10 @@ def outbox_resend(
     note: str = typer.Option("", "--note", help="Why (kept with the message, after the reason it had failed)."),
     now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
-    """Send failed messages again: each goes back to pending and leaves with the next tick (or `relance flow ...` run).
+    """Send failed messages again: each goes back to pending and leaves with the next tick (of any scenario).
 
-    Refused for a message already sent, still pending, with an unknown outcome (that is `relance outbox resolve`),
-    skipped, or to a suppressed address. A resent email to a lead expires again if still pending 48 h later."""
+    Refused for a message already sent, still pending, skipped, or to a suppressed address, and for one whose
+    outcome is unknown (that is `relance outbox resolve`). A resent email to a lead expires if still pending 48 h later."""
     from relance.outbox import resend
 
     when = _now(now)
