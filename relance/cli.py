@@ -133,7 +133,9 @@ def validate(
     paths: list[Path] = typer.Argument(None, help="Scenario files or folders (default: RELANCE_SCENARIOS_DIR)."),
     templates: Optional[Path] = typer.Option(None, "--templates", help="Templates folder (default: RELANCE_TEMPLATES_DIR)."),
 ) -> None:
-    """Check scenarios: every problem in every file, as FILE:LINE:COL: step ID: message."""
+    """Check scenarios: every problem in every file, as FILE:LINE:COL: step ID: message; then which file each
+    internal template (hand-off, SLA and withdrawn emails, the manager's alert) comes from: your templates folder's,
+    or relance's default."""
     from rich.markup import escape
 
     from relance.library import SetupError, scenario_files, scenarios_folder, validate_paths
@@ -152,13 +154,39 @@ def validate(
                                          settings=None if templates else settings)
     except SetupError as exc:
         _fail(escape(str(exc)))
+    in_use, template_problems = _internal_templates(templates or settings.templates_dir)
+    problems = [*map(str, problems), *template_problems]
     for problem in problems:
-        console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        console.print(problem, markup=False, highlight=False, soft_wrap=True)
+    for line in in_use:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if problems:
         sys.stdout.flush()
-        err.print(f"[red]{len(problems)} problem(s)[/red] in {len(names) or 'the'} scenario file(s)")
+        err.print(f"[red]{len(problems)} problem(s)[/red] in {len(names) or 'the'} scenario file(s) and templates")
         raise typer.Exit(1)
     console.print(f"[green]ok[/green]: {len(names)} scenario(s) valid: {', '.join(sorted(names))}")
+
+
+def _internal_templates(folder: Path) -> tuple[list[str], list[str]]:
+    """Which file each internal template (staff mail relance writes by itself) comes from, one line each, and
+    the problems of the folder's own versions (relance's defaults are checked by its tests)."""
+    from relance.email.templates import INTERNAL, TemplateLibrary
+
+    library, lines, problems = TemplateLibrary(folder), [], []
+    for name, path, default in library.internal_in_use():
+        where = "relance's default" if default else _shown(path)
+        lines.append(f"internal template {name} ({INTERNAL[name]}): {where}")
+        if not default:
+            problems.extend(f"{_shown(path)}: {problem}" for problem in library.check(name))
+    return lines, problems
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the current folder when inside it."""
+    try:
+        return str(path.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 @app.command()
@@ -566,24 +594,77 @@ def _print_report(figures: dict, out: Console | None = None) -> None:
                   soft_wrap=True, markup=False, highlight=False, style="yellow")
 
 
-outbox_app = typer.Typer(no_args_is_help=True, help="Messages whose outcome is unknown (see `relance report`).")
+outbox_app = typer.Typer(no_args_is_help=True, help=(
+    "Messages waiting, failed or with an unknown outcome: list them, resend failed ones, settle unknown ones."))
 app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("list")
+def outbox_list(
+    status: Optional[str] = typer.Option(None, "--status", help="Only this status: pending, sending, unknown, failed, sent or "
+                                         "skipped (default: everything not sent yet: failed, unknown, sending, pending)."),
+    limit: int = typer.Option(100, "--limit", min=1, help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """The outbox's messages that need a look, newest first, with their ids (for `resend` and `resolve`)."""
+    from relance.outbox import LISTED, NEEDS_ATTENTION, listing
+
+    if status is not None and status not in LISTED:
+        raise typer.BadParameter(f"{status!r}: choose one of {', '.join(LISTED)}", param_hint="--status")
+    rows, total = listing(_stored(), statuses=(status,) if status else NEEDS_ATTENTION, limit=limit)
+    if as_json:
+        console.print_json(json.dumps({"messages": rows, "total": total}, ensure_ascii=False))
+        return
+    for r in rows:  # two lines each, never cut: the reason in full, greppable by id
+        where = f"{r['scenario']}/{r['step_id']}" if r["scenario"] else r["step_id"]
+        written = r["created_at"][:16].replace("T", " ") + " UTC" if r["created_at"] else "?"
+        console.print(f"outbox {r['id']}  {r['status']}  {r['kind']}  to {r['to']}  {r['template'] or '-'} ({where})  "
+                      f"written {written}  {r['attempts']} attempt(s)", markup=False, highlight=False, soft_wrap=True)
+        if r["error"]:
+            console.print(f"    {r['error']}", markup=False, highlight=False, soft_wrap=True)
+    more = f" (the newest {len(rows)} shown: --limit for more)" if total > len(rows) else ""
+    console.print(f"{total} message(s){more}", markup=False, highlight=False)
+
+
+@outbox_app.command("resend")
+def outbox_resend(
+    ids: list[int] = typer.Argument(..., help="Ids of failed messages, as `relance outbox list --status failed` shows them."),
+    note: str = typer.Option("", "--note", help="Why (kept with the message, after the reason it had failed)."),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+) -> None:
+    """Send failed messages again: each goes back to pending and leaves with the next tick (of any scenario).
+
+    Refused for a message already sent, still pending, skipped, or to a suppressed address, and for one whose
+    outcome is unknown (that is `relance outbox resolve`). A resent email to a lead expires if still pending 48 h later."""
+    from relance.outbox import resend
+
+    when = _now(now)
+    done, problems = resend(_stored(), ids, now=when, note=note)
+    for problem in problems:
+        err.print(problem, markup=False, highlight=False, soft_wrap=True)
+    console.print(f"{len(done)} message(s) set to pending: the next tick sends them" + (f" (outbox {', '.join(map(str, done))})" if done else ""),
+                  markup=False, highlight=False)
+    if problems:
+        raise typer.Exit(1)
 
 
 @outbox_app.command("resolve")
 def outbox_resolve(
-    ids: list[int] = typer.Argument(..., help="Outbox ids, as `relance report` lists them."),
+    ids: list[int] = typer.Argument(..., help="Outbox ids, as `relance report` or `relance outbox list --status unknown` lists them."),
     verdict: str = typer.Option(..., "--as", help="pending: the next tick sends it; failed: it is not sent."),
     note: str = typer.Option("", "--note", help="Why (kept with the row)."),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
-    """Settle messages whose outcome is unknown (no answer from the transport, or cut off mid-send), after checking the transport's logs."""
+    """Settle messages whose outcome is unknown (no answer from the transport, or cut off mid-send), after checking
+    the transport's logs. A failed message is sent again with `relance outbox resend`."""
     from relance.outbox import VERDICTS, resolve_cut_off
 
     if verdict not in VERDICTS:
         raise typer.BadParameter(f"{verdict!r}: choose {' or '.join(VERDICTS)}", param_hint="--as")
-    problems = resolve_cut_off(_stored(), ids, verdict=verdict, note=note)
+    when = _now(now)
+    problems = resolve_cut_off(_stored(), ids, verdict=verdict, note=note, now=when)
     for problem in problems:
-        err.print(problem, markup=False, highlight=False)
+        err.print(problem, markup=False, highlight=False, soft_wrap=True)
     console.print(f"{len(ids) - len(problems)} message(s) set to {verdict}")
     if problems:
         raise typer.Exit(1)

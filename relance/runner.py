@@ -51,7 +51,7 @@ from relance.store.repo import (
 from relance.store.segments import may_enter_again, narrowing
 from relance.store.tables import Enrollment, Event, Lead, Outbox, ScenarioVersion, StepLog
 from relance import webhooks
-from relance.outbox import mark_cut_off
+from relance.outbox import REQUEUED, alert_for, is_staff_mail, mark_cut_off, requeued_since
 
 
 class TickError(RuntimeError):
@@ -566,6 +566,7 @@ def deliver(
         lead_columns = [Lead.__table__.c[name] for name in _LEAD_READ]
         leads = {l.id: l for l in connection.execute(select(*lead_columns).where(Lead.id.in_({r.lead_id for r in rows}))).all()}
         settled: list[tuple[int, str, dict[str, Any]]] = []  # (id, status it must still have, new values)
+        alerts = _Alerts(settings, now, result)
         client: httpx.Client | None = None
         unanswered = 0  # unknown outcomes in a row: the transport hangs, stop feeding it
         try:
@@ -595,18 +596,20 @@ def deliver(
                     settled.append((row.id, "pending", {"status": "failed", "error": f"cannot be built: {_why(exc)}"}))
                     result.failed += 1
                     result.errors.append(f"outbox {row.id} to {row.to_address!r} ({row.template or kind}): {_why(exc)}")
+                    alerts.note(row, settled[-1][2])
                     continue
-                _settle(connection, settled)
+                _settle(connection, settled, alerts.rows)
                 taken = connection.execute(_CLAIM, {"_id": row.id, "_at": now}).rowcount
                 connection.commit()
                 if taken:  # else cancelled (suppressed) or sent by another run since we read it
                     before = result.unknown
                     settled.append((row.id, "sending", _outcome_of(send, subject, now, result, row)))
                     unanswered = unanswered + 1 if result.unknown > before else 0
+                    alerts.note(row, settled[-1][2])
         finally:  # what is settled is written; a row whose send was interrupted stays `sending` (cut off mid-send)
             if client is not None:
                 client.close()
-            _settle(connection, settled)
+            _settle(connection, settled, alerts.rows)
             connection.commit()
     if result.retryable:
         raise RetryableDelivery(f"{result.retryable} message(s) could not be delivered yet: " + "; ".join(result.errors[:3]), result)
@@ -651,22 +654,84 @@ _CLAIM = (update(_OUTBOX).where(_OUTBOX.c.id == bindparam("_id"), _OUTBOX.c.stat
 _SETTLE: dict[tuple[str, ...], Any] = {}  # one statement per set of columns an outcome writes, built once
 
 
-def _settle(connection, settled: list[tuple[int, str, dict[str, Any]]]) -> None:
-    """Write the outcomes gathered so far, each only onto a row still in the status it was seen in; empties the list."""
+def _settle_statement(columns: tuple[str, ...]):
+    statement = _SETTLE.get(columns)
+    if statement is None:
+        statement = _SETTLE[columns] = (
+            update(_OUTBOX).where(_OUTBOX.c.id == bindparam("_id"), _OUTBOX.c.status == bindparam("_from"))
+            .values({name: bindparam(name) for name in columns}))
+    return statement
+
+
+def _settle(connection, settled: list[tuple[int, str, dict[str, Any]]], alerts: dict[int, dict[str, Any]] | None = None) -> None:
+    """Write the outcomes gathered so far, each only onto a row still in the status it was seen in; empties the list.
+    A failure with an alert (`alerts`, by outbox id) is written alone, and its alert in the same commit if it took."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for outbox_id, expected, values in settled:
-        groups[tuple(sorted(values))].append({"_id": outbox_id, "_from": expected, **values})
+        alert = alerts.pop(outbox_id, None) if alerts else None
+        params = {"_id": outbox_id, "_from": expected, **values}
+        if alert is None:
+            groups[tuple(sorted(values))].append(params)
+        elif connection.execute(_settle_statement(tuple(sorted(values))), params).rowcount:
+            connection.execute(insert(_OUTBOX).values(alert))
     for columns, params in groups.items():
-        statement = _SETTLE.get(columns)
-        if statement is None:
-            statement = _SETTLE[columns] = (
-                update(_OUTBOX).where(_OUTBOX.c.id == bindparam("_id"), _OUTBOX.c.status == bindparam("_from"))
-                .values({name: bindparam(name) for name in columns}))
-        connection.execute(statement, params[0] if len(params) == 1 else params)  # executemany costs more for one
+        connection.execute(_settle_statement(columns), params[0] if len(params) == 1 else params)  # executemany costs more for one
     settled.clear()
 
 
-PENDING_MAX_AGE = timedelta(hours=48)  # the SLA deadline: later than that, a message has lost its point
+class _Alerts:
+    """The alerts one delivery writes: staff mail that failed for good tells the manager (scoring.yaml `sales.manager`),
+    read only when the first such failure happens."""
+
+    def __init__(self, settings: Settings, now: datetime, result: DeliveryResult) -> None:
+        self.settings, self.now, self.result = settings, now, result
+        self.rows: dict[int, dict[str, Any]] = {}  # failed outbox id -> the alert row to write with its failure
+        self._manager: str | None | bool = False  # False: not read yet
+
+    def note(self, row, values: dict[str, Any]) -> None:
+        if values.get("status") != "failed" or not is_staff_mail(row.options) or row.options.get("alert_for"):
+            return
+        alert = alert_for(row, manager=self.manager(), why=values.get("error") or "", now=self.now)
+        if alert is None:
+            self.result.errors.append(f"outbox {row.id} to {row.to_address} failed and nobody was alerted: "
+                                      "set sales.manager in scoring.yaml to be told")
+        else:
+            self.rows[row.id] = alert
+
+    def manager(self) -> str | None:
+        if self._manager is False:
+            try:
+                from relance.library import read_scoring
+
+                manager = read_scoring(self.settings.scenarios_dir)[0].sales.manager
+            except Exception as exc:  # noqa: BLE001 - a broken scoring.yaml must not stop the sending
+                self.result.errors.append(f"scoring.yaml could not be read for sales.manager: {_why(exc)}")
+                manager = None
+            self._manager = manager if manager and "@" in manager else None
+        return self._manager
+
+
+PENDING_MAX_AGE = timedelta(hours=48)  # the SLA deadline: later than that, a message to a lead has lost its point
+
+
+def expire_pending(engine: Engine, *, now: datetime) -> int:
+    """Fail the messages to leads and the webhooks still pending PENDING_MAX_AGE after they were written (or put
+    back by an operator); how many. Staff mail never expires: it is retried until it leaves or fails for good."""
+    cutoff, hours = now - PENDING_MAX_AGE, f"{PENDING_MAX_AGE.total_seconds() / 3600:g} h"
+    with Session(engine) as session:
+        old = session.execute(select(Outbox.id, Outbox.options).where(Outbox.status == "pending", Outbox.created_at < cutoff)).all()
+        written, put_back = [], []
+        for row in old:
+            if not is_staff_mail(row.options) and not requeued_since(row.options, cutoff):
+                (put_back if (row.options or {}).get(REQUEUED) else written).append(row.id)
+        expired = 0
+        for error, ids in ((f"expired: still pending {hours} after it was written", written),
+                           (f"expired: still pending {hours} after an operator put it back", put_back)):
+            for start in range(0, len(ids), 500):
+                expired += session.execute(update(Outbox).where(Outbox.id.in_(ids[start:start + 500]), Outbox.status == "pending")
+                                           .values(status="failed", error=error)).rowcount
+        session.commit()
+    return expired
 
 
 def deliver_pending(
@@ -675,18 +740,12 @@ def deliver_pending(
 ) -> DeliveryResult:
     """Deliver every outbox row still pending from before `now`: a batch whose retries ran out, a crash
     between writing and sending, a hand-off or SLA email written by ingestion or housekeeping.
-    Rows pending for longer than PENDING_MAX_AGE expire (failed, with the reason) instead of leaving late;
-    rows an earlier run left `sending` (it died mid-send) become `unknown` and are named in `cut_off`."""
+    Messages to leads pending for longer than PENDING_MAX_AGE expire (failed, with the reason) instead of leaving
+    late (staff mail does not: see expire_pending); rows an earlier run left `sending` (it died mid-send) become `unknown` and are named in `cut_off`."""
     transport = transport or make_transport(settings)
     templates = templates or TemplateLibrary(settings.templates_dir)
     total = DeliveryResult(cut_off=mark_cut_off(engine, now=now))
-    with Session(engine) as session:
-        expired = session.execute(
-            update(Outbox).where(Outbox.status == "pending", Outbox.created_at < now - PENDING_MAX_AGE)
-            .values(status="failed", error=f"expired: still pending {PENDING_MAX_AGE.total_seconds() / 3600:g} h after it was written")
-        ).rowcount
-        session.commit()
-    total.failed += expired or 0
+    total.failed += expire_pending(engine, now=now)
     last_id = 0
     while True:
         with Session(engine) as session:

@@ -344,7 +344,8 @@ def test_validate_refuses_a_folder_without_scenario_files_and_a_path_that_is_not
     assert missing.stderr.strip() == f"error: no such file or folder: {elsewhere / 'drafts' / 'welcome.yaml'}"
 
 
-@pytest.mark.parametrize("command", [["lead", "show", "a@b.example"], ["suppress", "list"], ["outbox", "resolve", "1", "--as", "failed"]])
+@pytest.mark.parametrize("command", [["lead", "show", "a@b.example"], ["suppress", "list"], ["outbox", "resolve", "1", "--as", "failed"],
+                                     ["outbox", "list"], ["outbox", "resend", "1"]])
 def test_a_reading_command_in_the_wrong_folder_says_there_is_no_database_and_creates_none(elsewhere, command):
     result = CliRunner().invoke(app, command)
 

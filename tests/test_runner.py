@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from email import message_from_bytes
 from pathlib import Path
-import shutil
 
 import pytest
 from sqlalchemy import func, select
@@ -18,8 +17,6 @@ from relance.runner import deliver, run_tick_inline, sync_scenarios
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Lead, Outbox, StepLog
-
-ROOT = Path(__file__).resolve().parents[1]
 
 TEMPLATE = """<mjml><mj-body><mj-section><mj-column>
 <mj-text>Bonjour {{ lead.first_name }}, voici {{ scenario }}/{{ step_id }}.</mj-text>
@@ -271,8 +268,6 @@ def test_messages_left_pending_leave_with_the_next_tick_or_expire_after_two_days
     from relance.sales import hand_off
     from relance.scoring.config import ScoringConfig
 
-    shutil.copy(ROOT / "templates" / "emails" / "sales-handoff.mjml", folder / "templates")
-    shutil.copy(ROOT / "templates" / "emails" / "layout.mjml", folder / "templates")
     library = load_library(settings)
     sync_scenarios(engine, settings, now=clock.now(), library=library)
     emails = _leads(engine, clock.now(), 3)

@@ -1,6 +1,8 @@
 """MJML templates with Jinja2 inside: render per recipient, check for the validator.
 
-Templates are `templates/emails/NAME.mjml` and may extend `layout.mjml`. Jinja runs first
+Templates are `templates/emails/NAME.mjml` and may extend `layout.mjml`. The internal templates
+(INTERNAL: staff mail relance writes by itself) ship with relance in `relance/email/defaults/`; a
+file of the same name in the templates folder wins. Jinja runs first
 (sandboxed, autoescaped), then MJML -> HTML (mjml-python); the text part is derived from that
 HTML (see `text_of`), so it says what the HTML says. The subject and the preheader are rendered
 in the same sandbox with the same context; a template that does not place `{{ preheader }}` gets
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import lxml.etree
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound, TemplateSyntaxError, UndefinedError, meta
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound, TemplateSyntaxError, UndefinedError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import escape
 from mjml import mjml2html
@@ -43,7 +45,15 @@ SAMPLE_CONTEXT: dict[str, Any] = {
                 "kind": "handoff"},
     "score_explanation": ["+10 downloaded", "+25 demo_requested"],
     "recent_activity": ["2026-03-02 08:40 demo_requested form=demo"],
+    "failed": {"id": 1841, "to": "claire@relance.example", "what": "l'email de hand-off", "resend": "relance outbox resend 1841",
+               "why": "cannot be built: RenderError: template 'sales-handoff': MJML does not compile"},  # the manager's alert
 }
+
+
+DEFAULTS_DIR = Path(__file__).parent / "defaults"
+# staff mail relance writes by itself, whatever the scenarios say: hand-off, SLA and withdrawn emails and
+# `notify` steps without a template (sales-handoff); the manager's alert when one of them fails (staff-mail-failed)
+INTERNAL = {"sales-handoff": "hand-off, SLA, withdrawn and notify emails", "staff-mail-failed": "the manager's alert when staff mail fails"}
 
 
 class RenderError(ValueError):
@@ -178,7 +188,7 @@ class TemplateLibrary:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.env = SandboxedEnvironment(
-            loader=FileSystemLoader(str(self.directory)), autoescape=True, undefined=StrictUndefined,
+            loader=ChoiceLoader([FileSystemLoader(str(self.directory)), FileSystemLoader(str(DEFAULTS_DIR))]), autoescape=True, undefined=StrictUndefined,
             trim_blocks=True, lstrip_blocks=True,
             auto_reload=False,  # a library lives for one batch: no need to stat the files at every render
         )
@@ -187,7 +197,19 @@ class TemplateLibrary:
         self._variables: dict[str, frozenset[str]] = {}
 
     def names(self) -> list[str]:
+        """The folder's own templates (relance's defaults aside)."""
         return sorted(p.stem for p in self.directory.glob("*.mjml") if p.stem != "layout")
+
+    def path_of(self, name: str) -> Path | None:
+        """The file a template is read from: the folder's, else relance's default (internal templates); None if neither."""
+        for folder in (self.directory, DEFAULTS_DIR):
+            if (folder / f"{name}.mjml").is_file():
+                return folder / f"{name}.mjml"
+        return None
+
+    def internal_in_use(self) -> list[tuple[str, Path, bool]]:
+        """Each internal template: (name, the file in use, whether it is relance's default)."""
+        return [(name, path, path.parent == DEFAULTS_DIR) for name in INTERNAL if (path := self.path_of(name)) is not None]
 
     def _line(self, source: str, context: dict[str, Any]) -> str:
         """A subject or preheader: Jinja in the same sandbox, no HTML escaping, one line."""
@@ -249,8 +271,8 @@ class TemplateLibrary:
     def check(self, name: str, *, to_lead: bool = False) -> list[str]:
         """Problems of a template, one line each: missing, Jinja syntax, MJML that does not compile;
         `to_lead`: rendered for the sample lead, it does not show the unsubscribe link or the postal address."""
-        path = self.directory / f"{name}.mjml"
-        if not path.is_file():
+        path = self.path_of(name)
+        if path is None:
             return [f"template {name!r} not found in {self.directory} ({name}.mjml)"]
         try:
             self.env.get_template(f"{name}.mjml")
