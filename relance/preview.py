@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from relance.email.message import sender_name
-from relance.email.templates import SAMPLE_CONTEXT, RenderedEmail, TemplateLibrary
+from relance.email.templates import INTERNAL, SAMPLE_CONTEXT, RenderedEmail, TemplateLibrary
 from relance.library import Library
 from relance.runner import template_context
 from relance.settings import Settings
@@ -41,7 +41,7 @@ def preview(
     preheader come from the scenario step that sends it unless `subject` is given. Links are shown
     as written (not tracked) and the unsubscribe link is a placeholder: nothing is stored."""
     templates = TemplateLibrary(settings.templates_dir)
-    if template not in templates.names():
+    if templates.path_of(template) is None:  # the folder's own, or relance's default for staff mail
         raise LookupError(f"no template {template!r} in {settings.templates_dir}; there are: {', '.join(templates.names())}")
     step = sent_by(library, template)
     used_by, step_subject, preheader = step if step else (None, None, None)
@@ -60,5 +60,5 @@ def preview(
             row = Outbox(scenario=scenario, step_id=step_id, options={"preheader": preheader})
             context = template_context(lead, settings, row, unsubscribe)
             who = lead.email
-    rendered = templates.render(template, subject=subject, context=context, preheader=preheader, to_lead=True)
+    rendered = templates.render(template, subject=subject, context=context, preheader=preheader, to_lead=template not in INTERNAL)
     return Preview(rendered, used_by, who)

@@ -363,3 +363,12 @@ def test_a_said_later_event_with_a_bad_date_is_refused_in_one_sentence_and_store
     assert result.exit_code == 1 and "`until` must be an ISO date" in result.output and "'soon'" in result.output
     assert "Traceback" not in result.output
     assert json.loads(relance("lead", "show", "lea.martin@acme.example", "--json").output)["score_ledger"] == []
+
+
+def test_preview_shows_relances_own_staff_templates_without_a_lead_footer(env):
+    assert not (env / "templates" / "sales-handoff.mjml").exists()  # shipped with relance, not with the folder
+    result = CliRunner().invoke(app, ["preview", "sales-handoff"])
+
+    assert result.exit_code == 0, result.output
+    assert "Un lead est prêt pour vous" in result.output
+    assert "/u/preview" not in result.output  # staff mail: no unsubscribe footer added
