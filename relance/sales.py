@@ -244,7 +244,7 @@ def reassign(session: Session, *, email: str, to: str, by: str, now: datetime) -
         raise HandoffClosed(f"{lead.email} has no open hand-off to reassign")
     to = to.strip().lower()
     if "@" not in to or any(c.isspace() for c in to):
-        raise BadAnswer("to", f"--to must be an email address (got {to!r})")
+        raise BadAnswer("to", f"the new owner must be an email address (got {to!r})")
     if to == handoff.owner.lower():
         raise BadAnswer("to", f"the hand-off of {lead.email} is already owned by {handoff.owner}")
     before, handoff.owner = handoff.owner, to
