@@ -219,8 +219,10 @@ def test_leads_go_to_the_first_matching_team_round_robin_inside_it_else_to_the_p
 
 
 def test_teams_in_scoring_yaml_are_checked():
-    with pytest.raises(ValidationError, match="owners"):
+    with pytest.raises(ValidationError, match="a team needs at least one owner"):
         ScoringConfig.model_validate({"sales": {"teams": {"france": {"owners": [], "where": {"country": "FR"}}}}})
+    with pytest.raises(ValidationError, match="takes a floor, like"):
+        ScoringConfig.model_validate({"sales": {"teams": {"big": {"owners": ["a@x.example"], "where": {"company_revenue": 5}}}}})
     with pytest.raises(ValidationError, match="job"):
         ScoringConfig.model_validate({"sales": {"teams": {"x": {"owners": ["a@x.example"], "where": {"job": "CEO"}}}}})
     with pytest.raises(ValidationError, match="alert_on_target"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Union
 
-from pydantic import Field, StrictBool
+from pydantic import Field, StrictBool, field_validator
 
 from relance.scenario.model import Duration, Grade, Strict, Visited
 
@@ -65,10 +65,24 @@ class Where(Strict):
     language: OneOrMany | None = None
     company_revenue: RevenueAtLeast | None = None
 
+    @field_validator("company_revenue", mode="before")
+    @classmethod
+    def _at_least(cls, value):
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"`company_revenue:` takes a floor, like {{at_least: 1000000}} (got {value!r})")
+        return value
+
 
 class Team(Strict):
-    owners: list[str] = Field(min_length=1, description="Round-robin inside the team.")
+    owners: list[str] = Field(description="Round-robin inside the team.")
     where: Where | None = Field(None, description="Which leads the team takes (absent: only a step's `team:` reaches it).")
+
+    @field_validator("owners")
+    @classmethod
+    def _someone(cls, owners: list[str]) -> list[str]:
+        if not owners:
+            raise ValueError("a team needs at least one owner (an email address)")
+        return owners
 
 
 class Sales(Strict):
