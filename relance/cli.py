@@ -300,6 +300,13 @@ def lead_show(
     for c in summary["stage_history"]:
         stages.add_row(_when(c["at"]), c["from"], c["to"], c["by"], c["reason"])
     console.print(stages)
+    handoffs = Table("opened", "status", "owner", "team", "deadline", "answer", "reassigned", title="Hand-offs")
+    for h in summary["handoffs"]:
+        answered = ", ".join(x for x in (h["reason"], h["note"], f"until {h['later_until']:%Y-%m-%d}" if h["later_until"] else "") if x)
+        moves = "; ".join(f"{_when(m['at'])} {m['from']} -> {m['to']} by {m['by']}" for m in h["reassignments"])
+        handoffs.add_row(_when(h["opened_at"]), h["status"], h["owner"], h["team"] or "", _when(h["deadline_at"]),
+                         (f"{_when(h['answered_at'])} {h['answered_by']}: {answered}".rstrip(": ") if h["answered_at"] else ""), moves)
+    console.print(handoffs)
     emails = Table("written", "scenario / step", "template", "status", "sent", "why", title="Latest emails")
     for o in summary["emails"]:
         emails.add_row(_when(o["created_at"]), f"{o['scenario']}/{o['step_id']}" if o["scenario"] else o["step_id"],
@@ -443,21 +450,22 @@ def suppress_list(as_json: bool = typer.Option(False, "--json", help="Print JSON
     console.print(table)
 
 
-sales_app = typer.Typer(no_args_is_help=True, help="Sales answers to a handed-off lead.")
+sales_app = typer.Typer(no_args_is_help=True, help="Sales: the open hand-offs, answers to a handed-off lead, reassignment.")
 app.add_typer(sales_app, name="sales")
 
 
-def _answer(email: str, reply) -> None:
+def _answer(email: str, reply, now: Optional[str]) -> None:
     from sqlmodel import Session
 
     from relance.runner import open_store
     from relance.sales import SalesError, answer
 
+    at = _now(now)
     scoring = _library().scoring  # before the store: a missing folder creates no database
     engine = open_store(_settings())
     with Session(engine) as session:
         try:
-            handoff = answer(session, email=email, reply=reply, scoring=scoring, now=_now(None))
+            handoff = answer(session, email=email, reply=reply, scoring=scoring, now=at)
         except SalesError as exc:
             _fail(str(exc))
         session.commit()
@@ -471,12 +479,13 @@ def sales_accept(
     budget: Optional[str] = typer.Option(None), authority: Optional[str] = typer.Option(None),
     need: Optional[str] = typer.Option(None), timing: Optional[str] = typer.Option(None),
     note: str = typer.Option("", "--note"),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
     """Sales accepts the lead: stage sql, BANT recorded."""
     from relance.sales import Answer
 
     bant = {k: v for k, v in (("budget", budget), ("authority", authority), ("need", need), ("timing", timing)) if v}
-    _answer(email, Answer("accept", by, note=note, bant=bant))
+    _answer(email, Answer("accept", by, note=note, bant=bant), now)
 
 
 @sales_app.command("reject")
@@ -485,11 +494,12 @@ def sales_reject(
     reason: str = typer.Option(..., "--reason", help="no-budget, no-need, bad-timing, not-decision-maker, competitor, bad-fit, unreachable, other"),
     note: str = typer.Option("", "--note", help="Free text for marketing."),
     by: str = typer.Option("sales", "--by"),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
-    """Sales rejects the lead: back to nurturing, with the reason."""
+    """Sales rejects the lead: back to nurturing, with the reason; no automatic hand-off during the cool-off."""
     from relance.sales import Answer
 
-    _answer(email, Answer("reject", by, reason=reason, note=note))
+    _answer(email, Answer("reject", by, reason=reason, note=note), now)
 
 
 @sales_app.command("later")
@@ -498,11 +508,74 @@ def sales_later(
     until: Optional[str] = typer.Option(None, "--until", help="Re-engage date (ISO; default: later.default_delay)."),
     reason: Optional[str] = typer.Option(None, "--reason"),
     by: str = typer.Option("sales", "--by"),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
-    """Sales says "later": stage later, re-engaged on the date by the reengage flow."""
+    """Sales says "later": stage later, re-engaged on the date (or at once back to you if the lead turns hot)."""
     from relance.sales import Answer
 
-    _answer(email, Answer("later", by, reason=reason, until=_now(until, "--until") if until else None))
+    _answer(email, Answer("later", by, reason=reason, until=_now(until, "--until") if until else None), now)
+
+
+@sales_app.command("list")
+def sales_list(
+    owner: Optional[str] = typer.Option(None, "--owner", help="Only this owner's hand-offs."),
+    overdue: bool = typer.Option(False, "--overdue", help="Only those past their deadline (sla.contact_within)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+) -> None:
+    """The open hand-offs, soonest deadline first: lead, owner, team, age, time left before target and deadline."""
+    from sqlmodel import Session
+
+    from relance.sales import open_handoffs
+
+    at = _now(now)
+    with Session(_stored()) as session:
+        rows = open_handoffs(session, now=at, owner=owner, overdue=overdue)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False, default=str) + "\n")
+        return
+    if not rows:
+        console.print("no open hand-off" + (f" of {owner}" if owner else "") + (" past its deadline" if overdue else ""))
+        return
+    table = Table("lead", "company", "owner", "team", "age", "target", "deadline",
+                  title=f"Open hand-offs ({len(rows)}) at {_when(at)}")
+    for r in rows:
+        table.add_row(f"{r['name']} <{r['email']}>".strip(), r["company"], r["owner"], r["team"] or "", _duration(r["age_minutes"]),
+                      _left(r["target_left_minutes"]), _left(r["deadline_left_minutes"]))
+    console.print(table)
+
+
+def _duration(minutes: int) -> str:
+    days, rest = divmod(abs(minutes), 24 * 60)
+    return (f"{days}d " if days else "") + f"{rest // 60}h{rest % 60:02d}"
+
+
+def _left(minutes: int) -> str:
+    """Time left, or how late (red) once it has passed."""
+    return f"{_duration(minutes)} left" if minutes > 0 else f"[red]OVERDUE by {_duration(minutes)}[/red]"
+
+
+@sales_app.command("reassign")
+def sales_reassign(
+    email: str = typer.Argument(..., help="The lead's email."),
+    to: str = typer.Option(..., "--to", help="The new owner's email (gets the hand-off email)."),
+    by: str = typer.Option("sales", "--by", help="Who reassigns (recorded with the change)."),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+) -> None:
+    """Give the lead's open hand-off to another owner; the SLA deadline does not move."""
+    from sqlmodel import Session
+
+    from relance.sales import SalesError, reassign
+
+    at = _now(now)
+    with Session(_stored()) as session:
+        try:
+            handoff = reassign(session, email=email, to=to, by=by, now=at)
+        except SalesError as exc:
+            _fail(str(exc))
+        session.commit()
+        console.print(f"{email}: hand-off now owned by {handoff.owner} (deadline {_when(handoff.deadline_at)} unchanged); "
+                      f"{handoff.owner} is emailed")
 
 
 cost_app = typer.Typer(no_args_is_help=True, help="Campaign costs and margins per source (for CPL, CPA, ROI).")

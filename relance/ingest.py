@@ -20,7 +20,7 @@ from relance.scenario.model import EventTrigger
 from relance.store.repo import record_events, upsert_lead
 from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import add_points, move_stage
-from relance.scoring.rules import at_handoff_point, behaviour_points, fit_points, grade_of
+from relance.scoring.rules import behaviour_points, fit_points, grade_of
 from relance.store.tables import Event, Lead
 from relance.sales import withdraw
 from relance.suppression import SUPPRESSING_EVENTS, honour_list, reason_of_event, suppress
@@ -160,18 +160,24 @@ def score_event(session: Session, *, lead: Lead, event: StoredEvent, scoring: Sc
                scenario=(event.properties or {}).get("scenario"), step_id=(event.properties or {}).get("step_id"))
     if event.type not in SUPPRESSING_EVENTS:  # leaving is not buying: never an MQL or a hand-off
         reach_mql(session, lead, scoring, now=now)
-        reach_handoff(session, lead, scoring, now=now, cause=event.type)
+        reach_handoff(session, lead, scoring, now=now, cause=event.type, event=event)
     return points
 
 
-def reach_handoff(session: Session, lead: Lead, scoring: ScoringConfig, *, now: datetime, cause: str) -> None:
-    """A lead at the hand-off point (score, grade, a sales-ready action) goes to sales at once."""
-    from relance.sales import HANDOFF_STAGES, hand_off
+def reach_handoff(session: Session, lead: Lead, scoring: ScoringConfig, *, now: datetime, cause: str, event=None) -> None:
+    """A lead at the hand-off point (score, grade, a sales-ready action) goes to sales at once, unless it cools off
+    after a rejection; a "later" lead whose `event` is a sales-ready action goes back to its owner at once."""
+    from relance.sales import HANDOFF_STAGES, hand_off, hot_again, last_rejections, ready_for_sales
 
+    if event is not None and lead.stage == "later":
+        hot_again(session, lead, event, scoring=scoring, now=now, cause=cause)
+        return
     if lead.stage not in HANDOFF_STAGES or not scoring.meets(scoring.handoff, score=lead.score, grade=lead.grade):
         return
     history = [event_fact(e) for e in session.exec(select(Event).where(Event.lead_id == lead.id)).scalars()]
-    if at_handoff_point(scoring, score=lead.score, grade=lead.grade, events=history):
+    ready = ready_for_sales(scoring, score=lead.score, grade=lead.grade, events=history,
+                            rejection=last_rejections(session, [lead.id]).get(lead.id), now=now)
+    if ready is True:
         hand_off(session, lead, scoring=scoring, now=now, source=f"event:{cause}")
 
 

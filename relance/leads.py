@@ -9,7 +9,7 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from relance.store.repo import find_lead
-from relance.store.tables import Enrollment, Handoff, Lead, Outbox, ScoreChange, StageChange
+from relance.store.tables import Enrollment, Event, Handoff, Lead, Outbox, ScoreChange, StageChange
 from relance.suppression import entry_of
 
 _PROFILE = (
@@ -50,11 +50,17 @@ def lead_summary(engine: Engine, email: str, *, temperature_of=None) -> dict[str
             {"at": c.at, "from": c.from_stage, "to": c.to_stage, "by": c.by, "reason": c.reason}
             for c in session.exec(select(StageChange).where(StageChange.lead_id == lead.id).order_by(StageChange.id)).scalars()
         ]
+        moves: dict[int, list[dict[str, Any]]] = {}  # reassignments by hand-off, oldest first
+        for e in session.exec(select(Event).where(Event.lead_id == lead.id, Event.type == "handoff_reassigned")
+                              .order_by(Event.occurred_at, Event.id)).scalars():
+            p = e.properties or {}
+            moves.setdefault(p.get("handoff_id"), []).append({"at": e.occurred_at, "from": p.get("from"), "to": p.get("to"), "by": p.get("by")})
         summary["handoffs"] = [
-            {"status": h.status, "owner": h.owner, "team": h.team, "source": h.source, "opened_at": h.opened_at,
+            {"id": h.id, "status": h.status, "owner": h.owner, "team": h.team, "source": h.source, "opened_at": h.opened_at,
              "target_at": h.target_at, "deadline_at": h.deadline_at, "target_missed_at": h.target_missed_at,
              "deadline_missed_at": h.deadline_missed_at, "answered_at": h.answered_at, "answered_by": h.answered_by,
-             "reason": h.reason, "note": h.note, "bant": h.bant, "later_until": h.later_until, "reengaged_at": h.reengaged_at}
+             "reason": h.reason, "note": h.note, "bant": h.bant, "later_until": h.later_until, "reengaged_at": h.reengaged_at,
+             "reassignments": moves.get(h.id, [])}
             for h in session.exec(select(Handoff).where(Handoff.lead_id == lead.id).order_by(Handoff.id.desc())).scalars()
         ]
         summary["suppression"] = {"suppressed": lead.suppressed is not None, "reason": lead.suppressed}

@@ -89,6 +89,13 @@ def read_scoring(directory: Path) -> tuple[ScoringConfig, list]:
     return (config or ScoringConfig()), problems
 
 
+def _teams(scorings: list[tuple[ScoringConfig, list]]) -> set[str] | None:
+    """The sales teams a scenario's hand-off step may name; None (unchecked) while a scoring.yaml has problems."""
+    if any(problems for _, problems in scorings):
+        return None
+    return {name for config, _ in scorings for name in config.sales.teams}
+
+
 def load_scoring(directory: Path) -> ScoringConfig:
     """scoring.yaml of a folder; raises ScenarioError listing every problem."""
     config, problems = read_scoring(directory)
@@ -127,10 +134,13 @@ def validate_paths(paths: list[Path], *, templates_dir: Path | None,
         except OSError as exc:
             problems.append(Problem(str(path), 1, 1, None, f"cannot read: {exc.strerror or exc}"))
     check = _template_checker(templates_dir, settings) if templates_dir is not None else None
-    scenarios, names, found = validate_texts(texts, check_template=check)
-    problems.extend(found)
-    for folder in (p for p in paths if p.is_dir()):
+    folders = [p for p in paths if p.is_dir()]
+    for folder in folders:
         problems.extend(read_scoring(folder)[1])
+    # the teams a hand-off step may name: of the folders given, else of the folders the files are in
+    teams = _teams([read_scoring(folder) for folder in dict.fromkeys(folders or [p.parent for p in paths])])
+    scenarios, names, found = validate_texts(texts, check_template=check, known_teams=teams)
+    problems.extend(found)
     return sorted(problems, key=lambda p: (p.path, p.line, p.col)), {name: Path(path) for name, path in names.items()}
 
 
@@ -144,8 +154,9 @@ def load_library(settings: Settings, extra: list[Path] | None = None) -> Library
     key = _read_from(texts, settings)
     if (library := _loaded.get(key)) is not None:
         return library
-    scenarios, names, problems = validate_texts(texts, check_template=_template_checker(settings.templates_dir, settings))
     scoring, scoring_problems = read_scoring(settings.scenarios_dir)
+    scenarios, names, problems = validate_texts(texts, check_template=_template_checker(settings.templates_dir, settings),
+                                                known_teams=_teams([(scoring, scoring_problems)]))
     problems = [*problems, *scoring_problems]
     if problems:
         raise ScenarioError(problems)

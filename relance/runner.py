@@ -40,9 +40,8 @@ from relance.library import Library, load_library
 from relance.scenario.model import EVENT_CONDITIONS, SegmentTrigger
 from relance.scenario.plan import Plan, plan_from_definition
 from relance.scoring.config import ScoringConfig
-from relance.sales import hand_off
+from relance.sales import hand_off, last_rejections, ready_for_sales
 from relance.scoring.ledger import add_points, move_stage
-from relance.scoring.rules import at_handoff_point
 from relance.settings import Settings
 from relance.store.db import make_engine, migrate
 from relance.store.repo import (
@@ -359,6 +358,7 @@ def _advance_claimed(session: Session, claimed: Sequence[Row], *, library: Libra
         select(*Lead.__table__.c).where(Lead.id.in_({e.lead_id for e in claimed}))).all()}
     since = min((e.entered_at for e in claimed), default=now) - timedelta(days=400)
     events = events_of(session, leads, since)
+    rejections = last_rejections(session, leads)  # a rejected lead cools off: its hand-off steps wait
     updates: list[dict[str, Any]] = []
     step_logs: list[dict[str, Any]] = []
     effects: list[tuple[Any, int, Any, dict[str, Any], Plan]] = []  # applied once the leads they change are loaded
@@ -370,8 +370,8 @@ def _advance_claimed(session: Session, claimed: Sequence[Row], *, library: Libra
         history = events.get(lead.id, [])
         outcome = advance(
             plan, _state_of(enrollment), lead_facts(lead, scoring), history, now,
-            handoff_ready=lambda facts, history=history, lead=lead: lead.suppressed is None and at_handoff_point(
-                scoring, score=facts.score, grade=facts.grade, events=history),
+            handoff_ready=lambda facts, history=history, lead=lead: lead.suppressed is None and ready_for_sales(
+                scoring, score=facts.score, grade=facts.grade, events=history, rejection=rejections.get(lead.id), now=now),
         )
         if outcome.state.status == "active" and (outcome.state.due_at is None or outcome.state.due_at <= now):
             outcome.state.status, outcome.state.due_at = "failed", None

@@ -15,7 +15,8 @@ from sqlmodel import Session
 
 from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import move_stage
-from relance.store.repo import find_lead
+from relance.scoring.rules import at_handoff_point, is_sales_ready, team_for
+from relance.store.repo import find_lead, record_events
 from relance.store.tables import Event, Handoff, Lead, Outbox, ScoreChange
 
 REJECT_REASONS = ("no-budget", "no-need", "bad-timing", "not-decision-maker", "competitor", "bad-fit", "unreachable", "other")
@@ -48,30 +49,82 @@ def open_handoff_of(session: Session, lead_id: int) -> Handoff | None:
     return session.exec(select(Handoff).where(Handoff.lead_id == lead_id, Handoff.status == "open")).scalars().first()
 
 
-def pick_owner(session: Session, scoring: ScoringConfig) -> str:
-    """Round-robin over scoring.yaml `sales.owners`: the one after the last owner given a lead."""
-    owners = scoring.sales.owners
+def pick_owner(session: Session, scoring: ScoringConfig, team: str | None = None) -> str:
+    """Round-robin over the team's owners (scoring.yaml `sales.teams`), else over `sales.owners`: the one after
+    the last owner of that team (or of the hand-offs with no team) given a lead."""
+    owners = scoring.sales.teams[team].owners if team in scoring.sales.teams else scoring.sales.owners
     if not owners:
         return scoring.sales.manager or "unassigned"
-    last = session.exec(select(Handoff.owner).order_by(Handoff.id.desc()).limit(1)).scalars().first()
+    same_team = Handoff.team == team if team in scoring.sales.teams else Handoff.team.is_(None)
+    last = session.exec(
+        select(Handoff.owner).where(same_team, Handoff.owner.in_(owners)).order_by(Handoff.id.desc()).limit(1)
+    ).scalars().first()
     return owners[(owners.index(last) + 1) % len(owners)] if last in owners else owners[0]
 
 
 def hand_off(
     session: Session, lead: Lead, *, scoring: ScoringConfig, now: datetime, source: str,
-    owner: str | None = None, team: str | None = None,
+    owner: str | None = None, team: str | None = None, notice: str = "handoff",
 ) -> Handoff | None:
-    """Open a handoff unless one is open already; moves the lead to sql-pending and tells the owner."""
+    """Open a handoff unless one is open already; moves the lead to sql-pending and tells the owner.
+
+    The owner: the one given, else round-robin inside the team given (a scenario step's `team:`) or the first
+    team of `sales.teams` whose `where` the lead matches, else round-robin over `sales.owners`."""
     if lead.suppressed is not None or open_handoff_of(session, lead.id) is not None:
         return None  # an address that unsubscribed, bounced or complained is no sales-ready lead
     contact_within = scoring.sla.contact_within if scoring.sla else DEFAULT_CONTACT_WITHIN
     target = scoring.sla.target if scoring.sla else DEFAULT_TARGET
-    handoff = Handoff(lead_id=lead.id, owner=owner or pick_owner(session, scoring), team=team, source=source,
+    if owner is None and team is None:
+        team = team_for(scoring, {f: getattr(lead, f, None) for f in ("country", "sector", "language", "company_revenue")})
+    handoff = Handoff(lead_id=lead.id, owner=owner or pick_owner(session, scoring, team), team=team, source=source,
                       opened_at=now, target_at=now + target, deadline_at=now + contact_within, bant={})
     session.add(handoff)
     session.flush()
     move_stage(session, lead, "sql-pending", now=now, by=source, reason=f"handed to {handoff.owner}")
-    notify_sales(session, handoff, lead, now=now, kind="handoff", to=[handoff.owner])
+    notify_sales(session, handoff, lead, now=now, kind=notice, to=[handoff.owner])
+    return handoff
+
+
+def last_rejections(session: Session, lead_ids) -> dict[int, Handoff]:
+    """The latest hand-off sales rejected, of each of these leads that has one: one query."""
+    found: dict[int, Handoff] = {}
+    ids = list(set(lead_ids))
+    if ids:
+        for handoff in session.exec(
+            select(Handoff).where(Handoff.lead_id.in_(ids), Handoff.status == "rejected").order_by(Handoff.answered_at)
+        ).scalars():
+            found[handoff.lead_id] = handoff
+    return found
+
+
+def ready_for_sales(scoring: ScoringConfig, *, score: int, grade: str, events, rejection: Handoff | None,
+                    now: datetime) -> bool | str:
+    """True at the hand-off point; while the lead cools off after a rejection, the sentence saying until when.
+
+    After a rejection only a sales-ready action that happened since counts (the score stays as it is)."""
+    if rejection is None:
+        return at_handoff_point(scoring, score=score, grade=grade, events=events)
+    until = rejection.answered_at + scoring.handoff.after_rejection
+    if now < until:
+        return f"cooling off until {until:%Y-%m-%d} after rejection ({rejection.reason})"
+    return at_handoff_point(scoring, score=score, grade=grade, events=events, since=rejection.answered_at)
+
+
+def hot_again(session: Session, lead: Lead, event, *, scoring: ScoringConfig, now: datetime, cause: str) -> Handoff | None:
+    """A lead sales put off ("later") who does a sales-ready action goes back to the same owner at once, whatever
+    the re-engage date and with no score or grade threshold (sales qualified it already); the owner is emailed and
+    the "later" hand-off counts as re-engaged (the re-engagement flow leaves it alone)."""
+    if lead.stage != "later" or not is_sales_ready(scoring, event):
+        return None
+    later = session.exec(select(Handoff).where(Handoff.lead_id == lead.id, Handoff.status == "later")
+                         .order_by(Handoff.id.desc()).limit(1)).scalars().first()
+    if later is not None and event.occurred_at <= later.answered_at:
+        return None  # an action from before sales said "later" was seen by sales already
+    source = f"event:{cause}" + (f" (later until {later.later_until:%Y-%m-%d})" if later is not None else "")
+    handoff = hand_off(session, lead, scoring=scoring, now=now, source=source, notice="hot-again",
+                       owner=later.owner if later is not None else None, team=later.team if later is not None else None)
+    if handoff is not None and later is not None and later.reengaged_at is None:
+        later.reengaged_at = now
     return handoff
 
 
@@ -90,21 +143,29 @@ def withdraw(session: Session, lead: Lead, *, now: datetime, cause: str) -> Hand
     return handoff
 
 
-def notify_sales(session: Session, handoff: Handoff, lead: Lead, *, now: datetime, kind: str, to: list[str]) -> None:
-    """An internal email (through the outbox and the transport) with profile, score explanation and activity."""
+def notify_sales(session: Session, handoff: Handoff, lead: Lead, *, now: datetime, kind: str, to: list[str],
+                 why: str | None = None) -> None:
+    """An internal email (through the outbox and the transport) with profile, score explanation and activity.
+
+    kind: handoff, reassigned, hot-again (a "later" lead turned hot), target (2 h missed), sla (deadline missed),
+    withdrawn (the lead left); `why` is the line the email gives (default: the hand-off's reason)."""
     ledger = session.exec(
         select(ScoreChange).where(ScoreChange.lead_id == lead.id).order_by(ScoreChange.id.desc()).limit(10)
     ).scalars().all()
     recent = session.exec(select(Event).where(Event.lead_id == lead.id).order_by(Event.occurred_at.desc()).limit(10)).scalars().all()
     context: dict[str, Any] = {
         "handoff": {"owner": handoff.owner, "deadline": f"{handoff.deadline_at:%Y-%m-%d %H:%M} UTC",
+                    "opened": f"{handoff.opened_at:%Y-%m-%d %H:%M} UTC", "team": handoff.team or "", "source": handoff.source,
                     "target": f"{handoff.target_at:%Y-%m-%d %H:%M} UTC", "kind": kind,
-                    "why": WITHDRAWN_BECAUSE.get(handoff.reason or "", handoff.reason or "")},
+                    "why": why if why is not None else WITHDRAWN_BECAUSE.get(handoff.reason or "", handoff.reason or "")},
         "score_explanation": [f"{c.points:+d} {c.cause}" + (f" ({c.scenario}/{c.step_id})" if c.step_id else "") for c in reversed(ledger)],
         "recent_activity": [f"{e.occurred_at:%Y-%m-%d %H:%M} {e.type} {_short(e.properties)}".strip() for e in recent],
     }
     subject = {
         "handoff": "Lead à contacter avant le {{ handoff.deadline }} : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }})",
+        "reassigned": "Lead à contacter avant le {{ handoff.deadline }} : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }})",
+        "hot-again": "Lead en attente redevenu chaud : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }}), à contacter avant le {{ handoff.deadline }}",
+        "target": "Objectif de contact dépassé : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }}) attend depuis le {{ handoff.opened }}",
         "sla": "SLA dépassé : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }}) attend un appel",
         "withdrawn": "Lead retiré : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }}) {{ handoff.why }}",
     }[kind]
@@ -171,6 +232,58 @@ def answer(session: Session, *, email: str, reply: Answer, scoring: ScoringConfi
     return handoff
 
 
+def reassign(session: Session, *, email: str, to: str, by: str, now: datetime) -> Handoff:
+    """Give the lead's open hand-off to another owner, who gets the hand-off email; the SLA clock keeps running.
+
+    The change is an event of the lead (`handoff_reassigned`: from, to, by), shown by `relance lead show`."""
+    lead = find_lead(session, email)
+    if lead is None:
+        raise NoSuchLead(f"no lead with email {email!r}")
+    handoff = open_handoff_of(session, lead.id)
+    if handoff is None:
+        raise HandoffClosed(f"{lead.email} has no open hand-off to reassign")
+    to = to.strip().lower()
+    if "@" not in to or any(c.isspace() for c in to):
+        raise BadAnswer("to", f"the new owner must be an email address (got {to!r})")
+    if to == handoff.owner.lower():
+        raise BadAnswer("to", f"the hand-off of {lead.email} is already owned by {handoff.owner}")
+    before, handoff.owner = handoff.owner, to
+    record_events(session, [dict(
+        lead_id=lead.id, type=REASSIGNED, occurred_at=now, received_at=now,
+        properties={"handoff_id": handoff.id, "from": before, "to": to, "by": by},
+        idempotency_key=f"{REASSIGNED}:{handoff.id}:{now.isoformat()}:{to}",
+    )])
+    notify_sales(session, handoff, lead, now=now, kind="reassigned", to=[to], why=f"{by} (auparavant {before})")
+    return handoff
+
+
+REASSIGNED = "handoff_reassigned"
+
+
+def open_handoffs(session: Session, *, now: datetime, owner: str | None = None, overdue: bool = False) -> list[dict[str, Any]]:
+    """The open hand-offs (of one owner; only those past their deadline), soonest deadline first, with the lead,
+    its age and the minutes left before target and deadline (negative: overdue by that much)."""
+    query = select(Handoff, Lead).join(Lead, Lead.id == Handoff.lead_id).where(Handoff.status == "open")
+    if owner:
+        query = query.where(func.lower(Handoff.owner) == owner.strip().lower())
+    if overdue:
+        query = query.where(Handoff.deadline_at <= now)
+    rows = []
+    for handoff, lead in session.execute(query.order_by(Handoff.deadline_at, Handoff.id)).all():
+        rows.append({
+            "email": lead.email, "name": f"{lead.first_name} {lead.last_name}".strip(), "company": lead.company,
+            "score": lead.score, "grade": lead.grade, "owner": handoff.owner, "team": handoff.team, "source": handoff.source,
+            "opened_at": handoff.opened_at, "target_at": handoff.target_at, "deadline_at": handoff.deadline_at,
+            "age_minutes": _minutes(now - handoff.opened_at), "target_left_minutes": _minutes(handoff.target_at - now),
+            "deadline_left_minutes": _minutes(handoff.deadline_at - now), "overdue": handoff.deadline_at <= now,
+        })
+    return rows
+
+
+def _minutes(delta: timedelta) -> int:
+    return int(delta.total_seconds() / 60)  # toward zero: 30 min 40 s overdue is -30
+
+
 def _bant_text(bant: dict[str, str]) -> str:
     return (" (" + ", ".join(f"{k}: {v}" for k, v in bant.items()) + ")") if bant else ""
 
@@ -187,15 +300,19 @@ class SlaReport:
 
 
 def flag_sla(session: Session, *, scoring: ScoringConfig, now: datetime) -> SlaReport:
-    """Flag open handoffs past their target and past their deadline; a missed deadline tells the owner and the manager.
+    """Flag open handoffs past their target and past their deadline; a missed deadline tells the owner and the manager,
+    a missed target the owner when scoring.yaml says `sla: {alert_on_target: true}` (not when the deadline passed too).
 
     Each breach is flagged once, so running it again changes nothing."""
     report = SlaReport()
+    alert_on_target = scoring.sla is not None and scoring.sla.alert_on_target
     for handoff in session.exec(select(Handoff).where(Handoff.status == "open").order_by(Handoff.id)).scalars():
         report.open += 1
         if handoff.target_missed_at is None and handoff.target_at <= now:
             handoff.target_missed_at = now
             report.target_missed += 1
+            if alert_on_target and handoff.deadline_at > now:
+                notify_sales(session, handoff, session.get(Lead, handoff.lead_id), now=now, kind="target", to=[handoff.owner])
         if handoff.deadline_missed_at is None and handoff.deadline_at <= now:
             handoff.deadline_missed_at = now
             report.deadline_missed += 1

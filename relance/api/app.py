@@ -23,7 +23,7 @@ from relance.clock import Clock, SystemClock, ensure_utc
 from relance.email import tracking
 from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
 from relance.library import Library
-from relance.sales import Answer, BadAnswer, HandoffClosed, NoSuchLead, answer
+from relance.sales import Answer, BadAnswer, HandoffClosed, NoSuchLead, answer, open_handoffs, reassign
 from relance.settings import Settings
 from relance.store.tables import Lead, Outbox
 
@@ -51,6 +51,14 @@ class SalesAnswerIn(BaseModel):
     note: str = Field("", max_length=2000)
     bant: dict[str, str] | None = Field(None, description="accept: budget, authority, need, timing.")
     until: datetime | None = Field(None, description="later: the re-engage date (default: later.default_delay).")
+
+
+class ReassignIn(BaseModel):
+    """Give a lead's open hand-off to another owner."""
+
+    model_config = ConfigDict(extra="forbid")
+    to: str = Field(min_length=3, max_length=320, description="The new owner's email (gets the hand-off email).")
+    by: str = Field("sales", min_length=1, max_length=320, description="Who reassigns (recorded with the change).")
 
 
 class EventIn(BaseModel):
@@ -175,6 +183,29 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
         except BadEvent as exc:
             raise HTTPException(422, [{"loc": ["body", exc.index, *exc.field.split(".")], "msg": str(exc), "type": "bad_event"}]) from exc
         return {"stored": result.stored, "duplicates": result.duplicates, "enrolled": result.enrolled, "woken": result.woken}
+
+    @app.get("/sales/handoffs", tags=["sales"], dependencies=[Depends(bearer)])
+    def sales_handoffs(owner: str | None = None, overdue: bool = False) -> list[dict[str, Any]]:
+        """The open hand-offs, soonest deadline first; minutes left before target and deadline (negative: overdue)."""
+        with Session(engine) as session:
+            rows = open_handoffs(session, now=clock.now(), owner=owner, overdue=overdue)
+        return [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()} for row in rows]
+
+    @app.post("/sales/{email}/reassign", tags=["sales"], dependencies=[Depends(bearer)])
+    def sales_reassign(email: str, body: ReassignIn) -> dict[str, Any]:
+        """Give the lead's open hand-off to another owner (emailed); the SLA deadline does not move."""
+        with Session(engine) as session:
+            try:
+                handoff = reassign(session, email=email, to=body.to, by=body.by, now=clock.now())
+            except NoSuchLead as exc:
+                raise HTTPException(404, str(exc)) from exc
+            except HandoffClosed as exc:
+                raise HTTPException(409, str(exc)) from exc
+            except BadAnswer as exc:
+                raise HTTPException(422, [{"loc": ["body", exc.field], "msg": str(exc), "type": "bad_answer"}]) from exc
+            session.commit()
+            return {"email": email.lower(), "status": handoff.status, "owner": handoff.owner, "team": handoff.team,
+                    "deadline_at": handoff.deadline_at.isoformat()}
 
     @app.post("/sales/{email}/{verdict}", tags=["sales"], dependencies=[Depends(bearer)])
     def sales_answer(email: str, verdict: Literal["accept", "reject", "later"], body: SalesAnswerIn) -> dict[str, Any]:

@@ -32,7 +32,8 @@ from relance.engine.windows import into_window
 from relance.scenario.model import End, Enroll, Handoff, If, Notify, Score, Send, SetStep, Split, Wait, WaitUntil
 from relance.scenario.plan import Plan
 
-HandoffReady = Callable[[LeadFacts], bool]
+# True: hand off; False: not at the hand-off point; a sentence: held back (a rejected lead cooling off), and why
+HandoffReady = Callable[[LeadFacts], "bool | str"]
 
 
 def enter(plan: Plan, lead: LeadFacts, now: datetime) -> EnrollmentState:
@@ -148,10 +149,13 @@ class _Run:
                 self.apply_set(step)
                 self.go(edges["next"])
             case Handoff():
-                if self.handoff_ready is None or self.handoff_ready(self.lead):
+                ready = True if self.handoff_ready is None else self.handoff_ready(self.lead)
+                if ready is True:
                     self.result.effects.append(HandOff(step.id, step.owner, step.team))
                     self.lead = replace(self.lead, stage="sql-pending")
                     self.trace(step.id, "handoff", "handed-off")
+                elif isinstance(ready, str) and ready:
+                    self.trace(step.id, "handoff", "cooling-off", why=ready)
                 else:
                     self.trace(step.id, "handoff", "not-ready")
                 self.go(edges["next"])

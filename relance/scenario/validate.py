@@ -20,6 +20,7 @@ from relance.scenario.model import (
     Any_,
     Clicked,
     Enroll,
+    Handoff,
     If,
     Not,
     Notify,
@@ -159,8 +160,10 @@ def validate_scenario(
     path: str,
     known_scenarios: set[str] | None = None,
     check_template: TemplateCheck | None = None,
+    known_teams: set[str] | None = None,
 ) -> list[Problem]:
-    """Every graph and content problem of a loaded scenario, sorted by place."""
+    """Every graph and content problem of a loaded scenario, sorted by place (`known_teams`: the sales teams of
+    scoring.yaml a `handoff` step's `team:` may name; None: not checked)."""
     problems: list[Problem] = []
 
     def report(where: tuple[Any, ...], step_id: str | None, message: str) -> None:
@@ -184,6 +187,10 @@ def validate_scenario(
             known = ", ".join(sorted(known_scenarios)) or "none"
             report(("steps", index, "enroll"), step.id,
                    f"`enroll: {step.enroll}` names no scenario{_hint(step.enroll, known_scenarios)} (known: {known})")
+        if isinstance(step, Handoff) and step.team is not None and known_teams is not None and step.team not in known_teams:
+            known = ", ".join(sorted(known_teams)) or "none"
+            report(("steps", index, "team"), step.id,
+                   f"`team: {step.team}` names no team of scoring.yaml `sales.teams`{_hint(step.team, known_teams)} (defined: {known})")
         if isinstance(step, Send):
             for key in ("subject", "preheader"):
                 _check_jinja(getattr(step, key), ("steps", index, key), step.id, key, report)
@@ -258,7 +265,7 @@ def _graph_problems(scenario: Scenario, positions: Positions, path: str) -> list
 
 
 def validate_texts(
-    texts: dict[str, str], *, check_template: TemplateCheck | None = None
+    texts: dict[str, str], *, check_template: TemplateCheck | None = None, known_teams: set[str] | None = None
 ) -> tuple[dict[str, Scenario], dict[str, str], list[Problem]]:
     """Load and validate many files together: (scenarios by name, name -> path, every problem)."""
     loaded: list[tuple[str, Scenario | None, Positions]] = []
@@ -281,7 +288,8 @@ def validate_texts(
             first_path[name] = path
         if scenario is None:
             continue
-        problems.extend(validate_scenario(scenario, positions, path=path, known_scenarios=known, check_template=check_template))
+        problems.extend(validate_scenario(scenario, positions, path=path, known_scenarios=known, check_template=check_template,
+                                         known_teams=known_teams))
         if names.get(scenario.name, path) != path:
             continue
         scenarios[scenario.name] = scenario

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Union
 
-from pydantic import Field
+from pydantic import Field, StrictBool, field_validator
 
 from relance.scenario.model import Duration, Grade, Strict, Visited
 
@@ -35,11 +36,13 @@ class Threshold(Strict):
 
 class HandoffPoint(Threshold):
     sales_ready: list[Union[str, Visited]] = Field(default_factory=list, description="Events (or page visits) that show a lead is ready for sales.")
+    after_rejection: Duration = Field(timedelta(days=30), description="Cool-off after sales rejects a lead: no automatic hand-off meanwhile.")
 
 
 class Sla(Strict):
     contact_within: Duration
     target: Duration
+    alert_on_target: StrictBool = Field(False, description="Email the owner once when the target passes unanswered.")
 
 
 class Later(Strict):
@@ -47,9 +50,45 @@ class Later(Strict):
     scenario: str
 
 
+class RevenueAtLeast(Strict):
+    at_least: int = Field(ge=0)
+
+
+OneOrMany = Union[str, list[str]]
+
+
+class Where(Strict):
+    """Profile fields a team's leads have: a value or a list of values (any of them), all fields at once."""
+
+    country: OneOrMany | None = None
+    sector: OneOrMany | None = None
+    language: OneOrMany | None = None
+    company_revenue: RevenueAtLeast | None = None
+
+    @field_validator("company_revenue", mode="before")
+    @classmethod
+    def _at_least(cls, value):
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"`company_revenue:` takes a floor, like {{at_least: 1000000}} (got {value!r})")
+        return value
+
+
+class Team(Strict):
+    owners: list[str] = Field(description="Round-robin inside the team.")
+    where: Where | None = Field(None, description="Which leads the team takes (absent: only a step's `team:` reaches it).")
+
+    @field_validator("owners")
+    @classmethod
+    def _someone(cls, owners: list[str]) -> list[str]:
+        if not owners:
+            raise ValueError("a team needs at least one owner (an email address)")
+        return owners
+
+
 class Sales(Strict):
     owners: list[str] = Field(default_factory=list)
     manager: str | None = None
+    teams: dict[str, Team] = Field(default_factory=dict, description="First team whose `where` matches takes the lead.")
 
 
 class ScoringConfig(Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any, Mapping
@@ -54,19 +55,45 @@ def behaviour_points(config: ScoringConfig, event_type: str, properties: Mapping
     return rule.get("default", 0)
 
 
-def at_handoff_point(config: ScoringConfig, *, score: int, grade: str, events) -> bool:
-    """Score and grade meet `handoff`, and (when listed) one sales-ready action happened."""
-    point = config.handoff
-    if not config.meets(point, score=score, grade=grade):
-        return False
-    if not point.sales_ready:
-        return True
-    for event in events:
-        for action in point.sales_ready:
-            if isinstance(action, str) and event.type == action:
+def is_sales_ready(config: ScoringConfig, event) -> bool:
+    """The event is one of `handoff.sales_ready` (an event type, or a visit of a page matching the glob)."""
+    for action in config.handoff.sales_ready:
+        if isinstance(action, str) and event.type == action:
+            return True
+        if not isinstance(action, str) and event.type == "page_visited":
+            path = str(event.properties.get("path") or urlsplit(str(event.properties.get("url", ""))).path or "")
+            if fnmatchcase(path, action.visited):
                 return True
-            if not isinstance(action, str) and event.type == "page_visited":
-                path = str(event.properties.get("path") or urlsplit(str(event.properties.get("url", ""))).path or "")
-                if fnmatchcase(path, action.visited):
-                    return True
     return False
+
+
+def at_handoff_point(config: ScoringConfig, *, score: int, grade: str, events, since: datetime | None = None) -> bool:
+    """Score and grade meet `handoff`, and (when listed) one sales-ready action happened (after `since`, the last
+    rejection by sales, when given: an action sales has already turned down does not count again)."""
+    if not config.meets(config.handoff, score=score, grade=grade):
+        return False
+    if not config.handoff.sales_ready:
+        return True
+    return any(is_sales_ready(config, e) for e in events if since is None or e.occurred_at > since)
+
+
+def team_for(config: ScoringConfig, profile: Mapping[str, Any]) -> str | None:
+    """The first team of `sales.teams` (file order) whose `where` the lead's profile matches."""
+    for name, team in config.sales.teams.items():
+        if team.where is not None and _matches(team.where, profile):
+            return name
+    return None
+
+
+def _matches(where, profile: Mapping[str, Any]) -> bool:
+    for field in ("country", "sector", "language"):
+        wanted = getattr(where, field)
+        if wanted is not None:
+            values = [wanted] if isinstance(wanted, str) else wanted
+            if str(profile.get(field) or "").casefold() not in {v.casefold() for v in values}:
+                return False
+    if where.company_revenue is not None:
+        revenue = profile.get("company_revenue")
+        if revenue is None or revenue < where.company_revenue.at_least:
+            return False
+    return True
