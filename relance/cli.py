@@ -210,7 +210,7 @@ def event(
     key: Optional[str] = typer.Option(None, "--key", help="Idempotency key (default: derived from the content)."),
 ) -> None:
     """Record one event: scores, triggers scenarios, wakes waiting enrollments."""
-    from relance.ingest import IncomingEvent, UnknownLead, ingest_events
+    from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
     from relance.runner import open_store, sync_scenarios
 
     properties = {}
@@ -226,7 +226,7 @@ def event(
     sync_scenarios(engine, settings, now=now, library=library)
     try:
         result = ingest_events(engine, library, [IncomingEvent(type, lead, when, properties, key)], now=now, channel="cli")
-    except UnknownLead as exc:
+    except (UnknownLead, BadEvent) as exc:
         _fail(str(exc))
     console.print(
         f"{'stored' if result.stored else 'already stored (same idempotency key)'}: {type} for {lead}; "
@@ -255,7 +255,16 @@ def lead_show(
     listed = summary.get("suppression_list")
     profile.add_row("suppressed", f"{listed['reason']} ({listed['source']}, {_when(listed['at'])})" if listed
                     else summary.get("suppressed") or "")
+    consent = summary["consent"]
+    profile.add_row("consent", _consent_words(consent["current"]) if consent["current"] else "none recorded")
     console.print(profile)
+    if consent["history"]:
+        history = Table("when", "consent", "source", "form", "wording", "from", title="Consent history (newest last)")
+        for r in consent["history"]:
+            history.add_row(_when(_instant(r.get("at"))) or str(r.get("at") or ""), "granted" if r.get("granted", True) else "withdrawn",
+                            str(r.get("source") or ""), str(r.get("form") or ""), str(r.get("wording") or ""),
+                            f"{r.get('channel') or ''} {r.get('event') or ''}".strip())
+        console.print(history)
     enrollments = Table("scenario", "status", "step", "due", "entered", "left / reason", title="Enrollments")
     for e in summary["enrollments"]:
         enrollments.add_row(e["scenario"], e["status"], e["step_id"] or "", _when(e["due_at"]), _when(e["entered_at"]),
@@ -275,6 +284,22 @@ def lead_show(
         emails.add_row(_when(o["created_at"]), f"{o['scenario']}/{o['step_id']}" if o["scenario"] else o["step_id"],
                        o["template"], o["status"], _when(o["sent_at"]), o["error"] or "")
     console.print(emails)
+
+
+def _instant(value) -> Optional[datetime]:
+    """A stored ISO time as a datetime (None when it is missing or unreadable: shown as given)."""
+    from relance.clock import parse_instant
+
+    try:
+        return parse_instant(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _consent_words(record: dict) -> str:
+    """`granted (formulaire webinar, 2026-01-05 09:00 UTC)`: the lead's consent now."""
+    when = _when(_instant(record.get("at"))) or str(record.get("at") or "")
+    return f"{'granted' if record.get('granted', True) else 'withdrawn'} ({record.get('source') or '?'}, {when})"
 
 
 @app.command()
