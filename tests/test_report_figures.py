@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from statistics import median
@@ -71,7 +70,6 @@ TEMPLATE = """<mjml><mj-body><mj-section><mj-column>
 <mj-text>{{ postal_address }} <a href="{{ unsubscribe_url }}">Se désinscrire</a></mj-text>
 </mj-column></mj-section></mj-body></mjml>
 """
-ANSWERS = ("accepted", "rejected", "later")
 
 
 # --------------------------------------------------------------------------- the second reading
