@@ -13,6 +13,7 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from relance.clock import ensure_utc
+from relance.consent import BadConsent, merged, record_of
 from relance.engine.triggers import event_triggers
 from relance.library import Library
 from relance.runner import current_version_ids, enroll_leads, event_fact, plan_for_version
@@ -34,11 +35,11 @@ class UnknownLead(LookupError):
 
 
 class BadEvent(ValueError):
-    """An event relance cannot record as it is; `index` is its place in the batch, `field` the part at fault."""
+    """An event's property cannot be read: `index` (in the batch), `email` and `field` say which."""
 
-    def __init__(self, index: int, field: str, message: str) -> None:
+    def __init__(self, message: str, *, index: int, email: str, field: str) -> None:
         super().__init__(message)
-        self.index, self.field = index, field
+        self.index, self.email, self.field = index, email, field
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def ingest_events(
         emails = {incoming.email.strip().lower() for incoming in events}
         leads = {lead.email: lead for lead in session.exec(select(Lead).where(Lead.email.in_(emails))).scalars()}
         rows: list[dict[str, Any]] = []
-        for incoming in events:
+        consents: list[dict[str, Any] | None] = []  # each event's consent record, read before anything is written
+        for index, incoming in enumerate(events):
             email = incoming.email.strip().lower()
             lead = leads.get(email)
             if lead is None:
@@ -94,12 +96,13 @@ def ingest_events(
                     raise UnknownLead(f"no lead with email {email!r}: import it or send a form_submitted event first")
                 lead = leads[email] = upsert_lead(session, email=email, now=now, source=str(incoming.properties.get("source", "")),
                                                   **_profile_of(incoming.properties))
-                consent = {k.removeprefix("consent_"): v for k, v in incoming.properties.items() if k.startswith("consent_")}
-                if consent:
-                    lead.fields = {**(lead.fields or {}), "consent": consent}
                 honour_list(session, lead)  # an address on the suppression list becomes a lead never mailed
                 grade_lead(lead, library.scoring)
                 session.flush()
+            try:
+                consents.append(record_of(incoming.type, incoming.properties, occurred_at=incoming.occurred_at, channel=channel))
+            except BadConsent as exc:
+                raise BadEvent(f"{incoming.type} for {email}: {exc}", index=index, email=email, field=exc.field) from None
             rows.append(dict(lead_id=lead.id, type=incoming.type, occurred_at=ensure_utc(incoming.occurred_at),
                              properties=dict(incoming.properties), idempotency_key=incoming.key(), received_at=now))
         stored = record_events(session, rows)
@@ -107,13 +110,15 @@ def ingest_events(
         opens = opened_emails(session, {row["lead_id"] for row in rows if row["type"] == "email_opened"})
         entering: dict[tuple[str, datetime | None], list[Lead]] = defaultdict(list)
         changed: set[int] = set()  # leads with a new event
-        for incoming, row in zip(events, rows):
+        for incoming, row, consent in zip(events, rows, consents):
             event_id = stored.pop(row["idempotency_key"], None)  # popped: a key twice in the batch is stored once
             if event_id is None:
                 result.duplicates += 1
                 continue
             result.stored += 1
             lead = leads[incoming.email.strip().lower()]
+            if consent is not None:
+                result.suppressed += keep_consent(session, lead, consent, now=now, channel=channel)
             event = StoredEvent(event_id, row["type"], row["occurred_at"], row["properties"])
             if (reason := reason_of_event(event.type, event.properties)) is not None:
                 result.suppressed += suppress(session, email=lead.email, reason=reason, source=f"{channel}:{event.type}", now=now)
@@ -135,6 +140,17 @@ def ingest_events(
             )
         session.commit()
     return result
+
+
+def keep_consent(session: Session, lead: Lead, record: dict[str, Any], *, now: datetime, channel: str) -> int:
+    """Add a consent record to the lead's history (relance.consent); a withdrawal puts the address on the
+    suppression list, as an unsubscribe does. 1 if that newly suppressed it."""
+    lead.fields, lead.updated_at = merged(lead.fields or {}, record), now
+    if record["granted"]:
+        return 0
+    new = suppress(session, email=lead.email, reason="unsubscribed", source=f"{channel}:consent withdrawn", now=now)
+    withdraw(session, lead, now=now, cause="unsubscribed")  # sales read why in the same words
+    return int(new)
 
 
 @dataclass(frozen=True)
@@ -220,8 +236,8 @@ def _due_of(incoming: IncomingEvent, now: datetime, index: int = 0) -> datetime 
     try:
         return ensure_utc(datetime.fromisoformat(str(until)))
     except ValueError:
-        raise BadEvent(index, "properties.until",
-                       f"said_later for {incoming.email}: `until` must be an ISO date like 2026-09-01, got {until!r}") from None
+        raise BadEvent(f"said_later for {incoming.email}: `until` must be an ISO date like 2026-09-01, got {until!r}",
+                       index=index, email=incoming.email, field="until") from None
 
 
 def _profile_of(properties: dict[str, Any]) -> dict[str, Any]:

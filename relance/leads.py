@@ -8,6 +8,7 @@ from typing import Any, Iterator, Sequence
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
+from relance.consent import consent_of
 from relance.store.repo import find_lead
 from relance.store.tables import Enrollment, Event, Handoff, Lead, Outbox, ScoreChange, StageChange
 from relance.suppression import entry_of
@@ -31,6 +32,7 @@ def lead_summary(engine: Engine, email: str, *, temperature_of=None) -> dict[str
 
             temperature_of = ScoringConfig().temperature_of
         summary["temperature"] = temperature_of(lead.score)
+        summary["consent"] = consent_of(lead.fields)  # state, newest record, every record (relance.consent)
         summary["enrollments"] = [
             {
                 "scenario": e.scenario, "version_id": e.version_id, "status": e.status, "step_id": e.step_id,

@@ -15,7 +15,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlmodel import Session
 
 from relance.outbox import CUT_OFF_AFTER
-from relance.store.tables import Cost, Enrollment, Event, Handoff, Lead, Outbox, StageChange, StepLog
+from relance.store.tables import Cost, Enrollment, Event, Handoff, Lead, Outbox, ScenarioVersion, StageChange, StepLog
 
 FUNNEL = ("lead", "mql", "sql", "customer")
 _REACHES = {"mql": {"mql", "sql-pending", "sql", "customer"}, "sql": {"sql", "customer"}, "customer": {"customer"}}
@@ -27,6 +27,16 @@ def _rate(part: int, whole: int) -> float | None:
 
 def _hours(values: list[float]) -> float | None:
     return round(median(values), 2) if values else None
+
+
+# what a step-log outcome is called where people read it beside the counts of now: a send step's `sent` row means
+# the email was written to the outbox (whether it left is the `sent` column), `waiting` that it began a wait then
+_OUTCOME_WORDS = {"sent": "written", "waiting": "began waiting"}
+
+
+def outcome_words(outcomes: dict[str, int]) -> str:
+    """A step's step-log outcomes for a person, most frequent first: `written 12, began waiting 3, then 2`."""
+    return ", ".join(f"{_OUTCOME_WORDS.get(k, k)} {v}" for k, v in sorted(outcomes.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def funnel(session: Session) -> dict[str, Any]:
@@ -126,16 +136,32 @@ def steps(session: Session, scenario: str | None = None, orders: dict[str, tuple
     return dict(by_scenario)
 
 
-def sla(session: Session) -> dict[str, Any]:
-    """Of the handoffs whose outcome is known (answered, or past deadline unanswered): share within target / deadline."""
+ANSWERED = ("accepted", "rejected", "later")  # sales' answers; `withdrawn` is relance closing it (the lead left)
+
+
+def sla(session: Session, *, now: datetime) -> dict[str, Any]:
+    """The hand-offs against their SLA as of `now`. A hand-off's outcome is known (`measured`) once sales
+    answered it, or once its deadline passed unanswered (still open, or withdrawn after it), whether the SLA
+    flow has flagged it or not. `within_target` / `within_deadline` are shares of the measured ones answered
+    by then; a breach is a measured one that was not: answered late, or unanswered past its deadline."""
     handoffs = session.exec(select(Handoff)).scalars().all()
-    known = [h for h in handoffs if h.answered_at is not None or h.deadline_missed_at is not None]
-    within_target = sum(1 for h in known if h.answered_at is not None and h.answered_at <= h.target_at)
-    within_deadline = sum(1 for h in known if h.answered_at is not None and h.answered_at <= h.deadline_at)
+
+    def unanswered_past_deadline(h: Handoff) -> bool:
+        if h.status == "open":
+            return h.deadline_missed_at is not None or h.deadline_at <= now
+        return h.status == "withdrawn" and h.answered_at is not None and h.answered_at > h.deadline_at
+
+    answered = [h for h in handoffs if h.status in ANSWERED and h.answered_at is not None]
+    overdue = [h for h in handoffs if unanswered_past_deadline(h)]
+    measured = len(answered) + len(overdue)
+    met_target = sum(1 for h in answered if h.answered_at <= h.target_at)
+    met_deadline = sum(1 for h in answered if h.answered_at <= h.deadline_at)
     return {
-        "handoffs": len(handoffs), "open": sum(1 for h in handoffs if h.status == "open"), "measured": len(known),
-        "within_target": _rate(within_target, len(known)), "within_deadline": _rate(within_deadline, len(known)),
-        "breaches": sum(1 for h in handoffs if h.deadline_missed_at is not None),
+        "handoffs": len(handoffs), "open": sum(1 for h in handoffs if h.status == "open"), "measured": measured,
+        "met_target": met_target, "met_deadline": met_deadline,
+        "within_target": _rate(met_target, measured), "within_deadline": _rate(met_deadline, measured),
+        "breaches": measured - met_deadline, "late_answers": len(answered) - met_deadline,
+        "unanswered_past_deadline": len(overdue),
         "answers": dict(Counter(h.status for h in handoffs if h.status != "open")),
         "rejection_reasons": dict(Counter(h.reason for h in handoffs if h.status == "rejected")),
     }
@@ -192,15 +218,22 @@ def delivery(session: Session, *, now: datetime) -> dict[str, Any]:
     }
 
 
+def scenarios_on_record(session: Session) -> set[str]:
+    """The scenarios the database has rows of (registered versions, enrollments), in the folder still or not."""
+    return set(session.exec(select(ScenarioVersion.scenario).distinct()).scalars()) | set(
+        session.exec(select(Enrollment.scenario).distinct()).scalars())
+
+
 def build_report(session: Session, *, now: datetime, scenario: str | None = None,
                  orders: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
     """Every figure of `relance report` as of `now`; `orders` puts each scenario's steps in plan order."""
     stages = dict(session.exec(select(Lead.stage, func.count()).group_by(Lead.stage)).all())
     return {
+        "as_of": now,
         "leads_by_stage": stages,
         "funnel": funnel(session),
         "scenarios": steps(session, scenario, orders),
-        "sla": sla(session),
+        "sla": sla(session, now=now),
         "economics": economics(session),
         "delivery": delivery(session, now=now),
     }

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from relance import runner
-from relance.report import steps
+from relance.report import outcome_words, steps
 from relance.runner import TickReport
 
 
@@ -87,17 +87,18 @@ def summary(report: TickReport, *, undelivered_batches: int = 0) -> str:
 
 def figures_markdown(scenario: str, rows: Sequence[Mapping[str, object]]) -> str:
     """The per-step figures of one scenario as a markdown table (the UI renders it)."""
-    head = ["step", "reached", "entered", "now here", "waiting", "sent", "opened", "clicked", "left", "outcomes"]
+    head = ["step", "reached", "entered", "now here", "waiting", "sent", "opened", "clicked", "left", "step log (every pass)"]
     lines = [f"# {_cell(scenario)}: every step since the scenario started", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        outcomes = ", ".join(f"{k} {v}" for k, v in r["outcomes"].items())  # type: ignore[union-attr]
+        outcomes = outcome_words(r["outcomes"])  # type: ignore[arg-type]
         cells = [r["step"], r["reached"], r["entered"], r["now"], r["waiting"], r["sent"], r["opened"], r["clicked"],
                  r["left"], outcomes]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     if not rows:
         lines.append("| - | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | no lead has entered yet |")
-    lines += ["", f"Same figures as `relance report --scenario {scenario}`. Opened and clicked count distinct leads."]
+    lines += ["", f"Same figures as `relance report --scenario {scenario}`. Waiting: in a wait now; sent: emails that left; "
+              "opened and clicked count distinct leads; the step log counts every pass (written: emails queued)."]
     return "\n".join(lines)
 
 

@@ -34,12 +34,14 @@ Scalar = Union[str, int, float, bool, None]
 
 
 class Consent(BaseModel):
-    """Proof of consent given with a form: where, when, and the exact wording the person accepted."""
+    """Proof of consent given (or withdrawn) with a form: where, when, and the exact wording the person accepted.
+    Kept on the lead with every earlier record (`relance lead show`); a withdrawal stops every email to the address."""
 
     model_config = ConfigDict(extra="forbid")
     source: str = Field(min_length=1, max_length=200, description="Form or page where consent was given.")
     wording: str = Field(min_length=1, max_length=2000, description="The text the person accepted.")
     at: datetime | None = Field(None, description="When (default: the event's time).")
+    granted: bool = Field(True, description="false: the person withdraws consent.")
 
 
 class SalesAnswerIn(BaseModel):
@@ -173,15 +175,17 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
             properties = dict(item.properties)
             if item.consent is not None:
                 properties.update(consent_source=item.consent.source, consent_wording=item.consent.wording,
-                                  consent_at=ensure_utc(item.consent.at or item.occurred_at or now).isoformat())
+                                  consent_at=ensure_utc(item.consent.at or item.occurred_at or now).isoformat(),
+                                  consent_granted=item.consent.granted)
             incoming.append(IncomingEvent(item.type, item.email, ensure_utc(item.occurred_at or now), properties, item.idempotency_key))
         try:
             result = ingest_events(engine, library, incoming, now=now, channel="api")
         except UnknownLead as exc:
             index = next(i for i, e in enumerate(incoming) if e.email.strip().lower() in str(exc))
             raise HTTPException(422, [{"loc": ["body", index, "email"], "msg": str(exc), "type": "unknown_lead"}]) from exc
-        except BadEvent as exc:
-            raise HTTPException(422, [{"loc": ["body", exc.index, *exc.field.split(".")], "msg": str(exc), "type": "bad_event"}]) from exc
+        except BadEvent as exc:  # e.g. a consent_at property that is no date
+            raise HTTPException(422, [{"loc": ["body", exc.index, "properties", exc.field], "msg": str(exc),
+                                       "type": "bad_property"}]) from exc
         return {"stored": result.stored, "duplicates": result.duplicates, "enrolled": result.enrolled, "woken": result.woken}
 
     @app.get("/sales/handoffs", tags=["sales"], dependencies=[Depends(bearer)])

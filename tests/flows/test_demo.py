@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from email import message_from_bytes
 from email.policy import default
 from pathlib import Path
 
 from rich.console import Console
+from sqlmodel import Session
 
-from relance.demo.run import run_demo
+from relance.demo.run import START, run_demo
+from relance.library import load_library
+from relance.report import build_report
 from relance.settings import get_settings
+from relance.store.db import make_engine
+from test_report_figures import assert_report_matches  # noqa: E402  (tests/test_report_figures.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,6 +27,7 @@ def test_the_demo_sends_well_formed_multipart_emails_through_prefect_ticks(prefe
         monkeypatch.setenv(name, "")  # the demo sets them for its own folder
     console = Console(record=True, width=160)
     summary = run_demo(tmp_path / "demo", console=console, days=6)
+    library = load_library(get_settings())
     get_settings.cache_clear()
 
     assert summary["ticks"] >= 6
@@ -37,3 +44,14 @@ def test_the_demo_sends_well_formed_multipart_emails_through_prefect_ticks(prefe
             assert "{{" not in text and "{%" not in text
     output = console.export_text()
     assert "Per-step summary" in output and "send-guide" in output
+
+    # the report the demo printed is what its database says, read again by plain SQL
+    engine, as_of = make_engine(f"sqlite:///{tmp_path / 'demo' / 'relance.db'}"), START + timedelta(days=6)
+    orders = {name: plan.order for name, plan in library.plans.items()}
+    with Session(engine) as session:
+        report = build_report(session, now=as_of, orders=orders)
+    with engine.connect() as connection:
+        assert_report_matches(report, connection, as_of, orders)
+    engine.dispose()
+    sla = report["sla"]
+    assert sla["breaches"] == sla["measured"] - sla["met_deadline"]

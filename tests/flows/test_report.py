@@ -56,6 +56,7 @@ def test_the_figures_table_has_one_row_per_step_and_escapes_markdown() -> None:
 
     text = figures_markdown("welcome", rows).splitlines()
 
-    assert text[2] == "| step | reached | entered | now here | waiting | sent | opened | clicked | left | outcomes |"
-    assert text[4] == "| wait\\|2 | 4 | 0 | 3 | 2 | 0 | 0 | 0 | 1 | waiting 3, to:end 1 |"
+    assert text[2] == "| step | reached | entered | now here | waiting | sent | opened | clicked | left | step log (every pass) |"
+    # the step log's `waiting` rows are passes that began a wait, not who waits now (the waiting column)
+    assert text[4] == "| wait\\|2 | 4 | 0 | 3 | 2 | 0 | 0 | 0 | 1 | began waiting 3, to:end 1 |"
     assert "no lead has entered yet" in figures_markdown("welcome", [])
