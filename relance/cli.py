@@ -492,7 +492,7 @@ def _deal(email: str, closing, now: Optional[str]) -> None:
         stage = session.get(Lead, deal.lead_id).stage
         what = (f"{'upsell' if deal.kind == 'upsell' else 'deal'} won: {deal.amount:,.2f} (margin {deal.margin:,.2f})"
                 if deal.outcome == "won" else f"deal lost: {deal.reason}")
-        console.print(f"{email}: {what} on {deal.closed_at:%Y-%m-%d}; stage {stage}", markup=False, highlight=False)
+        console.print(f"{email}: {what} on {deal.closed_at:%Y-%m-%d}; stage {stage}", markup=False, highlight=False, soft_wrap=True)
 
 
 @sales_app.command("won")
@@ -556,7 +556,7 @@ def cost_add(
         session.commit()
         known = known_sources(session)
         console.print(f"{cost.source}: cost {cost.amount:,.2f}, margin {cost.margin:,.2f} recorded for {cost.period}",
-                      markup=False, highlight=False)
+                      markup=False, highlight=False, soft_wrap=True)
         if cost.source not in known:
             err.print(f"no lead has source {cost.source} yet (the cost is kept and counts once leads come with it); known sources: "
                       f"{', '.join(known) or 'none'}", style="yellow", markup=False, highlight=False, soft_wrap=True)
