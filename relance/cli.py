@@ -552,7 +552,7 @@ def cost_add(
             cost = record_cost(session, source=source, amount=amount, margin=margin, period=period or month_of(at), now=at,
                                note=note)
         except BadValue as exc:
-            _fail(f"--{exc.field} {exc.problem}" if exc.field != "source" else f"SOURCE {exc.problem}")
+            _fail(f"{exc.field.upper() if exc.field in ('source', 'amount') else '--' + exc.field} {exc.problem}")
         session.commit()
         known = known_sources(session)
         console.print(f"{cost.source}: cost {cost.amount:,.2f}, margin {cost.margin:,.2f} recorded for {cost.period}",
