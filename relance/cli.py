@@ -633,20 +633,24 @@ def _print_report(figures: dict, out: Console | None = None) -> None:
 
 def _money_row(label: str, m: dict) -> list[str]:
     return [label, str(m["leads"]), str(m["customers"]), str(m["deals_won"]), str(m["deals_lost"]), f"{m['cost']:,.0f}",
-            f"{m['gross_margin']:,.0f}", "-" if m["cost_per_lead"] is None else f"{m['cost_per_lead']:,.2f}",
-            "-" if m["cost_per_acquisition"] is None else f"{m['cost_per_acquisition']:,.2f}",
+            f"{m['gross_margin']:,.0f}", "-" if m["cost_per_lead"] is None else f"{m['cost_per_lead']:,.0f}",
+            "-" if m["cost_per_acquisition"] is None else f"{m['cost_per_acquisition']:,.0f}",
             "-" if m["roi"] is None else f"{m['roi']:.2f}"]
 
 
 def _print_economics(e: dict, out: Console) -> None:
     """The economics by source (of --period, or all time), then the total of each period in the data."""
-    heads = ("leads", "customers", "won", "lost", "cost", "margin", "CPL", "CPA", "ROI")
-    money = Table("source", *heads, title=f"Economics {e['period']}" if e["period"] else "Economics (all time)")
+    def table(first: str, title: str) -> Table:  # figures are never cut, even in 80 columns
+        heads = ("leads", "customers", "won", "lost", "cost", "margin", "CPL", "CPA", "ROI")
+        return Table(Column(first, overflow="fold", no_wrap=first == "period"), *(Column(h, no_wrap=True, justify="right") for h in heads), title=title,
+                     box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+
+    money = table("source", f"Economics {e['period']}" if e["period"] else "Economics (all time)")
     for source, m in [*e["by_source"].items(), ("all", e["total"])]:
         money.add_row(*_money_row(source, m))
     out.print(money)
     if e["by_period"]:
-        periods = Table("period", *heads, title="Economics by period (all sources)")
+        periods = table("period", "Economics by period (all sources)")
         for name, p in e["by_period"].items():
             periods.add_row(*_money_row(name, p["total"]))
         out.print(periods)

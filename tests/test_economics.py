@@ -217,6 +217,7 @@ def test_a_cost_counts_in_its_own_period_only(env):
     assert everything["total"]["cost"] == 5000.0 and everything["by_period"]["2026-Q4"]["total"]["cost"] == 4000.0
     table = relance("report", "--period", "2026-Q1", "--now", "2026-12-01").output
     assert "Economics 2026-Q1" in table and "Economics by period" in table
+    assert "…" not in table and " 2026-Q1 " in table and " 2.00" in table  # nothing cut in 80 columns
 
 
 def test_cost_add_records_the_month_of_now_by_default_and_names_unknown_sources(env):
