@@ -603,6 +603,62 @@ def sales_reassign(
                       f"{handoff.owner} is emailed")
 
 
+def _deal(email: str, closing, now: Optional[str]) -> None:
+    """Record a won or lost deal; a refused value is one sentence naming its option."""
+    from sqlmodel import Session
+
+    from relance.deals import BadValue, record_deal
+    from relance.sales import SalesError
+    from relance.store.tables import Lead
+
+    at = _now(now)
+    scoring = _library().scoring  # before the store: a missing folder creates no database
+    with Session(_stored()) as session:
+        try:
+            deal = record_deal(session, email=email, closing=closing, scoring=scoring, now=at)
+        except BadValue as exc:
+            _fail(f"--{exc.field} {exc.problem}")
+        except SalesError as exc:
+            _fail(str(exc))
+        session.commit()
+        stage = session.get(Lead, deal.lead_id).stage
+        what = (f"{'upsell' if deal.kind == 'upsell' else 'deal'} won: {deal.amount:,.2f} (margin {deal.margin:,.2f})"
+                if deal.outcome == "won" else f"deal lost: {deal.reason}")
+        console.print(f"{email}: {what} on {deal.closed_at:%Y-%m-%d}; stage {stage}", markup=False, highlight=False, soft_wrap=True)
+
+
+@sales_app.command("won")
+def sales_won(
+    email: str = typer.Argument(..., help="The lead's email."),
+    amount: float = typer.Option(0.0, "--amount", help="What the deal is worth."),
+    margin: float = typer.Option(0.0, "--margin", help="Its gross margin (part of the amount): what ROI counts."),
+    on: Optional[str] = typer.Option(None, "--on", help="The day it was won (ISO date; default: now)."),
+    by: str = typer.Option("sales", "--by", help="Who won it (recorded in the stage history)."),
+    note: str = typer.Option("", "--note"),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+) -> None:
+    """Sales won a deal: the lead becomes a customer (a customer's next deal is an upsell)."""
+    from relance.deals import Closing
+
+    _deal(email, Closing("won", by, amount=amount, margin=margin, note=note, on=_now(on, "--on") if on else None), now)
+
+
+@sales_app.command("lost")
+def sales_lost(
+    email: str = typer.Argument(..., help="The lead's email."),
+    reason: str = typer.Option(..., "--reason", help="price, competitor, no-budget, no-decision, bad-timing, no-need, "
+                                                      "missing-feature, unreachable, other"),
+    note: str = typer.Option("", "--note", help="Free text for marketing."),
+    by: str = typer.Option("sales", "--by", help="Who lost it (recorded in the stage history)."),
+    on: Optional[str] = typer.Option(None, "--on", help="The day it was lost (ISO date; default: now)."),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+) -> None:
+    """Sales lost a deal: the lead goes back to nurturing with the reason (a customer stays a customer)."""
+    from relance.deals import Closing
+
+    _deal(email, Closing("lost", by, reason=reason, note=note, on=_now(on, "--on") if on else None), now)
+
+
 cost_app = typer.Typer(no_args_is_help=True, help="Campaign costs and margins per source (for CPL, CPA, ROI).")
 app.add_typer(cost_app, name="cost")
 
@@ -610,41 +666,60 @@ app.add_typer(cost_app, name="cost")
 @cost_app.command("add")
 def cost_add(
     source: str = typer.Argument(..., help="The lead source, as in the leads' `source` (e.g. salon-vivatech)."),
-    amount: float = typer.Argument(..., min=0, help="What it cost."),
-    margin: float = typer.Option(0.0, "--margin", min=0, help="Gross margin it brought."),
-    period: str = typer.Option("", "--period", help="e.g. 2026-Q1"),
+    amount: float = typer.Argument(..., help="What it cost."),
+    margin: float = typer.Option(0.0, "--margin", help="Gross margin it brought that no won deal records."),
+    period: Optional[str] = typer.Option(None, "--period", help="2026, 2026-Q1 or 2026-03 (default: the month of --now)."),
+    note: str = typer.Option("", "--note"),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
-    """Record a cost (and the gross margin) of a source."""
+    """Record what a source cost in a period (and a gross margin not tied to a deal)."""
     from sqlmodel import Session
 
+    from relance.deals import BadValue, known_sources, month_of, record_cost
     from relance.runner import open_store
-    from relance.store.tables import Cost
 
+    at = _now(now)
     with Session(open_store(_settings())) as session:
-        session.add(Cost(source=source, amount=amount, margin=margin, period=period, created_at=_now(None)))
+        try:
+            cost = record_cost(session, source=source, amount=amount, margin=margin, period=period or month_of(at), now=at,
+                               note=note)
+        except BadValue as exc:
+            _fail(f"{exc.field.upper() if exc.field in ('source', 'amount') else '--' + exc.field} {exc.problem}")
         session.commit()
-    console.print(f"{source}: cost {amount:,.2f}, margin {margin:,.2f} recorded")
+        known = known_sources(session)
+        console.print(f"{cost.source}: cost {cost.amount:,.2f}, margin {cost.margin:,.2f} recorded for {cost.period}",
+                      markup=False, highlight=False, soft_wrap=True)
+        if cost.source not in known:
+            err.print(f"no lead has source {cost.source} yet (the cost is kept and counts once leads come with it); known sources: "
+                      f"{', '.join(known) or 'none'}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
 def report(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     scenario: Optional[str] = typer.Option(None, "--scenario", help="Only this scenario's step tables."),
+    period: Optional[str] = typer.Option(None, "--period", help="Economics of this period only: 2026, 2026-Q1 or 2026-03."),
     now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP + " Hand-offs past their deadline by then count as breaches."),
 ) -> None:
-    """Funnel, per-step counts, conversion rates, SLA compliance, rejection reasons, CPL / CPA / ROI."""
+    """Funnel, per-step counts, conversion rates, SLA compliance, rejection reasons, CPL / CPA / ROI (per period too)."""
     from sqlmodel import Session
 
+    from relance.deals import parse_period
     from relance.report import build_report, scenarios_on_record
 
     when = _now(now)
+    try:
+        within = parse_period(period) if period is not None else None
+    except ValueError as exc:
+        _fail(f"--period {exc}")
     library = _library()
     with Session(_stored()) as session:
         if scenario is not None:
             known = set(library.plans) | scenarios_on_record(session)
             if scenario not in known:
                 _fail(f"--scenario {scenario!r}: no such scenario (known: {', '.join(sorted(known)) or 'none'})")
-        figures = build_report(session, now=when, scenario=scenario, orders={n: p.order for n, p in library.plans.items()})
+        figures = build_report(session, now=when, scenario=scenario, orders={n: p.order for n, p in library.plans.items()},
+                               period=within)
     if as_json:
         sys.stdout.write(json.dumps(figures, indent=2, ensure_ascii=False, default=str) + "\n")
         return
@@ -676,13 +751,7 @@ def _print_report(figures: dict, out: Console | None = None) -> None:
         table.caption = "waiting: in a wait now; sent: emails that left; the step log counts every pass (written: emails queued)"
         out.print(table)
     _print_sla(figures["sla"], out)
-    money = Table("source", "leads", "customers", "cost", "margin", "CPL", "CPA", "ROI", title="Economics")
-    for source, m in [*figures["economics"]["by_source"].items(), ("all", figures["economics"]["total"])]:
-        money.add_row(source, str(m["leads"]), str(m["customers"]), f"{m['cost']:,.0f}", f"{m['gross_margin']:,.0f}",
-                      "-" if m["cost_per_lead"] is None else f"{m['cost_per_lead']:,.2f}",
-                      "-" if m["cost_per_acquisition"] is None else f"{m['cost_per_acquisition']:,.2f}",
-                      "-" if m["roi"] is None else f"{m['roi']:.2f}")
-    out.print(money)
+    _print_economics(figures["economics"], out)
     d = figures["delivery"]
     out.print("Outbox: " + (", ".join(f"{n} {status}" for status, n in sorted(d["by_status"].items())) or "empty"),
               markup=False, highlight=False)
@@ -697,15 +766,44 @@ def _print_report(figures: dict, out: Console | None = None) -> None:
 
 
 def _print_sla(s: dict, out: Console) -> None:
-    """The SLA table: within target / deadline and breaches are all out of `measured` (docs/ticks.md)."""
-    sla = Table("handoffs", "open", "measured", "within target", "within deadline", "breaches", "answers",
-                "rejection reasons", title="Sales SLA")
-    sla.add_row(str(s["handoffs"]), str(s["open"]), str(s["measured"]), f"{s['met_target']} ({_pct(s['within_target'])})",
-                f"{s['met_deadline']} ({_pct(s['within_deadline'])})",
-                f"{s['breaches']} ({s['late_answers']} answered late, {s['unanswered_past_deadline']} unanswered)",
-                ", ".join(f"{k} {v}" for k, v in s["answers"].items()), ", ".join(f"{k} {v}" for k, v in s["rejection_reasons"].items()))
-    sla.caption = "measured: answered, or unanswered past the deadline; breaches = measured - within deadline"
+    """The SLA figures, one per line (never cut in 80 columns): within target / deadline and breaches are all out of
+    `measured` (docs/ticks.md)."""
+    sla = Table(Column("figure", no_wrap=True), Column("value", overflow="fold"), title="Sales SLA", show_header=False,
+                box=box.SIMPLE_HEAD)
+    sla.add_row("hand-offs", f"{s['handoffs']} ({s['open']} open)")
+    sla.add_row("measured", f"{s['measured']} (answered, or unanswered past the deadline)")
+    sla.add_row("within target", f"{s['met_target']} ({_pct(s['within_target'])})")
+    sla.add_row("within deadline", f"{s['met_deadline']} ({_pct(s['within_deadline'])})")
+    sla.add_row("breaches", f"{s['breaches']} ({s['late_answers']} answered late, {s['unanswered_past_deadline']} unanswered)"
+                            " = measured - within deadline")
+    sla.add_row("answers", ", ".join(f"{k} {v}" for k, v in s["answers"].items()) or "-")
+    sla.add_row("rejection reasons", ", ".join(f"{k} {v}" for k, v in s["rejection_reasons"].items()) or "-")
     out.print(sla)
+
+
+def _money_row(label: str, m: dict) -> list[str]:
+    return [label, str(m["leads"]), str(m["customers"]), str(m["deals_won"]), str(m["deals_lost"]), f"{m['cost']:,.0f}",
+            f"{m['gross_margin']:,.0f}", "-" if m["cost_per_lead"] is None else f"{m['cost_per_lead']:,.0f}",
+            "-" if m["cost_per_acquisition"] is None else f"{m['cost_per_acquisition']:,.0f}",
+            "-" if m["roi"] is None else f"{m['roi']:.2f}"]
+
+
+def _print_economics(e: dict, out: Console) -> None:
+    """The economics by source (of --period, or all time), then the total of each period in the data."""
+    def table(first: str, title: str) -> Table:  # figures are never cut, even in 80 columns
+        heads = ("leads", "customers", "won", "lost", "cost", "margin", "CPL", "CPA", "ROI")
+        return Table(Column(first, overflow="fold", no_wrap=first == "period"), *(Column(h, no_wrap=True, justify="right") for h in heads), title=title,
+                     box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+
+    money = table("source", f"Economics {e['period']}" if e["period"] else "Economics (all time)")
+    for source, m in [*e["by_source"].items(), ("all", e["total"])]:
+        money.add_row(*_money_row(source, m))
+    out.print(money)
+    if e["by_period"]:
+        periods = table("period", "Economics by period (all sources)")
+        for name, p in e["by_period"].items():
+            periods.add_row(*_money_row(name, p["total"]))
+        out.print(periods)
 
 
 outbox_app = typer.Typer(no_args_is_help=True, help=(

@@ -11,11 +11,12 @@ from datetime import datetime, timedelta
 from statistics import median
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, literal_column, or_, select
 from sqlmodel import Session
 
+from relance.deals import Period, parse_period, quarter_of_month
 from relance.outbox import CUT_OFF_AFTER
-from relance.store.tables import Cost, Enrollment, Event, Handoff, Lead, Outbox, ScenarioVersion, StageChange, StepLog
+from relance.store.tables import Cost, Deal, Enrollment, Event, Handoff, Lead, Outbox, ScenarioVersion, StageChange, StepLog
 
 FUNNEL = ("lead", "mql", "sql", "customer")
 _REACHES = {"mql": {"mql", "sql-pending", "sql", "customer"}, "sql": {"sql", "customer"}, "customer": {"customer"}}
@@ -167,32 +168,90 @@ def sla(session: Session, *, now: datetime) -> dict[str, Any]:
     }
 
 
-def economics(session: Session) -> dict[str, Any]:
-    """Per source and in all: leads, customers, cost, margin, CPL, CPA, ROI = (margin - cost) / cost."""
-    leads = Counter(dict(session.exec(select(Lead.source, func.count()).group_by(Lead.source)).all()))
-    customers: Counter = Counter()
-    customer_ids = {c.lead_id for c in session.exec(select(StageChange).where(StageChange.to_stage == "customer")).scalars()}
-    customer_ids |= set(session.exec(select(Lead.id).where(Lead.stage == "customer")).scalars())
-    if customer_ids:
-        for source in session.exec(select(Lead.source).where(Lead.id.in_(customer_ids))).scalars():
-            customers[source] += 1
-    costs: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for cost in session.exec(select(Cost)).scalars():
-        costs[cost.source][0] += cost.amount
-        costs[cost.source][1] += cost.margin
+def _month(session: Session, column):
+    """The month of a stored time as year * 12 + month - 1, in UTC, computed by the database (inline literals:
+    PostgreSQL groups by the same expression only if it has no parameters)."""
+    utc = func.timezone(literal_column("'UTC'"), column) if session.get_bind().dialect.name == "postgresql" else column
+    return func.extract("year", utc) * literal_column("12") + func.extract("month", utc) - literal_column("1")
 
-    def figures(n_leads: int, n_customers: int, amount: float, margin: float) -> dict[str, Any]:
-        return {
-            "leads": n_leads, "customers": n_customers, "cost": round(amount, 2), "gross_margin": round(margin, 2),
-            "cost_per_lead": round(amount / n_leads, 2) if n_leads and amount else None,
-            "cost_per_acquisition": round(amount / n_customers, 2) if n_customers and amount else None,
-            "roi": round((margin - amount) / amount, 4) if amount else None,
-        }
 
-    sources = sorted(set(leads) | set(costs))
-    per_source = {s or "(none)": figures(leads[s], customers[s], *costs.get(s, (0.0, 0.0))) for s in sources}
-    total = figures(sum(leads.values()), sum(customers.values()), sum(c[0] for c in costs.values()), sum(c[1] for c in costs.values()))
-    return {"by_source": per_source, "total": total}
+def _economics_rows(session: Session) -> tuple[dict, list]:
+    """Per (source, month): leads created, customers won (first won deal), deals won and lost, revenue, deal
+    margins; and the costs as (source, period name, amount, margin) per period."""
+    cells: dict[tuple[str, int], Counter] = defaultdict(Counter)
+    created = _month(session, Lead.created_at)
+    for source, month, n in session.exec(select(Lead.source, created, func.count()).group_by(Lead.source, created)).all():
+        cells[(source, int(month))]["leads"] += n
+    first = select(Deal.lead_id, func.min(Deal.closed_at).label("at")).where(Deal.outcome == "won").group_by(Deal.lead_id).subquery()
+    won_month = _month(session, first.c.at)
+    for source, month, n in session.exec(select(Lead.source, won_month, func.count()).join(first, first.c.lead_id == Lead.id)
+                                         .group_by(Lead.source, won_month)).all():
+        cells[(source, int(month))]["customers"] += n
+    closed = _month(session, Deal.closed_at)
+    for source, month, outcome, n, amount, margin in session.exec(
+        select(Lead.source, closed, Deal.outcome, func.count(), func.sum(Deal.amount), func.sum(Deal.margin))
+        .join(Lead, Lead.id == Deal.lead_id).group_by(Lead.source, closed, Deal.outcome)
+    ).all():
+        cell = cells[(source, int(month))]
+        cell[f"deals_{outcome}"] += n
+        if outcome == "won":
+            cell["revenue"] += amount or 0.0
+            cell["margin"] += margin or 0.0
+    costs = session.exec(select(Cost.source, Cost.period, func.sum(Cost.amount), func.sum(Cost.margin))
+                         .group_by(Cost.source, Cost.period)).all()
+    return cells, costs
+
+
+def _money_figures(cell: Counter) -> dict[str, Any]:
+    amount, margin, leads, customers = cell["cost"], cell["margin"], cell["leads"], cell["customers"]
+    return {
+        "leads": leads, "customers": customers, "deals_won": cell["deals_won"], "deals_lost": cell["deals_lost"],
+        "revenue": round(float(cell["revenue"]), 2), "cost": round(float(amount), 2), "gross_margin": round(float(margin), 2),
+        "cost_per_lead": round(amount / leads, 2) if leads and amount else None,
+        "cost_per_acquisition": round(amount / customers, 2) if customers and amount else None,
+        "roi": round((margin - amount) / amount, 4) if amount else None,
+    }
+
+
+def _economics_of(cells: dict, costs: list, period: Period | None) -> dict[str, Any]:
+    """By source and in all, over `period` (None: all time): leads and deals of its months, costs of periods inside it."""
+    by_source: dict[str, Counter] = defaultdict(Counter)
+    for (source, month), cell in cells.items():
+        if period is None or period.holds_month(month):
+            by_source[source].update(cell)
+    for source, name, amount, margin in costs:
+        if period is None or (_period_or_none(name) is not None and period.holds(_period_or_none(name))):
+            by_source[source]["cost"] += amount or 0.0
+            by_source[source]["margin"] += margin or 0.0
+    total: Counter = Counter()
+    for cell in by_source.values():
+        total.update(cell)
+    return {"by_source": {source or "(none)": _money_figures(by_source[source]) for source in sorted(by_source)},
+            "total": _money_figures(total)}
+
+
+def _period_or_none(name: str) -> Period | None:
+    try:
+        return parse_period(name)
+    except ValueError:
+        return None  # a cost recorded before periods were checked: counted in the all-time figures only
+
+
+def economics(session: Session, period: Period | None = None) -> dict[str, Any]:
+    """CPL / CPA / ROI per source and in all, over `period` (default: all time), and per period found in the data:
+    those costs name, and the quarters leads were created or deals closed in (see docs/economics.md).
+
+    customers: leads whose first won deal closed in the period; gross margin: the won deals' margins plus the
+    margins recorded with costs; CPA = cost / customers; ROI = (gross margin - cost) / cost."""
+    cells, costs = _economics_rows(session)
+    periods = {p.name: p for p in (_period_or_none(name) for _s, name, _a, _m in costs) if p is not None}
+    periods.update((q.name, q) for q in (quarter_of_month(month) for _source, month in cells))
+    listed = sorted((p for p in periods.values() if period is None or period.holds(p)), key=lambda p: p.order)
+    return {
+        "period": period.name if period else None,
+        **_economics_of(cells, costs, period),
+        "by_period": {p.name: _economics_of(cells, costs, p) for p in listed},
+    }
 
 
 def delivery(session: Session, *, now: datetime) -> dict[str, Any]:
@@ -225,8 +284,9 @@ def scenarios_on_record(session: Session) -> set[str]:
 
 
 def build_report(session: Session, *, now: datetime, scenario: str | None = None,
-                 orders: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
-    """Every figure of `relance report` as of `now`; `orders` puts each scenario's steps in plan order."""
+                 orders: dict[str, tuple[str, ...]] | None = None, period: Period | None = None) -> dict[str, Any]:
+    """Every figure of `relance report` as of `now`; `orders` puts each scenario's steps in plan order;
+    `period` narrows the economics to it."""
     stages = dict(session.exec(select(Lead.stage, func.count()).group_by(Lead.stage)).all())
     return {
         "as_of": now,
@@ -234,6 +294,6 @@ def build_report(session: Session, *, now: datetime, scenario: str | None = None
         "funnel": funnel(session),
         "scenarios": steps(session, scenario, orders),
         "sla": sla(session, now=now),
-        "economics": economics(session),
+        "economics": economics(session, period),
         "delivery": delivery(session, now=now),
     }

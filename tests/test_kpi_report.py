@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from relance.report import build_report
-from relance.store.tables import Cost, Enrollment, Event, Handoff, Lead, Outbox, ScenarioVersion, StageChange, StepLog
+from relance.store.tables import Cost, Deal, Enrollment, Event, Handoff, Lead, Outbox, ScenarioVersion, StageChange, StepLog
 
 
 def _data(session, t0):
@@ -27,6 +27,7 @@ def _data(session, t0):
     handoff("c", 8, answered=13, status="rejected", reason="no-budget")  # within deadline only
     handoff("d", 0, missed=48)                                           # open, deadline missed
     session.add_all([Cost(source="salon", amount=1000, margin=5000, created_at=t0), Cost(source="webinar", amount=400, created_at=t0)])
+    session.add(Deal(lead_id=L["a"], outcome="won", amount=8000, margin=0, by="o@x.example", closed_at=h(50), recorded_at=h(50)))
     version = ScenarioVersion(scenario="s", hash="h", definition={}, created_at=t0)
     session.add(version)
     session.flush()
@@ -66,11 +67,13 @@ def test_the_report_matches_figures_worked_out_by_hand(session, clock):
     assert sla["rejection_reasons"] == {"no-budget": 1} and sla["answers"] == {"accepted": 1, "rejected": 1}
 
     money = report["economics"]
-    assert money["by_source"]["salon"] == {"leads": 2, "customers": 1, "cost": 1000, "gross_margin": 5000,
-                                           "cost_per_lead": 500.0, "cost_per_acquisition": 1000.0, "roi": 4.0}
+    assert money["by_source"]["salon"] == {"leads": 2, "customers": 1, "deals_won": 1, "deals_lost": 0, "revenue": 8000,
+                                           "cost": 1000, "gross_margin": 5000, "cost_per_lead": 500.0,
+                                           "cost_per_acquisition": 1000.0, "roi": 4.0}
     assert money["by_source"]["webinar"]["roi"] == -1.0 and money["by_source"]["webinar"]["cost_per_acquisition"] is None
-    assert money["total"] == {"leads": 4, "customers": 1, "cost": 1400, "gross_margin": 5000, "cost_per_lead": 350.0,
-                              "cost_per_acquisition": 1400.0, "roi": 2.5714}   # (5000 - 1400) / 1400
+    assert money["total"] == {"leads": 4, "customers": 1, "deals_won": 1, "deals_lost": 0, "revenue": 8000, "cost": 1400,
+                              "gross_margin": 5000, "cost_per_lead": 350.0, "cost_per_acquisition": 1400.0,
+                              "roi": 2.5714}   # (5000 - 1400) / 1400
 
     a, b, c = report["scenarios"]["s"]
     assert (a["step"], a["reached"], a["entered"], a["sent"], a["opened"], a["clicked"]) == ("a", 2, 2, 1, 1, 1)

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from relance.clock import Clock, SystemClock, ensure_utc
+from relance.deals import BadValue, Closing, record_deal
 from relance.email import tracking
 from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
 from relance.library import Library
@@ -61,6 +62,27 @@ class ReassignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     to: str = Field(min_length=3, max_length=320, description="The new owner's email (gets the hand-off email).")
     by: str = Field("sales", min_length=1, max_length=320, description="Who reassigns (recorded with the change).")
+
+
+class DealWonIn(BaseModel):
+    """A deal sales won: the lead becomes a customer (a customer's next deal is an upsell)."""
+
+    model_config = ConfigDict(extra="forbid")
+    by: str = Field(min_length=1, max_length=320, description="Who won it (recorded in the stage history).")
+    amount: float = Field(0.0, description="What the deal is worth.")
+    margin: float = Field(0.0, description="Its gross margin, part of the amount: what ROI counts.")
+    on: datetime | None = Field(None, description="The day it was won (default: now; never in the future).")
+    note: str = Field("", max_length=2000)
+
+
+class DealLostIn(BaseModel):
+    """A deal sales lost: the lead goes back to nurturing with the reason (a customer stays a customer)."""
+
+    model_config = ConfigDict(extra="forbid")
+    by: str = Field(min_length=1, max_length=320, description="Who lost it (recorded in the stage history).")
+    reason: str = Field(description="price, competitor, no-budget, no-decision, bad-timing, no-need, missing-feature, unreachable, other.")
+    on: datetime | None = Field(None, description="The day it was lost (default: now; never in the future).")
+    note: str = Field("", max_length=2000)
 
 
 class EventIn(BaseModel):
@@ -188,6 +210,8 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
                                        "type": "bad_property"}]) from exc
         return {"stored": result.stored, "duplicates": result.duplicates, "enrolled": result.enrolled, "woken": result.woken}
 
+    _deal_routes(app, engine, library, clock, bearer)  # before /sales/{email}/{verdict}, which would take won and lost
+
     @app.get("/sales/handoffs", tags=["sales"], dependencies=[Depends(bearer)])
     def sales_handoffs(owner: str | None = None, overdue: bool = False) -> list[dict[str, Any]]:
         """The open hand-offs, soonest deadline first; minutes left before target and deadline (negative: overdue)."""
@@ -230,3 +254,32 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
                     "later_until": handoff.later_until.isoformat() if handoff.later_until else None}
 
     return app
+
+
+def _deal_routes(app: FastAPI, engine: Engine, library: Library, clock: Clock, bearer) -> None:
+    """`POST /sales/{email}/won` and `/lost`: a CRM records the deals it closes (docs/economics.md)."""
+
+    def close(email: str, closing: Closing) -> dict[str, Any]:
+        with Session(engine) as session:
+            try:
+                deal = record_deal(session, email=email, closing=closing, scoring=library.scoring, now=clock.now())
+            except NoSuchLead as exc:
+                raise HTTPException(404, str(exc)) from exc
+            except BadValue as exc:
+                raise HTTPException(422, [{"loc": ["body", exc.field], "msg": str(exc), "type": "bad_deal"}]) from exc
+            session.commit()
+            return {"email": email.strip().lower(), "outcome": deal.outcome, "kind": deal.kind, "amount": deal.amount,
+                    "margin": deal.margin, "reason": deal.reason, "on": deal.closed_at.isoformat(),
+                    "stage": session.get(Lead, deal.lead_id).stage}
+
+    @app.post("/sales/{email}/won", tags=["sales"], dependencies=[Depends(bearer)])
+    def sales_won(email: str, body: DealWonIn) -> dict[str, Any]:
+        """Sales won a deal: amount, gross margin, the day; the lead becomes a customer."""
+        return close(email, Closing("won", body.by, amount=body.amount, margin=body.margin, note=body.note,
+                                    on=ensure_utc(body.on) if body.on else None))
+
+    @app.post("/sales/{email}/lost", tags=["sales"], dependencies=[Depends(bearer)])
+    def sales_lost(email: str, body: DealLostIn) -> dict[str, Any]:
+        """Sales lost a deal: the reason, the day; the lead goes back to nurturing."""
+        return close(email, Closing("lost", body.by, reason=body.reason, note=body.note,
+                                    on=ensure_utc(body.on) if body.on else None))

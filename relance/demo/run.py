@@ -125,7 +125,6 @@ def run_demo(directory: Path, *, console: Console, days: int = DAYS, seed: int =
     summary = _summarise(engine, directory, ticks, time.monotonic() - started)
     summary["housekeeping_runs"] = housekeeping
     _print_summary(console, engine, summary, {name: plan.order for name, plan in library.plans.items()})
-    _record_margins(engine, START + timedelta(days=days))
     _print_sales_and_report(console, engine, library, START + timedelta(days=days))
     return summary
 
@@ -183,16 +182,7 @@ def _engagement_after(engine, now: datetime, rng: random.Random, rates: DemoRate
 
 CAMPAIGN_COSTS = {"salon-vivatech": 12000.0, "webinar": 2500.0, "site-web": 1500.0, "linkedin-ads": 6000.0,
                   "import-crm": 0.0, "partenaire": 1800.0}
-MARGIN_PER_DEAL = 18000.0
-
-
-def _record_margins(engine, when: datetime) -> None:
-    """The gross margin of the deals signed, per source (as finance would report it)."""
-    with Session(engine) as session:
-        signed = session.exec(select(Lead.source, func.count()).where(Lead.stage == "customer").group_by(Lead.source)).all()
-        session.add_all(Cost(source=source, amount=0.0, margin=n * MARGIN_PER_DEAL, period="2026-03", note="marge des contrats",
-                             created_at=when) for source, n in signed)
-        session.commit()
+DEAL_AMOUNT, MARGIN_PER_DEAL = 40000.0, 18000.0
 
 
 def _later_due(engine, now: datetime) -> bool:
@@ -203,9 +193,9 @@ def _later_due(engine, now: datetime) -> bool:
 
 
 def _sales_answer(engine, library, now: datetime, rng: random.Random, rates: DemoRates) -> None:
-    """Sales answers the handoffs opened since yesterday: accept, reject or "later"; some SQLs sign."""
+    """Sales answers the handoffs opened since yesterday: accept, reject or "later"; some SQLs sign (a won deal)."""
+    from relance.deals import Closing, record_deal
     from relance.sales import REJECT_REASONS, Answer, answer
-    from relance.scoring.ledger import move_stage
     from relance.store.tables import Handoff
 
     with Session(engine) as session:
@@ -225,7 +215,8 @@ def _sales_answer(engine, library, now: datetime, rng: random.Random, rates: Dem
             answer(session, email=lead.email, reply=reply, scoring=library.scoring, now=max(when, now))
         for lead in session.exec(select(Lead).where(Lead.stage == "sql")).scalars().all():
             if rng.random() < rates.win:
-                move_stage(session, lead, "customer", now=now, by="crm", reason="contrat signé")
+                record_deal(session, email=lead.email, scoring=library.scoring, now=now,
+                            closing=Closing("won", "crm", amount=DEAL_AMOUNT, margin=MARGIN_PER_DEAL, note="contrat signé"))
         session.commit()
 
 

@@ -226,3 +226,21 @@ class Cost(SQLModel, table=True):
     period: str = ""
     note: str = ""
     created_at: datetime = _utc()
+
+
+class Deal(SQLModel, table=True):
+    """A deal sales won or lost with a lead: what it brought (amount, gross margin) or why it was lost."""
+
+    __table_args__ = (Index("ix_deal_lead", "lead_id", "closed_at"), Index("ix_deal_closed", "closed_at"))
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    lead_id: int = Field(foreign_key="lead.id")
+    outcome: str = Field(max_length=8)  # won | lost
+    kind: str = Field(default="new", max_length=8)  # new (the lead's first won deal) | upsell (it had won one before)
+    amount: float = 0.0
+    margin: float = 0.0  # the gross margin: part of the amount
+    reason: Optional[str] = Field(default=None, max_length=32)  # lost: one of relance.deals.LOST_REASONS
+    note: str = ""
+    by: str = Field(default="sales", max_length=320)
+    closed_at: datetime = _utc()  # the day it was won or lost (`--on`)
+    recorded_at: datetime = _utc()

@@ -55,3 +55,18 @@ def test_the_demo_sends_well_formed_multipart_emails_through_prefect_ticks(prefe
     engine.dispose()
     sla = report["sla"]
     assert sla["breaches"] == sla["measured"] - sla["met_deadline"]
+
+    # customers come from won deals, their margins with them: no cost row fakes them
+    from sqlalchemy import select
+
+    from relance.store.tables import Cost, Deal, Lead
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'demo' / 'relance.db'}")
+    with Session(engine) as session:
+        customers = set(session.exec(select(Lead.id).where(Lead.stage == "customer")).scalars())
+        won = set(session.exec(select(Deal.lead_id).where(Deal.outcome == "won", Deal.margin > 0)).scalars())
+        margins = session.exec(select(Cost.margin)).scalars().all()
+    engine.dispose()
+    assert customers and customers == won, summary["stages"]
+    assert set(margins) == {0.0}
+    assert "Economics" in output
