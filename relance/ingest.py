@@ -73,6 +73,7 @@ def ingest_events(
     result = IngestResult()
     with Session(engine) as session, session.no_autoflush:
         versions = current_version_ids(session)
+        triggers = event_triggered(session, library, versions)
         emails = {incoming.email.strip().lower() for incoming in events}
         leads = {lead.email: lead for lead in session.exec(select(Lead).where(Lead.email.in_(emails))).scalars()}
         rows: list[dict[str, Any]] = []
@@ -110,9 +111,8 @@ def ingest_events(
                 withdraw(session, lead, now=now, cause=event.type)
             score_event(session, lead=lead, event=event, scoring=library.scoring, now=now, opens=opens.get(lead.id, ()))
             fact = event_fact(event)
-            for name, plan in library.plans.items():
-                trigger = plan.scenario.trigger
-                if isinstance(trigger, EventTrigger) and event_triggers(trigger, fact) and name in versions:
+            for name, trigger in triggers.items():
+                if event_triggers(trigger, fact):
                     entering[(name, _due_of(incoming, now))].append(lead)
             result.woken += wake(waiting.get(lead.id, ()), event_type=incoming.type, now=now)
             changed.add(lead.id)
@@ -125,6 +125,14 @@ def ingest_events(
             )
         session.commit()
     return result
+
+
+def event_triggered(session: Session, library: Library, versions: dict[str, int]) -> dict[str, EventTrigger]:
+    """The event triggers of the registered scenarios, by name. A scenario whose file is broken keeps the trigger of
+    its last registered version: the leads it would enroll enter that version and wait until the file is fixed."""
+    plans = {name: plan for name, plan in library.plans.items() if name in versions}
+    plans.update({name: plan_for_version(session, versions[name]) for name in library.waiting if name in versions})
+    return {name: plan.scenario.trigger for name, plan in plans.items() if isinstance(plan.scenario.trigger, EventTrigger)}
 
 
 @dataclass(frozen=True)
