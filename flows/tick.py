@@ -10,15 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 
 from prefect import flow, get_run_logger
+from prefect.states import Failed, State
 
 from relance.clock import SystemClock, parse_instant
-from relance.library import load_library
+from relance.library import BrokenScenario, load_library
 from relance.runner import DeliveryResult, TickError, TickReport, open_store, step_log_mark
 from relance.settings import Settings
 from tasks.advance import advance_batch
 from tasks.deliver import deliver_batch, deliver_leftovers
 from tasks.enroll import enroll, register_scenarios
-from tasks.report import count_tick, publish_report, summary
+from tasks.report import count_tick, publish_not_run, publish_report, summary
 
 
 def tick_time(now: str | None) -> datetime:
@@ -31,6 +32,18 @@ def tick_time(now: str | None) -> datetime:
         raise TickError(f"now: {exc}") from None
 
 
+def not_run(broken: BrokenScenario, settings: Settings, logger) -> State:
+    """The tick of a scenario whose file is broken: nothing moves; the artifact and the log say why and what to do,
+    and the run ends Failed (no traceback: nothing went wrong in relance) so that a schedule's failed run is seen."""
+    engine = open_store(settings)
+    try:
+        words = publish_not_run(broken, engine)
+    finally:
+        engine.dispose()
+    logger.warning("%s:\n%s", words, "\n".join(str(problem) for problem in broken.problems))
+    return Failed(message=words)
+
+
 @flow(name="tick", flow_run_name="{scenario}")
 def tick(scenario: str, now: str | None = None, batch_size: int | None = None) -> dict:
     """Advance every due enrollment of one scenario, send what they owe, publish the counts."""
@@ -38,9 +51,13 @@ def tick(scenario: str, now: str | None = None, batch_size: int | None = None) -
     when = tick_time(now)
     settings = Settings()  # read per run: a worker serves runs with whatever RELANCE_* it has now
     library = load_library(settings)
+    if scenario in library.waiting:
+        return not_run(library.waiting[scenario], settings, logger)
     if scenario not in library.plans:
         known = ", ".join(sorted(library.plans)) or "none"
         raise TickError(f"no scenario named {scenario!r} in {settings.scenarios_dir} (found: {known})")
+    for broken in library.broken:  # the others run on; the operator hears of it in every tick's log
+        logger.warning("%s", broken.warning())
     limit = batch_size or settings.batch_size
     engine = open_store(settings)
     try:

@@ -96,21 +96,34 @@ def _stored():
     return open_store(settings)
 
 
-def _library(extra: list[Path] | None = None):
+def _library(extra: list[Path] | None = None, *, warn: bool = True):
     """The scenarios, validated: every command that needs them calls this first, before any database or Prefect work,
-    so a missing scenarios or templates folder is one sentence (what, where, what to do) and exit 1."""
+    so a missing scenarios or templates folder is one sentence (what, where, what to do) and exit 1, and so is a
+    broken scoring.yaml (every scenario depends on it). A broken scenario file does not stop the others: with `warn`,
+    one line on stderr says it does not run and its leads wait."""
     from rich.markup import escape
 
     from relance.library import ScenarioError, SetupError, load_library
 
     try:
-        return load_library(_settings(), extra=extra)
+        library = load_library(_settings(), extra=extra)
     except SetupError as exc:
         _fail(escape(str(exc)))
     except ScenarioError as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
-        _fail(f"{len(exc.problems)} problem(s) in the scenarios; run `relance validate` after fixing them")
+        _fail(f"{len(exc.problems)} problem(s) in scoring.yaml: every scenario depends on it, so nothing runs until "
+              "it is fixed; run `relance validate` after fixing them")
+    if warn:
+        _warn_broken(library)
+    return library
+
+
+def _warn_broken(library) -> None:
+    from rich.markup import escape
+
+    for broken in library.broken:
+        err.print(f"[yellow]warning:[/yellow] {escape(broken.warning())}", soft_wrap=True)
 
 
 def _extra_files(arguments: list[str] | None) -> list[Path]:
@@ -119,11 +132,18 @@ def _extra_files(arguments: list[str] | None) -> list[Path]:
 
 
 def _resolve(library, scenario: str) -> str:
-    """A SCENARIO argument: a name from the folder, or a path to a file of it."""
-    from relance.library import name_for_argument
+    """A SCENARIO argument: a name from the folder, or a path to a file of it; one whose file is broken is refused
+    with its problems."""
+    from rich.markup import escape
+
+    from relance.library import BrokenArgument, name_for_argument
 
     try:
         return name_for_argument(library, scenario)
+    except BrokenArgument as exc:
+        for problem in exc.broken.problems:
+            err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        _fail(escape(str(exc)))
     except LookupError as exc:
         _fail(str(exc))
 
@@ -151,7 +171,7 @@ def validate(
         if not scenario_files(paths):
             _fail(escape(f"no scenario files (*.yaml) in {', '.join(str(p.absolute()) for p in paths)}"))
         problems, names = validate_paths(paths, templates_dir=templates or settings.templates_dir,
-                                         settings=None if templates else settings)
+                                         settings=None if templates else settings, also_in=Path(settings.scenarios_dir))
     except SetupError as exc:
         _fail(escape(str(exc)))
     in_use, template_problems = _internal_templates(templates or settings.templates_dir)
@@ -339,25 +359,32 @@ def _consent_words(record: dict) -> str:
     return f"{'granted' if record.get('granted', True) else 'withdrawn'} ({record.get('source') or '?'}, {when})"
 
 
+BROKEN_EXIT = 3  # `relance tick` (all): the valid scenarios ticked, at least one scenario file is broken
+
+
 @app.command()
 def tick(
     scenarios: list[str] = typer.Argument(None, help="Scenario names or paths (default: all)."),
     now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
-    """One Prefect flow run per scenario: advance what is due."""
+    """One Prefect flow run per scenario: advance what is due. A broken scenario file does not stop the others:
+    they tick, it is reported, its leads wait, and the exit code is 3."""
     from relance.prefect_api import start_early
 
     _now(now)  # a bad --now is refused before Prefect starts
     if _settings().scenarios_dir.is_dir():  # else `_library` says so at once: no API to start and stop
         start_early()  # Prefect's local API comes up while the scenarios load
+    from prefect.exceptions import FailedRun
+
     from relance.prefect_adapter import run_tick
 
-    library = _library(_extra_files(scenarios))
-    if not library.plans:
+    library = _library(_extra_files(scenarios), warn=False)
+    if not library.plans and not library.broken:
         from rich.markup import escape
 
         _fail(escape(f"no scenario files (*.yaml) in {_settings().scenarios_dir.absolute()}: nothing to tick"))
     names = [_resolve(library, s) for s in scenarios] if scenarios else sorted(library.plans)
+    broken = [] if scenarios else library.broken
     columns = {"entered": "entered", "advanced": "due", "batches": "batches", "sent": "sent", "skipped": "skipped",
                "failed": "failed", "waiting": "waiting"}  # as in the tick's log line (docs/ticks.md)
     table = Table(Column("scenario", no_wrap=True), *(Column(c, no_wrap=True, justify="right") for c in columns.values()),
@@ -366,7 +393,18 @@ def tick(
         for name in names:
             report = run_tick(name, now=now)
             table.add_row(name, *(str(report.get(k, 0)) for k in columns))
+        for file in broken:
+            if file.name in library.waiting:  # its flow run records why it did not tick (artifact, log), as a schedule's would
+                try:
+                    run_tick(file.name, now=now)
+                except FailedRun:
+                    pass  # it ends Failed on purpose: said below
+            table.add_row(file.name or str(file.path), "not run", *[""] * (len(columns) - 1))
     console.print(table)
+    sys.stdout.flush()
+    _warn_broken(library)  # named or not, a broken file is said once the table is out
+    if broken:
+        raise typer.Exit(BROKEN_EXIT)
 
 
 flow_app = typer.Typer(no_args_is_help=True, help="Run one scheduled housekeeping flow once.")

@@ -84,6 +84,7 @@ def ingest_events(
         _due_of(incoming, now, index=index)
     with Session(engine) as session, session.no_autoflush:
         versions = current_version_ids(session)
+        triggers = event_triggered(session, library, versions)
         emails = {incoming.email.strip().lower() for incoming in events}
         leads = {lead.email: lead for lead in session.exec(select(Lead).where(Lead.email.in_(emails))).scalars()}
         rows: list[dict[str, Any]] = []
@@ -125,9 +126,8 @@ def ingest_events(
                 withdraw(session, lead, now=now, cause=event.type)
             score_event(session, lead=lead, event=event, scoring=library.scoring, now=now, opens=opens.get(lead.id, ()))
             fact = event_fact(event)
-            for name, plan in library.plans.items():
-                trigger = plan.scenario.trigger
-                if isinstance(trigger, EventTrigger) and event_triggers(trigger, fact) and name in versions:
+            for name, trigger in triggers.items():
+                if event_triggers(trigger, fact):
                     entering[(name, _due_of(incoming, now))].append(lead)
             result.woken += wake(waiting.get(lead.id, ()), event_type=incoming.type, now=now)
             changed.add(lead.id)
@@ -151,6 +151,14 @@ def keep_consent(session: Session, lead: Lead, record: dict[str, Any], *, now: d
     new = suppress(session, email=lead.email, reason="unsubscribed", source=f"{channel}:consent withdrawn", now=now)
     withdraw(session, lead, now=now, cause="unsubscribed")  # sales read why in the same words
     return int(new)
+
+
+def event_triggered(session: Session, library: Library, versions: dict[str, int]) -> dict[str, EventTrigger]:
+    """The event triggers of the registered scenarios, by name. A scenario whose file is broken keeps the trigger of
+    its last registered version: the leads it would enroll enter that version and wait until the file is fixed."""
+    plans = {name: plan for name, plan in library.plans.items() if name in versions}
+    plans.update({name: plan_for_version(session, versions[name]) for name in library.waiting if name in versions})
+    return {name: plan.scenario.trigger for name, plan in plans.items() if isinstance(plan.scenario.trigger, EventTrigger)}
 
 
 @dataclass(frozen=True)

@@ -54,11 +54,48 @@ class ScenarioError(ValueError):
         super().__init__(f"{len(problems)} problem(s) in the scenarios:\n" + "\n".join(str(p) for p in problems))
 
 
+@dataclass(frozen=True)
+class BrokenScenario:
+    """A scenario file with problems: it does not run until it is fixed; its leads wait where they are."""
+
+    path: Path
+    name: str | None  # the scenario id the file declares, when it can be read
+    problems: tuple = ()
+
+    @property
+    def who(self) -> str:
+        return f"scenario {self.name} ({self.path})" if self.name else f"the scenario file {self.path}"
+
+    def warning(self) -> str:
+        """One sentence for an operator: what is wrong, what it means for the leads, what to do."""
+        first = self.problems[0] if self.problems else None
+        shown = f" (line {first.line}: {first.message})" if first else ""
+        return (f"{self.who} has {len(self.problems)} problem(s){shown} and does not run until it is fixed; its leads "
+                f"wait where they are: see `relance validate {self.path}`")
+
+
 @dataclass
 class Library:
     plans: dict[str, Plan] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    broken: list[BrokenScenario] = field(default_factory=list)  # every file with problems, valid ones aside
+
+    @property
+    def waiting(self) -> dict[str, BrokenScenario]:
+        """The scenarios that do not run because their file is broken, by name (a name another, valid file
+        holds is not one of them: that file runs)."""
+        return {b.name: b for b in self.broken if b.name is not None and b.name not in self.plans}
+
+    def broken_file(self, argument: str) -> BrokenScenario | None:
+        """The broken file a SCENARIO argument names (by scenario id or path), if it is one."""
+        path = Path(argument)
+        for broken in self.broken:
+            if broken.name == argument and argument not in self.plans:
+                return broken
+            if path.exists() and broken.path.exists() and broken.path.resolve() == path.resolve():
+                return broken
+        return None
 
 
 def scenario_files(paths: list[Path]) -> list[Path]:
@@ -120,15 +157,18 @@ def _template_checker(templates_dir: Path, settings: Settings | None = None):
 
 
 def validate_paths(paths: list[Path], *, templates_dir: Path | None,
-                   settings: Settings | None = None) -> tuple[list, dict[str, Path]]:
+                   settings: Settings | None = None, also_in: Path | None = None) -> tuple[list, dict[str, Path]]:
     """Every problem of every scenario file, and the scenario names found (name -> path); given the
-    settings, a missing templates folder (when a scenario sends) is a SetupError, not one problem per step."""
+    settings, a missing templates folder (when a scenario sends) is a SetupError, not one problem per step.
+    An `enroll:` may name any scenario of the folders of the files (and of `also_in`, the scenarios folder):
+    those other files are read for their names only, their problems are theirs."""
     from relance.scenario.problems import Problem
-    from relance.scenario.validate import validate_texts
+    from relance.scenario.validate import check_texts
 
     texts: dict[str, str] = {}
     problems: list = []
-    for path in scenario_files(paths):
+    files = scenario_files(paths)
+    for path in files:
         try:
             texts[str(path)] = path.read_text(encoding="utf-8")
         except OSError as exc:
@@ -139,15 +179,36 @@ def validate_paths(paths: list[Path], *, templates_dir: Path | None,
         problems.extend(read_scoring(folder)[1])
     # the teams a hand-off step may name: of the folders given, else of the folders the files are in
     teams = _teams([read_scoring(folder) for folder in dict.fromkeys(folders or [p.parent for p in paths])])
-    scenarios, names, found = validate_texts(texts, check_template=check, known_teams=teams)
-    problems.extend(found)
-    return sorted(problems, key=lambda p: (p.path, p.line, p.col)), {name: Path(path) for name, path in names.items()}
+    checked = check_texts(texts, check_template=check, also_known=_names_beside(files, also_in), known_teams=teams)
+    problems.extend(checked.problems)
+    return sorted(problems, key=lambda p: (p.path, p.line, p.col)), {name: Path(path) for name, path in checked.names.items()}
+
+
+def _names_beside(files: list[Path], also_in: Path | None) -> set[str]:
+    """The scenario ids declared by the other files of these files' folders (and of `also_in`)."""
+    from relance.scenario.loader import scenario_name
+
+    folders = {f.parent.resolve() for f in files} | ({also_in.resolve()} if also_in is not None and also_in.is_dir() else set())
+    mine = {f.resolve() for f in files}
+    names: set[str] = set()
+    for other in scenario_files(sorted(folders)):
+        if other.resolve() in mine:
+            continue
+        try:
+            name = scenario_name(other.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            continue
+        if name:
+            names.add(name)
+    return names
 
 
 def load_library(settings: Settings, extra: list[Path] | None = None) -> Library:
-    """Every scenario of the folder (plus `extra` files), validated together; raises ScenarioError, or
-    SetupError when the scenarios folder (or, for a scenario that sends, the templates folder) is missing."""
-    from relance.scenario.validate import validate_texts
+    """Every scenario of the folder (plus `extra` files), validated together. A file with problems does not stop
+    the others: it is listed in `broken` and its scenario is left out of `plans`. Raises ScenarioError when
+    scoring.yaml has problems (every scenario depends on it), SetupError when the scenarios folder (or, for a
+    scenario that sends, the templates folder) is missing."""
+    from relance.scenario.validate import check_texts
 
     paths = scenario_files([scenarios_folder(settings), *(extra or [])])
     texts = {str(path): path.read_text(encoding="utf-8") for path in paths}
@@ -155,15 +216,19 @@ def load_library(settings: Settings, extra: list[Path] | None = None) -> Library
     if (library := _loaded.get(key)) is not None:
         return library
     scoring, scoring_problems = read_scoring(settings.scenarios_dir)
-    scenarios, names, problems = validate_texts(texts, check_template=_template_checker(settings.templates_dir, settings),
-                                                known_teams=_teams([(scoring, scoring_problems)]))
-    problems = [*problems, *scoring_problems]
-    if problems:
-        raise ScenarioError(problems)
+    if scoring_problems:
+        raise ScenarioError(scoring_problems)
+    checked = check_texts(texts, check_template=_template_checker(settings.templates_dir, settings),
+                          known_teams=_teams([(scoring, scoring_problems)]))
+    by_file: dict[str, list] = {}
+    for problem in checked.problems:
+        by_file.setdefault(problem.path, []).append(problem)
     library = Library(
-        plans={name: compile_scenario(scenario) for name, scenario in scenarios.items()},
-        paths={name: Path(path) for name, path in names.items()},
+        plans={name: compile_scenario(scenario) for name, scenario in checked.scenarios.items()
+               if checked.names[name] not in by_file},
+        paths={name: Path(path) for name, path in checked.names.items() if path not in by_file},
         scoring=scoring,
+        broken=[BrokenScenario(Path(path), checked.declared.get(path), tuple(found)) for path, found in sorted(by_file.items())],
     )
     if len(_loaded) >= 8:
         _loaded.clear()
@@ -187,10 +252,22 @@ def _read_from(texts: dict[str, str], settings: Settings) -> str:
     return digest.hexdigest()
 
 
+class BrokenArgument(LookupError):
+    """A SCENARIO argument names a scenario whose file has problems."""
+
+    def __init__(self, broken: BrokenScenario) -> None:
+        self.broken = broken
+        super().__init__(f"{broken.who} has {len(broken.problems)} problem(s): fix them, then run it again "
+                         f"(relance validate {broken.path})")
+
+
 def name_for_argument(library: Library, argument: str) -> str:
-    """A SCENARIO argument is a name from the folder or the path of one of its files."""
+    """A SCENARIO argument is a name from the folder or the path of one of its files; BrokenArgument when it
+    names a file with problems."""
     if argument in library.plans:
         return argument
+    if (broken := library.broken_file(argument)) is not None:
+        raise BrokenArgument(broken)
     path = Path(argument)
     for name, known in library.paths.items():
         if path.exists() and known.resolve() == path.resolve():

@@ -407,7 +407,7 @@ def _advance_claimed(session: Session, claimed: Sequence[Row], *, library: Libra
     for target, lead in enroll_into:
         by_target[target].append(lead)
     for target, leads_in in sorted(by_target.items()):  # one bulk enrollment per target scenario
-        if target in library.plans and target in versions:
+        if (target in library.plans or target in library.waiting) and target in versions:  # a broken file: its last version
             enroll_leads(session, plan=plan_for_version(session, versions[target]), version_id=versions[target],
                          leads=leads_in, scoring=scoring, now=now)
     new_ids = insert_outbox_rows(session, outbox_rows)

@@ -15,7 +15,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from relance import runner
-from relance.report import outcome_words, steps
+from relance.library import BrokenScenario
+from relance.report import outcome_words, standing, steps
 from relance.runner import TickReport
 
 
@@ -126,3 +127,29 @@ def publish_report(
                                                                    "this tick": "nothing was due"}]
     create_table_artifact(table=rows, key=key, description=description)
     return key
+
+
+NOT_RUN = "not run: the file has problems"
+
+
+def not_run_summary(broken: BrokenScenario, leads: int) -> str:
+    """What the tick of a scenario whose file is broken did (nothing), in the operator's words."""
+    return (f"{broken.name}: not run: {broken.path} has {len(broken.problems)} problem(s); its {leads} "
+            f"{'lead waits' if leads == 1 else 'leads wait'} where they are until it is fixed "
+            f"(relance validate {broken.path})")
+
+
+@task(name="publish-not-run", task_run_name="report-{broken.name}", cache_policy=NO_CACHE)
+def publish_not_run(broken: BrokenScenario, engine: Engine) -> str:
+    """The tick of a broken scenario: publish under `tick-<scenario>` where its leads stand (none moved) with the
+    file's problems in the description; returns the summary for the log."""
+    with Session(engine) as session:
+        here = {step: found for (_, step), found in standing(session, broken.name).items()}
+        versions = runner.current_version_ids(session)
+        order = runner.plan_for_version(session, versions[broken.name]).order if broken.name in versions else ()
+    words = not_run_summary(broken, sum(n for n, _ in here.values()))
+    rows = [dict(row, **{"this tick": NOT_RUN}) for row in step_rows({}, order, here)] or [
+        {"step": "-", "now here": 0, "waiting": 0, "this tick": NOT_RUN}]
+    problems = " · ".join(str(problem) for problem in broken.problems)
+    create_table_artifact(table=rows, key=artifact_key(str(broken.name)), description=_cell(f"{words} · {problems}"))
+    return words

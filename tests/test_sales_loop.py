@@ -91,7 +91,7 @@ def test_a_rejected_lead_cools_off_and_only_a_sales_ready_action_after_the_rejec
     assert _handoffs(engine) == [("rejected", "claire@example.com"), ("open", "karim@example.com")]
 
     with Session(engine) as session:
-        assert sla(session)["rejection_reasons"] == {"no-budget": 1}  # the reason, not the note
+        assert sla(session, now=clock.now())["rejection_reasons"] == {"no-budget": 1}  # the reason, not the note
     summary = lead_summary(engine, ZOE)
     rejected = summary["handoffs"][1]
     assert (rejected["reason"], rejected["note"]) == ("no-budget", "back in Q3")

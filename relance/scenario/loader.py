@@ -12,11 +12,11 @@ import types
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Mapping, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from relance.scenario.model import CONDITION_TAGS, STEP_TAGS, Scenario
+from relance.scenario.model import CONDITION_TAGS, STEP_TAGS, Condition, Scenario, Step, Trigger, step_tag
 from relance.scenario.problems import Problem
 
 Path = tuple[Any, ...]
@@ -314,6 +314,12 @@ def load_model_text(text: str, path: str, model: type[BaseModel], *, shape: str)
     """Parse YAML text into `model`; every problem located at its key; never raises.
 
     `shape` tells the reader what the file should be when it is not a mapping at all."""
+    loaded, _data, positions, problems = _load(text, path, model, shape=shape)
+    return loaded, positions, problems
+
+
+def _load(text: str, path: str, model: type[BaseModel], *, shape: str) -> tuple[Any, dict | None, Positions, list[Problem]]:
+    """`load_model_text`, and the plain mapping that was read (None when the YAML is not a mapping)."""
     try:
         document = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
@@ -324,9 +330,9 @@ def load_model_text(text: str, path: str, model: type[BaseModel], *, shape: str)
             start = exc.context_mark
             inside = exc.context.removeprefix("while parsing ").removeprefix("a ")
             what += f" (in the {inside} that starts at line {start.line + 1}, column {start.column + 1})"
-        return None, Positions(), [Problem(path, line, col, None, f"bad YAML: {what}")]
+        return None, None, Positions(scenario_name=_written_name(text)), [Problem(path, line, col, None, f"bad YAML: {what}")]
     except YAMLError as exc:
-        return None, Positions(), [Problem(path, 1, 1, None, f"bad YAML: {exc}")]
+        return None, None, Positions(scenario_name=_written_name(text)), [Problem(path, 1, 1, None, f"bad YAML: {exc}")]
     nodes: dict[Path, tuple[int, int]] = {}
     if hasattr(document, "lc"):
         nodes[()] = (document.lc.line + 1, document.lc.col + 1)
@@ -336,13 +342,105 @@ def load_model_text(text: str, path: str, model: type[BaseModel], *, shape: str)
     positions = Positions(nodes=nodes, scenario_name=name if isinstance(name, str) else None)
     if not isinstance(data, dict):
         found = "an empty file" if data is None else f"a {type(data).__name__}"
-        return None, positions, [Problem(path, *positions.at(), None, f"{shape}, not {found}")]
+        return None, None, positions, [Problem(path, *positions.at(), None, f"{shape}, not {found}")]
     try:
-        return model.model_validate(data), positions, []
+        return model.model_validate(data), data, positions, []
     except ValidationError as exc:
-        return None, positions, _problems_of(exc, data, positions, path, model)
+        return None, data, positions, _problems_of(exc, data, positions, path, model)
+
+
+_NAME_LINE = re.compile(r"^scenario:[ \t]*[\"']?([a-z0-9][a-z0-9-]*)[\"']?[ \t]*(?:#.*)?$", re.MULTILINE)
+
+
+def _written_name(text: str) -> str | None:
+    """The `scenario:` line of a file whose YAML does not parse, so it is still known by its name."""
+    match = _NAME_LINE.search(text)
+    return match.group(1) if match else None
+
+
+def scenario_name(text: str) -> str | None:
+    """The scenario id a file declares (even one with other problems), without checking anything else."""
+    try:
+        data = YAML(typ="safe").load(text)
+    except YAMLError:
+        return _written_name(text)
+    name = data.get("scenario") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def load_scenario_text(text: str, path: str) -> tuple[Scenario | None, Positions, list[Problem]]:
     """Parse and check the shape of one scenario file; never raises."""
-    return load_model_text(text, path, Scenario, shape="a scenario file is a mapping with `scenario:`, `trigger:` and `steps:`")
+    scenario, _draft, positions, problems = load_scenario_draft(text, path)
+    return scenario, positions, problems
+
+
+_SHAPE = "a scenario file is a mapping with `scenario:`, `trigger:` and `steps:`"
+
+
+def load_scenario_draft(text: str, path: str) -> tuple[Scenario | None, Draft | None, Positions, list[Problem]]:
+    """`load_scenario_text`, and the parts of the file that parsed (a Draft, None when nothing did), so the
+    graph and content checks run on them in the same pass as the shape problems."""
+    scenario, data, positions, problems = _load(text, path, Scenario, shape=_SHAPE)
+    if scenario is not None:
+        return scenario, Draft.of(scenario), positions, problems
+    return None, (draft_of(data) if data is not None else None), positions, problems
+
+
+# --------------------------------------------------------------------------- what parsed of a file with problems
+
+
+@dataclass(frozen=True)
+class DraftStep:
+    """One written step: `step` when it parsed, else None (the loader reported why) and `raw`, as written."""
+
+    id: str | None
+    step: Any = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str | None:
+        """The kind of step (send, wait...), parsed or as written."""
+        return step_tag(self.step if self.step is not None else dict(self.raw))
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What the checks after the shape need of a scenario: the trigger, exit conditions and steps that parsed
+    (None or missing when they did not), and every written step in order, parsed or not."""
+
+    trigger: Any = None
+    exit_when: tuple[tuple[int, Any], ...] = ()
+    steps: tuple[DraftStep, ...] = ()
+
+    @classmethod
+    def of(cls, scenario: Scenario) -> "Draft":
+        return cls(scenario.trigger, tuple(enumerate(scenario.exit_when)),
+                   tuple(DraftStep(step.id, step) for step in scenario.steps))
+
+
+_STEP, _TRIGGER, _CONDITION = TypeAdapter(Step), TypeAdapter(Trigger), TypeAdapter(Condition)
+
+
+def _parsed(adapter: TypeAdapter, value: Any) -> Any:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def _written_id(raw: Any) -> str | None:
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+
+
+def draft_of(data: Mapping[str, Any]) -> Draft:
+    """Each part of a scenario that failed as a whole, parsed on its own (their problems are already reported)."""
+    exit_when = data.get("exit_when")
+    steps = data.get("steps")
+    return Draft(
+        trigger=_parsed(_TRIGGER, data["trigger"]) if "trigger" in data else None,
+        exit_when=tuple((index, found) for index, raw in enumerate(exit_when if isinstance(exit_when, list) else [])
+                        if (found := _parsed(_CONDITION, raw)) is not None),
+        steps=tuple(DraftStep(_written_id(raw), _parsed(_STEP, raw), raw if isinstance(raw, dict) else {})
+                    for raw in (steps if isinstance(steps, list) else [])),
+    )

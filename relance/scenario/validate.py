@@ -8,13 +8,14 @@ templates, conditions on steps that send nothing, enrollments into unknown scena
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
-from relance.scenario.loader import Positions, load_scenario_text
+from relance.scenario.loader import Draft, DraftStep, Positions, load_scenario_draft
 from relance.scenario.model import (
     All,
     Any_,
@@ -33,7 +34,7 @@ from relance.scenario.model import (
     Wait,
     WaitUntil,
 )
-from relance.scenario.plan import compile_scenario
+from relance.scenario.plan import _edges_of
 from relance.scenario.problems import Problem
 
 TemplateCheck = Callable[..., list[str]]  # check(name, to_lead=bool): a send step's template reaches leads
@@ -71,20 +72,20 @@ def _conditions(condition: Any, path: tuple[Any, ...]) -> Iterator[tuple[Any, tu
         yield from _conditions(condition.not_, path + ("not",))
 
 
-def _all_conditions(scenario: Scenario) -> Iterator[tuple[Any, tuple[Any, ...], int | None]]:
-    """(condition, YAML path, step index or None) for if, wait_until, exit_when and segment triggers."""
-    if isinstance(scenario.trigger, SegmentTrigger):
-        for found in _conditions(scenario.trigger.segment, ("trigger", "segment")):
+def _all_conditions(draft: Draft) -> Iterator[tuple[Any, tuple[Any, ...], int | None]]:
+    """(condition, YAML path, step index or None) for if, wait_until, exit_when and segment triggers that parsed."""
+    if isinstance(draft.trigger, SegmentTrigger):
+        for found in _conditions(draft.trigger.segment, ("trigger", "segment")):
             yield (*found, None)
-    for index, condition in enumerate(scenario.exit_when):
+    for index, condition in draft.exit_when:
         for found in _conditions(condition, ("exit_when", index)):
             yield (*found, None)
-    for index, step in enumerate(scenario.steps):
-        if isinstance(step, If):
-            for found in _conditions(step.if_, ("steps", index, "if")):
+    for index, written in enumerate(draft.steps):
+        if isinstance(written.step, If):
+            for found in _conditions(written.step.if_, ("steps", index, "if")):
                 yield (*found, index)
-        elif isinstance(step, WaitUntil):
-            for found in _conditions(step.wait_until, ("steps", index, "wait_until")):
+        elif isinstance(written.step, WaitUntil):
+            for found in _conditions(written.step.wait_until, ("steps", index, "wait_until")):
                 yield (*found, index)
 
 
@@ -154,7 +155,7 @@ def _cycle_from(start: str, graph: dict[str, list[str]], members: set[str], rank
 
 
 def validate_scenario(
-    scenario: Scenario,
+    scenario: Scenario | Draft,
     positions: Positions,
     *,
     path: str,
@@ -162,24 +163,30 @@ def validate_scenario(
     check_template: TemplateCheck | None = None,
     known_teams: set[str] | None = None,
 ) -> list[Problem]:
-    """Every graph and content problem of a loaded scenario, sorted by place (`known_teams`: the sales teams of
-    scoring.yaml a `handoff` step's `team:` may name; None: not checked)."""
+    """Every graph and content problem of a loaded scenario, or of what parsed of one (a Draft), sorted by place
+    (`known_teams`: the sales teams of scoring.yaml a `handoff` step's `team:` may name; None: not checked)."""
+    draft = Draft.of(scenario) if isinstance(scenario, Scenario) else scenario
     problems: list[Problem] = []
 
     def report(where: tuple[Any, ...], step_id: str | None, message: str) -> None:
         problems.append(Problem(path, *positions.at(*where), step_id, message))
 
-    steps = scenario.steps
+    steps = draft.steps
     first_index: dict[str, int] = {}
-    for index, step in enumerate(steps):
-        if step.id in first_index:
-            line = positions.step(first_index[step.id], "id")[0]
-            report(("steps", index, "id"), step.id, f"duplicate step id '{step.id}' (already used on line {line})")
+    for index, written in enumerate(steps):
+        if written.id is None:
+            continue
+        if written.id in first_index:
+            line = positions.step(first_index[written.id], "id")[0]
+            report(("steps", index, "id"), written.id, f"duplicate step id '{written.id}' (already used on line {line})")
         else:
-            first_index[step.id] = index
+            first_index[written.id] = index
     ids = set(first_index)
 
-    for index, step in enumerate(steps):
+    for index, written in enumerate(steps):
+        step = written.step
+        if step is None:
+            continue  # its own problems come from the loader; its id and edges still count below
         for key, target in _targets(step):
             if target not in ids:
                 report(("steps", index, key), step.id, f"`{key}: {target}` names no step{_hint(target, ids)}")
@@ -201,8 +208,7 @@ def validate_scenario(
                 _check_template(check_template, step.notify.template, ("steps", index, "notify", "template"), step.id, report,
                                 to_lead=False)
 
-    sends = {step.id for step in steps if isinstance(step, Send)}
-    for condition, where, step_index in _all_conditions(scenario):
+    for condition, where, step_index in _all_conditions(draft):
         if not isinstance(condition, (Opened, Clicked)):
             continue
         key = "opened" if isinstance(condition, Opened) else "clicked"
@@ -210,20 +216,15 @@ def validate_scenario(
         step_id = steps[step_index].id if step_index is not None else None
         if target not in ids:
             report(where + (key,), step_id, f"`{key}: {target}` names no step{_hint(target, ids)}")
-        elif target not in sends:
-            report(where + (key,), step_id, f"`{key}: {target}` names {_a(_kind(steps[first_index[target]]))} step, which sends no email")
+        elif (kind := steps[first_index[target]].tag) not in ("send", None):
+            report(where + (key,), step_id, f"`{key}: {target}` names {_a(kind)} step, which sends no email")
 
-    if len(ids) == len(steps):
-        problems.extend(_graph_problems(scenario, positions, path))
+    problems.extend(_graph_problems(draft, positions, path))
     return sorted(problems)
 
 
 def _a(word: str) -> str:
     return f"an {word}" if word[0] in "aeiou" else f"a {word}"
-
-
-def _kind(step: Any) -> str:
-    return next(tag for tag, cls in STEP_TAGS.items() if isinstance(step, cls))
 
 
 def _check_jinja(text: str | None, where: tuple[Any, ...], step_id: str, key: str, report: Callable[..., None]) -> None:
@@ -243,55 +244,102 @@ def _check_template(check: TemplateCheck | None, name: str, where: tuple[Any, ..
         report(where, step_id, message)
 
 
-def _graph_problems(scenario: Scenario, positions: Positions, path: str) -> list[Problem]:
-    """Unreachable steps and loops with no wait, on the compiled plan's edges."""
-    plan = compile_scenario(scenario)
-    index_of = {step_id: index for index, step_id in enumerate(plan.order)}
-    edges = {step_id: [t for t in plan.edges[step_id].values() if t is not None and t in index_of] for step_id in plan.order}
+_FOLLOWING = "\0following"  # an edge to the step written below
+
+
+def _edges_written(written: DraftStep) -> list[str | None]:
+    """Where a step may lead (step ids, _FOLLOWING, None: leave). A step that did not parse may lead anywhere it
+    names and to the step below: no step is called unreachable because of a mistake elsewhere."""
+    if written.step is not None:
+        step = written.step
+        return list(_edges_of(step, step.next if step.next is not None else _FOLLOWING).values())
+    raw = written.raw
+    keys = ("next", "then", "else", "on_timeout")
+    if written.tag == "split":
+        keys = tuple(key for key in raw if key not in ("id", "split"))
+    return [raw[key] for key in keys if isinstance(raw.get(key), str)] + [_FOLLOWING]
+
+
+def _graph_problems(draft: Draft, positions: Positions, path: str) -> list[Problem]:
+    """Unreachable steps and loops with no wait, on the steps as written. What is unsure is never blamed: a step
+    that did not parse, or whose id is used twice, counts as a wait, and an edge to a twice-used id goes to both."""
+    steps = draft.steps
+    if not steps:
+        return []
+    places: dict[str, list[int]] = {}
+    for index, written in enumerate(steps):
+        if written.id is not None:
+            places.setdefault(written.id, []).append(index)
+    edges: dict[int, list[int]] = {}
+    for index, written in enumerate(steps):
+        targets = [t for edge in _edges_written(written) if edge is not None
+                   for t in ([index + 1] if edge == _FOLLOWING else places.get(edge, []))]
+        edges[index] = [t for t in dict.fromkeys(targets) if t < len(steps)]
     problems: list[Problem] = []
-    reached = {plan.first}
-    frontier = [plan.first]
+    reached = {0}
+    frontier = [0]
     while frontier:
         frontier = [t for node in frontier for t in edges[node] if t not in reached and not reached.add(t)]
-    for step_id in plan.order:
-        if step_id not in reached:
-            problems.append(Problem(path, *positions.step(index_of[step_id]), step_id,
+    for index, written in enumerate(steps):
+        if index not in reached and written.id is not None:
+            problems.append(Problem(path, *positions.step(index), written.id,
                                     "unreachable: no path from the first step leads here"))
-    waits = {step.id for step in scenario.steps if isinstance(step, (Wait, WaitUntil))}
-    for cycle in _cycles_without_wait(edges, list(plan.order), waits):
-        problems.append(Problem(path, *positions.step(index_of[cycle[0]]), cycle[0],
-                                f"loop {' -> '.join(cycle)} has no wait in it"))
+    unsure = {i for found in places.values() if len(found) > 1 for i in found}
+    waits = unsure | {index for index, written in enumerate(steps)
+                      if written.step is None or isinstance(written.step, (Wait, WaitUntil))}
+    for cycle in _cycles_without_wait(edges, list(range(len(steps))), waits):
+        problems.append(Problem(path, *positions.step(cycle[0]), steps[cycle[0]].id,
+                                f"loop {' -> '.join(str(steps[i].id) for i in cycle)} has no wait in it"))
     return problems
+
+
+@dataclass(frozen=True)
+class Checked:
+    """Many files validated together."""
+
+    scenarios: dict[str, Scenario]  # by name: the files that loaded (the first file of a name)
+    names: dict[str, str]  # scenario name -> its file
+    problems: list[Problem]  # every problem of every file, sorted, each once
+    declared: dict[str, str | None]  # file -> the scenario id it declares (None when it declares none readable)
 
 
 def validate_texts(
     texts: dict[str, str], *, check_template: TemplateCheck | None = None, known_teams: set[str] | None = None
 ) -> tuple[dict[str, Scenario], dict[str, str], list[Problem]]:
     """Load and validate many files together: (scenarios by name, name -> path, every problem)."""
-    loaded: list[tuple[str, Scenario | None, Positions]] = []
+    checked = check_texts(texts, check_template=check_template, known_teams=known_teams)
+    return checked.scenarios, checked.names, checked.problems
+
+
+def check_texts(texts: dict[str, str], *, check_template: TemplateCheck | None = None,
+                also_known: set[str] = frozenset(), known_teams: set[str] | None = None) -> Checked:
+    """Every problem of every file in one pass: the graph and content checks run on whatever parsed of each file.
+    `also_known`: names of other scenarios an `enroll:` may name (the rest of the folder of a file checked alone);
+    `known_teams`: the sales teams of scoring.yaml (None: not checked)."""
+    loaded: list[tuple[str, Scenario | None, Draft | None, Positions]] = []
     problems: list[Problem] = []
     for path in sorted(texts):
-        scenario, positions, found = load_scenario_text(texts[path], path)
+        scenario, draft, positions, found = load_scenario_draft(texts[path], path)
         problems.extend(found)
-        loaded.append((path, scenario, positions))
+        loaded.append((path, scenario, draft, positions))
     # Names of files that failed to load still count, so one typo does not cascade into enroll errors.
-    known = {positions.scenario_name for _, _, positions in loaded if positions.scenario_name}
+    known = {positions.scenario_name for *_, positions in loaded if positions.scenario_name} | set(also_known)
     scenarios: dict[str, Scenario] = {}
     names: dict[str, str] = {}
     first_path: dict[str, str] = {}
-    for path, scenario, positions in loaded:
+    for path, scenario, draft, positions in loaded:
         name = positions.scenario_name
         if name is not None and name in first_path:
             problems.append(Problem(path, *positions.at("scenario"), None,
                                     f"scenario id '{name}' is already used by {first_path[name]}"))
         elif name is not None:
             first_path[name] = path
-        if scenario is None:
-            continue
-        problems.extend(validate_scenario(scenario, positions, path=path, known_scenarios=known, check_template=check_template,
-                                         known_teams=known_teams))
-        if names.get(scenario.name, path) != path:
+        if draft is not None:
+            problems.extend(validate_scenario(draft, positions, path=path, known_scenarios=known, check_template=check_template,
+                                              known_teams=known_teams))
+        if scenario is None or names.get(scenario.name, path) != path:
             continue
         scenarios[scenario.name] = scenario
         names[scenario.name] = path
-    return scenarios, names, sorted(problems)
+    declared = {path: positions.scenario_name for path, *_, positions in loaded}
+    return Checked(scenarios, names, sorted(set(problems)), declared)

@@ -149,8 +149,8 @@ def test_each_tick_links_to_the_scenarios_figures_as_relance_report_computes_the
     engine.dispose()
     hello = next(r for r in rows if r["step"] == "hello")
     assert (hello["entered"], hello["sent"]) == (5, 5)
-    assert "| hello | 5 | 5 | 0 | 0 | 5 | 0 | 0 | 0 | entered 5, sent 5 |" in figures.data
-    assert "| pause | 5 | 0 | 5 | 5 | 0 | 0 | 0 | 0 | waiting 5 |" in figures.data
+    assert "| hello | 5 | 5 | 0 | 0 | 5 | 0 | 0 | 0 | entered 5, written 5 |" in figures.data
+    assert "| pause | 5 | 0 | 5 | 5 | 0 | 0 | 0 | 0 | began waiting 5 |" in figures.data
     assert _artifact("tick-welcome").description.endswith(
         "· scenario figures: [report-welcome](/artifacts/key/report-welcome)"
     )

@@ -146,3 +146,30 @@ def test_validate_texts_checks_enroll_against_every_file() -> None:
     problems = [str(p) for p in validate_texts(texts)[2]]
     assert "f.yaml:4:14: step go: `enroll: newsletter` names no scenario (known: b, broken, demo, e, f)" in problems
     assert not any(p.startswith(("a.yaml", "b.yaml", "e.yaml")) for p in problems)
+
+
+def test_a_step_that_does_not_parse_still_counts_for_targets_reachability_and_loops() -> None:
+    text = HEAD + dedent("""\
+        - {id: ask, if: {tag: vip}, then: broken, else: hello}
+        - {id: hello, send: hello, subject: Hi, next: nowhere}
+        - {id: broken, wait: 3 jours}
+        - {id: after, score: +1, next: broken}
+    """).replace("- {", "  - {")
+    problems = [str(p) for p in validate_texts({"s.yaml": text})[2]]
+    assert problems == [
+        "s.yaml:5:43: step hello: `next: nowhere` names no step",  # checked although another step did not parse
+        "s.yaml:6:18: step broken: bad duration '3 jours': expected a positive number and a unit, like 45m, 2h, 3d or 1w",
+    ]  # `then: broken` names a step, `after` is reached through it, the loop through it is not blamed
+
+
+def test_the_golden_file_of_every_kind_reports_each_problem_once_in_one_run() -> None:
+    from tests.scenario.test_golden import GOLDEN, expected_lines, fake_check_template
+
+    path = GOLDEN / "invalid" / "every-kind-at-once.yaml"
+    text = path.read_text(encoding="utf-8")
+    problems = [str(p) for p in validate_texts({path.name: text}, check_template=fake_check_template)[2]]
+    assert len(problems) == len(set(problems)) == len(expected_lines(text)) >= 20
+    kinds = ("is not allowed", "unknown key", "missing `", "bad duration", "a step needs one of", "duplicate step id",
+             "names no step", "unreachable", "has no wait in it", "Jinja syntax error", "not found", "unsubscribe link",
+             "does not compile", "sends no email", "names no scenario", "notify takes")
+    assert [kind for kind in kinds if not any(kind in p for p in problems)] == []
