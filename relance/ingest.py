@@ -20,7 +20,7 @@ from relance.runner import current_version_ids, enroll_leads, event_fact, plan_f
 from relance.scenario.model import EventTrigger
 from relance.store.repo import record_events, upsert_lead
 from relance.scoring.config import ScoringConfig
-from relance.scoring.ledger import add_points, move_stage
+from relance.scoring.ledger import add_points, move_stage, reach_mql
 from relance.scoring.rules import behaviour_points, fit_points, grade_of
 from relance.store.tables import Event, Lead
 from relance.sales import withdraw
@@ -203,13 +203,6 @@ def reach_handoff(session: Session, lead: Lead, scoring: ScoringConfig, *, now: 
                             rejection=last_rejections(session, [lead.id]).get(lead.id), now=now)
     if ready is True:
         hand_off(session, lead, scoring=scoring, now=now, source=f"event:{cause}")
-
-
-def reach_mql(session: Session, lead: Lead, scoring: ScoringConfig, *, now: datetime) -> None:
-    """A lead or nurtured lead that meets the MQL threshold becomes an MQL."""
-    if lead.stage in ("lead", "nurturing") and scoring.meets(scoring.mql, score=lead.score, grade=lead.grade):
-        t = scoring.mql
-        move_stage(session, lead, "mql", now=now, reason=f"score {lead.score} >= {t.score_at_least} and grade {lead.grade} >= {t.grade_at_least}")
 
 
 def _email_key(properties: dict[str, Any]) -> tuple:

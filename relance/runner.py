@@ -41,7 +41,7 @@ from relance.scenario.model import EVENT_CONDITIONS, SegmentTrigger
 from relance.scenario.plan import Plan, plan_from_definition
 from relance.scoring.config import ScoringConfig
 from relance.sales import hand_off, last_rejections, ready_for_sales
-from relance.scoring.ledger import add_points, move_stage
+from relance.scoring.ledger import add_points, move_stage, reach_mql
 from relance.settings import Settings
 from relance.store.db import make_engine, migrate
 from relance.store.repo import (
@@ -439,6 +439,7 @@ def _apply(effect, *, session: Session, scoring: ScoringConfig, lead: Lead, enro
             ))
         case AdjustScore():
             add_points(session, lead, effect.points, cause="step", now=now, scenario=plan.name, step_id=effect.step_id)
+            reach_mql(session, lead, scoring, now=now)
         case ChangeLead():
             if effect.stage:
                 move_stage(session, lead, effect.stage, now=now, by=f"{plan.name}/{effect.step_id}", reason="scenario step")

@@ -296,3 +296,23 @@ def test_messages_left_pending_leave_with_the_next_tick_or_expire_after_two_days
     with Session(engine) as session:
         expired = session.exec(select(Outbox).where(Outbox.to_address == emails[2])).scalars().one()
     assert (expired.status, expired.error) == ("failed", "expired: still pending 48 h after it was written")
+
+
+def test_a_score_step_that_crosses_the_mql_line_makes_the_lead_an_mql(engine, tmp_path, db_url, clock):
+    """Points from a scenario step count like points from an event: the stage follows at once."""
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "scoring.yaml").write_text("mql: {score_at_least: 40, grade_at_least: D}\n", encoding="utf-8")
+    (tmp_path / "s" / "boost.yaml").write_text(
+        "scenario: boost\ntrigger: {event: downloaded}\nsteps:\n  - {id: bump, score: +45}\n"
+        "  - {id: pause, wait: 1d}\n", encoding="utf-8")
+    settings = Settings(database_url=db_url, scenarios_dir=tmp_path / "s", templates_dir=tmp_path / "s", transport="null")
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    (email,) = _leads(engine, clock.now(), 1)
+    _download(engine, library, [email], "guide", clock.now())
+
+    run_tick_inline(engine, settings, scenario="boost", now=clock.now(), library=library, transport=RecordingTransport())
+
+    with Session(engine) as session:
+        lead = session.exec(select(Lead).where(Lead.email == email)).scalars().one()
+    assert (lead.score, lead.stage) == (45, "mql")  # the download earns nothing here: the step's points did it

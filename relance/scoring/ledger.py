@@ -14,6 +14,7 @@ from sqlalchemy import event, insert
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session
 
+from relance.scoring.config import ScoringConfig
 from relance.store.tables import Lead, ScoreChange, StageChange
 
 
@@ -57,3 +58,12 @@ def move_stage(session: Session, lead: Lead, to: str, *, now: datetime, by: str 
     lead.stage = to
     lead.updated_at = now
     return True
+
+
+def reach_mql(session: Session, lead: Lead, scoring: ScoringConfig, *, now: datetime) -> bool:
+    """A lead or nurtured lead that meets the MQL threshold becomes an MQL (after any change of score or grade)."""
+    if lead.stage in ("lead", "nurturing") and scoring.meets(scoring.mql, score=lead.score, grade=lead.grade):
+        t = scoring.mql
+        return move_stage(session, lead, "mql", now=now,
+                          reason=f"score {lead.score} >= {t.score_at_least} and grade {lead.grade} >= {t.grade_at_least}")
+    return False
