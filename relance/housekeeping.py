@@ -32,8 +32,13 @@ def reengage_scenarios(library: Library) -> list[str]:
 def run_reengage(engine: Engine, library: Library, *, now: datetime) -> int:
     """Enroll the "later" leads whose date has come; each handoff is re-engaged once."""
     names = reengage_scenarios(library)
+    preferred = library.scoring.later.scenario if library.scoring.later else None
+    if (broken := library.waiting.get(preferred or "")) is not None:
+        raise LookupError(f"the re-engagement scenario {broken.name} is broken ({len(broken.problems)} problem(s): relance "
+                          f"validate {broken.path}): the \"later\" leads wait, nobody is lost; fix it and run again")
     if not names:
-        raise LookupError("no scenario is triggered by said_later: add one (scoring.yaml later.scenario names it)")
+        hint = f" (broken, maybe one of them: {', '.join(sorted(library.waiting))})" if library.waiting else ""
+        raise LookupError(f"no scenario is triggered by said_later{hint}: add one (scoring.yaml later.scenario names it)")
     enrolled = 0
     with Session(engine) as session:
         versions = current_version_ids(session)

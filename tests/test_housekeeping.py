@@ -70,3 +70,28 @@ def test_reengage_enrolls_later_leads_on_their_date_once(engine, library, clock,
         [enrollment] = session.exec(select(Enrollment)).scalars().all()
         reengaged = [h.reengaged_at for h in session.exec(select(Handoff).order_by(Handoff.id)).scalars()]
     assert enrollment.scenario == "re-engagement" and reengaged[1] is None and reengaged[0] is not None
+
+
+def test_reengage_with_its_scenario_broken_says_so_and_the_later_leads_wait(engine, clock, db_url, tmp_path):
+    import shutil
+
+    shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
+    settings = Settings(database_url=db_url, scenarios_dir=tmp_path / "scenarios", templates_dir=ROOT / "templates" / "emails")
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    _handed(engine, library, clock, n=1)
+    with Session(engine) as session:
+        answer(session, email="l0@acme.example", reply=Answer("later", "claire@example.com", until=clock.now() + timedelta(days=7)),
+               scoring=library.scoring, now=clock.now())
+        session.commit()
+    reengagement = tmp_path / "scenarios" / "re-engagement.yaml"
+    reengagement.write_text(reengagement.read_text(encoding="utf-8").replace("steps:", "stepz:"), encoding="utf-8")
+    broken = load_library(settings)
+
+    with pytest.raises(LookupError, match=r"the re-engagement scenario re-engagement is broken .*relance validate .*"
+                                          r"re-engagement.yaml.*the \"later\" leads wait"):
+        run_reengage(engine, broken, now=clock.advance(timedelta(days=8)))
+    with Session(engine) as session:
+        assert session.exec(select(Handoff.reengaged_at)).scalars().all() == [None]  # still owed a re-engagement
+    reengagement.write_text(reengagement.read_text(encoding="utf-8").replace("stepz:", "steps:"), encoding="utf-8")
+    assert run_reengage(engine, load_library(settings), now=clock.now()) == 1
