@@ -290,10 +290,12 @@ def lead_show(
     email: str = typer.Argument(..., help="The lead's email."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Profile, stage, score, grade, enrollments."""
+    """Profile, stage, score, grade, consent, enrollments, score ledger, stage history, hand-offs, deals, emails."""
     from relance.leads import lead_summary
+    from relance.library import read_scoring
 
-    summary = lead_summary(_stored(), email)
+    scoring, _problems = read_scoring(_settings().scenarios_dir)  # temperature by this folder's scoring.yaml
+    summary = lead_summary(_stored(), email, temperature_of=scoring.temperature_of)
     if summary is None:
         _fail(f"no lead with email {email!r}")
     if as_json:
@@ -336,6 +338,12 @@ def lead_show(
         handoffs.add_row(_when(h["opened_at"]), h["status"], h["owner"], h["team"] or "", _when(h["deadline_at"]),
                          (f"{_when(h['answered_at'])} {h['answered_by']}: {answered}".rstrip(": ") if h["answered_at"] else ""), moves)
     console.print(handoffs)
+    if summary["deals"]:
+        deals = Table("closed", "outcome", "amount", "margin", "by", "why / note", title="Deals")
+        for d in summary["deals"]:
+            deals.add_row(_when(d["closed_at"]), f"{d['outcome']} ({d['kind']})" if d["outcome"] == "won" else d["outcome"],
+                          f"{d['amount']:,.0f}", f"{d['margin']:,.0f}", d["by"], ", ".join(x for x in (d["reason"], d["note"]) if x))
+        console.print(deals)
     emails = Table("written", "scenario / step", "template", "status", "sent", "why", title="Latest emails")
     for o in summary["emails"]:
         emails.add_row(_when(o["created_at"]), f"{o['scenario']}/{o['step_id']}" if o["scenario"] else o["step_id"],

@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from relance.consent import consent_of
 from relance.store.repo import find_lead
-from relance.store.tables import Enrollment, Event, Handoff, Lead, Outbox, ScoreChange, StageChange
+from relance.store.tables import Deal, Enrollment, Event, Handoff, Lead, Outbox, ScoreChange, StageChange
 from relance.suppression import entry_of
 
 _PROFILE = (
@@ -64,6 +64,11 @@ def lead_summary(engine: Engine, email: str, *, temperature_of=None) -> dict[str
              "reason": h.reason, "note": h.note, "bant": h.bant, "later_until": h.later_until, "reengaged_at": h.reengaged_at,
              "reassignments": moves.get(h.id, [])}
             for h in session.exec(select(Handoff).where(Handoff.lead_id == lead.id).order_by(Handoff.id.desc())).scalars()
+        ]
+        summary["deals"] = [
+            {"outcome": d.outcome, "kind": d.kind, "amount": d.amount, "margin": d.margin, "reason": d.reason, "note": d.note,
+             "by": d.by, "closed_at": d.closed_at}
+            for d in session.exec(select(Deal).where(Deal.lead_id == lead.id).order_by(Deal.closed_at, Deal.id)).scalars()
         ]
         summary["suppression"] = {"suppressed": lead.suppressed is not None, "reason": lead.suppressed}
         # the address's entry on the suppression list: the first reason given, where it came from, when

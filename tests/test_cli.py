@@ -372,3 +372,21 @@ def test_preview_shows_relances_own_staff_templates_without_a_lead_footer(env):
     assert result.exit_code == 0, result.output
     assert "Un lead est prêt pour vous" in result.output
     assert "/u/preview" not in result.output  # staff mail: no unsubscribe footer added
+
+
+def test_lead_show_lists_the_deals_and_reads_temperature_from_this_folders_scoring(env):
+    csv = env / "leads.csv"
+    csv.write_text("email,first_name\nlea.martin@acme.example,Léa\n", encoding="utf-8")
+    relance("import", str(csv), "--now", "2026-03-02T09:00:00")
+    relance("event", "page_visited", "--lead", "lea.martin@acme.example", "--prop", "path=/blog/x", "--now", "2026-03-02T10:00:00")
+    scoring = env / "scenarios" / "scoring.yaml"
+    scoring.write_text(scoring.read_text(encoding="utf-8").replace("temperature: {hot: 60, warm: 30}",
+                                                                   "temperature: {hot: 60, warm: 1}"), encoding="utf-8")
+    assert relance("sales", "won", "lea.martin@acme.example", "--amount", "24000", "--margin", "9000", "--on", "2026-03-03",
+                   "--now", "2026-03-04T09:00:00").exit_code == 0
+
+    shown = json.loads(relance("lead", "show", "lea.martin@acme.example", "--json").output)
+    assert shown["temperature"] == "warm"  # 1 point: warm by this folder's scoring.yaml (cold by the defaults)
+    assert [(d["outcome"], d["kind"], d["amount"], d["margin"]) for d in shown["deals"]] == [("won", "new", 24000.0, 9000.0)]
+    table = relance("lead", "show", "lea.martin@acme.example").output
+    assert "Deals" in table and "won (new)" in table and "24,000" in table
