@@ -806,6 +806,10 @@ def _print_report(figures: dict, out: Console | None = None) -> None:
                   "cut off mid-send), not sent again automatically: check the transport's logs, then `relance outbox resolve "
                   "ID ... --as pending|failed` (outbox " + ", ".join(str(r["outbox_id"]) for r in d["unknown"][:5]) + ")[/]",
                   soft_wrap=True)
+    if failed := d["by_status"].get("failed"):
+        err.print(f"{failed} message(s) failed: `relance outbox list --status failed` shows why; once the cause is fixed, "
+                  "`relance outbox resend ID ...` sends them with the next tick", soft_wrap=True, markup=False, highlight=False,
+                  style="yellow")
     for f in d["failed_enrollments"]:
         err.print(f"{f['count']} lead(s) left {f['scenario']} at step {f['step_id']} on an error, e.g. {f['reason']}",
                   soft_wrap=True, markup=False, highlight=False, style="yellow")

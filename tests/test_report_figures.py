@@ -346,6 +346,7 @@ def test_the_printed_report_is_self_consistent(tmp_path, monkeypatch, db_url) ->
     assert [c.strip() for c in vip.split("│")[1:-1]][5] == "2" and "written 3" in vip
     # the five that failed at nudge were claimed at the wait before it: that is where the enrollment says they left
     assert "5 lead(s) left nurture at step pause on an error, e.g. error at step pause" in " ".join(shown.stderr.split())
+    assert "message(s) failed: `relance outbox list --status failed` shows why" in " ".join(shown.stderr.split())
 
 
 def test_a_late_answer_is_a_breach_whether_or_not_the_sla_flow_ran(engine, clock) -> None:
