@@ -14,6 +14,7 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Column, Table
+from rich.text import Text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="relance: B2B lead nurturing, scored and handed to sales.")
 lead_app = typer.Typer(no_args_is_help=True, help="Look at leads.")
@@ -45,6 +46,20 @@ def _now(value: Optional[str], option: str = "--now") -> datetime:
         return parse_instant(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=option) from None
+
+
+def _at(value: Optional[datetime]) -> str:
+    """A time in a listing whose heading says UTC."""
+    return value.strftime("%Y-%m-%d %H:%M") if value else ""
+
+
+def _listing(title: str, lines: list[str]) -> None:
+    """A titled list, one entry per line: nothing is cut whatever the terminal's width."""
+    from rich.padding import Padding
+
+    console.print(f"\n[bold]{title}[/bold]" + (" [dim]· times in UTC[/dim]" if lines else ": none"))
+    for line in lines:
+        console.print(Padding(Text(line), (0, 0, 0, 2)))
 
 
 def _when(value: Optional[datetime]) -> str:
@@ -310,45 +325,43 @@ def lead_show(
     consent = summary["consent"]
     profile.add_row("consent", _consent_words(consent["current"]) if consent["current"] else "none recorded")
     console.print(profile)
+    # the listings: one entry per line (two when it has more to say), wrapped at words, never cut; times in UTC
     if consent["history"]:
-        history = Table("when", "consent", "source", "form", "wording", "from", title="Consent history (newest last)")
-        for r in consent["history"]:
-            history.add_row(_when(_instant(r.get("at"))) or str(r.get("at") or ""), "granted" if r.get("granted", True) else "withdrawn",
-                            str(r.get("source") or ""), str(r.get("form") or ""), str(r.get("wording") or ""),
-                            f"{r.get('channel') or ''} {r.get('event') or ''}".strip())
-        console.print(history)
-    enrollments = Table("scenario", "status", "step", "due", "entered", "left / reason", title="Enrollments")
-    for e in summary["enrollments"]:
-        enrollments.add_row(e["scenario"], e["status"], e["step_id"] or "", _when(e["due_at"]), _when(e["entered_at"]),
-                            e["exit_reason"] or _when(e["left_at"]))
-    console.print(enrollments)
-    ledger = Table("when", "points", "score", "cause", title=f"Score {summary['score']}: how it was earned")
-    for c in summary["score_ledger"]:
-        where = f" ({c['scenario']}/{c['step_id']})" if c["scenario"] and c["step_id"] else ""
-        ledger.add_row(_when(c["at"]), f"{c['points']:+d}", str(c["score_after"]), f"{c['cause']}{where} {c['detail']}".strip())
-    console.print(ledger)
-    stages = Table("when", "from", "to", "by", "why", title="Stage history")
-    for c in summary["stage_history"]:
-        stages.add_row(_when(c["at"]), c["from"], c["to"], c["by"], c["reason"])
-    console.print(stages)
-    handoffs = Table("opened", "status", "owner", "team", "deadline", "answer", "reassigned", title="Hand-offs")
-    for h in summary["handoffs"]:
-        answered = ", ".join(x for x in (h["reason"], h["note"], f"until {h['later_until']:%Y-%m-%d}" if h["later_until"] else "") if x)
-        moves = "; ".join(f"{_when(m['at'])} {m['from']} -> {m['to']} by {m['by']}" for m in h["reassignments"])
-        handoffs.add_row(_when(h["opened_at"]), h["status"], h["owner"], h["team"] or "", _when(h["deadline_at"]),
-                         (f"{_when(h['answered_at'])} {h['answered_by']}: {answered}".rstrip(": ") if h["answered_at"] else ""), moves)
-    console.print(handoffs)
+        _listing("Consent history (newest last)", [
+            f"{_at(_instant(r.get('at'))) or r.get('at') or ''}  {'granted' if r.get('granted', True) else 'withdrawn'}  "
+            + "  ".join(str(x) for x in (r.get("source"), r.get("form"), f"\"{r['wording']}\"" if r.get("wording") else None,
+                                         f"{r.get('channel') or ''} {r.get('event') or ''}".strip()) if x)
+            for r in consent["history"]])
+    _listing("Enrollments", [
+        f"{e['scenario']}  {e['status']}" + (f" at {e['step_id']}" if e["step_id"] else "") + f"  entered {_at(e['entered_at'])}"
+        + (f"  due {_at(e['due_at'])}" if e["due_at"] and e["status"] == "active" else "")
+        + (f"  left {_at(e['left_at'])}" if e["left_at"] else "") + (f": {e['exit_reason']}" if e["exit_reason"] else "")
+        for e in summary["enrollments"]])
+    _listing(f"Score {summary['score']}: how it was earned", [
+        f"{_at(c['at'])}  {c['points']:+d} = {c['score_after']}  {c['cause']}"
+        + (f" ({c['scenario']}/{c['step_id']})" if c["scenario"] and c["step_id"] else "") + (f" {c['detail']}" if c["detail"] else "")
+        for c in summary["score_ledger"]])
+    _listing("Stage history", [f"{_at(c['at'])}  {c['from']} -> {c['to']}  by {c['by']}" + (f": {c['reason']}" if c["reason"] else "")
+                               for c in summary["stage_history"]])
+    _listing("Hand-offs (newest first)", [
+        f"#{h['id']} {h['status']}  owner {h['owner']}" + (f" (team {h['team']})" if h["team"] else "")
+        + f"  opened {_at(h['opened_at'])}, deadline {_at(h['deadline_at'])}"
+        + "".join(f"\n    reassigned {_at(m['at'])}: {m['from']} -> {m['to']} by {m['by']}" for m in h["reassignments"])
+        + (f"\n    answered {_at(h['answered_at'])} by {h['answered_by']}: " + ", ".join(
+            x for x in (h["reason"], h["note"], f"until {h['later_until']:%Y-%m-%d}" if h["later_until"] else "") if x)
+           if h["answered_at"] else "")
+        for h in summary["handoffs"]])
     if summary["deals"]:
-        deals = Table("closed", "outcome", "amount", "margin", "by", "why / note", title="Deals")
-        for d in summary["deals"]:
-            deals.add_row(_when(d["closed_at"]), f"{d['outcome']} ({d['kind']})" if d["outcome"] == "won" else d["outcome"],
-                          f"{d['amount']:,.0f}", f"{d['margin']:,.0f}", d["by"], ", ".join(x for x in (d["reason"], d["note"]) if x))
-        console.print(deals)
-    emails = Table("written", "scenario / step", "template", "status", "sent", "why", title="Latest emails")
-    for o in summary["emails"]:
-        emails.add_row(_when(o["created_at"]), f"{o['scenario']}/{o['step_id']}" if o["scenario"] else o["step_id"],
-                       o["template"], o["status"], _when(o["sent_at"]), o["error"] or "")
-    console.print(emails)
+        _listing("Deals", [
+            f"{_at(d['closed_at'])}  " + (f"won ({d['kind']})  amount {d['amount']:,.0f}, margin {d['margin']:,.0f}"
+                                          if d["outcome"] == "won" else f"lost: {d['reason']}")
+            + f"  by {d['by']}" + (f"  \"{d['note']}\"" if d["note"] else "")
+            for d in summary["deals"]])
+    _listing("Latest emails (newest first)", [
+        f"{_at(o['created_at'])}  {o['status']}" + (f" {_at(o['sent_at'])}" if o["sent_at"] else "")
+        + f"  {o['scenario'] + '/' + o['step_id'] if o['scenario'] else o['step_id']} ({o['template']})"
+        + (f"\n    {o['error']}" if o["error"] else "")
+        for o in summary["emails"]])
 
 
 def _instant(value) -> Optional[datetime]:
@@ -608,12 +621,12 @@ def sales_list(
     if not rows:
         console.print("no open hand-off" + (f" of {owner}" if owner else "") + (" past its deadline" if overdue else ""))
         return
-    table = Table("lead", "company", "owner", "team", "age", "target", "deadline",
-                  title=f"Open hand-offs ({len(rows)}) at {_when(at)}")
-    for r in rows:
-        table.add_row(f"{r['name']} <{r['email']}>".strip(), r["company"], r["owner"], r["team"] or "", _duration(r["age_minutes"]),
-                      _left(r["target_left_minutes"]), _left(r["deadline_left_minutes"]))
-    console.print(table)
+    console.print(f"[bold]Open hand-offs ({len(rows)})[/bold] at {_when(at)}, soonest deadline first")
+    for r in rows:  # the email whole on its own line: it is what every `relance sales` command takes
+        console.print(Text(f"\n{r['email']}  {', '.join(x for x in (r['name'], r['company']) if x)}"), soft_wrap=True)
+        console.print(f"  owner {r['owner']}" + (f" (team {r['team']})" if r["team"] else "")
+                      + f"  age {_duration(r['age_minutes'])}  target {_left(r['target_left_minutes'])}"
+                      f"  deadline {_left(r['deadline_left_minutes'])}", highlight=False)
 
 
 def _duration(minutes: int) -> str:
@@ -772,6 +785,12 @@ def report(
     _print_report(figures)
 
 
+def _grid(first: str, *numbers: str, title: str) -> Table:
+    """A table of figures that fits 80 columns: a name column that folds (never cut), then right-aligned numbers."""
+    return Table(Column(first, overflow="fold"), *(Column(h, justify="right", no_wrap=True) for h in numbers), title=title,
+                 box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+
+
 def _pct(value) -> str:
     return "-" if value is None else f"{value * 100:.1f} %"
 
@@ -789,13 +808,16 @@ def _print_report(figures: dict, out: Console | None = None) -> None:
                       f"{f['median_hours_to_mql'] or '-'} h, to SQL {f['median_hours_to_sql'] or '-'} h")
     out.print(funnel)
     for name, rows in figures["scenarios"].items():
-        table = Table("step", "reached", "entered", "now here", "waiting", "sent", "opened", "clicked", "left",
-                      "step log (every pass)", title=f"Scenario {name}")
+        heads = ("reached", "entered", "here", "waiting", "sent", "opened", "clicked", "left")
+        table = _grid("step", *heads, title=f"Scenario {name}")
         for r in rows:
-            table.add_row(r["step"], *(str(r[k]) for k in ("reached", "entered", "now", "waiting", "sent", "opened", "clicked",
-                                                           "left")), outcome_words(r["outcomes"]))
-        table.caption = "waiting: in a wait now; sent: emails that left; the step log counts every pass (written: emails queued)"
+            table.add_row(r["step"], *(str(r["now" if k == "here" else k]) for k in heads))
+        table.caption = ("here / waiting: there now / in a wait now; sent: emails that left; left: enrollments that "
+                         "ended at the step")
         out.print(table)
+        out.print("  step log (every pass; written: emails queued):", markup=False, highlight=False)
+        for r in rows:
+            out.print(f"    {r['step']}: {outcome_words(r['outcomes'])}", markup=False, highlight=False, soft_wrap=True)
     _print_sla(figures["sla"], out)
     _print_economics(figures["economics"], out)
     d = figures["delivery"]
@@ -842,8 +864,7 @@ def _print_economics(e: dict, out: Console) -> None:
     """The economics by source (of --period, or all time), then the total of each period in the data."""
     def table(first: str, title: str) -> Table:  # figures are never cut, even in 80 columns
         heads = ("leads", "customers", "won", "lost", "cost", "margin", "CPL", "CPA", "ROI")
-        return Table(Column(first, overflow="fold", no_wrap=first == "period"), *(Column(h, no_wrap=True, justify="right") for h in heads), title=title,
-                     box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        return _grid(first, *heads, title=title)
 
     money = table("source", f"Economics {e['period']}" if e["period"] else "Economics (all time)")
     for source, m in [*e["by_source"].items(), ("all", e["total"])]:

@@ -73,6 +73,7 @@ def test_a_rep_lists_rejects_and_the_lead_is_not_handed_straight_back(env):
     assert row["deadline_left_minutes"] < 0 and row["target_left_minutes"] < row["deadline_left_minutes"]
     table = relance("sales", "list", "--now", _iso(start + timedelta(hours=49)))
     assert "OVERDUE by" in table.output and "Zoé Roux" in table.output
+    assert ZOE in table.output.split() and "…" not in table.output  # the email whole: the argument of every sales command
     assert _listed("--owner", "karim@example.com") == []
     assert _listed("--overdue", "--now", _iso(start + timedelta(hours=1))) == []
 
@@ -98,7 +99,8 @@ def test_reassign_from_the_command_line_and_lead_show_tells_it(env, monkeypatch)
     assert [r["owner"] for r in _listed()] == ["camille@example.com"]
     shown = relance("lead", "show", ZOE)
     assert "Hand-offs" in shown.output
-    assert "claire@example.com -> camille@example.com by direction@example.com" in shown.output
+    assert "claire@example.com -> camille@example.com by direction@example.com" in " ".join(shown.output.split())
+    assert "…" not in shown.output  # nothing cut in 80 columns
     data = json.loads(relance("lead", "show", ZOE, "--json").output)
     assert data["handoffs"][0]["reassignments"][0]["to"] == "camille@example.com"
     engine = open_store(get_settings())
