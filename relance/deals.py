@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlmodel import Session
 
-from relance.sales import BadAnswer, NoSuchLead, open_handoff_of
+from relance.sales import BadAnswer, NoSuchLead, cancel_notices, open_handoff_of
 from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import move_stage
 from relance.store.repo import find_lead
@@ -87,6 +87,7 @@ def record_deal(session: Session, *, email: str, closing: Closing, scoring: Scor
     handoff = open_handoff_of(session, lead.id)
     if handoff is not None:  # sales worked the lead as an opportunity: the hand-off is answered
         handoff.status, handoff.answered_at, handoff.answered_by = "accepted", now, closing.by
+        cancel_notices(session, handoff, why=f"hand-off answered (deal {closing.outcome}) by {closing.by}")
         handoff.note = handoff.note or f"accepted with the {closing.outcome} deal"
         move_stage(session, lead, "sql", now=now, by=closing.by, reason=f"accepted by sales with the {closing.outcome} deal")
     when = "" if on.date() == now.date() else f" on {on:%Y-%m-%d}"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select, update
 from sqlmodel import Session
 
 from relance.scoring.config import ScoringConfig
@@ -138,6 +138,7 @@ def withdraw(session: Session, lead: Lead, *, now: datetime, cause: str) -> Hand
     if handoff is None:
         return None
     handoff.status, handoff.reason, handoff.answered_at, handoff.answered_by = "withdrawn", cause, now, "relance"
+    cancel_notices(session, handoff, why=f"hand-off withdrawn ({cause})")
     move_stage(session, lead, "disqualified", now=now, by=f"event:{cause}", reason=f"hand-off withdrawn: {cause}")
     notify_sales(session, handoff, lead, now=now, kind="withdrawn", to=[handoff.owner])
     return handoff
@@ -173,6 +174,20 @@ def notify_sales(session: Session, handoff: Handoff, lead: Lead, *, now: datetim
         session.add(Outbox(enrollment_id=None, step_id=f"{kind}:{handoff.id}:{address}", visit=0, lead_id=lead.id, scenario="",
                            template="sales-handoff", subject=subject, to_address=address, status="pending",
                            options={"kind": "internal", "context": context}, created_at=now))
+
+
+STALE_WHEN_CLOSED = ("handoff", "reassigned", "hot-again", "target", "sla")  # "please call" notices; "withdrawn" is news
+
+
+def cancel_notices(session: Session, handoff: Handoff, *, why: str, to: str | None = None) -> int:
+    """Skip the staff notices of this hand-off still waiting to leave (of one recipient, `to`): once it is answered,
+    closed or reassigned, "call this lead before DATE" is stale. The number skipped."""
+    who = to if to is not None else "%"
+    return session.execute(
+        update(Outbox).where(Outbox.status == "pending", Outbox.enrollment_id.is_(None),
+                             or_(*(Outbox.step_id.like(f"{kind}:{handoff.id}:{who}") for kind in STALE_WHEN_CLOSED)))
+        .values(status="skipped", error=f"{why} before it left: not sent")
+    ).rowcount or 0
 
 
 def _short(properties: dict[str, Any]) -> str:
@@ -228,6 +243,7 @@ def answer(session: Session, *, email: str, reply: Answer, scoring: ScoringConfi
             move_stage(session, lead, "later", now=now, by=reply.by, reason=f"later: re-engage on {until:%Y-%m-%d}")
         case _:
             raise BadAnswer("verdict", f"unknown answer {reply.verdict!r}: accept, reject or later")
+    cancel_notices(session, handoff, why=f"hand-off answered ({reply.verdict}) by {reply.by}")
     wake_for_lead_changes(session, [lead.id], scoring=scoring, now=now)  # a wait on the new stage goes on
     return handoff
 
@@ -248,6 +264,7 @@ def reassign(session: Session, *, email: str, to: str, by: str, now: datetime) -
     if to == handoff.owner.lower():
         raise BadAnswer("to", f"the hand-off of {lead.email} is already owned by {handoff.owner}")
     before, handoff.owner = handoff.owner, to
+    cancel_notices(session, handoff, why=f"hand-off reassigned to {to}", to=before)
     record_events(session, [dict(
         lead_id=lead.id, type=REASSIGNED, occurred_at=now, received_at=now,
         properties={"handoff_id": handoff.id, "from": before, "to": to, "by": by},

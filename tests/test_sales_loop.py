@@ -328,3 +328,45 @@ def test_a_missed_2h_target_alerts_the_owner_once_when_scoring_yaml_asks(session
     assert [(a.to_address, a.step_id) for a in alerts] == ([("karim@example.com", f"target:{handoff.id}:karim@example.com")] if alert else [])
     if alert:
         assert alerts[0].subject.startswith("Objectif de contact dépassé")
+
+
+# --------------------------------------------------------------------------- stale staff mail
+
+
+def _staff_mail(engine):
+    with Session(engine) as session:
+        return sorted((o.step_id.split(":")[0], o.to_address, o.status) for o in session.exec(
+            select(Outbox).where(Outbox.enrollment_id.is_(None))).scalars())
+
+
+@pytest.mark.parametrize("verdict, kw", [("accept", {}), ("reject", {"reason": "no-budget"}), ("later", {})])
+def test_an_answer_before_the_hand_off_email_left_cancels_it_and_nothing_stale_is_sent(world, clock, verdict, kw):
+    """The email says 'call this lead before DATE': once sales answered, it must not reach the owner days later."""
+    engine, settings, _ = world
+    _graded(world, clock)
+    _event(world, clock, "demo_requested")  # handed off: the email waits for the next delivery
+    assert _staff_mail(engine) == [("handoff", "claire@example.com", "pending")]
+    _answer(world, clock, verdict, **kw)
+
+    assert _staff_mail(engine) == [("handoff", "claire@example.com", "skipped")]
+    transport = RecordingTransport()
+    run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.advance(timedelta(hours=1)), transport=transport)
+    assert [m.to for m in transport.sent] == []
+    with Session(engine) as session:
+        skipped = session.exec(select(Outbox).where(Outbox.step_id.like("handoff:%"))).scalars().one()
+    assert skipped.error.startswith("hand-off answered") and verdict in skipped.error
+
+
+def test_a_reassignment_cancels_the_old_owners_unsent_email_and_the_withdrawal_notice_still_goes(world, clock):
+    from relance.sales import reassign
+
+    engine, _, _ = world
+    _graded(world, clock)
+    _event(world, clock, "demo_requested")
+    with Session(engine) as session:
+        reassign(session, email=ZOE, to="camille@example.com", by="direction@example.com", now=clock.now())
+        session.commit()
+    assert _staff_mail(engine) == [("handoff", "claire@example.com", "skipped"), ("reassigned", "camille@example.com", "pending")]
+    _event(world, clock, "unsubscribed")  # the lead leaves: the open hand-off is withdrawn, its owner told
+    assert _staff_mail(engine) == [("handoff", "claire@example.com", "skipped"), ("reassigned", "camille@example.com", "skipped"),
+                                   ("withdrawn", "camille@example.com", "pending")]
