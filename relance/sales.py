@@ -64,7 +64,7 @@ def pick_owner(session: Session, scoring: ScoringConfig, team: str | None = None
 
 def hand_off(
     session: Session, lead: Lead, *, scoring: ScoringConfig, now: datetime, source: str,
-    owner: str | None = None, team: str | None = None, notice: str = "handoff",
+    owner: str | None = None, team: str | None = None, notice: str = "handoff", why: str | None = None,
 ) -> Handoff | None:
     """Open a handoff unless one is open already; moves the lead to sql-pending and tells the owner.
 
@@ -81,7 +81,7 @@ def hand_off(
     session.add(handoff)
     session.flush()
     move_stage(session, lead, "sql-pending", now=now, by=source, reason=f"handed to {handoff.owner}")
-    notify_sales(session, handoff, lead, now=now, kind=notice, to=[handoff.owner])
+    notify_sales(session, handoff, lead, now=now, kind=notice, to=[handoff.owner], why=why)
     return handoff
 
 
@@ -121,7 +121,8 @@ def hot_again(session: Session, lead: Lead, event, *, scoring: ScoringConfig, no
     if later is not None and event.occurred_at <= later.answered_at:
         return None  # an action from before sales said "later" was seen by sales already
     source = f"event:{cause}" + (f" (later until {later.later_until:%Y-%m-%d})" if later is not None else "")
-    handoff = hand_off(session, lead, scoring=scoring, now=now, source=source, notice="hot-again",
+    why = (f"jusqu'au {later.later_until:%d/%m/%Y}" if later is not None and later.later_until else "") + f", signal : {cause}"
+    handoff = hand_off(session, lead, scoring=scoring, now=now, source=source, notice="hot-again", why=why.lstrip(", "),
                        owner=later.owner if later is not None else None, team=later.team if later is not None else None)
     if handoff is not None and later is not None and later.reengaged_at is None:
         later.reengaged_at = now
