@@ -749,8 +749,12 @@ def cost_add(
         console.print(f"{cost.source}: cost {cost.amount:,.2f}, margin {cost.margin:,.2f} recorded for {cost.period}",
                       markup=False, highlight=False, soft_wrap=True)
         if cost.source not in known:
-            err.print(f"no lead has source {cost.source} yet (the cost is kept and counts once leads come with it); known sources: "
-                      f"{', '.join(known) or 'none'}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+            from difflib import get_close_matches
+
+            close = get_close_matches(cost.source, known, n=1)
+            err.print(f"no lead has source {cost.source} yet (the cost is kept and counts once leads come with it)"
+                      + (f"; did you mean {close[0]}?" if close else "") + f"; known sources: {', '.join(known) or 'none'}",
+                      style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -227,6 +227,8 @@ def test_cost_add_records_the_month_of_now_by_default_and_names_unknown_sources(
     assert unknown.exit_code == 0 and "recorded for 2026" in unknown.output
     assert "no lead has source foire-de-lyon yet (the cost is kept and counts once leads come with it); known sources: salon" \
         in unknown.output
+    typo = relance("cost", "add", "salons", "100", "--period", "2026")
+    assert "no lead has source salons yet" in typo.output and "did you mean salon?" in typo.output
     costs = json.loads(relance("report", "--json").output)["economics"]["by_source"]
     assert costs["foire-de-lyon"]["cost"] == 100.0 and costs["salon"]["cost"] == 250.0
 
