@@ -190,6 +190,8 @@ def validate(
     except SetupError as exc:
         _fail(escape(str(exc)))
     in_use, template_problems = _internal_templates(templates or settings.templates_dir)
+    files = len(scenario_files(paths))
+    at_fault, in_files = len({p.path for p in problems}), len(problems)
     problems = [*map(str, problems), *template_problems]
     for problem in problems:
         console.print(problem, markup=False, highlight=False, soft_wrap=True)
@@ -197,7 +199,8 @@ def validate(
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     if problems:
         sys.stdout.flush()
-        err.print(f"[red]{len(problems)} problem(s)[/red] in {len(names) or 'the'} scenario file(s) and templates")
+        err.print(f"[red]{in_files} problem(s)[/red] in {at_fault} of {files} scenario file(s)"
+                  + (f"; {len(template_problems)} in internal templates" if template_problems else ""))
         raise typer.Exit(1)
     console.print(f"[green]ok[/green]: {len(names)} scenario(s) valid: {', '.join(sorted(names))}")
 

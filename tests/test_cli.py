@@ -50,6 +50,8 @@ def test_validate_reports_file_line_and_step_and_exits_1(env):
     result = relance("validate")
     assert result.exit_code == 1
     assert f"{broken}:6:5: step hello: unknown key 'subjet' (did you mean 'subject'?)" in result.output
+    problems = sum(1 for line in result.stdout.splitlines() if line.startswith(f"{broken}:"))
+    assert f"{problems} problem(s) in 1 of 4 scenario file(s)" in result.stderr
     assert f"{broken}:8:" in result.output and "step later" in result.output
 
 
