@@ -229,3 +229,12 @@ def test_no_file_points_at_a_path_outside_the_repository():
         text = text_of(path)
         for climb in _CLIMB.findall(text or ""):
             assert inside_repo(path.parent / climb), f"{path.relative_to(ROOT)} names {climb}, outside the repository"
+
+
+def test_every_setting_is_in_the_readme_table():
+    from relance.settings import Settings
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = [env for name, f in Settings.model_fields.items()
+               if f"| `{(env := f.alias or 'RELANCE_' + name.upper())}` |" not in readme]
+    assert missing == []
