@@ -264,12 +264,15 @@ def test_the_api_refuses_bad_deals_naming_the_field(api, engine, verdict, body, 
         assert find_lead(session, EMAIL).stage == "lead"
 
 
-def test_the_api_wants_the_token_a_known_lead_and_who_closed_it(api):
+def test_the_api_wants_the_token_and_a_known_lead_and_who_closed_it_defaults_to_sales_as_on_the_command_line(api, engine):
     assert api.post(f"/sales/{EMAIL}/won", json={"by": "crm"}).status_code == 401
     assert api.post("/sales/ghost@x.example/won", json={"by": "crm"}, headers=AUTH).status_code == 404
     missing = api.post(f"/sales/{EMAIL}/lost", json={"by": "crm"}, headers=AUTH)
     assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "reason"]
-    assert api.post(f"/sales/{EMAIL}/won", json={}, headers=AUTH).status_code == 422
+    assert api.post("/sales/ghost@x.example/won", json={"amount": 5}, headers=AUTH).status_code == 404
+    assert api.post(f"/sales/{EMAIL}/won", json={}, headers=AUTH).status_code == 200
+    with Session(engine) as session:
+        assert session.exec(select(Deal.by)).scalars().all() == ["sales"]
 
 
 def test_the_migration_gives_customers_from_before_deals_a_won_deal(db_url, clock):

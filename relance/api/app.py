@@ -49,7 +49,7 @@ class SalesAnswerIn(BaseModel):
     """Sales' answer to a handoff."""
 
     model_config = ConfigDict(extra="forbid")
-    by: str = Field(min_length=1, max_length=320, description="Who answers (recorded in the stage history).")
+    by: str = Field("sales", min_length=1, max_length=320, description="Who answers (recorded in the stage history).")
     reason: str | None = Field(None, description="reject: no-budget, no-need, bad-timing, not-decision-maker, competitor, bad-fit, unreachable, other.")
     note: str = Field("", max_length=2000)
     bant: dict[str, str] | None = Field(None, description="accept: budget, authority, need, timing.")
@@ -68,7 +68,7 @@ class DealWonIn(BaseModel):
     """A deal sales won: the lead becomes a customer (a customer's next deal is an upsell)."""
 
     model_config = ConfigDict(extra="forbid")
-    by: str = Field(min_length=1, max_length=320, description="Who won it (recorded in the stage history).")
+    by: str = Field("sales", min_length=1, max_length=320, description="Who won it (recorded in the stage history).")
     amount: float = Field(0.0, description="What the deal is worth.")
     margin: float = Field(0.0, description="Its gross margin, part of the amount: what ROI counts.")
     on: datetime | None = Field(None, description="The day it was won (default: now; never in the future).")
@@ -79,7 +79,7 @@ class DealLostIn(BaseModel):
     """A deal sales lost: the lead goes back to nurturing with the reason (a customer stays a customer)."""
 
     model_config = ConfigDict(extra="forbid")
-    by: str = Field(min_length=1, max_length=320, description="Who lost it (recorded in the stage history).")
+    by: str = Field("sales", min_length=1, max_length=320, description="Who lost it (recorded in the stage history).")
     reason: str = Field(description="price, competitor, no-budget, no-decision, bad-timing, no-need, missing-feature, unreachable, other.")
     on: datetime | None = Field(None, description="The day it was lost (default: now; never in the future).")
     note: str = Field("", max_length=2000)
