@@ -56,10 +56,20 @@ def pick_owner(session: Session, scoring: ScoringConfig, team: str | None = None
     if not owners:
         return scoring.sales.manager or "unassigned"
     same_team = Handoff.team == team if team in scoring.sales.teams else Handoff.team.is_(None)
-    last = session.exec(
-        select(Handoff.owner).where(same_team, Handoff.owner.in_(owners)).order_by(Handoff.id.desc()).limit(1)
-    ).scalars().first()
+    given = [_first_owner(session, h) for h in session.exec(
+        select(Handoff).where(same_team).order_by(Handoff.id.desc()).limit(20)).scalars()]
+    last = next((o for o in given if o in owners), None)
     return owners[(owners.index(last) + 1) % len(owners)] if last in owners else owners[0]
+
+
+def _first_owner(session: Session, handoff: Handoff) -> str:
+    """Whom the rotation gave this hand-off to: its owner, or the one before its first reassignment (a reassignment
+    is a correction, not a turn of the rotation)."""
+    for properties in session.exec(select(Event.properties).where(Event.lead_id == handoff.lead_id, Event.type == REASSIGNED)
+                                   .order_by(Event.id)).scalars():
+        if (properties or {}).get("handoff_id") == handoff.id:
+            return properties.get("from") or handoff.owner
+    return handoff.owner
 
 
 def hand_off(

@@ -372,3 +372,18 @@ def test_a_reassignment_cancels_the_old_owners_unsent_email_and_the_withdrawal_n
     _event(world, clock, "unsubscribed")  # the lead leaves: the open hand-off is withdrawn, its owner told
     assert _staff_mail(engine) == [("handoff", "claire@example.com", "skipped"), ("reassigned", "camille@example.com", "skipped"),
                                    ("withdrawn", "camille@example.com", "pending")]
+
+
+def test_a_reassignment_does_not_turn_the_rotation(world, clock):
+    """claire is given a lead, which the manager moves to karim: the next lead is karim's turn, not claire's again."""
+    from relance.sales import reassign
+
+    engine, _, _ = world
+    for email in (ZOE, "paul@acme.example"):
+        _graded(world, clock, email=email, **{**HOT_PROFILE, "first_name": email[:4]})
+    _event(world, clock, "demo_requested")
+    with Session(engine) as session:
+        reassign(session, email=ZOE, to="karim@example.com", by="direction@example.com", now=clock.now())
+        session.commit()
+    _event(world, clock, "demo_requested", email="paul@acme.example")
+    assert _handoffs(engine, "paul@acme.example") == [("open", "karim@example.com")]
