@@ -556,7 +556,11 @@ def _answer(email: str, reply, now: Optional[str]) -> None:
         except SalesError as exc:
             _fail(str(exc))
         session.commit()
-        console.print(f"{email}: handoff {handoff.status}" + (f" until {handoff.later_until:%Y-%m-%d}" if handoff.later_until else ""))
+        cools_off = (f"; no automatic hand-off before {handoff.answered_at + scoring.handoff.after_rejection:%Y-%m-%d} "
+                     "(scoring.yaml handoff.after_rejection), then only after a new sales-ready action"
+                     if handoff.status == "rejected" else "")
+        console.print(f"{email}: hand-off {handoff.status}" + (f" until {handoff.later_until:%Y-%m-%d}" if handoff.later_until else "")
+                      + cools_off, soft_wrap=True)
 
 
 @sales_app.command("accept")
@@ -994,7 +998,7 @@ def flow_sla(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP)) ->
     _library()  # missing folders or broken scenarios: refused before Prefect starts
     with _prefect():
         r = run_flow("flows.housekeeping", "sla", now=now)
-    console.print(f"sla: {r['open']} open handoff(s); {r['target_missed']} newly past target, {r['deadline_missed']} newly past deadline")
+    console.print(f"sla: {r['open']} open hand-off(s); {r['target_missed']} newly past target, {r['deadline_missed']} newly past deadline")
 
 
 @flow_app.command("reengage")

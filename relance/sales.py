@@ -230,7 +230,7 @@ def answer(session: Session, *, email: str, reply: Answer, scoring: ScoringConfi
         last = session.exec(select(Handoff).where(Handoff.lead_id == lead.id).order_by(Handoff.id.desc())).scalars().first()
         if last is None:
             raise HandoffClosed(f"{lead.email} was never handed to sales")
-        raise HandoffClosed(f"the handoff of {lead.email} is closed: {last.status} on {last.answered_at:%Y-%m-%d} by {last.answered_by}")
+        raise HandoffClosed(f"the hand-off of {lead.email} is closed: {last.status} on {last.answered_at:%Y-%m-%d} by {last.answered_by}")
     handoff.answered_at, handoff.answered_by, handoff.note = now, reply.by, reply.note
     match reply.verdict:
         case "accept":

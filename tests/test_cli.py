@@ -133,7 +133,7 @@ def test_sales_answers_from_the_command_line_and_a_refusal_for_a_closed_handoff(
         hand_off(session, lead, scoring=ScoringConfig(), now=datetime.now(timezone.utc), source="test")
         session.commit()
     result = relance("sales", "later", "lea@acme.example", "--until", "2099-01-15", "--by", "karim@example.com")
-    assert result.exit_code == 0 and "handoff later until 2099-01-15" in result.output
+    assert result.exit_code == 0 and "hand-off later until 2099-01-15" in result.output
     refused = CliRunner().invoke(app, ["sales", "accept", "lea@acme.example"])
     assert refused.exit_code == 1 and "is closed: later" in refused.output
     shown = json.loads(relance("lead", "show", "lea@acme.example", "--json").output)

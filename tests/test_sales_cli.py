@@ -79,7 +79,8 @@ def test_a_rep_lists_rejects_and_the_lead_is_not_handed_straight_back(env):
 
     rejected = relance("sales", "reject", ZOE, "--reason", "no-budget", "--note", "back in Q3", "--by", "claire@example.com",
                        "--now", _iso(start + timedelta(minutes=5)))
-    assert rejected.exit_code == 0 and "handoff rejected" in rejected.output
+    assert rejected.exit_code == 0 and "hand-off rejected" in rejected.output
+    assert "no automatic hand-off before " in rejected.output
     relance("event", "page_visited", "--lead", ZOE, "--prop", "path=/blog")
     assert _listed() == []  # cooling off: no new hand-off
     assert "no open hand-off" in relance("sales", "list").output
