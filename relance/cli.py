@@ -1093,7 +1093,10 @@ def preview(
                                subject=subject)
     except (LookupError, RenderError) as exc:
         _fail(str(exc))
-    where = f"subject from {shown.used_by}" if shown.used_by else "no scenario sends it"
+    from relance.email.templates import INTERNAL
+
+    where = (f"subject from {shown.used_by}" if shown.used_by else
+             f"relance's staff email ({INTERNAL[template]})" if template in INTERNAL else "no scenario sends it")
     err.print(f"[dim]{template} for {shown.lead}; {where}[/]", soft_wrap=True)
     console.print(f"Subject: {shown.email.subject}\n", markup=False, highlight=False)
     console.print(shown.email.text, markup=False, highlight=False, soft_wrap=True)

@@ -45,6 +45,11 @@ def preview(
         raise LookupError(f"no template {template!r} in {settings.templates_dir}; there are: {', '.join(templates.names())}")
     step = sent_by(library, template)
     used_by, step_subject, preheader = step if step else (None, None, None)
+    staff = template == "sales-handoff"  # relance writes these itself: its own subject, a hand-off's context
+    if staff:
+        from relance.sales import NOTICE_SUBJECTS
+
+        step_subject = NOTICE_SUBJECTS["handoff"]
     subject = subject or step_subject or f"(no subject: no scenario sends {template!r}; give --subject)"
     scenario, _, step_id = (used_by or "preview/preview").partition("/")
     unsubscribe = f"{settings.public_url.rstrip('/')}/u/preview"
@@ -57,8 +62,25 @@ def preview(
             lead = find_lead(session, email)
             if lead is None:
                 raise LookupError(f"no lead with email {email!r}")
-            row = Outbox(scenario=scenario, step_id=step_id, options={"preheader": preheader})
+            options: dict = {"preheader": preheader}
+            if staff:  # the lead's latest hand-off; one never handed off shows the sample hand-off
+                from relance.sales import staff_notice
+
+                handoff = latest_handoff(session, lead.id)
+                sample = {k: SAMPLE_CONTEXT[k] for k in ("handoff", "score_explanation", "recent_activity")}
+                options = {"kind": "internal",
+                           "context": staff_notice(session, handoff, lead, kind="handoff")[1] if handoff else sample}
+            row = Outbox(scenario=scenario, step_id=step_id, options=options)
             context = template_context(lead, settings, row, unsubscribe)
             who = lead.email
     rendered = templates.render(template, subject=subject, context=context, preheader=preheader, to_lead=template not in INTERNAL)
     return Preview(rendered, used_by, who)
+
+
+def latest_handoff(session: Session, lead_id: int):
+    """The lead's most recent hand-off, if any: what `relance preview sales-handoff --lead` shows."""
+    from sqlalchemy import select
+
+    from relance.store.tables import Handoff
+
+    return session.exec(select(Handoff).where(Handoff.lead_id == lead_id).order_by(Handoff.id.desc()).limit(1)).scalars().first()

@@ -161,6 +161,16 @@ def notify_sales(session: Session, handoff: Handoff, lead: Lead, *, now: datetim
 
     kind: handoff, reassigned, hot-again (a "later" lead turned hot), target (2 h missed), sla (deadline missed),
     withdrawn (the lead left); `why` is the line the email gives (default: the hand-off's reason)."""
+    subject, context = staff_notice(session, handoff, lead, kind=kind, why=why)
+    for address in dict.fromkeys(a for a in to if a and "@" in a):
+        session.add(Outbox(enrollment_id=None, step_id=f"{kind}:{handoff.id}:{address}", visit=0, lead_id=lead.id, scenario="",
+                           template="sales-handoff", subject=subject, to_address=address, status="pending",
+                           options={"kind": "internal", "context": context}, created_at=now))
+
+
+def staff_notice(session: Session, handoff: Handoff, lead: Lead, *, kind: str, why: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The subject (Jinja) and the context of a staff notice about a hand-off: the hand-off, how the score was
+    earned, the lead's recent activity (what `notify_sales` sends and `relance preview --lead` shows)."""
     ledger = session.exec(
         select(ScoreChange).where(ScoreChange.lead_id == lead.id).order_by(ScoreChange.id.desc()).limit(10)
     ).scalars().all()
@@ -173,18 +183,17 @@ def notify_sales(session: Session, handoff: Handoff, lead: Lead, *, now: datetim
         "score_explanation": [f"{c.points:+d} {c.cause}" + (f" ({c.scenario}/{c.step_id})" if c.step_id else "") for c in reversed(ledger)],
         "recent_activity": [f"{e.occurred_at:%Y-%m-%d %H:%M} {e.type} {_short(e.properties)}".strip() for e in recent],
     }
-    subject = {
-        "handoff": "Lead à contacter avant le {{ handoff.deadline }} : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }})",
-        "reassigned": "Lead à contacter avant le {{ handoff.deadline }} : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }})",
-        "hot-again": "Lead en attente redevenu chaud : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }}), à contacter avant le {{ handoff.deadline }}",
-        "target": "Objectif de contact dépassé : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }}) attend depuis le {{ handoff.opened }}",
-        "sla": "SLA dépassé : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }}) attend un appel",
-        "withdrawn": "Lead retiré : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }}) {{ handoff.why }}",
-    }[kind]
-    for address in dict.fromkeys(a for a in to if a and "@" in a):
-        session.add(Outbox(enrollment_id=None, step_id=f"{kind}:{handoff.id}:{address}", visit=0, lead_id=lead.id, scenario="",
-                           template="sales-handoff", subject=subject, to_address=address, status="pending",
-                           options={"kind": "internal", "context": context}, created_at=now))
+    return NOTICE_SUBJECTS[kind], context
+
+
+NOTICE_SUBJECTS = {
+    "handoff": "Lead à contacter avant le {{ handoff.deadline }} : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }})",
+    "reassigned": "Lead à contacter avant le {{ handoff.deadline }} : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }})",
+    "hot-again": "Lead en attente redevenu chaud : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }}), à contacter avant le {{ handoff.deadline }}",
+    "target": "Objectif de contact dépassé : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }}) attend depuis le {{ handoff.opened }}",
+    "sla": "SLA dépassé : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }}) attend un appel",
+    "withdrawn": "Lead retiré : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }}) {{ handoff.why }}",
+}
 
 
 STALE_WHEN_CLOSED = ("handoff", "reassigned", "hot-again", "target", "sla")  # "please call" notices; "withdrawn" is news

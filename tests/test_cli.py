@@ -374,6 +374,24 @@ def test_preview_shows_relances_own_staff_templates_without_a_lead_footer(env):
     assert result.exit_code == 0, result.output
     assert "Un lead est prêt pour vous" in result.output
     assert "/u/preview" not in result.output  # staff mail: no unsubscribe footer added
+    assert "Subject: Lead à contacter avant le " in result.output and "relance's staff email" in result.output
+
+
+def test_preview_of_the_hand_off_email_for_a_lead_shows_its_own_hand_off(env):
+    csv = env / "leads.csv"
+    csv.write_text("email,first_name,last_name,company,job_title,sector,company_revenue,country\n"
+                   "zoe@acme.example,Zoé,Roux,ACME,Directrice marketing,saas,20000000,FR\n", encoding="utf-8")
+    relance("import", str(csv), "--now", "2026-03-02T09:00:00")
+    never = CliRunner().invoke(app, ["preview", "sales-handoff", "--lead", "zoe@acme.example"])
+    assert never.exit_code == 0 and "Zoé" in never.output  # never handed off: the sample hand-off, her profile
+    relance("event", "demo_requested", "--lead", "zoe@acme.example", "--now", "2026-03-02T10:00:00")
+    relance("event", "page_visited", "--lead", "zoe@acme.example", "--prop", "path=/tarifs", "--now", "2026-03-02T10:00:00")
+
+    result = CliRunner().invoke(app, ["preview", "sales-handoff", "--lead", "zoe@acme.example"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "Subject: Lead à contacter avant le 2026-03-04 10:00 UTC : Zoé Roux (ACME)" in text
+    assert "+50 demo_requested" in text and "2026-03-02 10:00 demo_requested" in text
 
 
 def test_lead_show_lists_the_deals_and_reads_temperature_from_this_folders_scoring(env):
