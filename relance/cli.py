@@ -168,9 +168,10 @@ def validate(
     paths: list[Path] = typer.Argument(None, help="Scenario files or folders (default: RELANCE_SCENARIOS_DIR)."),
     templates: Optional[Path] = typer.Option(None, "--templates", help="Templates folder (default: RELANCE_TEMPLATES_DIR)."),
 ) -> None:
-    """Check scenarios: every problem in every file, as FILE:LINE:COL: step ID: message; then which file each
-    internal template (hand-off, SLA and withdrawn emails, the manager's alert) comes from: your templates folder's,
-    or relance's default."""
+    """Check scenarios: every problem in every file, as FILE:LINE:COL: step ID: message.
+
+    Then says where each internal template (hand-off, SLA and withdrawn emails, the manager's alert) comes from:
+    your templates folder, or relance's default."""
     from rich.markup import escape
 
     from relance.library import SetupError, scenario_files, scenarios_folder, validate_paths
