@@ -170,8 +170,7 @@ def validate(
 ) -> None:
     """Check scenarios: every problem in every file, as FILE:LINE:COL: step ID: message.
 
-    Then says where each internal template (hand-off, SLA and withdrawn emails, the manager's alert) comes from:
-    your templates folder, or relance's default."""
+    Then names where each internal template (staff email) comes from: your templates folder, or relance's default."""
     from rich.markup import escape
 
     from relance.library import SetupError, scenario_files, scenarios_folder, validate_paths
