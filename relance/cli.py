@@ -62,6 +62,14 @@ def _listing(title: str, lines: list[str]) -> None:
         console.print(Padding(Text(line), (0, 0, 0, 2)))
 
 
+def _print_json(value) -> None:
+    """--json output: times in ISO 8601 (2026-03-02T09:00:00+00:00), as the HTTP API writes them."""
+    def plain(item):
+        return item.isoformat() if isinstance(item, datetime) else str(item)
+
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=plain) + "\n")
+
+
 def _when(value: Optional[datetime]) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else ""
 
@@ -317,7 +325,7 @@ def lead_show(
     if summary is None:
         _fail(f"no lead with email {email!r}")
     if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+        _print_json(summary)
         return
     profile = Table(show_header=False, title=f"{summary['first_name']} {summary['last_name']} <{summary['email']}>")
     for k in ("company", "job_title", "sector", "company_revenue", "country", "timezone", "source", "stage", "score", "grade", "temperature"):
@@ -529,7 +537,7 @@ def suppress_list(as_json: bool = typer.Option(False, "--json", help="Print JSON
     with Session(_stored()) as session:
         entries = list_entries(session)
     if as_json:
-        sys.stdout.write(json.dumps(entries, indent=2, ensure_ascii=False, default=str) + "\n")
+        _print_json(entries)
         return
     table = Table("email", "reason", "source", "since", "lead", title=f"Suppression list ({len(entries)})")
     for e in entries:
@@ -623,7 +631,7 @@ def sales_list(
     with Session(_stored()) as session:
         rows = open_handoffs(session, now=at, owner=owner, overdue=overdue)
     if as_json:
-        sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False, default=str) + "\n")
+        _print_json(rows)
         return
     if not rows:
         console.print("no open hand-off" + (f" of {owner}" if owner else "") + (" past its deadline" if overdue else ""))
@@ -791,7 +799,7 @@ def report(
         figures = build_report(session, now=when, scenario=scenario, orders={n: p.order for n, p in library.plans.items()},
                                period=within)
     if as_json:
-        sys.stdout.write(json.dumps(figures, indent=2, ensure_ascii=False, default=str) + "\n")
+        _print_json(figures)
         return
     _print_report(figures)
 
@@ -1038,7 +1046,7 @@ def simulate(
         report = project(library.plans[name], leads=leads, days=days, seed=seed, rates=engagement,
                          start=SystemClock().now(), scoring=library.scoring)
     if as_json:
-        sys.stdout.write(json.dumps(report.as_dict(), indent=2, ensure_ascii=False, default=str) + "\n")
+        _print_json(report.as_dict())
     else:
         console.print(render_report(report))
 

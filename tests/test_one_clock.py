@@ -68,10 +68,10 @@ def test_a_scripted_day_on_a_virtual_clock_holds_together(env):
 
     lead = json.loads(relance("lead", "show", "lea.martin@acme.example", "--json").output)
     (enrollment,) = lead["enrollments"]
-    assert enrollment["entered_at"].startswith("2026-03-02 09:00:00")  # UTC
+    assert enrollment["entered_at"].startswith("2026-03-02T09:00:00")  # UTC
     assert [c["at"][:10] for c in lead["score_ledger"]] == ["2026-03-02"]
     assert [o["status"] for o in lead["emails"]] == ["sent"]  # due on the virtual day, sent by the virtual tick
-    assert lead["emails"][0]["sent_at"].startswith("2026-03-02 09:05:00")
+    assert lead["emails"][0]["sent_at"].startswith("2026-03-02T09:05:00")
 
     assert relance("tick", "whitepaper-nurture", "--now", "2026-03-05T10:05:00+01:00").exit_code == 0
     lead = json.loads(relance("lead", "show", "lea.martin@acme.example", "--json").output)
