@@ -8,7 +8,9 @@ machine relance is tested on: when it is unreachable the PostgreSQL half fails, 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+from pathlib import Path
 from typing import Iterator
 
 import boto3
@@ -17,6 +19,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlmodel import Session
 
 from relance.clock import FrozenClock
+from relance.settings import get_settings
 from relance.store.db import make_engine, migrate, scratch_postgres
 
 PG_ADMIN_URL = os.environ.get("RELANCE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -108,3 +111,20 @@ def verify_sender(moto_server):
 def sqs(moto_server):
     """A boto3 SQS client on the moto server."""
     return boto3.client("sqs", region_name="eu-west-1", endpoint_url=moto_server[0])
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, db_url) -> Path:
+    """A private copy of the shipped scenarios and templates, and a database of each backend."""
+    shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
+    shutil.copytree(ROOT / "templates" / "emails", tmp_path / "templates")
+    monkeypatch.setenv("RELANCE_DATABASE_URL", db_url)
+    monkeypatch.setenv("RELANCE_SCENARIOS_DIR", str(tmp_path / "scenarios"))
+    monkeypatch.setenv("RELANCE_TEMPLATES_DIR", str(tmp_path / "templates"))
+    monkeypatch.setenv("RELANCE_OUTBOX_DIR", str(tmp_path / "outbox"))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()

@@ -15,20 +15,6 @@ from relance.settings import get_settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch, db_url) -> Path:
-    """A private copy of the shipped scenarios and templates, and a database of each backend."""
-    shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
-    shutil.copytree(ROOT / "templates" / "emails", tmp_path / "templates")
-    monkeypatch.setenv("RELANCE_DATABASE_URL", db_url)
-    monkeypatch.setenv("RELANCE_SCENARIOS_DIR", str(tmp_path / "scenarios"))
-    monkeypatch.setenv("RELANCE_TEMPLATES_DIR", str(tmp_path / "templates"))
-    monkeypatch.setenv("RELANCE_OUTBOX_DIR", str(tmp_path / "outbox"))
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
-
-
 def relance(*args: str):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -170,17 +169,12 @@ def test_a_won_deal_wakes_a_wait_on_the_customer_stage(engine, clock, tmp_path, 
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch, db_url) -> Path:
-    shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
-    shutil.copytree(ROOT / "templates" / "emails", tmp_path / "templates")
-    for name, value in {"RELANCE_DATABASE_URL": db_url, "RELANCE_SCENARIOS_DIR": str(tmp_path / "scenarios"),
-                        "RELANCE_TEMPLATES_DIR": str(tmp_path / "templates"), "RELANCE_OUTBOX_DIR": str(tmp_path / "outbox")}.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
+def env(env: Path) -> Path:
+    """The shipped project (tests/conftest.py) with its leads imported."""
+    tmp_path = env
     (tmp_path / "l.csv").write_text("email,first_name,source\nlea@acme.example,Léa,salon\n", encoding="utf-8")
     assert CliRunner().invoke(app, ["import", str(tmp_path / "l.csv")]).exit_code == 0
-    yield tmp_path
-    get_settings.cache_clear()
+    return tmp_path
 
 
 def relance(*args: str):

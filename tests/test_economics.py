@@ -5,7 +5,6 @@ without leads, several deals per customer and lost deals; both backends. Then th
 from __future__ import annotations
 
 import json
-import shutil
 from collections import defaultdict
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -17,7 +16,6 @@ from typer.testing import CliRunner
 from relance.cli import app
 from relance.deals import parse_period
 from relance.report import economics
-from relance.settings import get_settings
 from relance.store.tables import Cost, Deal, Lead
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,17 +184,12 @@ def test_the_figures_of_the_first_quarter_as_worked_out_by_hand(data):
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch, db_url) -> Path:
-    shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
-    shutil.copytree(ROOT / "templates" / "emails", tmp_path / "templates")
-    for name, value in {"RELANCE_DATABASE_URL": db_url, "RELANCE_SCENARIOS_DIR": str(tmp_path / "scenarios"),
-                        "RELANCE_TEMPLATES_DIR": str(tmp_path / "templates"), "RELANCE_OUTBOX_DIR": str(tmp_path / "outbox")}.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
+def env(env: Path) -> Path:
+    """The shipped project (tests/conftest.py) with its leads imported."""
+    tmp_path = env
     (tmp_path / "l.csv").write_text("email,first_name,source\na@x.example,A,salon\nb@x.example,B,salon\n", encoding="utf-8")
     assert CliRunner().invoke(app, ["import", str(tmp_path / "l.csv")]).exit_code == 0
-    yield tmp_path
-    get_settings.cache_clear()
+    return tmp_path
 
 
 def relance(*args: str):

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import typer.main
 from typer.testing import CliRunner
 
 from relance.cli import app
-from relance.settings import get_settings
 
-ROOT = Path(__file__).resolve().parents[1]
 
 # Commands that record and read no instant of their own: everything else must take --now.
 TIMELESS = {
@@ -21,19 +17,6 @@ TIMELESS = {
     "simulate", "bench", "demo",  # these run on a virtual clock of their own
     "lead show", "suppress list", "outbox resolve", "outbox resend", "outbox list",
 }
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch, db_url) -> Path:
-    shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
-    shutil.copytree(ROOT / "templates" / "emails", tmp_path / "templates")
-    monkeypatch.setenv("RELANCE_DATABASE_URL", db_url)
-    monkeypatch.setenv("RELANCE_SCENARIOS_DIR", str(tmp_path / "scenarios"))
-    monkeypatch.setenv("RELANCE_TEMPLATES_DIR", str(tmp_path / "templates"))
-    monkeypatch.setenv("RELANCE_OUTBOX_DIR", str(tmp_path / "outbox"))
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
 
 
 def relance(*args: str):

@@ -4,7 +4,6 @@ FastAPI's TestClient, over a real database of each backend."""
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -24,20 +23,6 @@ from relance.store.tables import Handoff, Outbox
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token"
 ZOE = "zoe@acme.example"
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch, db_url) -> Path:
-    """A private copy of the shipped scenarios and templates, and a database of each backend."""
-    shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
-    shutil.copytree(ROOT / "templates" / "emails", tmp_path / "templates")
-    monkeypatch.setenv("RELANCE_DATABASE_URL", db_url)
-    monkeypatch.setenv("RELANCE_SCENARIOS_DIR", str(tmp_path / "scenarios"))
-    monkeypatch.setenv("RELANCE_TEMPLATES_DIR", str(tmp_path / "templates"))
-    monkeypatch.setenv("RELANCE_OUTBOX_DIR", str(tmp_path / "outbox"))
-    get_settings.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
 
 
 def relance(*args: str):
