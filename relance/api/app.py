@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import hmac
+from contextlib import contextmanager
 from datetime import datetime
 from html import escape
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Iterator, Literal, Union
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -20,7 +21,7 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from relance.clock import Clock, SystemClock, ensure_utc
-from relance.deals import BadValue, Closing, record_deal
+from relance.deals import Closing, record_deal
 from relance.email import tracking
 from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
 from relance.library import Library
@@ -223,14 +224,8 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
     def sales_reassign(email: str, body: ReassignIn) -> dict[str, Any]:
         """Give the lead's open hand-off to another owner (emailed); the SLA deadline does not move."""
         with Session(engine) as session:
-            try:
+            with sales_errors():
                 handoff = reassign(session, email=email, to=body.to, by=body.by, now=clock.now())
-            except NoSuchLead as exc:
-                raise HTTPException(404, str(exc)) from exc
-            except HandoffClosed as exc:
-                raise HTTPException(409, str(exc)) from exc
-            except BadAnswer as exc:
-                raise HTTPException(422, [{"loc": ["body", exc.field], "msg": str(exc), "type": "bad_answer"}]) from exc
             session.commit()
             return {"email": email.lower(), "status": handoff.status, "owner": handoff.owner, "team": handoff.team,
                     "deadline_at": handoff.deadline_at.isoformat()}
@@ -241,14 +236,8 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
         reply = Answer(verdict, body.by, reason=body.reason, note=body.note, bant=body.bant,
                        until=ensure_utc(body.until) if body.until else None)
         with Session(engine) as session:
-            try:
+            with sales_errors():
                 handoff = answer(session, email=email, reply=reply, scoring=library.scoring, now=clock.now())
-            except NoSuchLead as exc:
-                raise HTTPException(404, str(exc)) from exc
-            except HandoffClosed as exc:
-                raise HTTPException(409, str(exc)) from exc
-            except BadAnswer as exc:
-                raise HTTPException(422, [{"loc": ["body", exc.field], "msg": str(exc), "type": "bad_answer"}]) from exc
             session.commit()
             return {"email": email.lower(), "status": handoff.status, "owner": handoff.owner,
                     "later_until": handoff.later_until.isoformat() if handoff.later_until else None}
@@ -256,17 +245,26 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
     return app
 
 
+@contextmanager
+def sales_errors() -> Iterator[None]:
+    """What sales cannot do, as HTTP: an unknown lead 404, a closed hand-off 409, a bad answer 422 naming its field."""
+    try:
+        yield
+    except NoSuchLead as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except HandoffClosed as exc:
+        raise HTTPException(409, str(exc)) from exc
+    except BadAnswer as exc:
+        raise HTTPException(422, [{"loc": ["body", exc.field], "msg": str(exc), "type": "bad_answer"}]) from exc
+
+
 def _deal_routes(app: FastAPI, engine: Engine, library: Library, clock: Clock, bearer) -> None:
     """`POST /sales/{email}/won` and `/lost`: a CRM records the deals it closes (docs/economics.md)."""
 
     def close(email: str, closing: Closing) -> dict[str, Any]:
         with Session(engine) as session:
-            try:
+            with sales_errors():
                 deal = record_deal(session, email=email, closing=closing, scoring=library.scoring, now=clock.now())
-            except NoSuchLead as exc:
-                raise HTTPException(404, str(exc)) from exc
-            except BadValue as exc:
-                raise HTTPException(422, [{"loc": ["body", exc.field], "msg": str(exc), "type": "bad_deal"}]) from exc
             session.commit()
             return {"email": email.strip().lower(), "outcome": deal.outcome, "kind": deal.kind, "amount": deal.amount,
                     "margin": deal.margin, "reason": deal.reason, "on": deal.closed_at.isoformat(),
