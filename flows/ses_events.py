@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.tick import tick_time
+from relance.clock import SystemClock
 from relance.library import load_library
 from relance.runner import open_store
 from relance.ses_events import drain
@@ -17,7 +17,7 @@ def drain_task(settings: Settings, queue_url: str, dead_letter_url: str | None):
     import boto3
 
     sqs = boto3.client("sqs", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url)
-    return drain(open_store(settings), load_library(settings), sqs, queue_url, now=tick_time(None), once=True,
+    return drain(open_store(settings), load_library(settings), sqs, queue_url, clock=SystemClock(), once=True,
                  dead_letter_url=dead_letter_url)
 
 

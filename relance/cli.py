@@ -15,8 +15,27 @@ from rich import box
 from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="relance: B2B lead nurturing, scored and handed to sales.")
+
+class _Relance(TyperGroup):
+    """Every command: a setting, or the service it points to, that cannot be used (whichever part of the command
+    found it) is one sentence naming the setting and what to do, and exit 2, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from relance.library import SetupError
+            from relance.settings import SettingError
+
+            if isinstance(exc, (SettingError, SetupError)):
+                _setup_failed(str(exc))
+            raise
+
+
+app = typer.Typer(cls=_Relance, add_completion=False, no_args_is_help=True,
+                  help="relance: B2B lead nurturing, scored and handed to sales.")
 lead_app = typer.Typer(no_args_is_help=True, help="Look at leads.")
 app.add_typer(lead_app, name="lead")
 
@@ -28,9 +47,13 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _settings():
-    from relance.settings import get_settings
+    """The RELANCE_* settings; a value that cannot be used is one sentence naming it, exit 2."""
+    from relance.settings import SettingError, get_settings
 
-    return get_settings()
+    try:
+        return get_settings()
+    except SettingError as exc:
+        _setup_failed(str(exc))
 
 
 NOW_HELP = "Pretend it is this time (ISO date/time, naive = UTC; default: the wall clock)."
@@ -85,12 +108,25 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _setup_failed(message: str) -> None:
+    """The setup is wrong (a setting, a folder it names, a service out of reach): one sentence, exit 2."""
+    from rich.markup import escape
+
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
 @contextmanager
-def _prefect():
-    """Flow runs inside: Prefect's local API failing to start, a tick that could not do all its work, or a
-    folder missing under the flow, is one sentence and exit 1, not a traceback."""
+def _prefect(*, store: bool = False):
+    """Flow runs inside: Prefect's local API failing to start or a tick that could not do all its work is one sentence
+    and exit 1, a folder missing under the flow exit 2, not a traceback. With `store`, the flows work on
+    RELANCE_DATABASE_URL: a database out of reach is said (exit 2) before any flow run starts."""
     from relance.prefect_api import start_early
 
+    if store:
+        from relance.runner import open_store
+
+        open_store(_settings()).dispose()
     start_early()  # its start-up overlaps the imports below
     from rich.markup import escape
 
@@ -100,7 +136,9 @@ def _prefect():
 
     try:
         yield
-    except (PrefectAPIError, TickError, SetupError) as exc:
+    except SetupError as exc:
+        _setup_failed(str(exc))
+    except (PrefectAPIError, TickError) as exc:
         _fail(escape(str(exc)))
 
 
@@ -111,11 +149,17 @@ def _stored():
 
     from relance.runner import open_store
 
+    from sqlalchemy.exc import ArgumentError
+
     settings = _settings()
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" and not Path(url.database).exists():
-        _fail(f"no database at {Path(url.database).absolute()}: run relance from your project folder, or set "
-              "RELANCE_DATABASE_URL to your database (it is created by `relance import` or `relance event`)")
+    try:
+        url = make_url(settings.database_url)
+    except (ArgumentError, ValueError):
+        url = None  # open_store names the setting and what to write
+    if url is not None and url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
+            and not Path(url.database).exists():
+        _setup_failed(f"no database at {Path(url.database).absolute()}: run relance from your project folder, or set "
+                      "RELANCE_DATABASE_URL to your database (it is created by `relance import` or `relance event`)")
     return open_store(settings)
 
 
@@ -131,7 +175,7 @@ def _library(extra: list[Path] | None = None, *, warn: bool = True):
     try:
         library = load_library(_settings(), extra=extra)
     except SetupError as exc:
-        _fail(escape(str(exc)))
+        _setup_failed(str(exc))
     except ScenarioError as exc:
         for problem in exc.problems:
             err.print(str(problem), markup=False, highlight=False, soft_wrap=True)
@@ -194,9 +238,10 @@ def validate(
         if not scenario_files(paths):
             _fail(escape(f"no scenario files (*.yaml) in {', '.join(str(p.absolute()) for p in paths)}"))
         problems, names = validate_paths(paths, templates_dir=templates or settings.templates_dir,
-                                         settings=None if templates else settings, also_in=Path(settings.scenarios_dir))
+                                         settings=None if templates else settings, also_in=Path(settings.scenarios_dir),
+                                         webhook_allow=settings.webhook_allow)
     except SetupError as exc:
-        _fail(escape(str(exc)))
+        _setup_failed(str(exc))
     in_use, template_problems = _internal_templates(templates or settings.templates_dir)
     files = len(scenario_files(paths))
     at_fault, in_files = len({p.path for p in problems}), len(problems)
@@ -421,7 +466,7 @@ def tick(
                "failed": "failed", "waiting": "waiting"}  # as in the tick's log line (docs/ticks.md)
     table = Table(Column("scenario", no_wrap=True), *(Column(c, no_wrap=True, justify="right") for c in columns.values()),
                   title="Tick", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)  # nothing cut in 80 columns
-    with _prefect():
+    with _prefect(store=True):
         for name in names:
             report = run_tick(name, now=now)
             table.add_row(name, *(str(report.get(k, 0)) for k in columns))
@@ -450,7 +495,7 @@ def flow_decay(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP)) 
 
     _now(now)  # a bad --now is refused before Prefect starts
     _library()  # and so are missing folders or broken scenarios (the flow reads scoring.yaml)
-    with _prefect():
+    with _prefect(store=True):
         result = run_flow("flows.housekeeping", "decay", now=now)
     console.print(f"decay: {result['leads']} idle lead(s) lost {-result['points']} point(s) in all")
 
@@ -986,11 +1031,18 @@ def ses_events(
     from relance.runner import open_store
     from relance.ses_events import drain
 
-    when = _now(now)
+    from botocore.config import Config
+
+    from relance.clock import FrozenClock, SystemClock
+
+    clock = FrozenClock(_now(now)) if now else SystemClock()  # --now: every message at that time; else each at its own
     settings, library = _settings(), _library()
-    sqs = boto3.client("sqs", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url)
-    report = drain(open_store(settings), library, sqs, queue_url, now=when, once=once,
-                   dead_letter_url=dead_letter_url, set_aside_dir=set_aside_dir, wait_seconds=1 if once else 20)
+    wait = 1 if once else 20
+    sqs = boto3.client("sqs", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url,
+                       config=Config(connect_timeout=settings.ses_timeout, read_timeout=wait + settings.ses_timeout,
+                                     retries={"max_attempts": 2}))
+    report = drain(open_store(settings), library, sqs, queue_url, clock=clock, once=once,
+                   dead_letter_url=dead_letter_url, set_aside_dir=set_aside_dir, wait_seconds=wait)
     for reason in report.reasons:
         err.print(f"set aside: {reason}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"{report.stored} stored, {report.duplicates} already stored, {report.suppressed} suppressed, "
@@ -1004,7 +1056,7 @@ def flow_sla(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP)) ->
 
     _now(now)
     _library()  # missing folders or broken scenarios: refused before Prefect starts
-    with _prefect():
+    with _prefect(store=True):
         r = run_flow("flows.housekeeping", "sla", now=now)
     console.print(f"sla: {r['open']} open hand-off(s); {r['target_missed']} newly past target, {r['deadline_missed']} newly past deadline")
 
@@ -1016,7 +1068,7 @@ def flow_reengage(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP
 
     _now(now)
     _library()  # missing folders or broken scenarios: refused before Prefect starts
-    with _prefect():
+    with _prefect(store=True):
         r = run_flow("flows.housekeeping", "reengage", now=now)
     console.print(f"reengage: {r['enrolled']} lead(s) enrolled")
 

@@ -156,8 +156,16 @@ def _template_checker(templates_dir: Path, settings: Settings | None = None):
     return checked
 
 
+def _webhook_checker(allow: str):
+    """Why `relance validate` refuses a webhook URL written with an address inside the network (RELANCE_WEBHOOK_ALLOW)."""
+    from relance.webhooks import literal_refusal
+
+    return lambda url: literal_refusal(url, allow)
+
+
 def validate_paths(paths: list[Path], *, templates_dir: Path | None,
-                   settings: Settings | None = None, also_in: Path | None = None) -> tuple[list, dict[str, Path]]:
+                   settings: Settings | None = None, also_in: Path | None = None,
+                   webhook_allow: str = "") -> tuple[list, dict[str, Path]]:
     """Every problem of every scenario file, and the scenario names found (name -> path); given the
     settings, a missing templates folder (when a scenario sends) is a SetupError, not one problem per step.
     An `enroll:` may name any scenario of the folders of the files (and of `also_in`, the scenarios folder):
@@ -179,7 +187,8 @@ def validate_paths(paths: list[Path], *, templates_dir: Path | None,
         problems.extend(read_scoring(folder)[1])
     # the teams a hand-off step may name: of the folders given, else of the folders the files are in
     teams = _teams([read_scoring(folder) for folder in dict.fromkeys(folders or [p.parent for p in paths])])
-    checked = check_texts(texts, check_template=check, also_known=_names_beside(files, also_in), known_teams=teams)
+    checked = check_texts(texts, check_template=check, also_known=_names_beside(files, also_in), known_teams=teams,
+                          check_webhook=_webhook_checker(webhook_allow))
     problems.extend(checked.problems)
     return sorted(problems, key=lambda p: (p.path, p.line, p.col)), {name: Path(path) for name, path in checked.names.items()}
 
@@ -219,7 +228,7 @@ def load_library(settings: Settings, extra: list[Path] | None = None) -> Library
     if scoring_problems:
         raise ScenarioError(scoring_problems)
     checked = check_texts(texts, check_template=_template_checker(settings.templates_dir, settings),
-                          known_teams=_teams([(scoring, scoring_problems)]))
+                          known_teams=_teams([(scoring, scoring_problems)]), check_webhook=_webhook_checker(settings.webhook_allow))
     by_file: dict[str, list] = {}
     for problem in checked.problems:
         by_file.setdefault(problem.path, []).append(problem)

@@ -7,6 +7,7 @@ outbox rows, never on one lead at a time.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,8 +43,8 @@ from relance.scenario.plan import Plan, plan_from_definition
 from relance.scoring.config import ScoringConfig
 from relance.sales import hand_off, last_rejections, ready_for_sales
 from relance.scoring.ledger import add_points, move_stage, reach_mql
-from relance.settings import Settings
-from relance.store.db import make_engine, migrate
+from relance.settings import SettingError, Settings
+from relance.store.db import StoreUnavailable, make_engine, migrate
 from relance.store.repo import (
     claim_due_enrollments, ensure_scenario_version, insert_enrollments, insert_outbox_rows, insert_rows, write_back,
 )
@@ -69,9 +70,16 @@ class RetryableDelivery(RuntimeError):
 
 
 def open_store(settings: Settings) -> Engine:
-    """The migrated database engine for `RELANCE_DATABASE_URL`."""
-    engine = make_engine(settings.database_url)
-    migrate(engine)
+    """The migrated database engine for `RELANCE_DATABASE_URL`; SettingError naming it when it cannot be used."""
+    try:
+        engine = make_engine(settings.database_url)
+        try:
+            migrate(engine)
+        except StoreUnavailable:
+            engine.dispose()
+            raise
+    except StoreUnavailable as exc:
+        raise SettingError(f"setting RELANCE_DATABASE_URL: {exc}") from None
     return engine
 
 
@@ -588,7 +596,8 @@ def deliver(
                     if kind == "webhook":
                         client = client or httpx.Client()
                         body = webhooks.payload(lead=lead, scenario=row.scenario, step_id=row.step_id, at=now)
-                        send = lambda: webhooks.post(client, row.to_address, body, secret=settings.secret_key, outbox_id=row.id)
+                        send = lambda: webhooks.post(client, row.to_address, body, secret=settings.secret_key, outbox_id=row.id,
+                                                     allow=settings.webhook_allow)
                         subject = row.subject
                     else:
                         email = _compose(row, lead, settings=settings, templates=templates)
@@ -613,8 +622,16 @@ def deliver(
             _settle(connection, settled, alerts.rows)
             connection.commit()
     if result.retryable:
-        raise RetryableDelivery(f"{result.retryable} message(s) could not be delivered yet: " + "; ".join(result.errors[:3]), result)
+        raise RetryableDelivery(f"{result.retryable} message(s) could not be delivered yet: {_failed_calls(result.errors)}", result)
     return result
+
+
+def _failed_calls(errors: list[str]) -> str:
+    """How many calls failed and why, each reason once (`SES unreachable: ... (40 calls)`), the commonest first."""
+    reasons = Counter(re.sub(r"^outbox \d+ to [^:]*: ", "", error) for error in errors)
+    shown = "; ".join(f"{why} ({n} call{'s' if n > 1 else ''})" for why, n in reasons.most_common(3))
+    more = len(reasons) - 3
+    return f"{len(errors)} call(s) failed: {shown}" + (f"; and {more} other reason(s)" if more > 0 else "")
 
 
 UNANSWERED_IN_A_ROW = 3  # a hanging transport costs its timeout per message: after this many, the rest waits

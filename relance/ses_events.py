@@ -7,6 +7,9 @@ leads or not.
 A message is deleted from the queue only after its event is committed. A message that cannot
 be understood is set aside (dead-letter queue, else a JSON file with its reason), then deleted,
 so it is never lost and never blocks the queue.
+
+The drain may run for days: each message is stored at the clock's time when it is handled.
+A queue that cannot be reached is a SettingError saying which settings to check.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from relance.clock import ensure_utc
+from relance.clock import Clock, ensure_utc
 from relance.ingest import IncomingEvent, UnknownLead, ingest_events
 from relance.library import Library
+from relance.settings import SettingError
 from relance.store.repo import normalise_email
 from relance.store.tables import Lead, Outbox
 from relance.suppression import suppress
@@ -153,31 +157,51 @@ def _suppress_recipients(engine: Engine, addresses: list[str], *, kind: str, now
 
 
 def drain(
-    engine: Engine, library: Library, sqs, queue_url: str, *, now: datetime, once: bool = True,
+    engine: Engine, library: Library, sqs, queue_url: str, *, clock: Clock, once: bool = True,
     dead_letter_url: str | None = None, set_aside_dir: Path | None = None, wait_seconds: int = 1,
 ) -> DrainReport:
-    """Receive, store and delete messages, 10 at a time, until the queue is empty (once) or forever."""
+    """Receive, store and delete messages, 10 at a time, until the queue is empty (once) or forever;
+    each message is stored at `clock`'s time when it is handled."""
     report = DrainReport()
     while True:
-        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds).get("Messages", [])
+        messages = _queue(sqs.receive_message, queue_url, QueueUrl=queue_url, MaxNumberOfMessages=10,
+                          WaitTimeSeconds=wait_seconds).get("Messages", [])
         if not messages and once:
             return report
         for message in messages:
             try:
-                handle(engine, library, message["Body"], now=now, report=report)
+                handle(engine, library, message["Body"], now=clock.now(), report=report)
             except BadMessage as exc:
                 _set_aside(sqs, message, str(exc), dead_letter_url=dead_letter_url, directory=set_aside_dir)
                 report.set_aside += 1
                 report.reasons.append(f"{message['MessageId']}: {exc}")
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            _queue(sqs.delete_message, queue_url, QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
             report.deleted += 1
+
+
+def _queue(call, queue_url: str, **arguments) -> dict[str, Any]:
+    """One SQS call; SettingError naming what to check when the queue cannot be reached or used."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return call(**arguments)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+            raise SettingError(f"the SQS queue {queue_url} does not exist: check the queue URL (--queue-url) and "
+                               "RELANCE_SES_REGION") from None
+        raise SettingError(f"the SQS queue {queue_url} refused the call ({code or exc}): check the AWS credentials and "
+                           "their rights on the queue, and RELANCE_SES_REGION") from None
+    except BotoCoreError as exc:
+        raise SettingError(f"cannot reach the SQS queue {queue_url} ({exc}): check the queue URL (--queue-url), "
+                           "RELANCE_SES_ENDPOINT_URL, RELANCE_SES_REGION and the AWS credentials") from None
 
 
 def _set_aside(sqs, message: dict[str, Any], reason: str, *, dead_letter_url: str | None, directory: Path | None) -> None:
     """Keep a message relance cannot use, with its reason, before it leaves the main queue."""
     if dead_letter_url:
-        sqs.send_message(QueueUrl=dead_letter_url, MessageBody=message["Body"],
-                         MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:1000]}})
+        _queue(sqs.send_message, dead_letter_url, QueueUrl=dead_letter_url, MessageBody=message["Body"],
+               MessageAttributes={"reason": {"DataType": "String", "StringValue": reason[:1000]}})
         return
     directory = Path(directory or "ses-set-aside")
     directory.mkdir(parents=True, exist_ok=True)

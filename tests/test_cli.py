@@ -256,7 +256,7 @@ def elsewhere(tmp_path, monkeypatch) -> Path:
 
 
 def test_tick_from_a_folder_without_scenarios_is_one_sentence_in_a_real_process(elsewhere):
-    """The command as typed in a shell: exit 1, what is missing, where it looked (absolute), what to do; no traceback."""
+    """The command as typed in a shell: exit 2 (the setup is wrong), what is missing, where it looked (absolute), what to do; no traceback."""
     import os
     import subprocess
     import sys
@@ -265,7 +265,7 @@ def test_tick_from_a_folder_without_scenarios_is_one_sentence_in_a_real_process(
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     done = subprocess.run([sys.executable, "-m", "relance.cli", "tick"], cwd=elsewhere, env=env, capture_output=True,
                           text=True, timeout=120)
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and "FileNotFoundError" not in done.stderr
     assert done.stderr.strip().splitlines() == [
         f"error: no folder of scenario files at {elsewhere / 'scenarios'} (not found): {MISSING_HINT} to the folder of "
@@ -280,7 +280,7 @@ def test_tick_from_a_folder_without_scenarios_is_one_sentence_in_a_real_process(
 ], ids=" ".join)
 def test_every_command_that_needs_the_scenarios_says_where_it_looked(elsewhere, command):
     result = CliRunner().invoke(app, command)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback: a clean exit
     assert f"error: no folder of scenario files at {elsewhere / 'scenarios'} (not found): {MISSING_HINT}" in result.stderr
     assert list(elsewhere.iterdir()) == []  # refused before any database, outbox or demo folder is created
@@ -289,14 +289,14 @@ def test_every_command_that_needs_the_scenarios_says_where_it_looked(elsewhere, 
 def test_a_scenarios_setting_that_points_nowhere_or_to_a_file_is_named(elsewhere, monkeypatch):
     monkeypatch.setenv("RELANCE_SCENARIOS_DIR", str(elsewhere / "nope"))
     result = CliRunner().invoke(app, ["tick"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert (f"error: RELANCE_SCENARIOS_DIR points to {elsewhere / 'nope'}, which does not exist: set it to the folder "
             "of your scenario files") in result.stderr
     (elsewhere / "a-file").write_text("scenario: x\n", encoding="utf-8")
     monkeypatch.setenv("RELANCE_SCENARIOS_DIR", "a-file")
     get_settings.cache_clear()
     result = CliRunner().invoke(app, ["serve"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert f"RELANCE_SCENARIOS_DIR points to {elsewhere / 'a-file'}, which is a file, not a folder" in result.stderr
 
 
@@ -304,7 +304,7 @@ def test_a_missing_templates_folder_is_one_sentence_not_one_problem_per_step(els
     shutil.copytree(ROOT / "scenarios", elsewhere / "scenarios")
     for command in (["tick"], ["validate"], ["serve"]):
         result = CliRunner().invoke(app, command)
-        assert result.exit_code == 1, (command, result.output)
+        assert result.exit_code == 2, (command, result.output)
         assert result.stderr.strip() == (
             f"error: no folder of email templates at {elsewhere / 'templates' / 'emails'} (not found): run relance from your "
             "project folder (the one with scenarios/ and templates/emails/), or set RELANCE_TEMPLATES_DIR to the folder of "
@@ -313,7 +313,7 @@ def test_a_missing_templates_folder_is_one_sentence_not_one_problem_per_step(els
     monkeypatch.setenv("RELANCE_TEMPLATES_DIR", str(elsewhere / "tpl"))
     get_settings.cache_clear()
     result = CliRunner().invoke(app, ["validate"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert f"RELANCE_TEMPLATES_DIR points to {elsewhere / 'tpl'}, which does not exist" in result.stderr
 
 
@@ -337,7 +337,7 @@ def test_validate_refuses_a_folder_without_scenario_files_and_a_path_that_is_not
 def test_a_reading_command_in_the_wrong_folder_says_there_is_no_database_and_creates_none(elsewhere, command):
     result = CliRunner().invoke(app, command)
 
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert f"no database at {elsewhere / 'relance.db'}" in " ".join(result.output.split())
     assert list(elsewhere.iterdir()) == []
 

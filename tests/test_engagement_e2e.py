@@ -67,7 +67,7 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
         event = {"eventType": kind, "mail": {"messageId": message_id, "destination": [EMAIL], "timestamp": "2026-01-05T09:00:00Z"},
                  kind.lower(): {"timestamp": "2026-01-05T11:00:00Z"}}
         sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"Type": "Notification", "Message": json.dumps(event)}))
-    assert drain(engine, library, sqs, queue, now=clock.now(), wait_seconds=0).duplicates == 1
+    assert drain(engine, library, sqs, queue, clock=clock, wait_seconds=0).duplicates == 1
 
     # the tracked click redirects and scores; three days later the open sends the case study
     click = re.search(r'href="https://t\.example(/c/[^"]+)"', next(p.get_content() for p in guide.iter_parts() if p.get_content_type() == "text/html")).group(1)
@@ -92,7 +92,7 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
     complaint = {"eventType": "Complaint", "mail": {"messageId": message_id, "destination": [EMAIL], "timestamp": "2026-01-05T09:00:00Z"},
                  "complaint": {"timestamp": "2026-01-08T12:00:00Z", "complainedRecipients": [{"emailAddress": EMAIL}]}}
     sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(complaint))
-    assert drain(engine, library, sqs, queue, now=clock.now(), wait_seconds=0).suppressed == 1
+    assert drain(engine, library, sqs, queue, clock=clock, wait_seconds=0).suppressed == 1
     unsubscribe = guide["List-Unsubscribe"].strip("<>").removeprefix("https://t.example")
     assert api.post(unsubscribe, content="List-Unsubscribe=One-Click").status_code == 200
     lead = lead_summary(engine, EMAIL)

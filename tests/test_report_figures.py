@@ -60,7 +60,7 @@ steps:
   - id: nudge
     score: +9223372036854775808
   - id: hook
-    notify: {webhook: "http://[::1"}
+    notify: {webhook: "http://localhost:9/hook"}  # refused when sent: localhost is this machine
   - id: rest
     wait: 10d
 """

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from relance.library import Library
+from relance.clock import ensure_utc
+from relance.library import Library, load_library
+from relance.runner import sync_scenarios
 from relance.scoring.config import ScoringConfig
 from relance.ses_events import drain
+from relance.settings import Settings
 from relance.store.repo import upsert_lead
-from relance.store.tables import Event, Lead, Outbox
+from relance.store.tables import Enrollment, Event, Lead, Outbox
 
 
 def ses(kind: str, message_id: str, at: str, **detail) -> dict:
@@ -48,7 +52,7 @@ LIBRARY = Library(scoring=ScoringConfig.model_validate({"behaviour": {"email_ope
 
 
 def _drain(engine, sqs, queue, clock, tmp_path):
-    return drain(engine, LIBRARY, sqs, queue, now=clock.now(), set_aside_dir=tmp_path / "aside", wait_seconds=0)
+    return drain(engine, LIBRARY, sqs, queue, clock=clock, set_aside_dir=tmp_path / "aside", wait_seconds=0)
 
 
 def _lead(engine):
@@ -111,7 +115,57 @@ def test_malformed_messages_are_set_aside_with_their_reason_and_do_not_block_the
 def test_a_dead_letter_queue_receives_what_is_set_aside(engine, sqs, queue, lead, clock, tmp_path):
     dead = sqs.create_queue(QueueName="ses-dead-letter")["QueueUrl"]
     sqs.send_message(QueueUrl=queue, MessageBody="{not json")
-    drain(engine, LIBRARY, sqs, queue, now=clock.now(), dead_letter_url=dead, wait_seconds=0)
+    drain(engine, LIBRARY, sqs, queue, clock=clock, dead_letter_url=dead, wait_seconds=0)
     [kept] = sqs.receive_message(QueueUrl=dead, MessageAttributeNames=["All"], WaitTimeSeconds=0)["Messages"]
     assert kept["Body"] == "{not json" and kept["MessageAttributes"]["reason"]["StringValue"].startswith("not JSON")
     sqs.delete_queue(QueueUrl=dead)
+
+
+class LongPolls:
+    """The real SQS client of a drain that runs for days: before each poll after the first, the clock moves on a
+    day and the next message of `later` arrives."""
+
+    def __init__(self, sqs, queue: str, clock, later: list[str]) -> None:
+        self.sqs, self.queue, self.clock, self.later, self.polls = sqs, queue, clock, later, 0
+
+    def receive_message(self, **arguments):
+        if self.polls and self.later:
+            self.clock.advance(timedelta(days=1))
+            self.sqs.send_message(QueueUrl=self.queue, MessageBody=self.later.pop(0))
+        self.polls += 1
+        return self.sqs.receive_message(**arguments)
+
+    def __getattr__(self, name):
+        return getattr(self.sqs, name)
+
+
+FOLLOW = """\
+scenario: clicked-follow
+trigger: {event: email_clicked}
+steps:
+  - id: pause
+    wait: 3d
+"""
+
+
+def test_a_drain_that_runs_for_days_stores_each_message_at_the_time_it_is_handled(engine, db_url, sqs, queue, lead, clock, tmp_path):
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / "follow.yaml").write_text(FOLLOW, encoding="utf-8")
+    settings = Settings(database_url=db_url, scenarios_dir=tmp_path / "scenarios", templates_dir=tmp_path / "templates")
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    started = clock.now()
+    sqs.send_message(QueueUrl=queue, MessageBody=sns(ses("Open", "ses-msg-1", "2026-01-05T09:30:00Z")))
+    later = [sns(ses("Click", "ses-msg-1", "2026-01-06T09:30:00Z", link="https://relance.example/etude")),
+             sns(ses("Delivery", "ses-msg-1", "2026-01-07T09:30:00Z"))]
+
+    report = drain(engine, library, LongPolls(sqs, queue, clock, later), queue, clock=clock, set_aside_dir=tmp_path / "aside",
+                   wait_seconds=0)
+
+    assert (report.stored, report.deleted) == (3, 3)
+    with Session(engine) as session:
+        received = {e.type: e.received_at for e in session.exec(select(Event)).scalars()}
+        [enrollment] = session.exec(select(Enrollment)).scalars().all()
+    assert {t: ensure_utc(at) for t, at in received.items()} == {
+        "email_opened": started, "email_clicked": started + timedelta(days=1), "email_delivered": started + timedelta(days=2)}
+    assert ensure_utc(enrollment.entered_at) == started + timedelta(days=1)  # entered when the click was handled, not at start-up

@@ -262,7 +262,7 @@ def queue(sqs, request):
 
 
 def _drain(world: World, sqs, queue, tmp_path):
-    return drain(world.engine, world.library, sqs, queue, now=world.clock.now(), set_aside_dir=tmp_path / "aside", wait_seconds=0)
+    return drain(world.engine, world.library, sqs, queue, clock=world.clock, set_aside_dir=tmp_path / "aside", wait_seconds=0)
 
 
 def test_an_ses_permanent_bounce_suppresses_the_lead_and_every_address_it_names(world, sqs, queue, tmp_path):

@@ -68,7 +68,8 @@ def settings(tmp_path: Path, db_url: str, receiver: Receiver) -> Settings:
     (tmp_path / "templates").mkdir()
     (tmp_path / "scenarios" / "hooked.yaml").write_text(HOOKED % receiver.url, encoding="utf-8")
     return Settings(database_url=db_url, scenarios_dir=tmp_path / "scenarios", templates_dir=tmp_path / "templates",
-                    outbox_dir=tmp_path / "outbox", transport="null", secret_key="s3cret")
+                    outbox_dir=tmp_path / "outbox", transport="null", secret_key="s3cret",
+                    webhook_allow="127.0.0.1")  # the receiver runs on this machine
 
 
 def _request_demo(engine, settings, clock, email: str) -> list[int]:

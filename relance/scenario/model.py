@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -294,6 +295,13 @@ class NotifyAction(Strict):
     subject: str | None = Field(None, description="Subject of the notification email.")
     webhook: str | None = Field(None, pattern=r"^https?://", description="URL to POST the lead to.")
 
+    @field_validator("webhook")
+    @classmethod
+    def _callable_url(cls, url: str | None) -> str | None:
+        if url is not None and (why := webhook_url_problem(url)):
+            raise ValueError(f"`webhook: {url}` is not a web address relance can call: {why}")
+        return url
+
     @model_validator(mode="after")
     def _target(self) -> "NotifyAction":
         if not self.email and not self.webhook:
@@ -303,6 +311,29 @@ class NotifyAction(Strict):
         if self.webhook and (self.template or self.subject):
             raise ValueError("`template:` and `subject:` are for `email:`; a webhook receives the lead as JSON")
         return self
+
+
+_PORT = "its port is not a number from 1 to 65535"
+_WEB_HOST = re.compile(r"^(?=.{1,253}$)[\w-]+(\.[\w-]+)*\.?$")
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """What makes an http(s) URL one no POST can be made to (None: it can be tried)."""
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return "it contains a space or a control character"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        return _PORT if "port" in str(exc).lower() else "the address between [ ] is not a valid IPv6 address"
+    host = parts.hostname or ""
+    if not host:
+        return "it names no host (write https://HOST/PATH)"
+    if ":" not in host and not _WEB_HOST.match(host):  # an IPv6 address was checked by urlsplit
+        return f"{host!r} is not a host name"
+    if parts.port == 0:
+        return _PORT
+    return None
 
 
 class Notify(BaseStep):

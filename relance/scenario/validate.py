@@ -38,6 +38,7 @@ from relance.scenario.plan import _edges_of
 from relance.scenario.problems import Problem
 
 TemplateCheck = Callable[..., list[str]]  # check(name, to_lead=bool): a send step's template reaches leads
+WebhookCheck = Callable[[str], "str | None"]  # check(url): why relance may not call this webhook, or None
 _JINJA = SandboxedEnvironment()
 
 
@@ -162,9 +163,11 @@ def validate_scenario(
     known_scenarios: set[str] | None = None,
     check_template: TemplateCheck | None = None,
     known_teams: set[str] | None = None,
+    check_webhook: WebhookCheck | None = None,
 ) -> list[Problem]:
     """Every graph and content problem of a loaded scenario, or of what parsed of one (a Draft), sorted by place
-    (`known_teams`: the sales teams of scoring.yaml a `handoff` step's `team:` may name; None: not checked)."""
+    (`known_teams`: the sales teams of scoring.yaml a `handoff` step's `team:` may name; None: not checked;
+    `check_webhook`: why a webhook URL may not be called, or None)."""
     draft = Draft.of(scenario) if isinstance(scenario, Scenario) else scenario
     problems: list[Problem] = []
 
@@ -204,6 +207,8 @@ def validate_scenario(
             _check_template(check_template, step.send, ("steps", index, "send"), step.id, report, to_lead=True)
         if isinstance(step, Notify):
             _check_jinja(step.notify.subject, ("steps", index, "notify", "subject"), step.id, "subject", report)
+            if step.notify.webhook and check_webhook is not None and (why := check_webhook(step.notify.webhook)):
+                report(("steps", index, "notify", "webhook"), step.id, f"`webhook: {step.notify.webhook}` is refused: {why}")
             if step.notify.template:
                 _check_template(check_template, step.notify.template, ("steps", index, "notify", "template"), step.id, report,
                                 to_lead=False)
@@ -312,7 +317,8 @@ def validate_texts(
 
 
 def check_texts(texts: dict[str, str], *, check_template: TemplateCheck | None = None,
-                also_known: set[str] = frozenset(), known_teams: set[str] | None = None) -> Checked:
+                also_known: set[str] = frozenset(), known_teams: set[str] | None = None,
+                check_webhook: WebhookCheck | None = None) -> Checked:
     """Every problem of every file in one pass: the graph and content checks run on whatever parsed of each file.
     `also_known`: names of other scenarios an `enroll:` may name (the rest of the folder of a file checked alone);
     `known_teams`: the sales teams of scoring.yaml (None: not checked)."""
@@ -336,7 +342,7 @@ def check_texts(texts: dict[str, str], *, check_template: TemplateCheck | None =
             first_path[name] = path
         if draft is not None:
             problems.extend(validate_scenario(draft, positions, path=path, known_scenarios=known, check_template=check_template,
-                                              known_teams=known_teams))
+                                              known_teams=known_teams, check_webhook=check_webhook))
         if scenario is None or names.get(scenario.name, path) != path:
             continue
         scenarios[scenario.name] = scenario

@@ -9,16 +9,38 @@ from typing import Iterator
 
 from alembic import command
 from alembic.config import Config
+import re
 import uuid
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+CONNECT_TIMEOUT_S = 10  # a PostgreSQL that does not answer (a firewall drops the packets) is unreachable after this
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot be used: its URL is not one, its driver is missing, or it cannot be reached. Says why."""
 
 
 def make_engine(url: str) -> Engine:
-    """An engine tuned for the backend: WAL, foreign keys and a busy timeout on SQLite."""
+    """An engine tuned for the backend: WAL, foreign keys and a busy timeout on SQLite; StoreUnavailable for a URL
+    that names no database relance can open."""
+    try:
+        return _engine(url)
+    except (NoSuchModuleError, ModuleNotFoundError) as exc:
+        raise StoreUnavailable(f"{_shown(url)} names a database or driver relance cannot load ({_first_line(exc)}): "
+                               "write sqlite:///FILE or postgresql+psycopg://USER@HOST:5432/DATABASE") from None
+    except (ArgumentError, ValueError) as exc:
+        raise StoreUnavailable(f"{_shown(url)} is not a database URL ({_first_line(exc)}): write sqlite:///relance.db or "
+                               "postgresql+psycopg://USER@HOST:5432/DATABASE") from None
+    except OSError as exc:
+        raise StoreUnavailable(f"the folder of the SQLite file {_shown(url)} cannot be created: {exc.strerror or exc}") from None
+
+
+def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -33,7 +55,32 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    parsed = make_url(url)
+    waits = {"connect_timeout": CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query else {}
+    return create_engine(url, pool_pre_ping=True, connect_args=waits)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _shown(url: str) -> str:
+    """The URL without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return repr(re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)[:80])
+
+
+def reachable(engine: Engine) -> None:
+    """Connect once; StoreUnavailable saying why when the database cannot be reached or opened."""
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        reason = _first_line(exc.orig if exc.orig is not None else exc)
+        raise StoreUnavailable(f"cannot reach the database {engine.url.render_as_string(hide_password=True)}: "
+                               f"{reason}; start it, or check its host, port, user, password and name") from None
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -44,7 +91,8 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+    """Bring the schema to the newest migration (idempotent); StoreUnavailable when the database cannot be reached."""
+    reachable(engine)
     command.upgrade(alembic_config(engine), "head")
 
 

@@ -30,7 +30,7 @@ steps:
     send: hello
     subject: "Bonjour {{ lead.first_name }}"
   - id: tell
-    notify: {webhook: "http://[::1"}
+    notify: {webhook: "http://localhost:9/hook"}  # refused when sent: localhost is this machine
 """
 
 

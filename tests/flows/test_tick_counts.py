@@ -54,7 +54,7 @@ steps:
     send: t-nudge
     subject: "Vous l'avez lu ?"
   - id: hook
-    notify: {webhook: "http://:80/hook"}
+    notify: {webhook: "http://localhost:9/hook"}  # refused when sent: localhost is this machine
   - id: wait-case
     wait_until: {event: downloaded, where: {asset: case}}
     timeout: 3d
