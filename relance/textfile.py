@@ -16,11 +16,10 @@ class TextFileError(ValueError):
 
 
 def size_of(count: int) -> str:
-    """A size as a person reads it: 1.5 MB, 300 KB, 12 bytes."""
-    if count >= 1_000_000:
-        return f"{count / 1_000_000:.1f} MB"
-    if count >= 1_000:
-        return f"{count // 1_000} KB"
+    """A size as a person reads it: 2 MB, 256.1 KB, 12 bytes."""
+    for unit, size in (("MB", 1_000_000), ("KB", 1_000)):
+        if count >= size:
+            return f"{count // size} {unit}" if count % size == 0 else f"{count / size:.1f} {unit}"
     return f"{count} bytes"
 
 

@@ -18,6 +18,7 @@ from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent, MappingStartEvent, ScalarEvent, SequenceStartEvent
 from ruamel.yaml.nodes import MappingNode, SequenceNode
+from ruamel.yaml.reader import ReaderError
 
 from relance.scenario.model import CONDITION_TAGS, STEP_TAGS, Condition, Scenario, Step, Trigger, step_tag
 from relance.scenario.problems import Problem
@@ -413,11 +414,20 @@ def _load(text: str, path: str, model: type[BaseModel], *, shape: str) -> tuple[
         what = exc.problem or str(exc)
         if isinstance(exc, LimitError):
             return None, None, Positions(scenario_name=_written_name(text)), [Problem(path, line, col, None, what)]
-        if exc.context and exc.context_mark is not None and exc.context_mark is not mark:
+        if what == "but found another document":
+            what = "a second document (`---`): a file holds one scenario"
+        elif exc.context and exc.context_mark is not None and exc.context_mark is not mark:
             start = exc.context_mark
-            inside = exc.context.removeprefix("while parsing ").removeprefix("a ")
+            inside = exc.context.removeprefix("while parsing ").removeprefix("while constructing ").removeprefix("a ")
             what += f" (in the {inside} that starts at line {start.line + 1}, column {start.column + 1})"
         return None, None, Positions(scenario_name=_written_name(text)), [Problem(path, line, col, None, f"bad YAML: {what}")]
+    except ReaderError as exc:  # a character YAML does not allow (NUL, other control characters)
+        if not isinstance(exc.character, int):
+            return None, None, Positions(scenario_name=_written_name(text)), [Problem(path, 1, 1, None, f"bad YAML: {exc}")]
+        before = text[:exc.position]
+        line, col = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        return None, None, Positions(scenario_name=_written_name(text)), [
+            Problem(path, line, col, None, f"bad YAML: character U+{exc.character:04X} is not allowed in a YAML file")]
     except YAMLError as exc:
         return None, None, Positions(scenario_name=_written_name(text)), [Problem(path, 1, 1, None, f"bad YAML: {exc}")]
     nodes: dict[Path, tuple[int, int]] = {}

@@ -38,9 +38,9 @@ def parse_duration(value: Any) -> timedelta:
         return value
     if isinstance(value, str):
         match = _DURATION.match(value)
+        if match and (len(match.group(1)) > 9 or int(match.group(1)) * _UNIT_SECONDS[match.group(2)] > MAX_DURATION.total_seconds()):
+            raise ValueError(f"bad duration {value!r}: at most {MAX_DURATION.days}d (ten years)")
         if match and int(match.group(1)) > 0:
-            if len(match.group(1)) > 9 or int(match.group(1)) * _UNIT_SECONDS[match.group(2)] > MAX_DURATION.total_seconds():
-                raise ValueError(f"bad duration {value!r}: at most {MAX_DURATION.days}d (ten years)")
             return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
     raise ValueError(f"bad duration {value!r}: expected a positive number and a unit, like 45m, 2h, 3d or 1w")
 
