@@ -8,6 +8,8 @@ HTML (see `text_of`), so it says what the HTML says. The subject and the prehead
 in the same sandbox with the same context; a template that does not place `{{ preheader }}` gets
 it as its `<mj-preview>`. An email to a lead that shows no unsubscribe link or no postal address
 gets relance's footer (`with_footer`); `check(name, to_lead=True)` reports such a template.
+Each render has RenderLimits (time, loop turns and calls, size of what it makes, size of a template
+file): past one, it stops with a RenderError saying which, never a hang or a MemoryError.
 Every template gets this context:
 
 - `lead`: email, first_name, last_name, job_title, company, sector, country, score, grade,
