@@ -13,6 +13,7 @@ from pathlib import Path
 from relance.scenario.plan import Plan, compile_scenario
 from relance.scoring.config import ScoringConfig
 from relance.settings import Settings
+from relance.textfile import TextFileError, read_text
 
 SCORING_FILE = "scoring.yaml"
 
@@ -112,6 +113,20 @@ def scenario_files(paths: list[Path]) -> list[Path]:
     return list(unique.values())
 
 
+def read_source(path: Path) -> tuple[str, None] | tuple[None, "Problem"]:
+    """The text of a scenario file or scoring.yaml, or the problem that keeps it from being read (too big, not
+    UTF-8, not readable), located at the byte at fault."""
+    from relance.scenario.loader import MAX_FILE_BYTES
+    from relance.scenario.problems import Problem
+
+    try:
+        return read_text(path, limit=MAX_FILE_BYTES, what="a scenario file"), None
+    except TextFileError as exc:
+        return None, Problem(str(path), exc.line, exc.col, None, str(exc))
+    except OSError as exc:
+        return None, Problem(str(path), 1, 1, None, f"cannot read: {exc.strerror or exc}")
+
+
 def read_scoring(directory: Path) -> tuple[ScoringConfig, list]:
     """scoring.yaml of a folder (defaults when absent) and its problems, each at its line."""
     from relance.scenario.loader import load_model_text
@@ -119,8 +134,11 @@ def read_scoring(directory: Path) -> tuple[ScoringConfig, list]:
     path = directory / SCORING_FILE
     if not path.exists():
         return ScoringConfig(), []
+    text, problem = read_source(path)
+    if problem is not None:
+        return ScoringConfig(), [problem]
     config, _positions, problems = load_model_text(
-        path.read_text(encoding="utf-8"), str(path), ScoringConfig,
+        text, str(path), ScoringConfig,
         shape="scoring.yaml is a mapping with behaviour:, fit:, grades:, mql:, handoff: ...",
     )
     return (config or ScoringConfig()), problems
@@ -170,17 +188,10 @@ def validate_paths(paths: list[Path], *, templates_dir: Path | None,
     settings, a missing templates folder (when a scenario sends) is a SetupError, not one problem per step.
     An `enroll:` may name any scenario of the folders of the files (and of `also_in`, the scenarios folder):
     those other files are read for their names only, their problems are theirs."""
-    from relance.scenario.problems import Problem
     from relance.scenario.validate import check_texts
 
-    texts: dict[str, str] = {}
-    problems: list = []
     files = scenario_files(paths)
-    for path in files:
-        try:
-            texts[str(path)] = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            problems.append(Problem(str(path), 1, 1, None, f"cannot read: {exc.strerror or exc}"))
+    texts, problems = _read_all(files)
     check = _template_checker(templates_dir, settings) if templates_dir is not None else None
     folders = [p for p in paths if p.is_dir()]
     for folder in folders:
@@ -193,6 +204,30 @@ def validate_paths(paths: list[Path], *, templates_dir: Path | None,
     return sorted(problems, key=lambda p: (p.path, p.line, p.col)), {name: Path(path) for name, path in checked.names.items()}
 
 
+def _read_all(files: list[Path]) -> tuple[dict[str, str], list]:
+    """The texts of the files that can be read (by path), and a problem for each one that cannot."""
+    texts: dict[str, str] = {}
+    problems = []
+    for path in files:
+        text, problem = read_source(path)
+        if problem is not None:
+            problems.append(problem)
+        else:
+            texts[str(path)] = text
+    return texts, problems
+
+
+def _declared_name(path: Path) -> str | None:
+    """The scenario id a file that cannot be read as a whole declares on its `scenario:` line, if any."""
+    from relance.scenario.loader import _written_name
+
+    try:
+        with path.open("rb") as stream:
+            return _written_name(stream.read(4096).decode("utf-8", "replace"))
+    except OSError:
+        return None
+
+
 def _names_beside(files: list[Path], also_in: Path | None) -> set[str]:
     """The scenario ids declared by the other files of these files' folders (and of `also_in`)."""
     from relance.scenario.loader import scenario_name
@@ -203,10 +238,8 @@ def _names_beside(files: list[Path], also_in: Path | None) -> set[str]:
     for other in scenario_files(sorted(folders)):
         if other.resolve() in mine:
             continue
-        try:
-            name = scenario_name(other.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
-            continue
+        text, _problem = read_source(other)
+        name = scenario_name(text) if text is not None else None
         if name:
             names.add(name)
     return names
@@ -220,8 +253,8 @@ def load_library(settings: Settings, extra: list[Path] | None = None) -> Library
     from relance.scenario.validate import check_texts
 
     paths = scenario_files([scenarios_folder(settings), *(extra or [])])
-    texts = {str(path): path.read_text(encoding="utf-8") for path in paths}
-    key = _read_from(texts, settings)
+    texts, unread = _read_all(paths)
+    key = _read_from({**texts, **{p.path: f"\0{p}" for p in unread}}, settings)
     if (library := _loaded.get(key)) is not None:
         return library
     scoring, scoring_problems = read_scoring(settings.scenarios_dir)
@@ -230,14 +263,15 @@ def load_library(settings: Settings, extra: list[Path] | None = None) -> Library
     checked = check_texts(texts, check_template=_template_checker(settings.templates_dir, settings),
                           known_teams=_teams([(scoring, scoring_problems)]), check_webhook=_webhook_checker(settings.webhook_allow))
     by_file: dict[str, list] = {}
-    for problem in checked.problems:
+    for problem in [*unread, *checked.problems]:
         by_file.setdefault(problem.path, []).append(problem)
     library = Library(
         plans={name: compile_scenario(scenario) for name, scenario in checked.scenarios.items()
                if checked.names[name] not in by_file},
         paths={name: Path(path) for name, path in checked.names.items() if path not in by_file},
         scoring=scoring,
-        broken=[BrokenScenario(Path(path), checked.declared.get(path), tuple(found)) for path, found in sorted(by_file.items())],
+        broken=[BrokenScenario(Path(path), checked.declared.get(path, _declared_name(Path(path))), tuple(found))
+                for path, found in sorted(by_file.items())],
     )
     if len(_loaded) >= 8:
         _loaded.clear()

@@ -14,10 +14,15 @@ from typing import Annotated, Any, Literal, Mapping, Union, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from ruamel.yaml import YAML
+from ruamel.yaml.composer import Composer, ComposerError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent, MappingStartEvent, ScalarEvent, SequenceStartEvent
+from ruamel.yaml.nodes import MappingNode, SequenceNode
+from ruamel.yaml.reader import ReaderError
 
 from relance.scenario.model import CONDITION_TAGS, STEP_TAGS, Condition, Scenario, Step, Trigger, step_tag
 from relance.scenario.problems import Problem
+from relance.textfile import too_big
 
 Path = tuple[Any, ...]
 _TAG_MESSAGES = {
@@ -90,6 +95,84 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float):
         return float(value)
     return value
+
+
+# --------------------------------------------------------------------------- limits of what a file may hold
+
+MAX_FILE_BYTES = 256_000  # a scenario of 200 steps is about 10 KB; parsing 256 KB takes a few seconds already
+MAX_DEPTH = 50  # mappings and lists inside one another (an `all:` inside an `any:` ... is one level each)
+MAX_ALIAS_VALUES = 10_000  # values that aliases (*name) add to a file once expanded
+MAX_NUMBER_DIGITS = 30  # no key takes a longer number; Python refuses to read numbers of 4,300 digits and more
+_NUMBER = re.compile(r"[-+]?(?:0[xXoObB])?[0-9a-fA-F_]+")
+
+
+class LimitError(ComposerError):
+    """What a file holds is past a limit (said in `problem`, at `problem_mark`)."""
+
+
+class _LimitedComposer(Composer):
+    """ruamel's composer, refusing (at the line and column they are written) what would make the file explode
+    once read: too deep a nesting, aliases that expand to too many values, numbers too long to be read."""
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self._nesting = 0
+        self._alias_values = 0
+        self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth), aliases expanded
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent):
+            self._check_alias(event)
+        elif isinstance(event, (MappingStartEvent, SequenceStartEvent)) and self._nesting >= MAX_DEPTH:
+            raise LimitError(None, None, f"nested more than {MAX_DEPTH} levels deep: no scenario needs that many",
+                                event.start_mark)
+        elif isinstance(event, ScalarEvent) and event.style is None and len(event.value) > MAX_NUMBER_DIGITS \
+                and _NUMBER.fullmatch(event.value) and any(c.isdigit() for c in event.value):
+            raise LimitError(None, None, f"a number of {len(event.value)} digits is too long to be read "
+                                f"(at most {MAX_NUMBER_DIGITS}); quote it if it is text", event.start_mark)
+        self._nesting += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._nesting -= 1
+
+    def _check_alias(self, event: AliasEvent) -> None:
+        target = self.anchors.get(event.anchor)
+        if target is None:
+            return  # ruamel says it is undefined
+        if isinstance(target, (MappingNode, SequenceNode)) and target.end_mark is None:
+            raise LimitError(None, None, f"alias *{event.anchor} is used inside its own anchor &{event.anchor}: "
+                                "it would never end", event.start_mark)
+        values, depth = self._size(target)
+        self._alias_values += values
+        if self._alias_values > MAX_ALIAS_VALUES:
+            raise LimitError(None, None, f"aliases (*name) expand to more than {MAX_ALIAS_VALUES:,} values "
+                                f"(*{event.anchor} here): write the values out, or use fewer aliases", event.start_mark)
+        if self._nesting + depth > MAX_DEPTH:
+            raise LimitError(None, None, f"alias *{event.anchor} nests the file more than {MAX_DEPTH} levels deep",
+                                event.start_mark)
+
+    def _size(self, node: Any) -> tuple[int, int]:
+        """(values, depth) of a node written in full (its own aliases expanded), counted once per node."""
+        known = self._sizes.get(id(node))
+        if known is None:
+            if isinstance(node, MappingNode):
+                children = [self._size(part) for pair in node.value for part in pair]
+            elif isinstance(node, SequenceNode):
+                children = [self._size(item) for item in node.value]
+            else:
+                children = []
+            known = (1 + sum(c[0] for c in children), (1 + max(c[1] for c in children)) if children else 0)
+            self._sizes[id(node)] = known
+        return known
+
+
+def _yaml() -> YAML:
+    """ruamel's round-trip reader (keeps lines and columns), with the limits above."""
+    reader = YAML(typ="rt")
+    reader.Composer = _LimitedComposer
+    return reader
 
 
 # --------------------------------------------------------------------------- walking error locations
@@ -320,17 +403,31 @@ def load_model_text(text: str, path: str, model: type[BaseModel], *, shape: str)
 
 def _load(text: str, path: str, model: type[BaseModel], *, shape: str) -> tuple[Any, dict | None, Positions, list[Problem]]:
     """`load_model_text`, and the plain mapping that was read (None when the YAML is not a mapping)."""
+    if len(text) * 4 > MAX_FILE_BYTES and (size := len(text.encode("utf-8", "surrogatepass"))) > MAX_FILE_BYTES:
+        return None, None, Positions(scenario_name=_written_name(text[:4096])), [
+            Problem(path, 1, 1, None, too_big(size, MAX_FILE_BYTES, "a scenario file"))]
     try:
-        document = YAML(typ="rt").load(text)
+        document = _yaml().load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         what = exc.problem or str(exc)
-        if exc.context and exc.context_mark is not None and exc.context_mark is not mark:
+        if isinstance(exc, LimitError):
+            return None, None, Positions(scenario_name=_written_name(text)), [Problem(path, line, col, None, what)]
+        if what == "but found another document":
+            what = "a second document (`---`): a file holds one scenario"
+        elif exc.context and exc.context_mark is not None and exc.context_mark is not mark:
             start = exc.context_mark
-            inside = exc.context.removeprefix("while parsing ").removeprefix("a ")
+            inside = exc.context.removeprefix("while parsing ").removeprefix("while constructing ").removeprefix("a ")
             what += f" (in the {inside} that starts at line {start.line + 1}, column {start.column + 1})"
         return None, None, Positions(scenario_name=_written_name(text)), [Problem(path, line, col, None, f"bad YAML: {what}")]
+    except ReaderError as exc:  # a character YAML does not allow (NUL, other control characters)
+        if not isinstance(exc.character, int):
+            return None, None, Positions(scenario_name=_written_name(text)), [Problem(path, 1, 1, None, f"bad YAML: {exc}")]
+        before = text[:exc.position]
+        line, col = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        return None, None, Positions(scenario_name=_written_name(text)), [
+            Problem(path, line, col, None, f"bad YAML: character U+{exc.character:04X} is not allowed in a YAML file")]
     except YAMLError as exc:
         return None, None, Positions(scenario_name=_written_name(text)), [Problem(path, 1, 1, None, f"bad YAML: {exc}")]
     nodes: dict[Path, tuple[int, int]] = {}
@@ -360,12 +457,14 @@ def _written_name(text: str) -> str | None:
 
 def scenario_name(text: str) -> str | None:
     """The scenario id a file declares (even one with other problems), without checking anything else."""
+    if len(text) > MAX_FILE_BYTES:
+        return _written_name(text[:4096])
     try:
-        data = YAML(typ="safe").load(text)
+        data = _yaml().load(text)
     except YAMLError:
         return _written_name(text)
     name = data.get("scenario") if isinstance(data, dict) else None
-    return name if isinstance(name, str) else None
+    return str(name) if isinstance(name, str) else None
 
 
 def load_scenario_text(text: str, path: str) -> tuple[Scenario | None, Positions, list[Problem]]:

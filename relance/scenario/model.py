@@ -30,14 +30,17 @@ from pydantic import (
 _DURATION = re.compile(r"^\s*(\d+)\s*(m|h|d|w)\s*$")
 _UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DURATION_PATTERN = r"^\d+(m|h|d|w)$"
+MAX_DURATION = timedelta(days=3650)  # ten years: a wait ends on a date the engine and the database can hold
 
 
 def parse_duration(value: Any) -> timedelta:
-    """`45m`, `2h`, `3d`, `1w` -> timedelta; anything else is a clear error."""
+    """`45m`, `2h`, `3d`, `1w` -> timedelta (at most MAX_DURATION); anything else is a clear error."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, str):
         match = _DURATION.match(value)
+        if match and (len(match.group(1)) > 9 or int(match.group(1)) * _UNIT_SECONDS[match.group(2)] > MAX_DURATION.total_seconds()):
+            raise ValueError(f"bad duration {value!r}: at most {MAX_DURATION.days}d (ten years)")
         if match and int(match.group(1)) > 0:
             return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
     raise ValueError(f"bad duration {value!r}: expected a positive number and a unit, like 45m, 2h, 3d or 1w")
@@ -57,6 +60,25 @@ Duration = Annotated[
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["45m", "2h", "3d", "1w"]}),
+]
+
+MAX_POINTS = 1_000_000  # per step or rule: scores are kept in a 32-bit column (2,147,483,647 at most)
+
+
+def _points(value: Any) -> Any:
+    """`+5`, `-10`, 5 -> int; a number beyond MAX_POINTS (either way) is a clear error."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d{1,30}\s*", value):
+        value = int(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_POINTS:
+        shown = f"{value:g}" if isinstance(value, float) else f"{value:d}"
+        raise ValueError(f"{shown} points is out of range: a score counts at most {MAX_POINTS:,} points either way")
+    return value
+
+
+Points = Annotated[
+    int,
+    BeforeValidator(_points),
+    WithJsonSchema({"type": "integer", "minimum": -MAX_POINTS, "maximum": MAX_POINTS}),
 ]
 
 Stage = Literal["lead", "mql", "sql-pending", "sql", "customer", "nurturing", "later", "disqualified"]
@@ -111,7 +133,7 @@ class EventHappened(_EventWindow):
 
 
 class ScoreAtLeast(Strict):
-    score_at_least: int = Field(description="The behaviour score is at least this.")
+    score_at_least: Points = Field(description="The behaviour score is at least this.")
 
 
 class GradeAtLeast(Strict):
@@ -250,14 +272,8 @@ class If(BaseStep):
         return self
 
 
-def _signed_int(value: Any) -> Any:
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
-        return int(value)
-    return value
-
-
 class Score(BaseStep):
-    score: Annotated[int, BeforeValidator(_signed_int)] = Field(description="Points to add (+N) or remove (-N).")
+    score: Points = Field(description="Points to add (+N) or remove (-N).")
 
     @field_validator("score")
     @classmethod

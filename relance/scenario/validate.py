@@ -239,6 +239,8 @@ def _check_jinja(text: str | None, where: tuple[Any, ...], step_id: str, key: st
         _JINJA.parse(text)
     except TemplateSyntaxError as exc:
         report(where, step_id, f"`{key}:` Jinja syntax error: {exc.message}")
+    except RecursionError:
+        report(where, step_id, f"`{key}:` is nested too deeply for Jinja to read (brackets or {{% if %}} in {{% if %}}...)")
 
 
 def _check_template(check: TemplateCheck | None, name: str, where: tuple[Any, ...], step_id: str, report: Callable[..., None],

@@ -7,21 +7,21 @@ from typing import Union
 
 from pydantic import Field, StrictBool, field_validator
 
-from relance.scenario.model import Duration, Grade, Strict, Visited
+from relance.scenario.model import Duration, Grade, Points, Strict, Visited
 
 GRADE_ORDER = {"A": 4, "B": 3, "C": 2, "D": 1}
 
 
 class RevenueTier(Strict):
     at_least: int = Field(ge=0)
-    points: int
+    points: Points
 
 
 class Fit(Strict):
-    job_title: dict[str, int] = Field(default_factory=dict, description="Regex -> points (first match wins).")
+    job_title: dict[str, Points] = Field(default_factory=dict, description="Regex -> points (first match wins).")
     company_revenue: list[RevenueTier] = Field(default_factory=list, description="Highest tier reached wins.")
-    sector: dict[str, int] = Field(default_factory=dict)
-    country: dict[str, int] = Field(default_factory=dict)
+    sector: dict[str, Points] = Field(default_factory=dict)
+    country: dict[str, Points] = Field(default_factory=dict)
 
 
 class Decay(Strict):
@@ -30,7 +30,7 @@ class Decay(Strict):
 
 
 class Threshold(Strict):
-    score_at_least: int = 0
+    score_at_least: Points = 0
     grade_at_least: Grade = "D"
 
 
@@ -92,11 +92,11 @@ class Sales(Strict):
 
 
 class ScoringConfig(Strict):
-    behaviour: dict[str, Union[int, dict[str, int]]] = Field(default_factory=dict)
+    behaviour: dict[str, Union[Points, dict[str, Points]]] = Field(default_factory=dict)
     decay: Decay | None = None
     fit: Fit = Field(default_factory=Fit)
-    grades: dict[Grade, int] = Field(default_factory=lambda: {"A": 70, "B": 50, "C": 30})
-    temperature: dict[str, int] = Field(default_factory=lambda: {"hot": 60, "warm": 30})
+    grades: dict[Grade, Points] = Field(default_factory=lambda: {"A": 70, "B": 50, "C": 30})
+    temperature: dict[str, Points] = Field(default_factory=lambda: {"hot": 60, "warm": 30})
     mql: Threshold = Field(default_factory=lambda: Threshold(score_at_least=40, grade_at_least="C"))
     handoff: HandoffPoint = Field(default_factory=lambda: HandoffPoint(score_at_least=60, grade_at_least="B"))
     sla: Sla | None = None
