@@ -7,7 +7,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 from sqlalchemy import Engine, select
 from sqlmodel import Session
@@ -15,6 +15,7 @@ from sqlmodel import Session
 from relance.clock import ensure_utc
 from relance.consent import BadConsent, merged, record_of
 from relance.engine.triggers import event_triggers
+from relance.engine.types import EventFact
 from relance.library import Library
 from relance.runner import current_version_ids, enroll_leads, event_fact, plan_for_version
 from relance.scenario.model import EventTrigger
@@ -22,7 +23,7 @@ from relance.store.repo import record_events, upsert_lead
 from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import add_points, move_stage, reach_mql
 from relance.scoring.rules import behaviour_points, fit_points, grade_of
-from relance.store.tables import Event, Lead
+from relance.store.tables import Event, Handoff, Lead
 from relance.sales import withdraw
 from relance.suppression import SUPPRESSING_EVENTS, honour_list, reason_of_event, suppress
 from relance.wakes import lock_active_enrollments, wake, wake_for_lead_changes
@@ -109,6 +110,7 @@ def ingest_events(
         stored = record_events(session, rows)
         waiting = lock_active_enrollments(session, {row["lead_id"] for row in rows})
         opens = opened_emails(session, {row["lead_id"] for row in rows if row["type"] == "email_opened"})
+        reads = HandoffReads(session, library.scoring, {row["lead_id"] for row in rows})
         entering: dict[tuple[str, datetime | None], list[Lead]] = defaultdict(list)
         changed: set[int] = set()  # leads with a new event
         for incoming, row, consent in zip(events, rows, consents):
@@ -124,7 +126,8 @@ def ingest_events(
             if (reason := reason_of_event(event.type, event.properties)) is not None:
                 result.suppressed += suppress(session, email=lead.email, reason=reason, source=f"{channel}:{event.type}", now=now)
                 withdraw(session, lead, now=now, cause=event.type)
-            score_event(session, lead=lead, event=event, scoring=library.scoring, now=now, opens=opens.get(lead.id, ()))
+            score_event(session, lead=lead, event=event, scoring=library.scoring, now=now, reads=reads,
+                        opens=opens.get(lead.id, {}))
             fact = event_fact(event)
             for name, trigger in triggers.items():
                 if event_triggers(trigger, fact):
@@ -172,54 +175,90 @@ class StoredEvent:
 
 
 def score_event(session: Session, *, lead: Lead, event: StoredEvent, scoring: ScoringConfig, now: datetime,
-                opens: Sequence[tuple[int, tuple]] = ()) -> int:
-    """Add the event's behaviour points (first open of each email only: `opens` are the lead's stored
-    opens as (event id, email key)); cross the MQL line."""
+                reads: HandoffReads, opens: Mapping[Hashable, int]) -> int:
+    """Add the event's behaviour points (first open of each email only: `opens` gives the id of the lead's
+    first stored open of each email key); cross the MQL line, or the hand-off point."""
     points = behaviour_points(scoring, event.type, event.properties or {})
     if points and event.type == "email_opened":
-        key = _email_key(event.properties or {})
-        if any(other_id < event.id and other_key == key for other_id, other_key in opens):
+        if opens.get(_email_key(event.properties or {}), event.id) < event.id:
             points = 0
     add_points(session, lead, points, cause=event.type, now=now, event_id=event.id,
                scenario=(event.properties or {}).get("scenario"), step_id=(event.properties or {}).get("step_id"))
     if event.type not in SUPPRESSING_EVENTS:  # leaving is not buying: never an MQL or a hand-off
         reach_mql(session, lead, scoring, now=now)
-        reach_handoff(session, lead, scoring, now=now, cause=event.type, event=event)
+        reach_handoff(session, lead, scoring, now=now, cause=event.type, event=event, reads=reads)
     return points
 
 
-def reach_handoff(session: Session, lead: Lead, scoring: ScoringConfig, *, now: datetime, cause: str, event=None) -> None:
+class HandoffReads:
+    """What the hand-off check reads of a batch's leads, at most once per batch and lead, however many events a lead
+    has: its last rejection by sales (one query for the batch) and a sales-ready action stored since (one per lead).
+    Both hold for the whole batch: its events are all stored before the first is scored, and scoring them adds
+    no event and no rejection."""
+
+    def __init__(self, session: Session, scoring: ScoringConfig, lead_ids: Iterable[int]) -> None:
+        self.session, self.scoring, self.lead_ids = session, scoring, set(lead_ids)
+        self._rejections: dict[int, Handoff] | None = None
+        self._actions: dict[int, list[EventFact]] = {}
+
+    def rejection(self, lead_id: int) -> Handoff | None:
+        from relance.sales import last_rejections
+
+        if self._rejections is None:
+            self._rejections = last_rejections(self.session, self.lead_ids | {lead_id})
+        return self._rejections.get(lead_id)
+
+    def actions(self, lead_id: int) -> list[EventFact]:
+        """The lead's sales-ready action since its last rejection (at most one): all `ready_for_sales` looks for."""
+        from relance.sales import sales_ready_since
+
+        if lead_id not in self._actions:
+            rejection = self.rejection(lead_id)
+            self._actions[lead_id] = sales_ready_since(self.session, self.scoring, lead_id,
+                                                       rejection.answered_at if rejection is not None else None)
+        return self._actions[lead_id]
+
+
+def reach_handoff(session: Session, lead: Lead, scoring: ScoringConfig, *, now: datetime, cause: str,
+                  reads: HandoffReads, event=None) -> None:
     """A lead at the hand-off point (score, grade, a sales-ready action) goes to sales at once, unless it cools off
     after a rejection; a "later" lead whose `event` is a sales-ready action goes back to its owner at once."""
-    from relance.sales import HANDOFF_STAGES, hand_off, hot_again, last_rejections, ready_for_sales
+    from relance.sales import HANDOFF_STAGES, hand_off, hot_again, ready_for_sales
 
     if event is not None and lead.stage == "later":
         hot_again(session, lead, event, scoring=scoring, now=now, cause=cause)
         return
     if lead.stage not in HANDOFF_STAGES or not scoring.meets(scoring.handoff, score=lead.score, grade=lead.grade):
         return
-    history = [event_fact(e) for e in session.exec(select(Event).where(Event.lead_id == lead.id)).scalars()]
-    ready = ready_for_sales(scoring, score=lead.score, grade=lead.grade, events=history,
-                            rejection=last_rejections(session, [lead.id]).get(lead.id), now=now)
+    ready = ready_for_sales(scoring, score=lead.score, grade=lead.grade, events=reads.actions(lead.id),
+                            rejection=reads.rejection(lead.id), now=now)
     if ready is True:
         hand_off(session, lead, scoring=scoring, now=now, source=f"event:{cause}")
 
 
-def _email_key(properties: dict[str, Any]) -> tuple:
+def _email_key(properties: dict[str, Any]) -> Hashable:
     """Which email an open is of: its outbox row, else its scenario step."""
     if "outbox_id" in properties:
-        return ("outbox_id", properties["outbox_id"])
-    return ("step", (properties.get("scenario"), properties.get("step_id")))
+        key: tuple = ("outbox_id", properties["outbox_id"])
+    else:
+        key = ("step", (properties.get("scenario"), properties.get("step_id")))
+    try:
+        hash(key)
+    except TypeError:  # a list or a mapping where a name or a number was expected: equal when their JSON is
+        return ("json", json.dumps(key, sort_keys=True, default=str))
+    return key
 
 
-def opened_emails(session: Session, lead_ids: set[int]) -> dict[int, list[tuple[int, tuple]]]:
-    """Every stored open of these leads, as (event id, email key), by lead: one query."""
-    found: dict[int, list[tuple[int, tuple]]] = defaultdict(list)
+def opened_emails(session: Session, lead_ids: set[int]) -> dict[int, dict[Hashable, int]]:
+    """The id of each lead's first stored open of each email (by email key), by lead: one query."""
+    found: dict[int, dict[Hashable, int]] = defaultdict(dict)
     if lead_ids:
         for event_id, lead_id, properties in session.execute(
             select(Event.id, Event.lead_id, Event.properties).where(Event.lead_id.in_(lead_ids), Event.type == "email_opened")
         ).all():
-            found[lead_id].append((event_id, _email_key(properties or {})))
+            first = found[lead_id]
+            key = _email_key(properties or {})
+            first[key] = min(event_id, first.get(key, event_id))
     return found
 
 

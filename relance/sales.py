@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import String, and_, cast, func, or_, select, update
 from sqlmodel import Session
+
+from relance.engine.types import EventFact
 
 from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import move_stage
@@ -118,6 +120,42 @@ def ready_for_sales(scoring: ScoringConfig, *, score: int, grade: str, events, r
     if now < until:
         return f"cooling off until {until:%Y-%m-%d} after rejection ({rejection.reason})"
     return at_handoff_point(scoring, score=score, grade=grade, events=events, since=rejection.answered_at)
+
+
+def sales_ready_since(session: Session, scoring: ScoringConfig, lead_id: int, since: datetime | None) -> list[EventFact]:
+    """A sales-ready action of the lead's stored after `since` (its last rejection; None: ever), as a list of at most
+    one: what `ready_for_sales` needs, asked of the database instead of reading the lead's whole history.
+
+    The database returns candidates only (the listed event types, and the page visits whose properties contain a
+    literal part of a `visited` glob, or an escaped character); each is then checked as `is_sales_ready` does."""
+    kinds = [a for a in scoring.handoff.sales_ready if isinstance(a, str)]
+    globs = [a.visited for a in scoring.handoff.sales_ready if not isinstance(a, str)]
+    candidates = [Event.type.in_(kinds)] if kinds else []
+    if globs:
+        hints = [_literal_of(glob) for glob in globs]
+        text = cast(Event.properties, String)
+        near = None if "" in hints else or_(text.contains("\\", autoescape=True),
+                                            *(text.contains(hint, autoescape=True) for hint in hints))
+        candidates.append(Event.type == "page_visited" if near is None else and_(Event.type == "page_visited", near))
+    if not candidates:
+        return []
+    query = select(Event.type, Event.occurred_at, Event.properties).where(Event.lead_id == lead_id, or_(*candidates))
+    if since is not None:
+        query = query.where(Event.occurred_at >= since)  # `>` is checked below, on the values as Python reads them
+    for kind, occurred_at, properties in session.execute(query):
+        fact = EventFact(type=kind, occurred_at=occurred_at, properties=dict(properties or {}))
+        if (since is None or fact.occurred_at > since) and is_sales_ready(scoring, fact):
+            return [fact]
+    return []
+
+
+def _literal_of(glob: str) -> str:
+    """The longest run of plain characters (letters, digits, / . - ~) a path matching this glob must contain
+    ("" if none): the JSON of an event's properties holds them as they are, unless the value has a character
+    JSON escapes (a backslash in the JSON, also a candidate)."""
+    head = glob.split("[", 1)[0]  # after a [...] set nothing is sure to be literal
+    runs = "".join(c if c.isascii() and (c.isalnum() or c in "/.-~") else " " for c in head).split()
+    return max(runs, key=len, default="")
 
 
 def hot_again(session: Session, lead: Lead, event, *, scoring: ScoringConfig, now: datetime, cause: str) -> Handoff | None:
