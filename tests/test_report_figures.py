@@ -58,7 +58,7 @@ steps:
     subject: "Pour vous"
     next: hook
   - id: nudge
-    score: +9223372036854775808
+    score: +1000  # overflows the score of the leads brought to the brink: they fail here
   - id: hook
     notify: {webhook: "http://localhost:9/hook"}  # refused when sent: localhost is this machine
   - id: rest
@@ -272,17 +272,31 @@ def build_data_set(engine, settings: Settings) -> None:
         moments.append((at, [IncomingEvent("demo_requested", email, at)]))
         if reply is not None:
             moments.append((at + reply[2] * H, (email, reply)))
-    moments += [(T0 + 50 * H, "sla"), (T0 + 30 * H, ("h0@globex.example", ("won", None, 0)))]
+    moments += [(T0 + 50 * H, "sla"), (T0 + 30 * H, ("h0@globex.example", ("won", None, 0))), (T0 + 25 * H, "brink")]
     moments += [(T0 + timedelta(days=day), "tick") for day in range(4)]
     for at, what in sorted(moments, key=lambda m: (m[0], m[1] == "tick")):
         if what == "tick":
             run_tick_inline(engine, settings, scenario="nurture", now=at, library=library)
         elif what == "sla":
             run_sla(engine, library, now=at)
+        elif what == "brink":
+            _to_the_brink(engine, [f"n{n}@acme.example" for n in range(3, 8)])
         elif isinstance(what, list):
             _ingest(engine, library, at, *what)
         else:
             _answer(engine, library, at, *what)
+
+
+def _to_the_brink(engine, emails: list[str]) -> None:
+    """Scores a step's points cannot be added to (the column's largest integer, less 10): those leads fail at nudge."""
+    from sqlalchemy import update
+
+    from relance.store.tables import Lead
+
+    largest = 2**31 - 1 if engine.dialect.name == "postgresql" else 2**63 - 1
+    with Session(engine) as session:
+        session.execute(update(Lead).where(Lead.email.in_(emails)).values(score=largest - 10))
+        session.commit()
 
 
 def _answer(engine, library, at: datetime, email: str, reply: tuple) -> None:
