@@ -74,7 +74,7 @@ def parse_ses_message(body: str) -> SesEvent:
     when = detail.get("timestamp") or mail.get("timestamp")
     try:
         occurred_at = ensure_utc(datetime.fromisoformat(str(when).replace("Z", "+00:00")))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: past the year 9999 in UTC
         raise BadMessage(f"bad timestamp {when!r}") from None
     return SesEvent(kind, message_id, str(destinations[0]), occurred_at, detail)
 
