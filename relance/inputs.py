@@ -45,7 +45,10 @@ _EVENT_TYPE = re.compile(EVENT_TYPE_PATTERN)
 _AMOUNT = re.compile(r"^(?P<number>\d+(?:[.,]\d+)?)\s*(?P<unit>k|m|md|mds|mrd|b)?$")
 _UNIT = {None: 1, "k": 1_000, "m": 1_000_000, "md": 1_000_000_000, "mds": 1_000_000_000, "mrd": 1_000_000_000, "b": 1_000_000_000}
 _SPACES = re.compile(r"[\s_\u00a0\u202f']+")  # thousands separators: spaces (incl. French NBSP), _, '
-_LINE_BREAKS = frozenset("\t\n\r")  # what free text (a note, a message) may hold besides printable characters
+# Unicode's control characters (Cc: U+0000-001F, U+007F-009F) and lone halves of surrogate pairs (Cs), which no
+# database stores; free text (a note, a message) may hold tabs and line breaks
+_CONTROL_OR_BREAK = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 # Country names seen in exports and forms -> ISO 3166-1 alpha-2; anything else must already be a code.
 COUNTRY_NAMES = {
@@ -64,7 +67,6 @@ COUNTRY_CODES = frozenset(  # ISO 3166-1 alpha-2, the 249 assigned codes
     "TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW".split()
 )
 PROFILE_TEXT = ("first_name", "last_name", "job_title", "company", "source")
-PROFILE_FIELDS = (*PROFILE_TEXT, "sector", "company_revenue", "country", "timezone", "language")
 
 
 class BadInput(ValueError):
@@ -87,9 +89,9 @@ class BadInput(ValueError):
 def checked_text(value: str, *, max_length: int = PROPERTY_TEXT_MAX, multiline: bool = True) -> str:
     """The text, unchanged; ValueError if it holds a control character (NUL, escape; line breaks and tabs only when
     `multiline`), half of a surrogate pair, or more than `max_length` characters."""
-    for char in value:
-        if (unicodedata.category(char) in ("Cc", "Cs")) and not (multiline and char in _LINE_BREAKS):
-            raise ValueError(f"{_shown(value)} contains the control character U+{ord(char):04X}: remove it")
+    found = (_CONTROL if multiline else _CONTROL_OR_BREAK).search(value)
+    if found:
+        raise ValueError(f"{_shown(value)} contains the control character U+{ord(found.group()):04X}: remove it")
     if len(value) > max_length:
         raise ValueError(f"{_shown(value)} is {len(value)} characters long: at most {max_length}")
     return value

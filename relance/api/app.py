@@ -77,6 +77,7 @@ class _Input(BaseModel):
 
 
 def _texts(value: Any) -> Iterator[str]:
+    """The text in a field's value: itself, or a mapping's names and values (BANT)."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, dict):
@@ -158,6 +159,7 @@ LeadEmail = Annotated[str, Path(max_length=inputs.EMAIL_MAX, description="The le
 
 
 def _owner(value: str | None) -> str | None:
+    """An owner to list the hand-offs of: one line of text."""
     return None if value is None else inputs.checked_text(value, max_length=inputs.EMAIL_MAX, multiline=False)
 
 
