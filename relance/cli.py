@@ -331,7 +331,9 @@ def event(
     now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP + " Scores, stages and waits are recorded at this time."),
 ) -> None:
     """Record one event: scores, triggers scenarios, wakes waiting enrollments."""
-    from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
+    from rich.markup import escape
+
+    from relance.ingest import BadEvent, IncomingEvent, UnknownLead, check_event, ingest_events
     from relance.runner import open_store, sync_scenarios
 
     properties = {}
@@ -342,11 +344,18 @@ def event(
         properties[k.strip()] = v
     now = _now(now)
     when = _now(at, "--at") if at else now
+    incoming = IncomingEvent(type, lead, when, properties, key)
+    try:
+        check_event(incoming, now)  # before the store is opened: a bad event creates nothing
+    except BadEvent as exc:
+        options = {"type": "TYPE", "email": "--lead", "occurred_at": "--at" if at else "--now", "idempotency_key": "--key"}
+        option = options.get(exc.loc[0]) if len(exc.loc) == 1 else f"--prop {exc.field}".strip()
+        _fail(escape(f"{option}: {exc}"))  # what was typed is quoted as typed, never read as rich markup
     settings, library = _settings(), _library()
     engine = open_store(settings)
     sync_scenarios(engine, settings, now=now, library=library)
     try:
-        result = ingest_events(engine, library, [IncomingEvent(type, lead, when, properties, key)], now=now, channel="cli")
+        result = ingest_events(engine, library, [incoming], now=now, channel="cli")
     except (UnknownLead, BadEvent) as exc:
         _fail(str(exc))
     console.print(

@@ -48,3 +48,5 @@ def parse_instant(value: str) -> datetime:
         return ensure_utc(datetime.fromisoformat(value.strip()))
     except (ValueError, AttributeError):
         raise ValueError(f"{value!r} is not an ISO date/time like 2026-03-01T09:00:00+01:00 or 2026-03-01") from None
+    except OverflowError:  # 9999-12-31T23:00-05:00 is past the year 9999 in UTC
+        raise ValueError(f"{value!r} is out of range: write a date between 2000 and 2100") from None

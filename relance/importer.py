@@ -15,18 +15,21 @@ from __future__ import annotations
 import csv
 import io
 import re
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import insert
 from sqlmodel import Session, select
 
 from relance.clock import ensure_utc
+from relance.inputs import (  # the checks every door shares (CLI, API, SES, import)
+    checked_country, checked_email, checked_language, checked_revenue, checked_sector, checked_timezone, one_line,
+    parse_amount,
+)
+from relance.inputs import fold as _fold
 from relance.store.tables import Lead
 from relance.suppression import REASONS, honour_list_of
 
@@ -46,13 +49,6 @@ _ALIASES = {
     "chiffre_d_affaires": "company_revenue", "revenue": "company_revenue", "ca": "company_revenue",
     "pays": "country", "fuseau_horaire": "timezone", "langue": "language",
 }
-# Country names seen in exports -> ISO 3166-1 alpha-2; anything else must already be a code.
-_COUNTRY_NAMES = {
-    "france": "FR", "belgique": "BE", "belgium": "BE", "belgie": "BE", "suisse": "CH", "switzerland": "CH",
-    "schweiz": "CH", "canada": "CA", "allemagne": "DE", "germany": "DE", "deutschland": "DE",
-    "espagne": "ES", "spain": "ES", "espana": "ES", "italie": "IT", "italy": "IT", "italia": "IT",
-    "luxembourg": "LU", "pays-bas": "NL", "netherlands": "NL", "royaume-uni": "GB", "united kingdom": "GB",
-}
 # Only countries with one timezone / one main business language get a default: never guess CA's zone.
 _COUNTRY_TIMEZONE = {
     "FR": "Europe/Paris", "BE": "Europe/Brussels", "CH": "Europe/Zurich", "DE": "Europe/Berlin",
@@ -60,15 +56,6 @@ _COUNTRY_TIMEZONE = {
     "AT": "Europe/Vienna", "GB": "Europe/London", "IE": "Europe/Dublin", "MC": "Europe/Monaco",
 }
 _COUNTRY_LANGUAGE = {"FR": "fr", "DE": "de", "AT": "de", "ES": "es", "IT": "it", "NL": "nl", "GB": "en", "IE": "en", "MC": "fr"}
-
-_EMAIL = re.compile(
-    r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*"  # local part, no empty dot-atoms
-    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$"  # domain with a TLD
-)
-_AMOUNT = re.compile(r"^(?P<number>\d+(?:[.,]\d+)?)\s*(?P<unit>k|m|md|mds|mrd|b)?$")
-_UNIT = {None: 1, "k": 1_000, "m": 1_000_000, "md": 1_000_000_000, "mds": 1_000_000_000, "mrd": 1_000_000_000, "b": 1_000_000_000}
-_SPACES = re.compile(r"[\s_\u00a0\u202f']+")  # thousands separators: spaces (incl. French NBSP), _, '
-
 
 @dataclass(frozen=True)
 class RowProblem:
@@ -116,13 +103,12 @@ class LeadRow(BaseModel):
     @field_validator("first_name", "last_name", "job_title", "company", "source")
     @classmethod
     def _one_line(cls, value: str | None) -> str | None:
-        return None if value is None else " ".join(value.split())
+        return None if value is None else one_line(value)
 
     @field_validator("sector")
     @classmethod
     def _sector(cls, value: str | None) -> str | None:
-        # lower-case because scoring.yaml matches sectors exactly (`saas`, `industrie`)
-        return None if value is None else " ".join(value.split()).lower()
+        return None if value is None else checked_sector(value)
 
     @field_validator("company_revenue", mode="before")
     @classmethod
@@ -132,41 +118,22 @@ class LeadRow(BaseModel):
     @field_validator("company_revenue")
     @classmethod
     def _revenue_not_negative(cls, value: int | None) -> int | None:
-        if value is not None and value < 0:
-            raise ValueError("a revenue cannot be negative")
-        return value
+        return checked_revenue(value)
 
     @field_validator("country")
     @classmethod
     def _country(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        code = _COUNTRY_NAMES.get(_fold(value), value.upper())
-        if not re.fullmatch(r"[A-Z]{2}", code):
-            raise ValueError(f"{value!r} is not a country: write its two-letter ISO code, like FR, BE, CH or CA")
-        return code
+        return None if value is None else checked_country(value)
 
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not a timezone: write an IANA name, like Europe/Paris or America/Montreal") from None
-        return value
+        return None if value is None else checked_timezone(value)
 
     @field_validator("language")
     @classmethod
     def _language(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        match = re.fullmatch(r"([A-Za-z]{2,3})(?:[-_]([A-Za-z]{2}))?", value)
-        if not match:
-            raise ValueError(f"{value!r} is not a language: write a code like fr, en or fr-CA")
-        language, region = match.groups()
-        return language.lower() + (f"-{region.upper()}" if region else "")
+        return None if value is None else checked_language(value)
 
     def profile(self) -> dict[str, object]:
         """The profile fields this row filled (empty cells left out)."""
@@ -205,33 +172,6 @@ class ImportSummary:
     unchanged: int = 0
     skipped: int = 0
     suppressed: int = 0  # of the leads created, those whose address was on the suppression list
-
-
-def checked_email(value: str) -> str:
-    """The address, lower-case; ValueError if it is not one."""
-    email = value.strip().lower()
-    if len(email) > 320 or not _EMAIL.match(email) or len(email.split("@")[0]) > 64:
-        raise ValueError(f"{value!r} is not an email address")
-    return email
-
-
-def _fold(text: str) -> str:
-    """Lower-case ASCII: `Société` -> `societe`, for matching headers and country names."""
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").strip().lower()
-
-
-def parse_amount(text: str) -> int | None:
-    """`12 000 000`, `12_000_000`, `200k`, `12M`, `1,5M`, `2Md`, `350 k€` -> euros; empty -> None."""
-    cleaned = _SPACES.sub("", text.strip().lower()).removesuffix("eur").removesuffix("€")
-    if not cleaned:
-        return None
-    match = _AMOUNT.match(cleaned)
-    if not match or (match.group("unit") is None and not cleaned.isdigit()):
-        raise ValueError(
-            f"{text.strip()!r} is not an amount: write digits (12 000 000) or a number with k, M or Md (350k, 1,5M)"
-        )
-    number = float(match.group("number").replace(",", ".")) if match.group("unit") else int(match.group("number"))
-    return int(round(number * _UNIT[match.group("unit")]))
 
 
 def _column_of(header: str) -> str:

@@ -16,6 +16,7 @@ from relance.clock import ensure_utc
 from relance.consent import BadConsent, merged, record_of
 from relance.engine.triggers import event_triggers
 from relance.engine.types import EventFact
+from relance.inputs import BadInput, checked_event, checked_instant, checked_profile
 from relance.library import Library
 from relance.runner import current_version_ids, enroll_leads, event_fact, plan_for_version
 from relance.scenario.model import EventTrigger
@@ -36,11 +37,13 @@ class UnknownLead(LookupError):
 
 
 class BadEvent(ValueError):
-    """An event's property cannot be read: `index` (in the batch), `email` and `field` say which."""
+    """An event that cannot come in: `index` (in the batch), `email` and `field` say which; `loc` is where the field
+    is in the event (`("email",)`, `("properties", "country")`)."""
 
-    def __init__(self, message: str, *, index: int, email: str, field: str) -> None:
+    def __init__(self, message: str, *, index: int, email: str, field: str, loc: tuple[str, ...] | None = None) -> None:
         super().__init__(message)
         self.index, self.email, self.field = index, email, field
+        self.loc = loc or ("properties", field)
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ def ingest_events(
     `channel` says where the batch came from (api, cli, link, ses...), for the suppression list."""
     result = IngestResult()
     for index, incoming in enumerate(events):  # refused before anything is stored
-        _due_of(incoming, now, index=index)
+        check_event(incoming, now, index=index)
     with Session(engine) as session, session.no_autoflush:
         versions = current_version_ids(session)
         triggers = event_triggered(session, library, versions)
@@ -96,8 +99,8 @@ def ingest_events(
             if lead is None:
                 if incoming.type not in CREATES_LEADS:
                     raise UnknownLead(f"no lead with email {email!r}: import it or send a form_submitted event first")
-                lead = leads[email] = upsert_lead(session, email=email, now=now, source=str(incoming.properties.get("source", "")),
-                                                  **_profile_of(incoming.properties))
+                profile = checked_profile(incoming.properties)  # checked before anything was stored: cannot fail now
+                lead = leads[email] = upsert_lead(session, email=email, now=now, source=profile.pop("source", ""), **profile)
                 honour_list(session, lead)  # an address on the suppression list becomes a lead never mailed
                 grade_lead(lead, library.scoring)
                 session.flush()
@@ -268,29 +271,26 @@ def grade_lead(lead: Lead, scoring: ScoringConfig) -> None:
     lead.grade = grade_of(scoring, lead.fit)
 
 
+def check_event(incoming: IncomingEvent, now: datetime, index: int = 0) -> None:
+    """Refuse an event that cannot come in (relance.inputs: its type, email, time, key, properties, and the lead
+    fields of an event that creates leads), naming the field; every door calls this before anything is stored."""
+    try:
+        checked_event(incoming, now=now)
+        if incoming.type in CREATES_LEADS:
+            checked_profile(incoming.properties)
+    except BadInput as exc:
+        raise BadEvent(str(exc), index=index, email=str(incoming.email), field=exc.field, loc=exc.loc) from None
+    _due_of(incoming, now, index=index)
+
+
 def _due_of(incoming: IncomingEvent, now: datetime, index: int = 0) -> datetime | None:
     """`said_later` fires on its re-engage date (`until`), every other trigger at once."""
     until = incoming.properties.get("until") if incoming.type == "said_later" else None
     if not until:
         return None
     try:
-        return ensure_utc(datetime.fromisoformat(str(until)))
-    except ValueError:
-        raise BadEvent(f"said_later for {incoming.email}: `until` must be an ISO date like 2026-09-01, got {until!r}",
+        return checked_instant(datetime.fromisoformat(str(until)))
+    except ValueError as exc:
+        problem = exc if "out of range" in str(exc) else f"must be an ISO date like 2026-09-01, got {until!r}"
+        raise BadEvent(f"said_later for {incoming.email}: `until` {problem}",
                        index=index, email=incoming.email, field="until") from None
-
-
-def _profile_of(properties: dict[str, Any]) -> dict[str, Any]:
-    """The profile fields a form may carry (revenue as a number when it is one)."""
-    profile = {k: v for k, v in properties.items() if k in _PROFILE_FIELDS and v not in (None, "")}
-    if "company_revenue" in profile:
-        try:
-            profile["company_revenue"] = int(float(profile["company_revenue"]))
-        except (TypeError, ValueError):
-            del profile["company_revenue"]
-    return profile
-
-
-_PROFILE_FIELDS = frozenset(
-    {"first_name", "last_name", "job_title", "company", "sector", "company_revenue", "country", "timezone", "language"}
-)

@@ -25,7 +25,8 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from relance.clock import Clock, ensure_utc
-from relance.ingest import IncomingEvent, UnknownLead, ingest_events
+from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
+from relance.inputs import checked_email
 from relance.library import Library
 from relance.settings import SettingError
 from relance.store.repo import normalise_email
@@ -77,7 +78,7 @@ def parse_ses_message(body: str) -> SesEvent:
     when = detail.get("timestamp") or mail.get("timestamp")
     try:
         occurred_at = ensure_utc(datetime.fromisoformat(str(when).replace("Z", "+00:00")))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: past the year 9999 in UTC
         raise BadMessage(f"bad timestamp {when!r}") from None
     return SesEvent(kind, message_id, str(destinations[0]), occurred_at, detail)
 
@@ -117,10 +118,19 @@ def _incoming(session: Session, event: SesEvent) -> tuple[IncomingEvent, list[st
 
 
 def _addresses(recipients: Any, default: str) -> list[str]:
-    """The bare, lower-case addresses of SES's bounced/complained recipients (the destination if it lists none)."""
+    """The bare, lower-case addresses of SES's bounced/complained recipients (the destination if it lists none);
+    what is no email address (relance.inputs) is left out: it cannot be mailed anyway."""
     found = [parseaddr(str(r.get("emailAddress") or default))[1] or default
              for r in (recipients if isinstance(recipients, list) else []) if isinstance(r, dict)]
-    return list(dict.fromkeys(normalise_email(a) for a in found or [default]))
+    return [a for a in dict.fromkeys(normalise_email(a) for a in found or [default]) if _is_email(a)]
+
+
+def _is_email(text: str) -> bool:
+    try:
+        checked_email(text)
+    except ValueError:
+        return False
+    return True
 
 
 def handle(engine: Engine, library: Library, body: str, *, now: datetime, report: DrainReport) -> None:
@@ -134,6 +144,9 @@ def handle(engine: Engine, library: Library, body: str, *, now: datetime, report
         incoming, recipients = _incoming(session, event)
     try:
         result = ingest_events(engine, library, [incoming], now=now, channel="ses")
+    except BadEvent as exc:  # checked as every event is (relance.inputs): e.g. a timestamp in year 9999
+        report.suppressed += _suppress_recipients(engine, recipients, kind=incoming.type, now=now)
+        raise BadMessage(f"{exc.field}: {exc}") from None
     except UnknownLead as exc:
         # no lead to store the event against, but an address that bounced or complained is never mailed
         report.suppressed += _suppress_recipients(engine, recipients, kind=incoming.type, now=now)

@@ -112,6 +112,26 @@ def test_malformed_messages_are_set_aside_with_their_reason_and_do_not_block_the
     assert sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0).get("Messages") is None
 
 
+def test_events_relance_would_refuse_from_any_door_are_set_aside_with_the_field_named(engine, sqs, queue, lead, clock, tmp_path):
+    bad_address = ses("Open", "ses-msg-9", "2026-01-05T10:00:00Z")
+    bad_address["mail"]["destination"] = ["lea\x00@acme.example"]
+    bounce = ses("Bounce", "ses-msg-1", "2026-01-05T10:00:00Z", bounceType="Permanent",
+                 bouncedRecipients=[{"emailAddress": "lea@acme.example"}, {"emailAddress": "x\x00@evil.example"}])
+    for event in (ses("Open", "ses-msg-1", "9999-12-31T23:00:00-05:00"), ses("Open", "ses-msg-1", "2099-01-01T00:00:00Z"),
+                  bad_address, bounce):
+        sqs.send_message(QueueUrl=queue, MessageBody=sns(event))
+    report = _drain(engine, sqs, queue, clock, tmp_path)
+
+    assert (report.set_aside, report.stored, report.deleted) == (3, 1, 4)
+    reasons = sorted(json.loads(p.read_text())["reason"] for p in (tmp_path / "aside").glob("*.json"))
+    assert any(r.startswith("bad timestamp '9999-12-31T23:00:00-05:00'") for r in reasons), reasons
+    assert any(r.startswith("occurred_at: 2099-01-01T00:00:00+00:00 is in the future") for r in reasons), reasons
+    assert any(r.startswith("email: 'lea\\x00@acme.example' is not an email address") for r in reasons), reasons
+    assert _lead(engine).suppressed == "bounced"  # the bounce's bad second address is left out, the lead's is kept
+    with Session(engine) as session:
+        assert [e.type for e in session.exec(select(Event)).scalars()] == ["email_bounced"]
+
+
 def test_a_dead_letter_queue_receives_what_is_set_aside(engine, sqs, queue, lead, clock, tmp_path):
     dead = sqs.create_queue(QueueName="ses-dead-letter")["QueueUrl"]
     sqs.send_message(QueueUrl=queue, MessageBody="{not json")

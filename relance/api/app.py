@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import base64
 import hmac
+import math
 from contextlib import contextmanager
 from datetime import datetime
 from html import escape
 from typing import Annotated, Any, Iterator, Literal, Union
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.utils import is_body_allowed_for_status_code
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import Engine, text
 from sqlmodel import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from relance import inputs
 from relance.clock import Clock, SystemClock, ensure_utc
 from relance.deals import Closing, record_deal
 from relance.email import tracking
@@ -35,67 +43,205 @@ PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRA
 Scalar = Union[str, int, float, bool, None]
 
 
-class Consent(BaseModel):
+def _shared(check) -> AfterValidator:
+    """A validator running one of relance.inputs' checks: its sentence is the error's message."""
+
+    def validate(value: Any) -> Any:
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise PydanticCustomError("bad_input", "{reason}", {"reason": str(exc)}) from None
+
+    return AfterValidator(validate)
+
+
+Email = Annotated[str, Field(max_length=inputs.EMAIL_MAX, json_schema_extra={"format": "email"}), _shared(inputs.checked_email)]
+Instant = Annotated[datetime, _shared(inputs.checked_instant)]  # 2000-01-01 to 2100-01-01, as UTC
+
+
+class _Input(BaseModel):
+    """A request body: unknown keys are refused, and so is a control character (NUL, escape...) in any text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _printable(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name != "properties":  # an event's properties are checked by ingestion, naming the property
+            for text_ in _texts(value):
+                try:
+                    inputs.checked_text(text_, max_length=len(text_))
+                except ValueError as exc:
+                    raise PydanticCustomError("bad_input", "{reason}", {"reason": str(exc)}) from None
+        return value
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """The text in a field's value: itself, or a mapping's names and values (BANT)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _texts(key)
+            yield from _texts(item)
+
+
+class Consent(_Input):
     """Proof of consent given (or withdrawn) with a form: where, when, and the exact wording the person accepted.
     Kept on the lead with every earlier record (`relance lead show`); a withdrawal stops every email to the address."""
 
-    model_config = ConfigDict(extra="forbid")
     source: str = Field(min_length=1, max_length=200, description="Form or page where consent was given.")
     wording: str = Field(min_length=1, max_length=2000, description="The text the person accepted.")
-    at: datetime | None = Field(None, description="When (default: the event's time).")
+    at: Instant | None = Field(None, description="When (default: the event's time).")
     granted: bool = Field(True, description="false: the person withdraws consent.")
 
 
-class SalesAnswerIn(BaseModel):
+class SalesAnswerIn(_Input):
     """Sales' answer to a handoff."""
 
-    model_config = ConfigDict(extra="forbid")
     by: str = Field("sales", min_length=1, max_length=320, description="Who answers (recorded in the stage history).")
     reason: str | None = Field(None, description="reject: no-budget, no-need, bad-timing, not-decision-maker, competitor, bad-fit, unreachable, other.")
     note: str = Field("", max_length=2000)
     bant: dict[str, str] | None = Field(None, description="accept: budget, authority, need, timing.")
-    until: datetime | None = Field(None, description="later: the re-engage date (default: later.default_delay).")
+    until: Instant | None = Field(None, description="later: the re-engage date (default: later.default_delay).")
 
 
-class ReassignIn(BaseModel):
+class ReassignIn(_Input):
     """Give a lead's open hand-off to another owner."""
 
-    model_config = ConfigDict(extra="forbid")
-    to: str = Field(min_length=3, max_length=320, description="The new owner's email (gets the hand-off email).")
+    to: Email = Field(description="The new owner's email (gets the hand-off email).")
     by: str = Field("sales", min_length=1, max_length=320, description="Who reassigns (recorded with the change).")
 
 
-class DealWonIn(BaseModel):
+class DealWonIn(_Input):
     """A deal sales won: the lead becomes a customer (a customer's next deal is an upsell)."""
 
-    model_config = ConfigDict(extra="forbid")
     by: str = Field("sales", min_length=1, max_length=320, description="Who won it (recorded in the stage history).")
-    amount: float = Field(0.0, description="What the deal is worth.")
-    margin: float = Field(0.0, description="Its gross margin, part of the amount: what ROI counts.")
-    on: datetime | None = Field(None, description="The day it was won (default: now; never in the future).")
+    amount: float = Field(0.0, allow_inf_nan=False, description="What the deal is worth.")
+    margin: float = Field(0.0, allow_inf_nan=False, description="Its gross margin, part of the amount: what ROI counts.")
+    on: Instant | None = Field(None, description="The day it was won (default: now; never in the future).")
     note: str = Field("", max_length=2000)
 
 
-class DealLostIn(BaseModel):
+class DealLostIn(_Input):
     """A deal sales lost: the lead goes back to nurturing with the reason (a customer stays a customer)."""
 
-    model_config = ConfigDict(extra="forbid")
     by: str = Field("sales", min_length=1, max_length=320, description="Who lost it (recorded in the stage history).")
     reason: str = Field(description="price, competitor, no-budget, no-decision, bad-timing, no-need, missing-feature, unreachable, other.")
-    on: datetime | None = Field(None, description="The day it was lost (default: now; never in the future).")
+    on: Instant | None = Field(None, description="The day it was lost (default: now; never in the future).")
     note: str = Field("", max_length=2000)
 
 
-class EventIn(BaseModel):
-    """One event from the website, a CRM or any system."""
+class EventIn(_Input):
+    """One event from the website, a CRM or any system (checked as every event is: relance.inputs)."""
 
-    model_config = ConfigDict(extra="forbid")
-    type: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64, examples=["form_submitted", "downloaded", "page_visited"])
-    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)
-    occurred_at: datetime | None = Field(None, description="When it happened (default: now).")
+    type: Annotated[str, Field(max_length=inputs.EVENT_TYPE_MAX, examples=["form_submitted", "downloaded", "page_visited"],
+                               json_schema_extra={"pattern": inputs.EVENT_TYPE_PATTERN}), _shared(inputs.checked_event_type)]
+    email: Email
+    occurred_at: Instant | None = Field(None, description="When it happened (default: now; at most a day ahead).")
     properties: dict[str, Scalar] = Field(default_factory=dict, max_length=50)
-    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=inputs.KEY_MAX), _shared(inputs.checked_key)] | None = None
     consent: Consent | None = None
+
+
+def _one_or_many(body: Any) -> str:
+    return "batch" if isinstance(body, list) else "event"
+
+
+# one event, or a batch: an error names the event's field, or its place in the batch (body.batch.3.email)
+EventsBody = Annotated[
+    Union[Annotated[EventIn, Tag("event")], Annotated[list[EventIn], Field(min_length=1, max_length=MAX_BATCH), Tag("batch")]],
+    Discriminator(_one_or_many),
+]
+
+
+LeadEmail = Annotated[str, Path(max_length=inputs.EMAIL_MAX, description="The lead's email."), _shared(inputs.checked_email)]
+
+
+def _owner(value: str | None) -> str | None:
+    """An owner to list the hand-offs of: one line of text."""
+    return None if value is None else inputs.checked_text(value, max_length=inputs.EMAIL_MAX, multiline=False)
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, able to quote any input (half a surrogate pair, NaN) instead of failing to write it."""
+    return JSONResponse({"detail": _plain(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI's answer to an HTTPException, able to quote any input as `_invalid_request`."""
+    if not is_body_allowed_for_status_code(exc.status_code):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"detail": _plain(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _plain(value: Any) -> Any:
+    """What JSON can carry of a value a request sent: text with lone surrogates escaped, NaN and infinities as text."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class BodyTooLarge(Exception):
+    """A request body passed the limit while it was being read."""
+
+
+class BodyLimit:
+    """Refuse (413) a request whose body is larger than `limit` bytes, whether it says so (Content-Length) or not
+    (chunked): the body is counted as it arrives and reading stops as soon as it passes the limit, so a huge body
+    is never held in memory. What the app had begun to answer about the cut body is replaced by the 413."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._refuse(scope, send)
+            return
+        seen, cut, started = 0, False, False
+
+        async def counted() -> Message:
+            nonlocal seen, cut
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    cut = True
+                    raise BodyTooLarge()
+            return message
+
+        async def held(message: Message) -> None:
+            nonlocal started
+            if not cut:
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
+        try:
+            await self.app(scope, counted, held)
+        except Exception:  # noqa: BLE001 - whatever reading a cut body raised, the answer is the 413
+            if not cut:
+                raise
+        if cut and not started:
+            await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        response = JSONResponse({"detail": f"request body larger than {self.limit} bytes"}, status_code=413,
+                                headers={"Connection": "close"})
+        await response(scope, _nothing, send)
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def _page(title: str, body: str) -> HTMLResponse:
@@ -111,12 +257,9 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
     clock = clock or SystemClock()
     app = FastAPI(title="relance", description="Tracking, unsubscribe and event intake of relance.", version="0.1.0")
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"detail": f"request body larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
 
     def outbox_of(payload: dict[str, Any]) -> tuple[Outbox, Lead]:
         with Session(engine) as session:
@@ -186,11 +329,11 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
         if not settings.api_token:
             raise HTTPException(503, "event intake is off: set RELANCE_API_TOKEN")
         expected = f"Bearer {settings.api_token}"
-        if authorization is None or not hmac.compare_digest(authorization, expected):
+        if authorization is None or not authorization.isascii() or not hmac.compare_digest(authorization, expected):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     @app.post("/events", tags=["events"], dependencies=[Depends(bearer)])
-    def post_events(body: Union[EventIn, Annotated[list[EventIn], Field(min_length=1, max_length=MAX_BATCH)]]) -> dict[str, int]:
+    def post_events(body: EventsBody) -> dict[str, int]:
         events = body if isinstance(body, list) else [body]
         now = clock.now()
         incoming = []
@@ -206,22 +349,23 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
         except UnknownLead as exc:
             index = next(i for i, e in enumerate(incoming) if e.email.strip().lower() in str(exc))
             raise HTTPException(422, [{"loc": ["body", index, "email"], "msg": str(exc), "type": "unknown_lead"}]) from exc
-        except BadEvent as exc:  # e.g. a consent_at property that is no date
-            raise HTTPException(422, [{"loc": ["body", exc.index, "properties", exc.field], "msg": str(exc),
-                                       "type": "bad_property"}]) from exc
+        except BadEvent as exc:  # e.g. an occurred_at in the future, a country that is none, a consent_at that is no date
+            raise HTTPException(422, [{"loc": ["body", exc.index, *exc.loc], "msg": str(exc),
+                                       "type": "bad_property" if exc.loc[0] == "properties" else "bad_event"}]) from exc
         return {"stored": result.stored, "duplicates": result.duplicates, "enrolled": result.enrolled, "woken": result.woken}
 
     _deal_routes(app, engine, library, clock, bearer)  # before /sales/{email}/{verdict}, which would take won and lost
 
     @app.get("/sales/handoffs", tags=["sales"], dependencies=[Depends(bearer)])
-    def sales_handoffs(owner: str | None = None, overdue: bool = False) -> list[dict[str, Any]]:
+    def sales_handoffs(owner: Annotated[str | None, Query(max_length=inputs.EMAIL_MAX), _shared(_owner)] = None,
+                       overdue: bool = False) -> list[dict[str, Any]]:
         """The open hand-offs, soonest deadline first; minutes left before target and deadline (negative: overdue)."""
         with Session(engine) as session:
             rows = open_handoffs(session, now=clock.now(), owner=owner, overdue=overdue)
         return [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()} for row in rows]
 
     @app.post("/sales/{email}/reassign", tags=["sales"], dependencies=[Depends(bearer)])
-    def sales_reassign(email: str, body: ReassignIn) -> dict[str, Any]:
+    def sales_reassign(email: LeadEmail, body: ReassignIn) -> dict[str, Any]:
         """Give the lead's open hand-off to another owner (emailed); the SLA deadline does not move."""
         with Session(engine) as session:
             with sales_errors():
@@ -231,7 +375,7 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
                     "deadline_at": handoff.deadline_at.isoformat()}
 
     @app.post("/sales/{email}/{verdict}", tags=["sales"], dependencies=[Depends(bearer)])
-    def sales_answer(email: str, verdict: Literal["accept", "reject", "later"], body: SalesAnswerIn) -> dict[str, Any]:
+    def sales_answer(email: LeadEmail, verdict: Literal["accept", "reject", "later"], body: SalesAnswerIn) -> dict[str, Any]:
         """Sales answers a handoff: accept (BANT), reject (reason), or later (date)."""
         reply = Answer(verdict, body.by, reason=body.reason, note=body.note, bant=body.bant,
                        until=ensure_utc(body.until) if body.until else None)
@@ -271,13 +415,13 @@ def _deal_routes(app: FastAPI, engine: Engine, library: Library, clock: Clock, b
                     "stage": session.get(Lead, deal.lead_id).stage}
 
     @app.post("/sales/{email}/won", tags=["sales"], dependencies=[Depends(bearer)])
-    def sales_won(email: str, body: DealWonIn) -> dict[str, Any]:
+    def sales_won(email: LeadEmail, body: DealWonIn) -> dict[str, Any]:
         """Sales won a deal: amount, gross margin, the day; the lead becomes a customer."""
         return close(email, Closing("won", body.by, amount=body.amount, margin=body.margin, note=body.note,
                                     on=ensure_utc(body.on) if body.on else None))
 
     @app.post("/sales/{email}/lost", tags=["sales"], dependencies=[Depends(bearer)])
-    def sales_lost(email: str, body: DealLostIn) -> dict[str, Any]:
+    def sales_lost(email: LeadEmail, body: DealLostIn) -> dict[str, Any]:
         """Sales lost a deal: the reason, the day; the lead goes back to nurturing."""
         return close(email, Closing("lost", body.by, reason=body.reason, note=body.note,
                                     on=ensure_utc(body.on) if body.on else None))

@@ -50,7 +50,9 @@ def sign(secret: str, *, kind: str, outbox_id: int, lead_id: int, email: str, li
 
 
 def verify(secret: str, token: str, *, kind: str) -> dict[str, Any] | None:
-    """The payload of a genuine token of this kind, else None (forged, altered, wrong kind)."""
+    """The payload of a genuine token of this kind, else None (forged, altered, wrong kind, not ASCII)."""
+    if not token.isascii():  # relance writes base64url only; compare_digest refuses other text
+        return None
     body, _, signature = token.partition(".")
     if not body or not signature or not hmac.compare_digest(signature, _mac(secret, body)):
         return None

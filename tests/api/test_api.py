@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import sys
+import threading
 from datetime import timedelta
 from email import message_from_bytes
 from email.policy import default
@@ -177,6 +182,27 @@ def test_bad_payloads_get_a_4xx_naming_the_field(world, body, field):
     assert field in str(response.json()["detail"])
 
 
+def test_a_form_writes_country_sector_and_revenue_as_an_import_would(world):
+    client, _, engine = world
+    body = {"type": "form_submitted", "email": " Hugo@Globex.example ",
+            "properties": {"country": "France", "sector": "SaaS", "company_revenue": "1,5M", "language": "fr_ca",
+                           "company": "Globex\r\n  SA", "timezone": "Europe/Paris"}}
+    assert _post(client, body).status_code == 200
+    with Session(engine) as session:
+        lead = session.exec(select(Lead).where(Lead.email == "hugo@globex.example")).scalars().one()
+    assert (lead.country, lead.sector, lead.company_revenue, lead.language, lead.company) == ("FR", "saas", 1_500_000, "fr-CA", "Globex SA")
+
+
+def test_the_schema_documents_the_event_rules_and_a_batch_error_names_its_place(world):
+    client, _, _ = world
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["EventIn"]["properties"]
+    assert schema["type"]["pattern"] == "^[a-z][a-z0-9_]*$" and schema["type"]["maxLength"] == 64
+    assert schema["email"]["maxLength"] == 320 and schema["idempotency_key"]["anyOf"][0]["maxLength"] == 200
+    batch = [{"type": "page_visited", "email": "lea@acme.example"}, {"type": "Page-Visited", "email": "lea@acme.example"}]
+    [error] = _post(client, batch).json()["detail"]
+    assert error["loc"] == ["body", "batch", 1, "type"] and error["msg"] == "'Page-Visited' is not an event type: did you mean page_visited?"
+
+
 def test_oversized_bodies_are_refused(world):
     client, _, _ = world
     response = client.post("/events", content=b"x" * 1_100_000, headers={"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"})
@@ -210,3 +236,64 @@ def test_sales_answer_through_the_api_and_a_closed_handoff_is_refused(world, clo
     assert client.post("/sales/ghost@x.example/accept", json={"by": "x"}, headers=auth).status_code == 404
     assert client.post("/sales/lea@acme.example/accept", json={"by": "x"}).status_code == 401
     assert _lead(engine).stage == "sql"
+
+
+def _rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
+
+
+@pytest.fixture
+def server(tmp_path):
+    """`relance serve` in its own process on a free port (SQLite): its port and process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "RELANCE_DATABASE_URL": f"sqlite:///{tmp_path / 'relance.db'}", "RELANCE_API_TOKEN": TOKEN,
+           "RELANCE_SCENARIOS_DIR": str(ROOT / "scenarios"), "RELANCE_TEMPLATES_DIR": str(ROOT / "templates" / "emails"),
+           "RELANCE_OUTBOX_DIR": str(tmp_path / "outbox"), "RELANCE_SECRET_KEY": "s" * 40,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "relance.cli", "serve", "--port", str(port)], env=env, cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        said = b""
+        while b"Uvicorn running on" not in said:  # uvicorn says so on stderr once it listens
+            line = process.stderr.readline()
+            assert line, f"relance serve did not start: {said.decode()}"
+            said += line
+        yield port, process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_chunked_body_without_length_is_cut_at_1_mb_by_a_real_server_which_stops_reading(server):
+    port, process = server
+    before = _rss_mib(process.pid)
+    connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+    connection.sendall(f"POST /events HTTP/1.1\r\nHost: relance\r\nAuthorization: Bearer {TOKEN}\r\n"
+                       "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+    answer: list[bytes] = []
+    reader = threading.Thread(target=lambda: answer.extend(iter(lambda: _recv(connection), b"")))
+    reader.start()
+    chunk, sent, offered = b"x" * 65536, 0, 32 * 2**20
+    try:
+        while sent < offered:
+            connection.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+    except OSError:  # the server answered and closed: the rest of the body is never read
+        pass
+    reader.join(timeout=10)
+    connection.close()
+
+    assert b"".join(answer).startswith(b"HTTP/1.1 413"), b"".join(answer)[:200]
+    assert b"request body larger than 1000000 bytes" in b"".join(answer)
+    assert sent < offered / 2, f"the server read {sent} bytes of {offered}"
+    assert _rss_mib(process.pid) - before < 8
+
+
+def _recv(connection: socket.socket) -> bytes:
+    try:
+        return connection.recv(65536)
+    except OSError:  # reset once the server closed: what it answered was read before
+        return b""
