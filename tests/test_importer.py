@@ -211,11 +211,8 @@ def test_reimporting_the_same_file_changes_nothing(session: Session) -> None:
     assert len(session.exec(select(Lead)).all()) == 2
 
 
-def test_import_reads_existing_leads_with_one_select_per_batch(session: Session) -> None:
-    text = HEADER + "".join(f"lead{n}@x.example,Lead{n},,,,,,FR,,,\n" for n in range(25))
-    import_leads(session, parse_leads_csv(text, source=None), now=NOW)
-    session.commit()
-    text_with_new = text + "".join(f"new{n}@x.example,New{n},,,,,,BE,,,\n" for n in range(5))
+def _statements(session: Session, parsed, *, batch_size: int) -> tuple[ImportSummary, list[str]]:
+    """What importing `parsed` did, and the first word of every SQL statement it sent."""
     statements: list[str] = []
     engine = session.get_bind()
 
@@ -224,14 +221,31 @@ def test_import_reads_existing_leads_with_one_select_per_batch(session: Session)
 
     event.listen(engine, "before_cursor_execute", listener)
     try:
-        summary = import_leads(session, parse_leads_csv(text_with_new, source=None), now=NOW, batch_size=10)
+        summary = import_leads(session, parsed, now=NOW, batch_size=batch_size)
         session.commit()
     finally:
         event.remove(engine, "before_cursor_execute", listener)
+    return summary, statements
 
-    assert summary == ImportSummary(created=5, updated=0, unchanged=25, skipped=0)
-    assert statements.count("SELECT") == 3  # 30 rows in batches of 10
-    assert statements.count("INSERT") == 1  # the 5 new leads, all in the last batch, in one statement
+
+@pytest.mark.parametrize("size", [10, 100])
+def test_import_sends_a_few_statements_per_chunk_whatever_its_size(session: Session, size: int) -> None:
+    """Set-based: a chunk's known leads are read in one query, its new ones inserted in one statement, its changed ones
+    updated in one statement (and, on SQLite, one statement takes the write lock): nothing per row."""
+    known = HEADER + "".join(f"lead{n}@x.example,Lead{n},,,,,,FR,,,\n" for n in range(3 * size))
+    import_leads(session, parse_leads_csv(known, source=None), now=NOW)
+    session.commit()
+    changed = "".join(f"lead{n}@x.example,Lead{n},,CMO,,,,FR,,,\n" for n in range(size))  # the first chunk: a new title
+    new = "".join(f"new{n}@x.example,New{n},,,,,,BE,,,\n" for n in range(size))  # the fourth chunk: new leads
+    text = HEADER + changed + "".join(f"lead{n}@x.example,Lead{n},,,,,,FR,,,\n" for n in range(size, 3 * size)) + new
+
+    summary, statements = _statements(session, parse_leads_csv(text, source=None), batch_size=size)
+
+    assert summary == ImportSummary(created=size, updated=size, unchanged=2 * size, skipped=0)
+    lock = 4 if session.get_bind().dialect.name == "sqlite" else 0
+    assert statements.count("SELECT") == 4 + 1  # each chunk's known leads, and which of the new ones are on the list
+    assert statements.count("INSERT") == 1  # the new leads, all in the last chunk, in one statement
+    assert statements.count("UPDATE") == lock + 1  # the changed leads, all in the first chunk, in one statement
 
 
 def test_the_shipped_sample_leads_import_into_an_empty_database(session: Session) -> None:
