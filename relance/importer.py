@@ -139,7 +139,7 @@ class LeadRow(BaseModel):
             raise ValueError(f"contains an invisible control character (U+{ord(bad.group()):04X}): remove it")
         limit = 320 if info.field_name == "email" else MAX_CHARS
         if len(value.strip()) > limit:
-            raise ValueError(f"{len(value.strip()):,} characters, {limit} at most: is a longer text in the wrong column?")
+            raise ValueError(f"{len(value.strip()):,} characters, {limit} at most")
         return value
 
     @field_validator("email")
