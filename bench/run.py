@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from bench import emails, events, naive, scaling, ses
+from bench import emails, events, imports, naive, scaling, ses
 from bench.common import workdir
 
 
@@ -26,14 +26,15 @@ class Sizes:
     ses_rate: float
     events: int
     hot_events: int
+    imports: int
 
 
 FULL = Sizes(floor=5_000, engine=20_000, naive=30, tick_small=10_000, tick_large=1_000_000, tick_due=1_000, memory_small=10_000,
-             memory_large=1_000_000, ses_emails=1_000, ses_rate=50, events=50_000, hot_events=20_000)
+             memory_large=1_000_000, ses_emails=1_000, ses_rate=50, events=50_000, hot_events=20_000, imports=100_000)
 QUICK = Sizes(floor=1_000, engine=2_000, naive=10, tick_small=10_000, tick_large=100_000, tick_due=1_000, memory_small=2_000,
-              memory_large=20_000, ses_emails=300, ses_rate=50, events=20_000, hot_events=10_000)
+              memory_large=20_000, ses_emails=300, ses_rate=50, events=20_000, hot_events=10_000, imports=10_000)
 SMOKE = Sizes(floor=20, engine=60, naive=2, tick_small=100, tick_large=1_000, tick_due=10, memory_small=30, memory_large=60,
-              ses_emails=10, ses_rate=200, events=200, hot_events=200)
+              ses_emails=10, ses_rate=200, events=200, hot_events=200, imports=200)
 
 # name -> (goal in words, test); a figure without a goal is informative
 GOALS: dict[str, tuple[str, Callable[[float], bool]]] = {
@@ -44,6 +45,7 @@ GOALS: dict[str, tuple[str, Callable[[float], bool]]] = {
     "ses_pacing": ("0.95 - 1.0", lambda v: 0.95 <= v <= 1.0),
     "events_per_s": (">= 5000", lambda v: v >= 5000),
     "hot_lead_events_per_s": (">= 5000", lambda v: v >= 5000),  # a hot lead no slower than the batches' mix of leads
+    "import_rows_per_s": (">= 5000", lambda v: v >= 5000),
 }
 
 
@@ -70,6 +72,8 @@ def run(sizes: Sizes, progress: Callable[[str], None] = lambda _: None) -> dict:
         progress(f"events: {sizes.events:,} events in batches, then {sizes.hot_events:,} of one hot lead")
         details["events"] = events.events_per_s(work, sizes.events)
         details["hot_lead"] = events.hot_lead_events_per_s(work, sizes.hot_events)
+        progress(f"imports: a CSV of {sizes.imports:,} leads on each backend, then again with one row in five changed")
+        details["imports"] = imports.import_rows_per_s(work, sizes.imports)
         # last: the in-process Prefect server it starts keeps running (and using CPU) until the process exits
         progress(f"naive: one Prefect flow run per lead, {sizes.naive} leads")
         details["naive"] = naive.naive_prefect_leads_per_s(work, sizes.naive)
@@ -86,6 +90,7 @@ def run(sizes: Sizes, progress: Callable[[str], None] = lambda _: None) -> dict:
         "ses_pacing": details["ses"]["ratio"],
         "events_per_s": details["events"]["per_s"],
         "hot_lead_events_per_s": details["hot_lead"]["per_s"],
+        "import_rows_per_s": details["imports"]["per_s"],
     }
     figures["goals"] = {name: {"goal": goal, "met": test(figures[name])} for name, (goal, test) in GOALS.items()}
     figures["details"] = details

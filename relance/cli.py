@@ -299,26 +299,46 @@ def import_(
     source: Optional[str] = typer.Option(None, "--source", help="Source to record for leads without one."),
     now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
-    """Import leads from CSV: bad rows reported by row number, good rows kept, duplicates merged."""
+    """Import leads from CSV: bad rows reported by row number, good rows kept, duplicates merged.
+
+    UTF-8, UTF-16 (Excel's "Unicode text") or Windows-1252 / Latin-1; `,`, `;` or tab-separated.
+    Exit code 1 when the file has no row to import."""
     when = _now(now)
-    from relance.importer import import_leads, parse_leads_csv
-    from relance.runner import open_store
     from sqlmodel import Session
 
-    parsed = parse_leads_csv(csv_file.read_text(encoding="utf-8-sig"), source=source)
-    for problem in parsed.problems:
-        err.print(f"{csv_file}:{problem}", markup=False, highlight=False, soft_wrap=True)
-    from relance.leads import grade_all
+    from relance.importer import ImportSummary, import_leads, read_leads_csv
+    from relance.runner import open_store
 
     scoring = _library().scoring  # before the store: a missing folder creates no database
-    engine = open_store(_settings())
-    with Session(engine) as session:
-        summary = import_leads(session, parsed, now=when)
-        grade_all(session, scoring, emails=[row.email for row in parsed.rows], now=when)  # only the imported leads
-        session.commit()
+    summary = ImportSummary()
+    with _progress_bars() as bars:
+        parsed = read_leads_csv(csv_file.read_bytes(), source=source, progress=_bar(bars, f"{csv_file.name}: checking rows"))
+        for problem in parsed.problems:
+            err.print(f"{csv_file}:{problem}", markup=False, highlight=False, soft_wrap=True)
+        if parsed.rows:
+            with Session(open_store(_settings())) as session:
+                # a chunk committed at a time: another import may run beside this one; an interrupted one keeps its chunks
+                summary = import_leads(session, parsed, now=when, scoring=scoring, commit=True,
+                                       progress=_bar(bars, f"{csv_file.name}: writing leads", len(parsed.rows)))
     table = Table("created", "updated", "rows with problems")
-    table.add_row(str(summary.created), str(summary.updated), str(len({p.row_number for p in parsed.problems})))
+    table.add_row(str(summary.created), str(summary.updated), str(len({p.row_number for p in parsed.problems if p.level != "info"})))
     console.print(table)
+    if not parsed.rows:
+        raise typer.Exit(1)
+
+
+def _progress_bars():
+    """Progress bars on stderr, gone when done; none unless stderr is a terminal (a pipe or a log gets none)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err, transient=True, disable=not err.is_terminal)
+
+
+def _bar(bars, description: str, total: int | None = None):
+    """A callback `(done, total=None)` moving a new bar of `bars`."""
+    task = bars.add_task(description, total=total)
+    return lambda done, of=None: bars.update(task, completed=done, total=of or total)
 
 
 @app.command()

@@ -6,23 +6,39 @@ updates profile fields only; the score, stage and history of a known lead are ne
 and its source (first touch, what "leads by source" counts) is filled, never replaced.
 A new lead whose address is on the suppression list comes in suppressed.
 
+Files come as bytes: UTF-8 (with or without a BOM) and UTF-16/32 with a BOM or a recognisable
+pattern of zero bytes are decoded as such; any other file is read as Windows-1252 (what Excel on
+Windows writes; it is Latin-1 plus a few signs such as the euro), with a warning on row 1. Cells are
+text: one starting with `=`, `+`, `-` or `@` (a spreadsheet formula) is kept as it is written.
+
+Writing is set-based, a chunk of rows (sorted by email) per transaction: the chunk's known leads are
+read in one query (locked), its new leads inserted in one statement that skips an address another
+import has just inserted (that one is then merged like a known lead), the known ones updated in one
+statement, fit and grade computed in Python. Two imports of overlapping files at the same time both
+succeed, each lead once, its filled cells merged.
+
 Suppression lists (`relance suppress import`) are read here too, with the same row numbers:
 a CSV with an `email` column (and an optional `reason`), or one address per line.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import json
 import re
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import insert
-from sqlmodel import Session, select
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from sqlalchemy import JSON, Text, any_, bindparam, cast, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlmodel import Session
 
 from relance.clock import ensure_utc
 from relance.inputs import (  # the checks every door shares (CLI, API, SES, import)
@@ -30,15 +46,19 @@ from relance.inputs import (  # the checks every door shares (CLI, API, SES, imp
     parse_amount,
 )
 from relance.inputs import fold as _fold
-from relance.store.tables import Lead
-from relance.suppression import REASONS, honour_list_of
+from relance.leads import fit_and_grade
+from relance.scoring.config import ScoringConfig
+from relance.store.tables import Lead, Suppression
+from relance.suppression import REASONS
+from relance.wakes import wake_for_lead_changes
 
 PROFILE_FIELDS: tuple[str, ...] = (
     "first_name", "last_name", "job_title", "company", "sector", "company_revenue",
     "country", "timezone", "language", "source",
 )
 COLUMNS: tuple[str, ...] = ("email", *PROFILE_FIELDS)
-BATCH_SIZE = 500
+BATCH_SIZE = 1000
+MAX_CHARS = 200  # of a text cell (an email: 320); a longer one is a mistake (a pasted paragraph), never a name
 
 # Headers as marketers' exports spell them (French CRMs, Excel) -> our column names.
 _ALIASES = {
@@ -56,6 +76,10 @@ _COUNTRY_TIMEZONE = {
     "AT": "Europe/Vienna", "GB": "Europe/London", "IE": "Europe/Dublin", "MC": "Europe/Monaco",
 }
 _COUNTRY_LANGUAGE = {"FR": "fr", "DE": "de", "AT": "de", "ES": "es", "IT": "it", "NL": "nl", "GB": "en", "IE": "en", "MC": "fr"}
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # NUL and the like; tabs and line breaks are spaces
+
+
 
 @dataclass(frozen=True)
 class RowProblem:
@@ -90,9 +114,17 @@ class LeadRow(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _empty_is_none(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip():
+    def _cell(cls, value: object, info: ValidationInfo) -> object:
+        """An empty cell is None; a cell with an invisible control character or too long is refused."""
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
             return None
+        if bad := _CONTROL.search(value):
+            raise ValueError(f"contains an invisible control character (U+{ord(bad.group()):04X}): remove it")
+        limit = 320 if info.field_name == "email" else MAX_CHARS
+        if len(value.strip()) > limit:
+            raise ValueError(f"{len(value.strip()):,} characters, {limit} at most")
         return value
 
     @field_validator("email")
@@ -180,8 +212,58 @@ def _column_of(header: str) -> str:
 
 
 def _sniff_delimiter(first_line: str) -> str:
-    # French Excel writes `;`-separated CSV; a header has no commas or semicolons of its own.
-    return ";" if first_line.count(";") > first_line.count(",") else ","
+    # French Excel writes `;`-separated CSV, its "Unicode text" tab-separated; a header has none of its own.
+    return max((",", ";", "\t"), key=first_line.count) if first_line.strip() else ","
+
+
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_NOT_CSV = {b"PK\x03\x04": "an Excel workbook (.xlsx) or a zip archive", b"\xd0\xcf\x11\xe0": "an old Excel workbook (.xls)"}
+
+
+def _encoding_of(data: bytes) -> str | None:
+    """The encoding a BOM or the zero bytes of UTF-16 text show; None: no sign."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return encoding
+    head = data[:4000]
+    if head.count(0) > len(head) // 4:  # ASCII in UTF-16: every other byte is zero
+        return "utf-16-le" if head[1::2].count(0) > head[0::2].count(0) else "utf-16-be"
+    return None
+
+
+def decode_csv(data: bytes) -> tuple[str, RowProblem | None]:
+    """The text of a CSV file, and what the reader should know about its encoding (None: nothing).
+
+    A BOM or UTF-16's zero bytes say how to read it; otherwise UTF-8, and when the bytes are not UTF-8,
+    Windows-1252 (Latin-1 and the euro sign, what Excel on Windows writes) with a warning naming the
+    row of the first byte that is not UTF-8. A workbook, or UTF-16 that does not decode, is an error."""
+    for magic, what in _NOT_CSV.items():
+        if data.startswith(magic):
+            return "", RowProblem(1, "file", f"this is {what}, not a CSV: in Excel, save it as \"CSV UTF-8\" and import that file")
+    encoding = _encoding_of(data)
+    if encoding:
+        try:
+            return data.decode(encoding).removeprefix("\ufeff"), None
+        except UnicodeDecodeError as exc:
+            return "", RowProblem(1, "file", f"the file looks like {encoding.upper()} text but byte {exc.start} cannot be "
+                                  "read as such: save it again as \"CSV UTF-8\"")
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        row = data[:exc.start].count(b"\n") + 1
+        text = data.decode("cp1252", errors="strict") if _is_cp1252(data) else data.decode("latin-1")
+        return text, RowProblem(1, "file", f"not UTF-8 (row {row} has the byte 0x{data[exc.start]:02X}): read as "
+                                "Windows-1252 / Latin-1, what Excel writes on Windows; if accents look wrong, save the "
+                                "file as \"CSV UTF-8\"", level="warning")
+
+
+def _is_cp1252(data: bytes) -> bool:
+    try:
+        data.decode("cp1252")
+    except UnicodeDecodeError:  # five bytes Windows-1252 leaves undefined: Latin-1 reads every byte
+        return False
+    return True
 
 
 def _field_of(error: dict) -> str:
@@ -205,8 +287,21 @@ def _records(reader: Iterator[list[str]], result: ImportResult) -> Iterator[list
                                           "this row and the ones after it are left out"))
 
 
-def parse_leads_csv(text: str, *, source: str | None) -> ImportResult:
-    """Check every row of a leads CSV; `source` fills the source of rows that have none."""
+def read_leads_csv(data: bytes, *, source: str | None, progress: Callable[[int, int], None] | None = None) -> ImportResult:
+    """`parse_leads_csv` of a file's bytes, whatever its encoding (see `decode_csv`)."""
+    text, note = decode_csv(data)
+    if note is not None and note.level == "error":
+        return ImportResult(problems=[note])
+    result = parse_leads_csv(text, source=source, progress=progress)
+    if note is not None:
+        result.problems.insert(0, note)
+    return result
+
+
+def parse_leads_csv(text: str, *, source: str | None, progress: Callable[[int, int], None] | None = None) -> ImportResult:
+    """Check every row of a leads CSV; `source` fills the source of rows that have none.
+
+    `progress(rows read, rows in the file)` is called every thousand rows (the total counts lines)."""
     result = ImportResult()
     text = text.removeprefix("\ufeff")
     if not text.strip():
@@ -231,8 +326,11 @@ def parse_leads_csv(text: str, *, source: str | None) -> ImportResult:
             known[column] = index
 
     merged: dict[str, LeadRow] = {}
+    lines = text.count("\n") + (not text.endswith("\n")) - 1  # rows under the header, about (cells may hold line breaks)
     # A spreadsheet shows one row per record, so record n is row n + 1, blank lines included.
     for row_number, cells in enumerate(_records(reader, result), start=2):
+        if progress is not None and row_number % 1000 == 0:
+            progress(row_number - 1, max(lines, row_number - 1))
         if not any(cell.strip() for cell in cells):
             continue
         if len(cells) > len(header) and any(cell.strip() for cell in cells[len(header):]):
@@ -255,50 +353,141 @@ def parse_leads_csv(text: str, *, source: str | None) -> ImportResult:
                                               "rows merged, this row's filled cells win", level="info"))
     # the default source applies after merging, so it never beats a source a duplicate row gave
     result.rows = [row if row.source or not source else row.model_copy(update={"source": source}) for row in merged.values()]
+    if not merged and not result.errors:
+        result.problems.append(RowProblem(1, "header", "no rows under the header: nothing to import"))
     return result
 
 
-def _new_lead(row: LeadRow, now: datetime) -> Lead:
+_LEAD = Lead.__table__
+_READ = ("id", "email", *PROFILE_FIELDS, "fit", "grade", "updated_at")  # what merging and grading a known lead need
+# every column of a new lead the row does not fill: the table's defaults, as `Lead()` gives them
+_NEW_LEAD = Lead(email="-").model_dump(exclude={"id", "email", "created_at", "updated_at"})
+
+
+def _new_lead(row: LeadRow, now: datetime, scoring: ScoringConfig | None) -> dict[str, object]:
+    """The values of a new lead's row: the row's cells, the table's defaults, timezone and language from the country."""
     profile = row.profile()
     if "timezone" not in profile and row.country in _COUNTRY_TIMEZONE:
         profile["timezone"] = _COUNTRY_TIMEZONE[row.country]
     if "language" not in profile and row.country in _COUNTRY_LANGUAGE:
         profile["language"] = _COUNTRY_LANGUAGE[row.country]
-    return Lead(email=row.email, **profile, created_at=now, updated_at=now)
+    values = {**_NEW_LEAD, **profile, "email": row.email, "created_at": now, "updated_at": now}
+    if scoring is not None:
+        values["fit"], values["grade"] = fit_and_grade(scoring, values)
+    return values
 
 
-def import_leads(session: Session, result: ImportResult, *, now: datetime, batch_size: int = BATCH_SIZE) -> ImportSummary:
-    """Upsert the good rows by email in batches; known leads keep their score, stage and history."""
+def _changes(lead: dict[str, object], row: LeadRow) -> dict[str, object]:
+    """The profile fields of a known lead this row changes: its filled cells, the first source kept."""
+    changes = {name: value for name, value in row.profile().items() if lead[name] != value}
+    if lead["source"]:
+        changes.pop("source", None)  # first touch: the source that brought the lead stays, for the KPIs
+    return changes
+
+
+def _insert_new(session: Session, leads: list[dict[str, object]], dialect: str) -> set[str]:
+    """Insert these new leads, skipping an address already there (another import's); the addresses inserted.
+
+    On PostgreSQL the rows go as one array per column (`unnest`): a statement of a few parameters whatever the
+    chunk's size (psycopg would rewrite each of 13,000 placeholders in Python, and never cache the statement)."""
+    if not leads:
+        return set()
+    if dialect != "postgresql":
+        statement = sqlite.insert(_LEAD).on_conflict_do_nothing(index_elements=["email"]).returning(_LEAD.c.email)
+        return set(session.execute(statement, leads).scalars())
+    names = [column.name for column in _LEAD.columns if column.name != "id"]
+    documents = {name for name in names if isinstance(_LEAD.c[name].type, JSON)}  # sent as text: a list is no sub-array
+    arrays = (cast(bindparam(name, type_=ARRAY(Text)), ARRAY(JSON)) if name in documents
+              else bindparam(name, type_=ARRAY(_LEAD.c[name].type)) for name in names)
+    rows = func.unnest(*arrays).table_valued(*names).render_derived()
+    statement = (postgresql.insert(_LEAD).from_select(names, select(*(rows.c[name] for name in names)))
+                 .on_conflict_do_nothing(index_elements=["email"]).returning(_LEAD.c.email))
+    columns = {name: [json.dumps(lead[name]) if name in documents else lead[name] for lead in leads] for name in names}
+    return set(session.execute(statement, columns).scalars())
+
+
+def _among(column, emails: list[str], dialect: str):
+    """`column IN (emails)`; on PostgreSQL one array parameter, not a placeholder per address (see _insert_new)."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(None, emails, type_=ARRAY(column.type)))
+    return column.in_(emails)
+
+
+def _known(session: Session, emails: list[str], dialect: str) -> dict[str, dict[str, object]]:
+    """The leads of these addresses, by email, locked on PostgreSQL (in email order: two imports never deadlock)."""
+    query = select(*(_LEAD.c[name] for name in _READ)).where(_among(_LEAD.c.email, emails, dialect)).order_by(_LEAD.c.email)
+    if dialect == "postgresql":
+        query = query.with_for_update()
+    return {row["email"]: dict(row) for row in session.execute(query).mappings()}
+
+
+def _listed(session: Session, emails: list[str], dialect: str) -> dict[str, str]:
+    """The addresses of these on the suppression list, with their reason: such a new lead comes in suppressed."""
+    listed = Suppression.__table__
+    return dict(session.execute(select(listed.c.email, listed.c.reason).where(_among(listed.c.email, emails, dialect))).all())
+
+
+def import_leads(session: Session, result: ImportResult, *, now: datetime, scoring: ScoringConfig | None = None,
+                 batch_size: int = BATCH_SIZE, commit: bool = False,
+                 progress: Callable[[int], None] | None = None) -> ImportSummary:
+    """Upsert the good rows by email, `batch_size` at a time; known leads keep their score, stage and history.
+
+    With `scoring`, fit and grade are computed as the rows are written, and a known lead whose grade changes
+    wakes the waits on it. With `commit`, each chunk is committed as it is written (what `relance import`
+    does: a long file holds no lock for long, and another import can run beside it); `progress(rows done)`
+    is called after each chunk."""
     now = ensure_utc(now)
-    created = updated = unchanged = suppressed = 0
+    totals: Counter[str] = Counter()
     for start in range(0, len(result.rows), batch_size):
-        batch = result.rows[start:start + batch_size]
-        existing = {lead.email: lead for lead in session.exec(select(Lead).where(Lead.email.in_([r.email for r in batch])))}
-        new_leads = []
-        for row in batch:
-            lead = existing.get(row.email)
-            if lead is None:
-                new_leads.append(_new_lead(row, now))
-                continue
-            changes = {name: value for name, value in row.profile().items() if getattr(lead, name) != value}
-            if lead.source:
-                changes.pop("source", None)  # first touch: the source that brought the lead stays, for the KPIs
-            if not changes:
-                unchanged += 1
-                continue
-            for name, value in changes.items():
-                setattr(lead, name, value)
-            lead.updated_at = now
-            session.add(lead)
-            updated += 1
-        if new_leads:
-            # one executemany INSERT per batch; ORM add_all would insert row by row on SQLite to read back ids
-            session.execute(insert(Lead), [lead.model_dump(exclude={"id"}) for lead in new_leads])
-            suppressed += honour_list_of(session, [lead.email for lead in new_leads])  # listed: never mailed
-        session.flush()
-        created += len(new_leads)
-    return ImportSummary(created=created, updated=updated, unchanged=unchanged, skipped=result.rejected_rows,
-                         suppressed=suppressed)
+        totals.update(_write_chunk(session, result.rows[start:start + batch_size], now=now, scoring=scoring))
+        if commit:
+            session.commit()
+        if progress is not None:
+            progress(min(start + batch_size, len(result.rows)))
+    session.flush()
+    session.expire_all()  # Lead objects the session holds read what was written
+    return ImportSummary(**totals, skipped=result.rejected_rows)
+
+
+def _write_chunk(session: Session, rows: list[LeadRow], *, now: datetime, scoring: ScoringConfig | None) -> Counter[str]:
+    """Write one chunk of rows in the session's transaction: read, insert the new, update the changed, wake."""
+    dialect = session.get_bind().dialect.name
+    chunk = {row.email: row for row in sorted(rows, key=lambda row: row.email)}
+    if dialect == "sqlite":  # take the write lock before reading: no other import writes between read and write
+        session.execute(update(_LEAD).where(_LEAD.c.id == -1).values(id=_LEAD.c.id))
+    known = _known(session, list(chunk), dialect)
+    new = [_new_lead(row, now, scoring) for email, row in chunk.items() if email not in known]
+    listed = _listed(session, [values["email"] for values in new], dialect) if new else {}
+    for values in new:
+        values["suppressed"] = listed.get(values["email"])  # on the suppression list: comes in suppressed, never mailed
+    inserted = _insert_new(session, new, dialect)
+    if raced := [values["email"] for values in new if values["email"] not in inserted]:
+        known.update(_known(session, raced, dialect))  # another import inserted them since: merged as known leads
+    counts = Counter(created=len(inserted), suppressed=sum(1 for email in inserted if listed.get(email)))
+    writes, regraded = [], []
+    for email, lead in known.items():
+        merged = {**lead, **_changes(lead, chunk[email])}
+        if scoring is not None:
+            merged["fit"], merged["grade"] = fit_and_grade(scoring, merged)
+            if merged["grade"] != lead["grade"]:
+                regraded.append(lead["id"])
+        changed = any(merged[name] != lead[name] for name in PROFILE_FIELDS)
+        if changed:
+            merged["updated_at"] = now
+        counts["updated" if changed else "unchanged"] += 1
+        if merged != lead:
+            writes.append({"_id": lead["id"], **{f"_{name}": merged[name] for name in _WRITE}})
+    if writes:
+        session.execute(_UPDATE, writes)
+    if regraded:
+        # an import has changed these leads: it must not wait for another's enrollments (see relance.wakes)
+        wake_for_lead_changes(session, regraded, scoring=scoring, now=now, skip_locked=True)
+    return counts
+
+
+_WRITE = (*PROFILE_FIELDS, "fit", "grade", "updated_at")
+# one executemany UPDATE for the changed leads of a chunk: every profile field, merged in Python under the lock
+_UPDATE = update(_LEAD).where(_LEAD.c.id == bindparam("_id")).values({name: bindparam(f"_{name}") for name in _WRITE})
 
 
 # --------------------------------------------------------------------------- suppression lists

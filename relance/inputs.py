@@ -183,7 +183,7 @@ def checked_revenue(value: Any) -> int | None:
 
 def _digits(number: float) -> str:
     """12 000 000, as a French export writes it."""
-    return f"{number:,.0f}".replace(",", " ")
+    return (f"{number:,}" if isinstance(number, int) else f"{number:,.0f}").replace(",", " ")  # ints exactly, however long
 
 
 def checked_sector(value: str) -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select, update
 from sqlmodel import Session
 
 from relance.consent import consent_of
@@ -83,38 +83,50 @@ def lead_summary(engine: Engine, email: str, *, temperature_of=None) -> dict[str
         return summary
 
 
+def fit_and_grade(scoring, profile: Mapping[str, Any]) -> tuple[int, str]:
+    """The profile fit and the grade of a lead's profile (a Lead's fields, or a row's)."""
+    from relance.scoring.rules import fit_points, grade_of
+
+    fit = fit_points(scoring, profile)
+    return fit, grade_of(scoring, fit)
+
+
 def grade_all(session: Session, scoring, *, emails: Sequence[str] | None = None, batch_size: int = 1000,
               now: datetime | None = None) -> int:
-    """Recompute fit and grade of these leads (`emails`: an import's rows), or of every lead (scoring.yaml changed).
+    """Recompute fit and grade of these leads (`emails`), or of every lead (scoring.yaml changed); how many changed.
 
+    A chunk at a time: its leads read in one query, graded in Python, the changed ones written in one statement.
     A lead whose grade changes may end a `grade_at_least` wait: it is woken as of `now` (default: the system
     clock, the one `relance import` stamps its rows with)."""
     from relance.clock import SystemClock
-    from relance.ingest import grade_lead
     from relance.wakes import wake_for_lead_changes
 
     now = now or SystemClock().now()
+    session.flush()  # what the session holds unwritten counts (and is not lost by the expiry at the end)
+    lead = Lead.__table__
+    columns = (lead.c.id, lead.c.job_title, lead.c.company_revenue, lead.c.sector, lead.c.country, lead.c.fit, lead.c.grade)
 
-    def batches() -> Iterator[Sequence[Lead]]:
+    def chunks() -> Iterator[Sequence[Mapping[str, Any]]]:
         if emails is not None:
             for start in range(0, len(emails), batch_size):
-                yield session.exec(select(Lead).where(Lead.email.in_(emails[start:start + batch_size]))).scalars().all()
+                yield session.execute(select(*columns).where(lead.c.email.in_(emails[start:start + batch_size]))).mappings().all()
             return
         last_id = 0
-        while leads := session.exec(select(Lead).where(Lead.id > last_id).order_by(Lead.id).limit(batch_size)).scalars().all():
-            yield leads
-            last_id = leads[-1].id
+        while rows := session.execute(select(*columns).where(lead.c.id > last_id).order_by(lead.c.id).limit(batch_size)).mappings().all():
+            yield rows
+            last_id = rows[-1]["id"]
 
+    write = update(lead).where(lead.c.id == bindparam("_id")).values(fit=bindparam("_fit"), grade=bindparam("_grade"))
     changed = 0
-    for leads in batches():
-        regraded = []
-        for lead in leads:
-            before = (lead.fit, lead.grade)
-            grade_lead(lead, scoring)
-            if lead.grade != before[1]:
-                regraded.append(lead.id)
-            changed += (lead.fit, lead.grade) != before
-        session.flush()
+    for rows in chunks():
+        graded = [(row, *fit_and_grade(scoring, row)) for row in rows]
+        moved = [{"_id": row["id"], "_fit": fit, "_grade": grade} for row, fit, grade in graded
+                 if (fit, grade) != (row["fit"], row["grade"])]
+        if moved:
+            session.execute(write, moved)
+        changed += len(moved)
+        regraded = [row["id"] for row, _, grade in graded if grade != row["grade"]]
         # an import has changed these leads before: it must not wait for another's enrollments (see relance.wakes)
         wake_for_lead_changes(session, regraded, scoring=scoring, now=now, skip_locked=True)
+    session.expire_all()  # Lead objects the session holds read the new grades
     return changed

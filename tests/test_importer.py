@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import Session, func, select
 
-from relance.importer import ImportSummary, import_leads, parse_amount, parse_leads_csv
+from relance.importer import ImportSummary, import_leads, parse_amount, parse_leads_csv, read_leads_csv
 from relance.store.tables import Lead
 
 DATA = Path(__file__).parent / "data"
@@ -211,11 +212,8 @@ def test_reimporting_the_same_file_changes_nothing(session: Session) -> None:
     assert len(session.exec(select(Lead)).all()) == 2
 
 
-def test_import_reads_existing_leads_with_one_select_per_batch(session: Session) -> None:
-    text = HEADER + "".join(f"lead{n}@x.example,Lead{n},,,,,,FR,,,\n" for n in range(25))
-    import_leads(session, parse_leads_csv(text, source=None), now=NOW)
-    session.commit()
-    text_with_new = text + "".join(f"new{n}@x.example,New{n},,,,,,BE,,,\n" for n in range(5))
+def _statements(session: Session, parsed, *, batch_size: int) -> tuple[ImportSummary, list[str]]:
+    """What importing `parsed` did, and the first word of every SQL statement it sent."""
     statements: list[str] = []
     engine = session.get_bind()
 
@@ -224,14 +222,31 @@ def test_import_reads_existing_leads_with_one_select_per_batch(session: Session)
 
     event.listen(engine, "before_cursor_execute", listener)
     try:
-        summary = import_leads(session, parse_leads_csv(text_with_new, source=None), now=NOW, batch_size=10)
+        summary = import_leads(session, parsed, now=NOW, batch_size=batch_size)
         session.commit()
     finally:
         event.remove(engine, "before_cursor_execute", listener)
+    return summary, statements
 
-    assert summary == ImportSummary(created=5, updated=0, unchanged=25, skipped=0)
-    assert statements.count("SELECT") == 3  # 30 rows in batches of 10
-    assert statements.count("INSERT") == 1  # the 5 new leads, all in the last batch, in one statement
+
+@pytest.mark.parametrize("size", [10, 100])
+def test_import_sends_a_few_statements_per_chunk_whatever_its_size(session: Session, size: int) -> None:
+    """Set-based: a chunk's known leads are read in one query, its new ones inserted in one statement, its changed ones
+    updated in one statement (and, on SQLite, one statement takes the write lock): nothing per row."""
+    known = HEADER + "".join(f"lead{n}@x.example,Lead{n},,,,,,FR,,,\n" for n in range(3 * size))
+    import_leads(session, parse_leads_csv(known, source=None), now=NOW)
+    session.commit()
+    changed = "".join(f"lead{n}@x.example,Lead{n},,CMO,,,,FR,,,\n" for n in range(size))  # the first chunk: a new title
+    new = "".join(f"new{n}@x.example,New{n},,,,,,BE,,,\n" for n in range(size))  # the fourth chunk: new leads
+    text = HEADER + changed + "".join(f"lead{n}@x.example,Lead{n},,,,,,FR,,,\n" for n in range(size, 3 * size)) + new
+
+    summary, statements = _statements(session, parse_leads_csv(text, source=None), batch_size=size)
+
+    assert summary == ImportSummary(created=size, updated=size, unchanged=2 * size, skipped=0)
+    lock = 4 if session.get_bind().dialect.name == "sqlite" else 0
+    assert statements.count("SELECT") == 4 + 1  # each chunk's known leads, and which of the new ones are on the list
+    assert statements.count("INSERT") == 1  # the new leads, all in the last chunk, in one statement
+    assert statements.count("UPDATE") == lock + 1  # the changed leads, all in the first chunk, in one statement
 
 
 def test_the_shipped_sample_leads_import_into_an_empty_database(session: Session) -> None:
@@ -242,3 +257,117 @@ def test_the_shipped_sample_leads_import_into_an_empty_database(session: Session
 
     assert summary.created == len(parsed.rows) >= 200
     assert session.exec(select(func.count()).select_from(Lead).where(Lead.stage == "lead")).one() == summary.created
+
+
+# --------------------------------------------------------------------------- encodings, cells that could hurt
+
+
+PEOPLE = "email,first_name,company\nzoe@x.example,Zoé,Société Générale €\n"
+
+
+@pytest.mark.parametrize("data", [
+    PEOPLE.encode("utf-8"), codecs.BOM_UTF8 + PEOPLE.encode("utf-8"), PEOPLE.encode("utf-16"),
+    PEOPLE.encode("utf-16-le"), PEOPLE.encode("utf-16-be"), PEOPLE.encode("utf-32"),
+], ids=["utf-8", "utf-8 BOM", "utf-16 BOM", "utf-16-le", "utf-16-be", "utf-32 BOM"])
+def test_unicode_files_are_read_as_what_they_are_without_a_word(data: bytes) -> None:
+    result = read_leads_csv(data, source=None)
+
+    assert result.problems == []
+    assert [(r.email, r.first_name, r.company) for r in result.rows] == [("zoe@x.example", "Zoé", "Société Générale €")]
+
+
+def test_a_windows_1252_file_is_read_as_such_with_a_warning_naming_the_first_odd_row() -> None:
+    data = ("email,first_name,company\nanne@x.example,Anne,ACME\n" + PEOPLE.split("\n", 1)[1]).encode("cp1252")
+
+    result = read_leads_csv(data, source=None)
+
+    assert [str(p) for p in result.problems] == [
+        "1: file: not UTF-8 (row 3 has the byte 0xE9): read as Windows-1252 / Latin-1, what Excel writes on Windows; "
+        "if accents look wrong, save the file as \"CSV UTF-8\""]
+    assert result.problems[0].level == "warning"
+    assert result.rows[1].company == "Société Générale €"
+
+
+def test_a_latin_1_byte_windows_1252_leaves_undefined_is_decoded_and_its_control_character_named() -> None:
+    result = read_leads_csv(b"email,first_name\nzoe@x.example,Zo\x81\xe9\n", source=None)
+
+    assert result.problems[0].level == "warning" and "read as Windows-1252" in str(result.problems[0])
+    assert result.rows == [] and str(result.problems[1]) == "2: first_name: 'Zo\\x81é' contains the control character U+0081: remove it"
+
+
+def test_a_tab_separated_file_is_understood() -> None:
+    assert [r.company for r in parse_leads_csv("email\tcompany\nzoe@x.example\tDurand, Fils et Cie\n", source=None).rows] == [
+        "Durand, Fils et Cie"]
+
+
+@pytest.mark.parametrize("cell", ['=HYPERLINK("http://evil.example","x")', "+33 1 23 45 67 89", "-2", "@SUM(A1:A9)",
+                                  "=1+2", "<script>alert(1)</script>"])
+def test_a_cell_a_spreadsheet_would_run_is_kept_as_the_text_it_is(cell: str) -> None:
+    quoted = '"' + cell.replace('"', '""') + '"'
+    result = parse_leads_csv(f"email,first_name,job_title\nzoe@x.example,{quoted},{quoted}\n", source=None)
+
+    assert result.problems == [] and (result.rows[0].first_name, result.rows[0].job_title) == (cell, cell)
+
+
+@pytest.mark.parametrize(("cell", "message"), [
+    ("Zo\x00é", "contains an invisible control character (U+0000): remove it"),
+    ("Zo\x1bé", "contains an invisible control character (U+001B): remove it"),
+    ("Z" * 201, "201 characters, 200 at most"),
+])
+def test_a_cell_with_a_control_character_or_too_long_is_refused_naming_it(cell: str, message: str) -> None:
+    assert [str(p) for p in parse_leads_csv(f"email,first_name\nzoe@x.example,{cell}\n", source=None).errors] == [
+        f"2: first_name: {message}"]
+
+
+def test_a_name_with_line_breaks_and_tabs_is_one_line() -> None:
+    row = parse_leads_csv('email,first_name\nzoe@x.example,"Zoé\r\n\tMarie"\n', source=None).rows[0]
+
+    assert row.first_name == "Zoé Marie"
+
+
+@pytest.mark.parametrize(("cell", "kept"), [("2147483647", 2_147_483_647), ("2,1Md", 2_100_000_000)])
+def test_the_largest_revenue_the_column_holds_is_accepted(cell: str, kept: int) -> None:
+    assert parse_leads_csv(f'email,company_revenue\nzoe@x.example,"{cell}"\n', source=None).rows[0].company_revenue == kept
+
+
+def test_a_revenue_the_column_cannot_hold_is_refused() -> None:
+    assert [str(p) for p in parse_leads_csv("email,company_revenue\nzoe@x.example,2147483648\n", source=None).errors] == [
+        "2: company_revenue: 2 147 483 648 is more than the largest revenue relance can hold (2 147 483 647)"]
+
+
+def test_bad_cells_never_reach_the_database_and_the_good_rows_do(session: Session) -> None:
+    text = HEADER + ("zoe@x.example,Zoé,,,,,3Md,,,,\n" "nul@x.example,N\x00,,,,,,,,,\n" "ok@x.example,Ok,,,,,2Md,FR,,,\n")
+    summary = import_leads(session, parse_leads_csv(text, source=None), now=NOW)
+    session.commit()
+
+    assert (summary.created, summary.skipped) == (1, 2)
+    assert session.exec(select(Lead.email, Lead.company_revenue)).all() == [("ok@x.example", 2_000_000_000)]
+
+
+def test_a_new_lead_on_the_suppression_list_comes_in_suppressed(session: Session) -> None:
+    from relance.suppression import suppress
+
+    suppress(session, email="zoe@x.example", reason="unsubscribed", source="test", now=NOW)
+    summary = import_leads(session, parse_leads_csv(HEADER + "zoe@x.example,Zoé,,,,,,,,,\nok@x.example,Ok,,,,,,,,,\n",
+                                                    source=None), now=NOW)
+    session.commit()
+
+    assert (summary.created, summary.suppressed) == (2, 1)
+    assert dict(session.exec(select(Lead.email, Lead.suppressed)).all()) == {"zoe@x.example": "unsubscribed", "ok@x.example": None}
+
+
+def test_an_import_with_scoring_grades_new_and_changed_leads(session: Session) -> None:
+    from relance.scoring.config import ScoringConfig
+
+    scoring = ScoringConfig.model_validate({"fit": {"job_title": {"(?i)directr": 30}, "country": {"FR": 10}},
+                                            "grades": {"A": 40, "B": 30, "C": 10}})
+    import_leads(session, parse_leads_csv(HEADER + "zoe@x.example,Zoé,,Stagiaire,,,,FR,,,\n", source=None), now=NOW,
+                 scoring=scoring)
+    assert session.exec(select(Lead.fit, Lead.grade)).one() == (10, "C")
+
+    summary = import_leads(session, parse_leads_csv(HEADER + "zoe@x.example,,,Directrice,,,,,,,\n", source=None),
+                           now=NOW + timedelta(days=1), scoring=scoring)
+    session.commit()
+
+    assert summary == ImportSummary(updated=1)
+    assert session.exec(select(Lead.fit, Lead.grade, Lead.updated_at)).one() == (40, "A", NOW + timedelta(days=1))

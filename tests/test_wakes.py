@@ -209,14 +209,18 @@ def test_a_step_of_another_scenario_wakes_a_wait_on_what_it_changed(engine, db_u
 # --------------------------------------------------------------------------- a CSV import
 
 
-def test_a_csv_import_that_raises_the_grade_wakes_a_wait_on_the_grade(engine, db_url, tmp_path, clock):
+@pytest.mark.parametrize("grading", ["as the rows are written", "afterwards"])
+def test_a_csv_import_that_raises_the_grade_wakes_a_wait_on_the_grade(engine, db_url, tmp_path, clock, grading):
     settings = _world(tmp_path, db_url, "{grade_at_least: B}")
     library = _asleep(engine, settings, clock, job_title="Stagiaire")
     changed_at = clock.advance(timedelta(hours=1))
     parsed = parse_leads_csv(f"email,job_title\n{EMAIL},Directrice marketing\n", source=None)
-    with Session(engine) as session:  # what `relance import` does, on the test's clock
-        import_leads(session, parsed, now=changed_at)
-        grade_all(session, library.scoring, emails=[row.email for row in parsed.rows], now=changed_at)
+    with Session(engine) as session:
+        if grading == "as the rows are written":  # what `relance import` does, on the test's clock
+            import_leads(session, parsed, now=changed_at, scoring=library.scoring, commit=True)
+        else:  # a scoring.yaml changed: grade_all
+            import_leads(session, parsed, now=changed_at)
+            grade_all(session, library.scoring, emails=[row.email for row in parsed.rows], now=changed_at)
         session.commit()
     _goes_on_at_the_next_tick(engine, settings, library, changed_at)
 

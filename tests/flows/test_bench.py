@@ -11,6 +11,7 @@ KEYS = {
     "floor_emails_per_s", "engine_emails_per_s_sqlite", "engine_emails_per_s_postgres", "floor_ratio",
     "naive_prefect_leads_per_s", "vs_naive", "tick_scaling", "memory_scaling", "ses_pacing", "events_per_s",
     "hot_lead_events_per_s",
+    "import_rows_per_s",
 }
 
 
@@ -30,5 +31,6 @@ def test_a_smoke_run_measures_every_figure_with_its_counts_checked(prefect_home:
     assert details["ses"]["throttled"]["sent_once"] == SMOKE.ses_emails
     assert details["events"]["events"] == SMOKE.events
     assert details["hot_lead"]["events"] == SMOKE.hot_events
+    assert details["imports"]["rows"] == SMOKE.imports and details["imports"]["postgresql"]["new"]["created"] == SMOKE.imports
     assert figures["floor_ratio"] == round(figures["engine_emails_per_s_sqlite"] / figures["floor_emails_per_s"], 3)
-    assert len(steps) == 8 and steps[0].startswith("rendering floor")
+    assert len(steps) == 9 and steps[0].startswith("rendering floor")
