@@ -56,6 +56,21 @@ def _settings():
         _setup_failed(str(exc))
 
 
+def _signing_settings(*, api: bool = False):
+    """The settings of a command that signs or verifies links (and, with `api`, takes bearer tokens): a default,
+    short or padded secret is refused in one sentence saying how to make one, exit 2."""
+    from relance.settings import SettingError, require_api_token, require_signing_keys
+
+    settings = _settings()
+    try:
+        require_signing_keys(settings)
+        if api:
+            require_api_token(settings)
+    except SettingError as exc:
+        _setup_failed(str(exc))
+    return settings
+
+
 NOW_HELP = "Pretend it is this time (ISO date/time, naive = UTC; default: the wall clock)."
 
 
@@ -478,7 +493,7 @@ def tick(
     from relance.prefect_api import start_early
 
     _now(now)  # a bad --now is refused before Prefect starts
-    if _settings().scenarios_dir.is_dir():  # else `_library` says so at once: no API to start and stop
+    if _signing_settings().scenarios_dir.is_dir():  # else `_library` says so at once: no API to start and stop
         start_early()  # Prefect's local API comes up while the scenarios load
     from prefect.exceptions import FailedRun
 
@@ -1084,6 +1099,7 @@ def flow_sla(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP)) ->
     from relance.prefect_adapter import run_flow
 
     _now(now)
+    _signing_settings()  # it sends staff email
     _library()  # missing folders or broken scenarios: refused before Prefect starts
     with _prefect(store=True):
         r = run_flow("flows.housekeeping", "sla", now=now)
@@ -1096,6 +1112,7 @@ def flow_reengage(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP
     from relance.prefect_adapter import run_flow
 
     _now(now)
+    _signing_settings()  # it sends staff email
     _library()  # missing folders or broken scenarios: refused before Prefect starts
     with _prefect(store=True):
         r = run_flow("flows.housekeeping", "reengage", now=now)
@@ -1205,7 +1222,7 @@ def serve(
     from relance.api.app import create_app
     from relance.runner import open_store
 
-    settings, library = _settings(), _library()  # at start-up: a missing folder is refused now, not at the first request
+    settings, library = _signing_settings(api=True), _library()  # at start-up: a missing folder is refused now, not at the first request
     api = create_app(settings, engine=open_store(settings), library=library)
     uvicorn.run(api, host=host, port=port, proxy_headers=True)
 

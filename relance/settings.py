@@ -14,6 +14,12 @@ class SettingError(ValueError):
     """A setting, or the service it points to, cannot work: the message names the setting and says what to do."""
 
 
+DEFAULT_SECRET_KEY = "change-me"
+SECRET_KEY_MIN = 32  # characters; what `secrets.token_urlsafe(32)` gives is 43
+API_TOKEN_MIN = 16
+HOW_TO_MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
 class Settings(BaseSettings):
     """Every knob an operator can turn, with defaults that run anywhere."""
 
@@ -30,7 +36,10 @@ class Settings(BaseSettings):
     ses_configuration_set: str | None = None
     ses_max_send_rate: float | None = Field(None, gt=0, description="Emails per second SES allows this account (its quota).")
     ses_timeout: float = Field(10.0, gt=0, description="Seconds SES may take to accept a connection, and to answer a sent call.")
-    secret_key: str = Field("change-me", description="Signs tracking and unsubscribe links.")
+    secret_key: str = Field(DEFAULT_SECRET_KEY, description="Signs tracking and unsubscribe links (32+ characters).")
+    secret_keys_old: str = Field(
+        "", description="Keys that signed links before a rotation (comma-separated): their links still work, new ones use RELANCE_SECRET_KEY."
+    )
     public_url: str = Field("http://localhost:8000", description="Base URL of tracking and unsubscribe links.")
     api_token: str | None = None
     from_: str = Field("Relance <marketing@example.com>", alias="RELANCE_FROM")
@@ -46,6 +55,11 @@ class Settings(BaseSettings):
     prefect_startup_timeout: float = Field(
         180, gt=0, description="Seconds to wait for Prefect's local API to start (when PREFECT_API_URL is not set)."
     )
+
+    @property
+    def verifying_keys(self) -> tuple[str, ...]:
+        """The keys a link's signature is checked against: the current one first, then those it replaced."""
+        return (self.secret_key, *(key.strip() for key in self.secret_keys_old.split(",") if key.strip()))
 
     @field_validator("webhook_allow")
     @classmethod
@@ -65,6 +79,41 @@ def get_settings() -> Settings:
         raise SettingError("; ".join(_said(error) for error in exc.errors())) from None
     except SettingsError as exc:
         raise SettingError(f"the RELANCE_* settings cannot be read: {exc}") from None
+
+
+def require_signing_keys(settings: Settings) -> None:
+    """SettingError unless the keys that sign links are fit to: anyone who knows a key forges clicks (an open
+    redirect under the sender's domain) and unsubscribes any lead. Checked where links are signed or verified
+    for real (`relance serve`, ticks, the housekeeping flows), not where relance is used as a library."""
+    problems = [_weak_key("RELANCE_SECRET_KEY", settings.secret_key)]
+    problems += [_weak_key("RELANCE_SECRET_KEYS_OLD", key, old=True) for key in settings.verifying_keys[1:]]
+    problems = [p for p in problems if p]
+    if problems:
+        raise SettingError("; ".join(problems))
+
+
+def require_api_token(settings: Settings) -> None:
+    """SettingError when RELANCE_API_TOKEN is set but guessable or padded (unset: the API takes no events)."""
+    token = settings.api_token
+    if token is not None and (len(token) < API_TOKEN_MIN or not token.isascii() or any(c.isspace() for c in token)):
+        raise SettingError(f"setting RELANCE_API_TOKEN cannot be used: a bearer token must be at least {API_TOKEN_MIN} "
+                           f"ASCII characters with no spaces (a space pasted around it is not part of the token); "
+                           f"make one with {HOW_TO_MAKE_A_KEY}, in the environment or in .env")
+
+
+def _weak_key(variable: str, key: str, *, old: bool = False) -> str | None:
+    """Why this signing key must not be used, or None."""
+    if key == DEFAULT_SECRET_KEY:
+        why = f"it is the default {DEFAULT_SECRET_KEY!r}, which anyone can read in relance's source"
+    elif len(key) < SECRET_KEY_MIN:
+        why = f"a key of {len(key)} characters is guessable; it must have at least {SECRET_KEY_MIN}"
+    elif len(set(key)) < 8:
+        why = f"a key of {len(set(key))} different characters is guessable"
+    else:
+        return None
+    fix = "remove it from the list (links it signed stop working)" if old else f"set it to a random value, e.g. {HOW_TO_MAKE_A_KEY}"
+    return (f"setting {variable} cannot sign links: {why}, and with it anyone can forge click and unsubscribe links; "
+            f"{fix}, in the environment or in .env")
 
 
 _SECRET = ("secret", "token", "password", "key")

@@ -22,6 +22,12 @@ from relance.clock import FrozenClock
 from relance.settings import get_settings
 from relance.store.db import make_engine, migrate, scratch_postgres
 
+# relance refuses to sign links with a guessable key outside its demo (relance.settings.require_signing_keys):
+# the tests, and the processes they start, have a key of their own whatever the developer's environment holds.
+TEST_SECRET_KEY = "key-of-the-tests-0123456789-abcdefghij"
+os.environ["RELANCE_SECRET_KEY"] = TEST_SECRET_KEY
+os.environ.pop("RELANCE_SECRET_KEYS_OLD", None)
+
 PG_ADMIN_URL = os.environ.get("RELANCE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 

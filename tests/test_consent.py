@@ -23,7 +23,7 @@ from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Lead, Suppression
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-of-the-tests"
 EMAIL = "lea@acme.example"
 
 

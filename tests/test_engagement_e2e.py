@@ -25,7 +25,7 @@ from relance.settings import Settings
 from relance.store.tables import Outbox
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "e2e-token"
+TOKEN = "e2e-token-of-the-tests"
 EMAIL = "claire.dubois@acme-saas.example"
 
 

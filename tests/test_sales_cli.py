@@ -21,7 +21,7 @@ from relance.settings import Settings, get_settings
 from relance.store.tables import Handoff, Outbox
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-of-the-tests"
 ZOE = "zoe@acme.example"
 
 

@@ -34,7 +34,7 @@ from relance.store.tables import Event, Lead, Outbox, Suppression
 from relance.ses_events import drain
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-of-the-tests"
 LEA = "lea@acme.example"  # the address every test suppresses
 BOB = "bob@globex.example"  # a bystander: his email must still leave
 OWNER = "jeanne@relance.example"  # the sales rep an internal email about Léa goes to

@@ -252,6 +252,16 @@ def _page(title: str, body: str) -> HTMLResponse:
     )
 
 
+def _bears(authorization: str | None, token: str) -> bool:
+    """Whether an Authorization header carries this bearer token (RFC 6750): the scheme in any case, then the token
+    exactly, compared in constant time; a token with anything around it (a space, a second word) is not the token."""
+    if authorization is None or not authorization.isascii():
+        return False
+    scheme, _, given = authorization.partition(" ")
+    right_token = hmac.compare_digest(given.lstrip(" ").encode(), token.encode())  # computed whatever the scheme
+    return scheme.lower() == "bearer" and right_token
+
+
 def create_app(settings: Settings, *, engine: Engine, library: Library, clock: Clock | None = None) -> FastAPI:
     """The app over one database and one scenarios folder."""
     clock = clock or SystemClock()
@@ -278,7 +288,7 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
                       channel="link")
 
     def genuine(token: str, kind: str) -> dict[str, Any]:
-        payload = tracking.verify(settings.secret_key, token, kind=kind)
+        payload = tracking.verify(settings.verifying_keys, token, kind=kind)
         if payload is None:
             raise HTTPException(404)
         return payload
@@ -328,8 +338,7 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
     def bearer(authorization: Annotated[str | None, Header()] = None) -> None:
         if not settings.api_token:
             raise HTTPException(503, "event intake is off: set RELANCE_API_TOKEN")
-        expected = f"Bearer {settings.api_token}"
-        if authorization is None or not authorization.isascii() or not hmac.compare_digest(authorization, expected):
+        if not _bears(authorization, settings.api_token):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     @app.post("/events", tags=["events"], dependencies=[Depends(bearer)])

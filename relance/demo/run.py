@@ -8,6 +8,7 @@ sales saying "later"), and every tick through the real Prefect tick flow.
 from __future__ import annotations
 
 import os
+import secrets
 import random
 import shutil
 import time
@@ -54,6 +55,20 @@ def _use_demo_settings(directory: Path) -> None:
     os.environ["RELANCE_TRANSPORT"] = "file"
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     get_settings.cache_clear()
+    if _weak_signing_key():  # the demo's links go nowhere real: a key of its own, never the guessable default
+        os.environ["RELANCE_SECRET_KEY"] = secrets.token_urlsafe(32)
+        os.environ.pop("RELANCE_SECRET_KEYS_OLD", None)
+        get_settings.cache_clear()
+
+
+def _weak_signing_key() -> bool:
+    from relance.settings import SettingError, get_settings, require_signing_keys
+
+    try:
+        require_signing_keys(get_settings())
+    except SettingError:
+        return True
+    return False
 
 
 def sample_leads_csv() -> str:

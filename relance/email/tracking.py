@@ -2,7 +2,8 @@
 
 A token is `payload.signature`: the payload is compact JSON (base64url) naming the outbox row,
 the lead, what the token is for (`c` click, `o` open, `u` unsubscribe) and, for clicks, the
-destination; the signature is an HMAC-SHA256 with RELANCE_SECRET_KEY. A click token carries
+destination; the signature is an HMAC-SHA256 with RELANCE_SECRET_KEY (links signed
+with a key named in RELANCE_SECRET_KEYS_OLD still verify, so a key can be rotated). A click token carries
 its own destination, so the redirector only ever goes where relance itself wrote a link.
 """
 
@@ -14,7 +15,7 @@ import hashlib
 import hmac
 import json
 import re
-from typing import Any
+from typing import Any, Sequence
 
 CLICK, OPEN, UNSUBSCRIBE = "c", "o", "u"
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # built once: json.dumps builds one per call
@@ -49,12 +50,18 @@ def sign(secret: str, *, kind: str, outbox_id: int, lead_id: int, email: str, li
     return f"{body}.{_mac(secret, body)}"
 
 
-def verify(secret: str, token: str, *, kind: str) -> dict[str, Any] | None:
-    """The payload of a genuine token of this kind, else None (forged, altered, wrong kind, not ASCII)."""
+def verify(keys: str | Sequence[str], token: str, *, kind: str) -> dict[str, Any] | None:
+    """The payload of a genuine token of this kind, else None (forged, altered, wrong kind, not ASCII).
+
+    `keys` is the current key then the keys it replaced (RELANCE_SECRET_KEYS_OLD): a link sent before a rotation
+    still works. Every key is tried, so the time taken does not tell which one matched."""
     if not token.isascii():  # relance writes base64url only; compare_digest refuses other text
         return None
     body, _, signature = token.partition(".")
-    if not body or not signature or not hmac.compare_digest(signature, _mac(secret, body)):
+    if not body or not signature:
+        return None
+    matched = [hmac.compare_digest(signature, _mac(key, body)) for key in ((keys,) if isinstance(keys, str) else keys)]
+    if not any(matched):
         return None
     try:
         payload = json.loads(_unb64(body))

@@ -29,7 +29,8 @@ from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Lead
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-of-the-tests"
+SERVER_KEY = "key-of-the-served-api-0123456789-abcdef"
 
 
 @pytest.fixture
@@ -251,7 +252,7 @@ def server(tmp_path):
         port = probe.getsockname()[1]
     env = {**os.environ, "RELANCE_DATABASE_URL": f"sqlite:///{tmp_path / 'relance.db'}", "RELANCE_API_TOKEN": TOKEN,
            "RELANCE_SCENARIOS_DIR": str(ROOT / "scenarios"), "RELANCE_TEMPLATES_DIR": str(ROOT / "templates" / "emails"),
-           "RELANCE_OUTBOX_DIR": str(tmp_path / "outbox"), "RELANCE_SECRET_KEY": "s" * 40,
+           "RELANCE_OUTBOX_DIR": str(tmp_path / "outbox"), "RELANCE_SECRET_KEY": SERVER_KEY,
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen([sys.executable, "-m", "relance.cli", "serve", "--port", str(port)], env=env, cwd=tmp_path,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

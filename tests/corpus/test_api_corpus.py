@@ -27,7 +27,7 @@ from relance.store.tables import Deal, Enrollment, Event, Handoff, Lead, Outbox,
 from tests.conftest import PG_ADMIN_URL
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "corpus-token"
+TOKEN = "corpus-token-of-the-tests"
 SECRET = "corpus-secret-" + "k" * 32
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TABLES = (Lead, Event, Suppression, StageChange, ScoreChange, Handoff, Deal, Enrollment, Outbox)

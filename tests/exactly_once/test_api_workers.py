@@ -38,7 +38,7 @@ def _port() -> int:
 
 
 def _serve(settings, tmp_path, port: int) -> subprocess.Popen:
-    env = environment(settings, tmp_path / "outbox", RELANCE_API_TOKEN="t0ken")
+    env = environment(settings, tmp_path / "outbox", RELANCE_API_TOKEN="t0ken-of-the-worker-tests")
     return subprocess.Popen([sys.executable, "-m", "relance.cli", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -68,7 +68,7 @@ def test_the_same_form_posted_to_two_workers_at_once_counts_once(engine, setting
         form = lambda i: {"type": "form_submitted", "email": f"form{i}@acme.example", "occurred_at": at,
                           "properties": {"first_name": f"Léa{i}", "company": "ACME"}}
         posts = [(url, form(i)) for i in range(FORMS) for url in urls for _ in range(2)]  # each form 4 times, 2 per worker
-        with httpx.Client(headers={"Authorization": "Bearer t0ken"}, timeout=60) as client, ThreadPoolExecutor(8) as pool:
+        with httpx.Client(headers={"Authorization": "Bearer t0ken-of-the-worker-tests"}, timeout=60) as client, ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda p: client.post(f"{p[0]}/events", json=p[1]), posts))
         assert Counter(a.status_code for a in answers) == {200: 4 * FORMS}, [a.text for a in answers if a.status_code != 200][:3]
         assert sum(a.json()["stored"] for a in answers) == FORMS
