@@ -493,7 +493,9 @@ def tick(
     from relance.prefect_api import start_early
 
     _now(now)  # a bad --now is refused before Prefect starts
-    if _signing_settings().scenarios_dir.is_dir():  # else `_library` says so at once: no API to start and stop
+    settings = _settings()
+    if settings.scenarios_dir.is_dir() and settings.templates_dir.is_dir():  # else `_library` says so at once
+        _signing_settings()  # (a missing folder comes first: in the wrong folder, .env and its key are missing too)
         start_early()  # Prefect's local API comes up while the scenarios load
     from prefect.exceptions import FailedRun
 
@@ -1099,8 +1101,8 @@ def flow_sla(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP)) ->
     from relance.prefect_adapter import run_flow
 
     _now(now)
-    _signing_settings()  # it sends staff email
     _library()  # missing folders or broken scenarios: refused before Prefect starts
+    _signing_settings()  # it sends staff email
     with _prefect(store=True):
         r = run_flow("flows.housekeeping", "sla", now=now)
     console.print(f"sla: {r['open']} open hand-off(s); {r['target_missed']} newly past target, {r['deadline_missed']} newly past deadline")
@@ -1112,8 +1114,8 @@ def flow_reengage(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP
     from relance.prefect_adapter import run_flow
 
     _now(now)
-    _signing_settings()  # it sends staff email
     _library()  # missing folders or broken scenarios: refused before Prefect starts
+    _signing_settings()  # it sends staff email
     with _prefect(store=True):
         r = run_flow("flows.housekeeping", "reengage", now=now)
     console.print(f"reengage: {r['enrolled']} lead(s) enrolled")
@@ -1222,7 +1224,7 @@ def serve(
     from relance.api.app import create_app
     from relance.runner import open_store
 
-    settings, library = _signing_settings(api=True), _library()  # at start-up: a missing folder is refused now, not at the first request
+    library, settings = _library(), _signing_settings(api=True)  # at start-up: a missing folder is refused now, not at the first request
     api = create_app(settings, engine=open_store(settings), library=library)
     uvicorn.run(api, host=host, port=port, proxy_headers=True)
 
