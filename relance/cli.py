@@ -568,18 +568,20 @@ def suppress_import(
     """Never mail these addresses: bad rows reported by row number, good rows kept; their pending emails are cancelled."""
     from sqlmodel import Session
 
-    from relance.importer import parse_suppression_list
+    from relance.importer import read_suppression_list
     from relance.runner import open_store
-    from relance.suppression import suppress_all
+    from relance.suppression import ListOutcome, suppress_all
 
-    when = _now(now)
-    parsed = parse_suppression_list(csv_file.read_text(encoding="utf-8-sig"), reason=_reason(reason))
+    when, settings = _now(now), _settings()  # a bad setting is refused whatever the file holds
+    parsed = read_suppression_list(csv_file.read_bytes(), reason=_reason(reason))  # any encoding a lead import reads
     for problem in parsed.problems:
         err.print(f"{csv_file}:{problem}", markup=False, highlight=False, soft_wrap=True)
-    with Session(open_store(_settings())) as session:
-        outcome = suppress_all(session, [(row.email, row.reason) for row in parsed.rows],
-                               source=source or f"import:{csv_file.name}", now=when)
-        session.commit()
+    outcome = ListOutcome()
+    if parsed.rows:  # a file with nothing to suppress (unreadable, no email column) opens no database
+        with Session(open_store(settings)) as session:
+            outcome = suppress_all(session, [(row.email, row.reason) for row in parsed.rows],
+                                   source=source or f"import:{csv_file.name}", now=when)
+            session.commit()
     table = Table("suppressed now", "already on the list", "rows with problems")
     table.add_row(str(outcome.suppressed), str(outcome.already),
                   str(len({p.row_number for p in parsed.problems if p.level != "info"})))

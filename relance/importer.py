@@ -17,8 +17,8 @@ import has just inserted (that one is then merged like a known lead), the known 
 statement, fit and grade computed in Python. Two imports of overlapping files at the same time both
 succeed, each lead once, its filled cells merged.
 
-Suppression lists (`relance suppress import`) are read here too, with the same row numbers:
-a CSV with an `email` column (and an optional `reason`), or one address per line.
+Suppression lists (`relance suppress import`) are read here too, decoded the same way and with the same
+row numbers: a CSV with an `email` column (and an optional `reason`), or one address per line.
 """
 
 from __future__ import annotations
@@ -505,6 +505,17 @@ class SuppressionFile(_ParsedFile):
     """The addresses of a suppression list (duplicates merged, first row kept) and every problem found."""
 
     rows: list[SuppressionRow] = field(default_factory=list)
+
+
+def read_suppression_list(data: bytes, *, reason: str) -> SuppressionFile:
+    """`parse_suppression_list` of a file's bytes, decoded as a lead import's are (see `decode_csv`)."""
+    text, note = decode_csv(data)
+    if note is not None and note.level == "error":
+        return SuppressionFile(problems=[note])
+    result = parse_suppression_list(text, reason=reason)
+    if note is not None:
+        result.problems.insert(0, note)
+    return result
 
 
 def parse_suppression_list(text: str, *, reason: str) -> SuppressionFile:

@@ -146,3 +146,59 @@ def test_formula_cells_are_kept_as_the_text_they_are(env, db_url) -> None:
     with Session(open_store(get_settings())) as session:
         lead = session.exec(select(Lead).where(Lead.email == GOOD)).one()
     assert {name: getattr(lead, name) for name in FORMULAS} == FORMULAS
+
+
+# --------------------------------------------------------------------------- suppression lists
+
+LISTED = "lea.martin@acme.example"  # Léa's address, on the list in every readable file
+
+
+@dataclass(frozen=True)
+class ListCase:
+    data: bytes
+    says: tuple[str, ...]  # each `ROW: FIELD: words` must appear on stderr after the file's name
+    listed: tuple[str, ...] = (LISTED,)
+    exit_code: int = 0
+
+
+LIST_CASES: dict[str, ListCase] = {
+    "latin-1 (Excel on Windows)": ListCase("email;reason;nom\nlea.martin@acme.example;manual;Léa Hervé\n".encode("cp1252"),
+                                           ("1: file: not UTF-8 (row 2 has the byte 0xE9): read as Windows-1252",)),
+    "latin-1, one address per line": ListCase("lea.martin@acme.example\nhervé@acme.example\n".encode("latin-1"),
+                                              ("1: file: not UTF-8 (row 2 has the byte 0xE9)",
+                                               "2: email: 'hervé@acme.example' is not an email address")),
+    "utf-16 with a BOM, tab-separated (Excel's Unicode text)": ListCase(
+        codecs.BOM_UTF16_LE + "email\treason\nlea.martin@acme.example\tmanual\n".encode("utf-16-le"), ()),
+    "utf-16 big-endian with a BOM": ListCase(codecs.BOM_UTF16_BE + "email\nlea.martin@acme.example\n".encode("utf-16-be"), ()),
+    "utf-16 without a BOM": ListCase("email\nlea.martin@acme.example\n".encode("utf-16-le"), ()),
+    "utf-8 with a BOM": ListCase(codecs.BOM_UTF8 + "Courriel;Reason\nlea.martin@acme.example;manual\n".encode("utf-8"), ()),
+    "utf-16 that does not decode": ListCase(codecs.BOM_UTF16_LE + "email\n".encode("utf-16-le") + b"\x00\xd8",
+                                            ("1: file: the file looks like UTF-16 text but byte",), (), 1),
+    "utf-32 that does not decode": ListCase(codecs.BOM_UTF32_LE + b"\xff\xff\xff\xff", ("1: file: the file looks like UTF-32",), (), 1),
+    "an Excel workbook renamed .csv": ListCase(b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)),
+                                               ("1: file: this is an Excel workbook (.xlsx) or a zip archive, not a CSV",), (), 1),
+    "random bytes": ListCase(bytes(range(128, 256)) * 4, ("1: email: no email column in the header",), (), 1),
+}
+
+
+def _listed() -> set[str]:
+    from relance.store.tables import Suppression
+
+    with Session(open_store(get_settings())) as session:
+        return set(session.exec(select(Suppression.email)).all())
+
+
+@pytest.mark.parametrize("name", list(LIST_CASES))
+def test_a_suppression_list_is_decoded_as_a_lead_import_is_or_refused_in_one_line(env, db_url, name: str) -> None:
+    case = LIST_CASES[name]
+    path = env / "do-not-mail.csv"
+    path.write_bytes(case.data)
+
+    result = CliRunner().invoke(app, ["suppress", "import", str(path), "--now", "2026-03-02T09:00:00"])
+
+    assert result.exit_code == case.exit_code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    for words in case.says:
+        assert f"{path}:{words}" in result.stderr, result.stderr
+    assert _listed() == set(case.listed)
