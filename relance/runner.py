@@ -594,7 +594,7 @@ def deliver(
                     continue
                 try:
                     if kind == "webhook":
-                        client = client or httpx.Client()
+                        client = client or webhooks.client()  # direct: a proxy would bypass the destination check
                         body = webhooks.payload(lead=lead, scenario=row.scenario, step_id=row.step_id, at=now)
                         send = lambda: webhooks.post(client, row.to_address, body, secret=settings.secret_key, outbox_id=row.id,
                                                      allow=settings.webhook_allow)

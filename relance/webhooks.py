@@ -9,7 +9,9 @@ A webhook never reaches inside the network relance runs in: a destination that i
 resolves to) a loopback, private, link-local, unspecified, multicast or reserved address is refused,
 unless RELANCE_WEBHOOK_ALLOW names its host or a network (CIDR) holding it. The name is resolved right
 before connecting and the connection goes to the address that was checked, so a name that resolves
-elsewhere on the second look (DNS rebinding) still reaches only the checked address.
+elsewhere on the second look (DNS rebinding) still reaches only the checked address. Proxies named in the
+environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY) are ignored: a proxy would connect in relance's place, to
+whatever the name means to it, past the check.
 """
 
 from __future__ import annotations
@@ -182,6 +184,12 @@ def target(url: str, allow_text: str = "", *, resolve=socket.getaddrinfo) -> Tar
     pinned = parts.copy_with(host=str(addresses[0]))
     extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
     return Target(str(pinned), {"Host": parts.netloc.decode("ascii")}, extensions)
+
+
+def client() -> httpx.Client:
+    """The HTTP client webhooks are posted with: it connects directly, never through a proxy of the environment."""
+    # the certificates an operator names (SSL_CERT_FILE, SSL_CERT_DIR: a CRM inside with its own CA) still count
+    return httpx.Client(trust_env=False, verify=httpx.create_ssl_context(trust_env=True))
 
 
 def post(client: httpx.Client, url: str, body: dict[str, Any], *, secret: str, outbox_id: int, allow: str = "") -> None:

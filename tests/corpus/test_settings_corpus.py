@@ -272,6 +272,34 @@ def test_a_host_named_in_the_allow_list_is_reached_by_its_name(env, engine, stor
     assert receiver.calls[0]["host"] == f"localhost:{receiver.port}"
 
 
+PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+@pytest.mark.parametrize("proxy", ["dead", "listening"])
+def test_a_proxy_in_the_environment_is_not_used_the_webhook_goes_to_the_checked_address(env, engine, stored, clock, receiver,
+                                                                                         monkeypatch, proxy):
+    """A proxy would make the connection itself, to whatever the name means to it: the check and the pinning would be
+    bypassed, and a proxy inside the network would be reached unchecked. relance connects directly, always."""
+    listening = Receiver() if proxy == "listening" else None
+    address = f"http://127.0.0.1:{listening.port if listening else CLOSED}"
+    for name in PROXIES:
+        monkeypatch.setenv(name, address)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(database_url=str(engine.url.render_as_string(hide_password=False)), transport="null",
+                        secret_key="s3cret", webhook_allow="127.0.0.1")
+    [row] = _webhook_rows(engine, clock, [f"http://127.0.0.1:{receiver.port}/hooks/lead"])
+    try:
+        result = deliver(engine, settings, outbox_ids=[row], now=clock.now())
+    finally:
+        if listening:
+            listening.server.shutdown()
+            listening.server.server_close()
+    assert result.sent == 1, result.errors
+    assert [call["host"] for call in receiver.calls] == [f"127.0.0.1:{receiver.port}"]
+    assert listening is None or listening.calls == []  # the proxy never saw the lead
+
+
 # --------------------------------------------------------------------------- the name is checked when it is resolved
 
 
