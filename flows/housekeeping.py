@@ -1,57 +1,84 @@
-"""Scheduled housekeeping flows: score decay, SLA breaches, re-engagement of "later" leads."""
+"""Scheduled housekeeping flows: score decay, SLA breaches, re-engagement of "later" leads.
+
+Each flow reads its settings, folders and database before its task runs: one it cannot use ends the run Failed
+with the sentence that says so (`flows.refusals`).
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy import Engine
 
+from flows.refusals import refuses_bad_setup
 from flows.tick import tick_time
 from relance.housekeeping import run_reengage, run_sla
-from relance.library import load_library, load_scoring, scenarios_folder
-from relance.runner import sync_scenarios
-from relance.runner import open_store
+from relance.library import Library, load_library, load_scoring, scenarios_folder
+from relance.runner import open_store, sync_scenarios
+from relance.scoring.config import ScoringConfig
 from relance.scoring.decay import decay_scores
-from relance.settings import Settings
+from relance.settings import Settings, read_settings
 
 
 @task(name="decay-scores", cache_policy=NO_CACHE)
-def decay_task(settings: Settings, now_iso: str | None):
-    return decay_scores(open_store(settings), load_scoring(scenarios_folder(settings)), now=tick_time(now_iso),
-                        batch_size=settings.batch_size)
+def decay_task(engine: Engine, scoring: ScoringConfig, when: datetime, batch_size: int):
+    return decay_scores(engine, scoring, now=when, batch_size=batch_size)
 
 
 @flow(name="decay")
+@refuses_bad_setup
 def decay(now: str | None = None) -> dict:
     """Fade the behaviour score of idle leads (scoring.yaml `decay`)."""
-    report = decay_task(Settings(), now)
+    settings, when = read_settings(), tick_time(now)
+    scoring = load_scoring(scenarios_folder(settings))
+    engine = open_store(settings)
+    try:
+        report = decay_task(engine, scoring, when, settings.batch_size)
+    finally:
+        engine.dispose()
     get_run_logger().info("decay: %s idle lead(s) lost %s point(s) in all", report.leads, -report.points)
     return {"leads": report.leads, "points": report.points}
 
 
 @task(name="flag-sla", cache_policy=NO_CACHE)
-def sla_task(settings: Settings, now_iso: str | None):
-    return run_sla(open_store(settings), load_library(settings), now=tick_time(now_iso))
+def sla_task(engine: Engine, library: Library, when: datetime):
+    return run_sla(engine, library, now=when)
 
 
 @flow(name="sla")
+@refuses_bad_setup
 def sla(now: str | None = None) -> dict:
     """Flag handoffs past their SLA target and deadline; tell owners and the manager about missed deadlines."""
-    report = sla_task(Settings(), now)
+    settings, when = read_settings(), tick_time(now)
+    library = load_library(settings)
+    engine = open_store(settings)
+    try:
+        report = sla_task(engine, library, when)
+    finally:
+        engine.dispose()
     get_run_logger().info("sla: %s open handoff(s), %s newly past target, %s newly past deadline",
                           report.open, report.target_missed, report.deadline_missed)
     return {"open": report.open, "target_missed": report.target_missed, "deadline_missed": report.deadline_missed}
 
 
 @task(name="reengage-later-leads", cache_policy=NO_CACHE)
-def reengage_task(settings: Settings, now_iso: str | None) -> int:
-    engine, library, when = open_store(settings), load_library(settings), tick_time(now_iso)
+def reengage_task(engine: Engine, settings: Settings, library: Library, when: datetime) -> int:
     sync_scenarios(engine, settings, now=when, library=library)
     return run_reengage(engine, library, now=when)
 
 
 @flow(name="reengage")
+@refuses_bad_setup
 def reengage(now: str | None = None) -> dict:
     """Enroll the leads sales said "later" about, on their date, in the re-engagement scenario."""
-    enrolled = reengage_task(Settings(), now)
+    settings, when = read_settings(), tick_time(now)
+    library = load_library(settings)
+    engine = open_store(settings)
+    try:
+        enrolled = reengage_task(engine, settings, library, when)
+    finally:
+        engine.dispose()
     get_run_logger().info("reengage: %s lead(s) back in nurturing today", enrolled)
     return {"enrolled": enrolled}

@@ -1,30 +1,49 @@
-"""Drain SES event notifications from SQS (thin: one task does the batch work)."""
+"""Drain SES event notifications from SQS (thin: one task does the batch work).
+
+Settings, folders and the database are read before the task runs; a queue that cannot be reached or used is
+tried again (twice), then the run ends Failed with the sentence naming what to check, without a traceback.
+"""
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
+from sqlalchemy import Engine
 
+from flows.refusals import refuses_bad_setup
 from relance.clock import SystemClock
-from relance.library import load_library
+from relance.library import Library, load_library
 from relance.runner import open_store
 from relance.ses_events import drain
-from relance.settings import Settings
+from relance.settings import SettingError, Settings, read_settings
 
 
 @task(name="drain-ses-events", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
-def drain_task(settings: Settings, queue_url: str, dead_letter_url: str | None):
+def drain_task(engine: Engine, library: Library, settings: Settings, queue_url: str, dead_letter_url: str | None):
     import boto3
 
     sqs = boto3.client("sqs", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url)
-    return drain(open_store(settings), load_library(settings), sqs, queue_url, clock=SystemClock(), once=True,
-                 dead_letter_url=dead_letter_url)
+    try:
+        return drain(engine, library, sqs, queue_url, clock=SystemClock(), once=True, dead_letter_url=dead_letter_url)
+    except SettingError as exc:  # the queue is out of reach or refuses: retried, and said, without a traceback
+        return Failed(message=str(exc))
 
 
 @flow(name="ses-events")
+@refuses_bad_setup
 def ses_events(queue_url: str, dead_letter_url: str | None = None) -> dict:
     """Store every SES event waiting in the queue; bounces and complaints suppress at once."""
-    report = drain_task(Settings(), queue_url, dead_letter_url)
+    settings = read_settings()
+    library = load_library(settings)
+    engine = open_store(settings)
+    try:
+        drained = drain_task(engine, library, settings, queue_url, dead_letter_url, return_state=True)
+    finally:
+        engine.dispose()
+    if drained.is_failed():  # the task has said why in its log
+        return Failed(message=drained.message)
+    report = drained.result()
     get_run_logger().info(
         "ses-events: %s stored, %s already stored, %s address(es) suppressed, %s set aside",
         report.stored, report.duplicates, report.suppressed, report.set_aside,

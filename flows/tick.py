@@ -15,7 +15,8 @@ from prefect.states import Failed, State
 from relance.clock import SystemClock, parse_instant
 from relance.library import BrokenScenario, load_library
 from relance.runner import DeliveryResult, TickError, TickReport, open_store, step_log_mark
-from relance.settings import Settings
+from relance.settings import Settings, read_settings
+from flows.refusals import refuses_bad_setup
 from tasks.advance import advance_batch
 from tasks.deliver import deliver_batch, deliver_leftovers
 from tasks.enroll import enroll, register_scenarios
@@ -45,11 +46,12 @@ def not_run(broken: BrokenScenario, settings: Settings, logger) -> State:
 
 
 @flow(name="tick", flow_run_name="{scenario}")
+@refuses_bad_setup
 def tick(scenario: str, now: str | None = None, batch_size: int | None = None) -> dict:
     """Advance every due enrollment of one scenario, send what they owe, publish the counts."""
     logger = get_run_logger()
     when = tick_time(now)
-    settings = Settings()  # read per run: a worker serves runs with whatever RELANCE_* it has now
+    settings = read_settings()  # read per run: a worker serves runs with whatever RELANCE_* it has now
     library = load_library(settings)
     if scenario in library.waiting:
         return not_run(library.waiting[scenario], settings, logger)

@@ -72,7 +72,12 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    """The settings of this process; SettingError (one sentence per bad setting) when one cannot be used."""
+    """The settings of this process, read once; SettingError (one sentence per bad setting) when one cannot be used."""
+    return read_settings()
+
+
+def read_settings() -> Settings:
+    """The settings as the environment has them now (a flow run reads them afresh); SettingError as `get_settings`."""
     try:
         return Settings()
     except ValidationError as exc:

@@ -52,3 +52,29 @@ def test_the_flow_and_the_command_drain_the_queue_and_suppress_bounces(prefect_h
     assert len(list((tmp_path / "aside").glob("*.json"))) == 1
     sqs.delete_queue(QueueUrl=queue)
     get_settings.cache_clear()
+
+
+def test_a_queue_that_does_not_exist_fails_the_run_with_the_sentence_after_the_retries(prefect_home, sqs, tmp_path, monkeypatch):
+    import flows.ses_events as module
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogWorker
+
+    monkeypatch.setenv("RELANCE_DATABASE_URL", f"sqlite:///{tmp_path / 'r.db'}")
+    monkeypatch.setenv("RELANCE_SCENARIOS_DIR", str(ROOT / "scenarios"))
+    monkeypatch.setenv("RELANCE_TEMPLATES_DIR", str(ROOT / "templates" / "emails"))
+    monkeypatch.setenv("RELANCE_SES_ENDPOINT_URL", sqs.meta.endpoint_url)
+    monkeypatch.setattr(module, "drain_task", module.drain_task.with_options(retry_delay_seconds=0))  # the retries, at once
+    queue = sqs.meta.endpoint_url + "/123456789012/no-such-queue"
+
+    state = module.ses_events(queue_url=queue, return_state=True)
+
+    assert state.is_failed()
+    assert state.message.startswith(f"the SQS queue {queue} does not exist: check the queue URL (--queue-url)")
+    APILogWorker.drain_all(timeout=10)
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    tries = [log.message for log in logs if log.message.startswith("Task run failed with state: Failed(")]
+    assert len(tries) == 3 and all(state.message in said for said in tries)  # the first try and two retries
+    assert all(state.message in log.message for log in logs if log.level >= 40)
+    assert not [log.message for log in logs if "Traceback" in log.message]
