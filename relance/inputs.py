@@ -8,9 +8,10 @@ ValueError whose message says, in one sentence, what is wrong and what to write 
 
 The limits are those of the columns (relance/store/tables.py) and of what relance can act on:
 an email of at most 320 characters, an event type of at most 64 lower-case letters, digits and
-underscores, an idempotency key of at most 200 characters, a revenue that fits the INTEGER
-column on every backend, a real ISO 3166 country and IANA timezone, no control character
-(NUL, escape, ...) in any text, and an event time from 2000-01-01 to one day after now.
+underscores, an idempotency key of at most 200 characters, a revenue of at most 10^15 euros (the
+column holds 64 bits; a larger figure is a typo, and any below is exact as a JSON number), a real
+ISO 3166 country and IANA timezone, no control character (NUL, escape, ...) in any text, and an
+event time from 2000-01-01 to one day after now.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ KEY_MAX = 200  # event.idempotency_key
 TEXT_MAX = 200  # a profile field (name, company, job title, ...): one line
 PROPERTY_NAME_MAX = 64
 PROPERTY_TEXT_MAX = 4000  # a property value (a form's message, a URL, consent wording)
-REVENUE_MAX = 2**31 - 1  # lead.company_revenue is an INTEGER: 32 bits on PostgreSQL
+REVENUE_MAX = 10**15  # a thousand times the largest company's; exact as a float (2**53), far within the BIGINT column
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)  # no event relance acts on happened before
 LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)  # no instant relance stores is later (re-engage dates, deals)
 FUTURE_SLACK = timedelta(days=1)  # an event may be stamped by a clock a little ahead of ours, not more

@@ -293,7 +293,7 @@ def _to_the_brink(engine, emails: list[str]) -> None:
 
     from relance.store.tables import Lead
 
-    largest = 2**31 - 1 if engine.dialect.name == "postgresql" else 2**63 - 1
+    largest = 2**63 - 1  # BIGINT on PostgreSQL, INTEGER (64 bits) on SQLite
     with Session(engine) as session:
         session.execute(update(Lead).where(Lead.email.in_(emails)).values(score=largest - 10))
         session.commit()

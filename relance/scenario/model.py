@@ -62,7 +62,7 @@ Duration = Annotated[
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["45m", "2h", "3d", "1w"]}),
 ]
 
-MAX_POINTS = 1_000_000  # per step or rule: scores are kept in a 32-bit column (2,147,483,647 at most)
+MAX_POINTS = 1_000_000  # per step or rule: a bigger one is a typo; the score itself is a 64-bit column
 
 
 def _points(value: Any) -> Any:

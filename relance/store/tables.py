@@ -12,7 +12,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-from relance.store.types import UTCDateTime
+from relance.store.types import BigInt, UTCDateTime
 
 
 def _utc(**kw: Any) -> Any:
@@ -33,13 +33,13 @@ class Lead(SQLModel, table=True):
     job_title: str = ""
     company: str = ""
     sector: str = ""
-    company_revenue: Optional[int] = None
+    company_revenue: Optional[int] = Field(default=None, sa_type=BigInt)  # euros: a large company's exceed 2**31
     country: str = Field(default="", max_length=2)
     timezone: str = "Europe/Paris"
     language: str = Field(default="fr", max_length=8)
     source: str = ""
     stage: str = Field(default="lead", index=True)
-    score: int = 0
+    score: int = Field(default=0, sa_type=BigInt)  # thousands of events may add up past 2**31
     fit: int = 0
     grade: str = Field(default="D", max_length=1)
     fields: dict = _json(dict)
@@ -167,7 +167,7 @@ class ScoreChange(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     lead_id: int = Field(foreign_key="lead.id")
     points: int
-    score_after: int
+    score_after: int = Field(sa_type=BigInt)
     cause: str = Field(max_length=64)  # an event type, "step", "decay"
     event_id: Optional[int] = Field(default=None, foreign_key="event.id")
     scenario: Optional[str] = None

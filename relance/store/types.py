@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime, TypeDecorator
+from sqlalchemy import BigInteger, DateTime, Integer, TypeDecorator
 
 
 class UTCDateTime(TypeDecorator):
@@ -27,3 +27,8 @@ class UTCDateTime(TypeDecorator):
         if value.tzinfo is None:
             return value.replace(tzinfo=timezone.utc)
         return value.astimezone(timezone.utc)
+
+
+# 64-bit whole numbers: BIGINT on PostgreSQL, whose INTEGER has 32 bits; INTEGER on SQLite, which already has 64
+# (and whose INTEGER columns, created before migration 0006, need no rewrite)
+BigInt = BigInteger().with_variant(Integer(), "sqlite")

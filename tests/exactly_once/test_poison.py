@@ -43,7 +43,7 @@ def test_a_bad_address_a_bad_url_and_a_score_overflow_fail_alone(engine, setting
     emails = add_leads(engine, clock.now(), 100)
     with Session(engine) as session:  # as an old import or a hand-written row could have left them
         session.execute(update(Lead).where(Lead.email == emails[10]).values(email="mid@x.example\r\nBcc: victim@evil.example"))
-        session.execute(update(Lead).where(Lead.email == emails[20]).values(score=2**31 - 10 if engine.dialect.name == "postgresql" else 2**63 - 10))
+        session.execute(update(Lead).where(Lead.email == emails[20]).values(score=2**63 - 10))  # 64 bits on both backends
         session.commit()
     transport = RecordingTransport()
     report = run_tick_inline(engine, settings, scenario="hook", now=clock.now(), library=library, transport=transport, batch_size=50)
@@ -51,7 +51,7 @@ def test_a_bad_address_a_bad_url_and_a_score_overflow_fail_alone(engine, setting
     assert report.enrollments_failed == 1 and report.failed >= 1
     with Session(engine) as session:
         failed = session.execute(select(Enrollment.lead_id, Enrollment.exit_reason).where(Enrollment.status == "failed")).all()
-        overflow = session.execute(select(Lead.id).where(Lead.score > 2**31 - 20)).scalar()
+        overflow = session.execute(select(Lead.id).where(Lead.score > 2**63 - 20)).scalar()
         assert [f.lead_id for f in failed] == [overflow] and failed[0].exit_reason.startswith("error at step bump:")
         bad = session.execute(select(Outbox.status, Outbox.error).where(Outbox.to_address.like("mid@x.example%"))).one()
         assert bad.status == "failed" and "line break" in bad.error
