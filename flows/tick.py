@@ -12,11 +12,11 @@ from datetime import datetime
 from prefect import flow, get_run_logger
 from prefect.states import Failed, State
 
+from flows.refusals import refuses_bad_setup
 from relance.clock import SystemClock, parse_instant
 from relance.library import BrokenScenario, load_library
 from relance.runner import DeliveryResult, TickError, TickReport, open_store, step_log_mark
 from relance.settings import Settings, read_settings
-from flows.refusals import refuses_bad_setup
 from tasks.advance import advance_batch
 from tasks.deliver import deliver_batch, deliver_leftovers
 from tasks.enroll import enroll, register_scenarios
