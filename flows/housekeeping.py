@@ -19,7 +19,7 @@ from relance.library import Library, load_library, load_scoring, scenarios_folde
 from relance.runner import open_store, sync_scenarios
 from relance.scoring.config import ScoringConfig
 from relance.scoring.decay import decay_scores
-from relance.settings import Settings, read_settings
+from relance.settings import Settings, read_settings, require_signing_keys
 
 
 @task(name="decay-scores", cache_policy=NO_CACHE)
@@ -53,6 +53,7 @@ def sla(now: str | None = None) -> dict:
     """Flag handoffs past their SLA target and deadline; tell owners and the manager about missed deadlines."""
     settings, when = read_settings(), tick_time(now)
     library = load_library(settings)
+    require_signing_keys(settings)  # links it signs (or mail it sends) must not be forgeable
     engine = open_store(settings)
     try:
         report = sla_task(engine, library, when)
@@ -75,6 +76,7 @@ def reengage(now: str | None = None) -> dict:
     """Enroll the leads sales said "later" about, on their date, in the re-engagement scenario."""
     settings, when = read_settings(), tick_time(now)
     library = load_library(settings)
+    require_signing_keys(settings)  # links it signs (or mail it sends) must not be forgeable
     engine = open_store(settings)
     try:
         enrolled = reengage_task(engine, settings, library, when)

@@ -16,7 +16,7 @@ from flows.refusals import refuses_bad_setup
 from relance.clock import SystemClock, parse_instant
 from relance.library import BrokenScenario, load_library
 from relance.runner import DeliveryResult, TickError, TickReport, open_store, step_log_mark
-from relance.settings import Settings, read_settings
+from relance.settings import Settings, read_settings, require_signing_keys
 from tasks.advance import advance_batch
 from tasks.deliver import deliver_batch, deliver_leftovers
 from tasks.enroll import enroll, register_scenarios
@@ -53,6 +53,7 @@ def tick(scenario: str, now: str | None = None, batch_size: int | None = None) -
     when = tick_time(now)
     settings = read_settings()  # read per run: a worker serves runs with whatever RELANCE_* it has now
     library = load_library(settings)
+    require_signing_keys(settings)  # links it signs (or mail it sends) must not be forgeable
     if scenario in library.waiting:
         return not_run(library.waiting[scenario], settings, logger)
     if scenario not in library.plans:

@@ -64,3 +64,20 @@ def test_a_flow_run_with_a_setting_it_cannot_use_fails_with_the_sentence_and_no_
     assert [log.message for log in logs if log.level >= 40] == [state.message]  # said once, as an error
     assert not [log.message for log in logs if "Traceback" in log.message or "Error:" in log.message]
     assert _rows(engine) == stored
+
+
+@pytest.mark.parametrize("flow", ["tick", "sla", "reengage"])
+def test_a_flow_that_signs_links_or_sends_mail_refuses_a_guessable_key(env, engine, stored, monkeypatch, flow):
+    monkeypatch.setenv("RELANCE_SECRET_KEY", "change-me")
+    get_settings.cache_clear()
+    said = CliRunner().invoke(app, ["tick"] if flow == "tick" else ["flow", flow])
+    module, name, parameters = FLOWS[flow]
+
+    state = getattr(importlib.import_module(module), name)(**parameters, return_state=True)
+
+    assert state.is_failed()
+    assert state.message.startswith("setting RELANCE_SECRET_KEY cannot sign links: it is the default 'change-me'")
+    assert state.message == said.stderr.strip().removeprefix("error: ")  # as the command line says it
+    logs = _logs(state.state_details.flow_run_id)
+    assert [log.message for log in logs if log.level >= 40] == [state.message]
+    assert _rows(engine) == stored
