@@ -25,7 +25,8 @@ def drain_task(engine: Engine, library: Library, settings: Settings, queue_url: 
 
     sqs = boto3.client("sqs", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url)
     try:
-        return drain(engine, library, sqs, queue_url, clock=SystemClock(), once=True, dead_letter_url=dead_letter_url)
+        return drain(engine, library, sqs, queue_url, clock=SystemClock(), once=True, dead_letter_url=dead_letter_url,
+                     machine_click_seconds=settings.machine_click_seconds)
     except SettingError as exc:  # the queue is out of reach or refuses: retried, and said, without a traceback
         return Failed(message=str(exc))
 

@@ -390,7 +390,8 @@ def event(
     engine = open_store(settings)
     sync_scenarios(engine, settings, now=now, library=library)
     try:
-        result = ingest_events(engine, library, [incoming], now=now, channel="cli")
+        result = ingest_events(engine, library, [incoming], now=now, channel="cli",
+                               machine_click_seconds=settings.machine_click_seconds)
     except (UnknownLead, BadEvent) as exc:
         _fail(str(exc))
     console.print(
@@ -1090,7 +1091,8 @@ def ses_events(
                        config=Config(connect_timeout=settings.ses_timeout, read_timeout=wait + settings.ses_timeout,
                                      retries={"max_attempts": 2}))
     report = drain(open_store(settings), library, sqs, queue_url, clock=clock, once=once,
-                   dead_letter_url=dead_letter_url, set_aside_dir=set_aside_dir, wait_seconds=wait)
+                   dead_letter_url=dead_letter_url, set_aside_dir=set_aside_dir, wait_seconds=wait,
+                   machine_click_seconds=settings.machine_click_seconds)
     for reason in report.reasons:
         err.print(f"set aside: {reason}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"{report.stored} stored, {report.duplicates} already stored, {report.suppressed} suppressed, "

@@ -6,14 +6,15 @@ import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Hashable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Sequence
 
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from relance.clock import ensure_utc
 from relance.consent import BadConsent, merged, record_of
+from relance.engagement import ENGAGEMENT, MACHINE_CLICK_SECONDS, Engagement
 from relance.engine.triggers import event_triggers
 from relance.engine.types import EventFact
 from relance.inputs import BadInput, checked_event, checked_instant, checked_profile
@@ -24,7 +25,7 @@ from relance.store.repo import record_events, upsert_lead
 from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import add_points, move_stage, reach_mql
 from relance.scoring.rules import behaviour_points, fit_points, grade_of
-from relance.store.tables import Event, Handoff, Lead
+from relance.store.tables import Handoff, Lead
 from relance.sales import withdraw
 from relance.suppression import SUPPRESSING_EVENTS, honour_list, reason_of_event, suppress
 from relance.wakes import lock_active_enrollments, wake, wake_for_lead_changes
@@ -75,14 +76,16 @@ class IngestResult:
 
 
 def ingest_events(
-    engine: Engine, library: Library, events: Sequence[IncomingEvent], *, now: datetime, channel: str = "event"
+    engine: Engine, library: Library, events: Sequence[IncomingEvent], *, now: datetime, channel: str = "event",
+    machine_click_seconds: float = MACHINE_CLICK_SECONDS,
 ) -> IngestResult:
     """Store a batch of events in one transaction; replays are counted, not stored again.
 
     Set-based where it can be: the batch's leads are read in one query, its events written in one
     INSERT .. ON CONFLICT DO NOTHING, the enrollments they may wake read in one query; then each
     new event, in order, is scored, starts the scenarios it triggers and wakes its waits.
-    `channel` says where the batch came from (api, cli, link, ses...), for the suppression list."""
+    `channel` says where the batch came from (api, cli, link, ses...), for the suppression list; a click at most
+    `machine_click_seconds` (RELANCE_MACHINE_CLICK_SECONDS) after its email left is a machine's (relance.engagement)."""
     result = IngestResult()
     for index, incoming in enumerate(events):  # refused before anything is stored
         check_event(incoming, now, index=index)
@@ -112,7 +115,10 @@ def ingest_events(
                              properties=dict(incoming.properties), idempotency_key=incoming.key(), received_at=now))
         stored = record_events(session, rows)
         waiting = lock_active_enrollments(session, {row["lead_id"] for row in rows})
-        opens = opened_emails(session, {row["lead_id"] for row in rows if row["type"] == "email_opened"})
+        new = [row for row in rows if row["idempotency_key"] in stored]  # a replayed batch scores nothing
+        lock_leads(session, {row["lead_id"] for row in new})  # one batch at a time scores a lead
+        engagement = Engagement(session, {row["lead_id"] for row in new if row["type"] in ENGAGEMENT},
+                                window=timedelta(seconds=machine_click_seconds))
         reads = HandoffReads(session, library.scoring, {row["lead_id"] for row in rows})
         entering: dict[tuple[str, datetime | None], list[Lead]] = defaultdict(list)
         changed: set[int] = set()  # leads with a new event
@@ -126,16 +132,17 @@ def ingest_events(
             if consent is not None:
                 result.suppressed += keep_consent(session, lead, consent, now=now, channel=channel)
             event = StoredEvent(event_id, row["type"], row["occurred_at"], row["properties"])
+            if (seen := engagement.classify(lead, event_id, now=now)) is not None:  # a click may be a machine's
+                event = StoredEvent(event_id, seen.type, event.occurred_at, seen.properties, engagement.earns(lead.id, seen))
             if (reason := reason_of_event(event.type, event.properties)) is not None:
                 result.suppressed += suppress(session, email=lead.email, reason=reason, source=f"{channel}:{event.type}", now=now)
                 withdraw(session, lead, now=now, cause=event.type)
-            score_event(session, lead=lead, event=event, scoring=library.scoring, now=now, reads=reads,
-                        opens=opens.get(lead.id, {}))
+            score_event(session, lead=lead, event=event, scoring=library.scoring, now=now, reads=reads)
             fact = event_fact(event)
             for name, trigger in triggers.items():
                 if event_triggers(trigger, fact):
                     entering[(name, _due_of(incoming, now))].append(lead)
-            result.woken += wake(waiting.get(lead.id, ()), event_type=incoming.type, now=now)
+            result.woken += wake(waiting.get(lead.id, ()), event_type=event.type, now=now)
             changed.add(lead.id)
         # the points, MQL crossings and hand-offs of the batch may end waits on the leads' state
         result.woken += wake_for_lead_changes(session, changed, scoring=library.scoring, now=now)
@@ -169,22 +176,20 @@ def event_triggered(session: Session, library: Library, versions: dict[str, int]
 
 @dataclass(frozen=True)
 class StoredEvent:
-    """An event just stored: what scoring and triggers read of it."""
+    """An event just stored: what scoring and triggers read of it (`earns`: False for a replayed open or click)."""
 
     id: int
     type: str
     occurred_at: datetime
     properties: dict[str, Any]
+    earns: bool = True
 
 
 def score_event(session: Session, *, lead: Lead, event: StoredEvent, scoring: ScoringConfig, now: datetime,
-                reads: HandoffReads, opens: Mapping[Hashable, int]) -> int:
-    """Add the event's behaviour points (first open of each email only: `opens` gives the id of the lead's
-    first stored open of each email key); cross the MQL line, or the hand-off point."""
-    points = behaviour_points(scoring, event.type, event.properties or {})
-    if points and event.type == "email_opened":
-        if opens.get(_email_key(event.properties or {}), event.id) < event.id:
-            points = 0
+                reads: HandoffReads) -> int:
+    """Add the event's behaviour points (none for an open or a click that does not earn them: relance.engagement);
+    cross the MQL line, or the hand-off point."""
+    points = behaviour_points(scoring, event.type, event.properties or {}) if event.earns else 0
     add_points(session, lead, points, cause=event.type, now=now, event_id=event.id,
                scenario=(event.properties or {}).get("scenario"), step_id=(event.properties or {}).get("step_id"))
     if event.type not in SUPPRESSING_EVENTS:  # leaving is not buying: never an MQL or a hand-off
@@ -239,30 +244,18 @@ def reach_handoff(session: Session, lead: Lead, scoring: ScoringConfig, *, now: 
         hand_off(session, lead, scoring=scoring, now=now, source=f"event:{cause}")
 
 
-def _email_key(properties: dict[str, Any]) -> Hashable:
-    """Which email an open is of: its outbox row, else its scenario step."""
-    if "outbox_id" in properties:
-        key: tuple = ("outbox_id", properties["outbox_id"])
-    else:
-        key = ("step", (properties.get("scenario"), properties.get("step_id")))
-    try:
-        hash(key)
-    except TypeError:  # a list or a mapping where a name or a number was expected: equal when their JSON is
-        return ("json", json.dumps(key, sort_keys=True, default=str))
-    return key
-
-
-def opened_emails(session: Session, lead_ids: set[int]) -> dict[int, dict[Hashable, int]]:
-    """The id of each lead's first stored open of each email (by email key), by lead: one query."""
-    found: dict[int, dict[Hashable, int]] = defaultdict(dict)
-    if lead_ids:
-        for event_id, lead_id, properties in session.execute(
-            select(Event.id, Event.lead_id, Event.properties).where(Event.lead_id.in_(lead_ids), Event.type == "email_opened")
-        ).all():
-            first = found[lead_id]
-            key = _email_key(properties or {})
-            first[key] = min(event_id, first.get(key, event_id))
-    return found
+def lock_leads(session: Session, lead_ids: set[int]) -> None:
+    """Lock these leads until the caller commits and read them again, as committed: the batch then adds its points to
+    the score other batches left, and reads the opens and clicks they stored (a scanner's requests arrive together).
+    PostgreSQL locks the rows, after their enrollments (relance.wakes: the order a tick takes them in); SQLite holds
+    the database's write lock since the batch's events were written."""
+    if not lead_ids:
+        return
+    session.flush()  # what this batch changed of them (a new lead, its grade) is kept
+    query = select(Lead).where(Lead.id.in_(lead_ids)).order_by(Lead.id).execution_options(populate_existing=True)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    session.exec(query).scalars().all()
 
 
 def grade_lead(lead: Lead, scoring: ScoringConfig) -> None:

@@ -25,9 +25,11 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from relance.clock import Clock, ensure_utc
+from relance.engagement import MACHINE_CLICK_SECONDS, machine_request
 from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
 from relance.inputs import checked_email
 from relance.library import Library
+from relance.scenario.model import MACHINE_CLICK
 from relance.settings import SettingError
 from relance.store.repo import normalise_email
 from relance.store.tables import Lead, Outbox
@@ -112,9 +114,13 @@ def _incoming(session: Session, event: SesEvent) -> tuple[IncomingEvent, list[st
     if event.kind == "Complaint":
         recipients = _addresses(event.detail.get("complainedRecipients"), email)
     key = f"ses:{event.message_id}:{event.kind}:{event.occurred_at.isoformat()}:{email}"
+    type_ = EVENT_TYPES[event.kind]
     if event.kind == "Click":
         key += f":{properties['link']}"
-    return IncomingEvent(EVENT_TYPES[event.kind], email, event.occurred_at, properties, key), recipients
+        # SES names the clicker's agent: a scanner's click is a machine's (relance.engagement)
+        if "userAgent" in event.detail and (machine := machine_request("GET", str(event.detail["userAgent"] or ""))):
+            type_, properties["machine"] = MACHINE_CLICK, machine
+    return IncomingEvent(type_, email, event.occurred_at, properties, key), recipients
 
 
 def _addresses(recipients: Any, default: str) -> list[str]:
@@ -133,7 +139,8 @@ def _is_email(text: str) -> bool:
     return True
 
 
-def handle(engine: Engine, library: Library, body: str, *, now: datetime, report: DrainReport) -> None:
+def handle(engine: Engine, library: Library, body: str, *, now: datetime, report: DrainReport,
+           machine_click_seconds: float = MACHINE_CLICK_SECONDS) -> None:
     """Store one SQS message body; raises BadMessage when it must be set aside.
 
     The event goes through ingestion (which suppresses the lead of a permanent bounce or a
@@ -143,7 +150,7 @@ def handle(engine: Engine, library: Library, body: str, *, now: datetime, report
     with Session(engine) as session:
         incoming, recipients = _incoming(session, event)
     try:
-        result = ingest_events(engine, library, [incoming], now=now, channel="ses")
+        result = ingest_events(engine, library, [incoming], now=now, channel="ses", machine_click_seconds=machine_click_seconds)
     except BadEvent as exc:  # checked as every event is (relance.inputs): e.g. a timestamp in year 9999
         report.suppressed += _suppress_recipients(engine, recipients, kind=incoming.type, now=now)
         raise BadMessage(f"{exc.field}: {exc}") from None
@@ -172,9 +179,10 @@ def _suppress_recipients(engine: Engine, addresses: list[str], *, kind: str, now
 def drain(
     engine: Engine, library: Library, sqs, queue_url: str, *, clock: Clock, once: bool = True,
     dead_letter_url: str | None = None, set_aside_dir: Path | None = None, wait_seconds: int = 1,
+    machine_click_seconds: float = MACHINE_CLICK_SECONDS,
 ) -> DrainReport:
     """Receive, store and delete messages, 10 at a time, until the queue is empty (once) or forever;
-    each message is stored at `clock`'s time when it is handled."""
+    each message is stored at `clock`'s time when it is handled (RELANCE_MACHINE_CLICK_SECONDS: `machine_click_seconds`)."""
     report = DrainReport()
     while True:
         messages = _queue(sqs.receive_message, queue_url, QueueUrl=queue_url, MaxNumberOfMessages=10,
@@ -183,7 +191,8 @@ def drain(
             return report
         for message in messages:
             try:
-                handle(engine, library, message["Body"], now=clock.now(), report=report)
+                handle(engine, library, message["Body"], now=clock.now(), report=report,
+                       machine_click_seconds=machine_click_seconds)
             except BadMessage as exc:
                 _set_aside(sqs, message, str(exc), dead_letter_url=dead_letter_url, directory=set_aside_dir)
                 report.set_aside += 1

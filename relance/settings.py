@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from relance.engagement import MACHINE_CLICK_SECONDS
+
 
 class SettingError(ValueError):
     """A setting, or the service it points to, cannot work: the message names the setting and says what to do."""
@@ -49,6 +51,9 @@ class Settings(BaseSettings):
     scenarios_dir: Path = Path("scenarios")
     templates_dir: Path = Path("templates/emails")
     batch_size: int = Field(500, gt=0, description="Enrollments claimed per batch in a tick.")
+    machine_click_seconds: float = Field(
+        MACHINE_CLICK_SECONDS, ge=0, description="A click this many seconds or less after its email left is a scanner's (0: no such rule)."
+    )
     webhook_allow: str = Field(
         "", description="Hosts and networks inside (names, addresses, CIDRs, comma-separated) webhooks may reach; none by default."
     )

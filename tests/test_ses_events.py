@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -189,3 +189,23 @@ def test_a_drain_that_runs_for_days_stores_each_message_at_the_time_it_is_handle
     assert {t: ensure_utc(at) for t, at in received.items()} == {
         "email_opened": started, "email_clicked": started + timedelta(days=1), "email_delivered": started + timedelta(days=2)}
     assert ensure_utc(enrollment.entered_at) == started + timedelta(days=1)  # entered when the click was handled, not at start-up
+
+
+def test_ses_clicks_of_a_scanner_or_seconds_after_sending_are_machine_clicks(engine, sqs, queue, lead, clock, tmp_path):
+    with Session(engine) as session:
+        row = session.exec(select(Outbox)).scalars().one()
+        row.sent_at = ensure_utc(datetime.fromisoformat("2026-01-05T09:00:00"))
+        session.commit()
+    browser = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 Version/17.4 Safari/605.1.15"
+    for at, link, agent in (("2026-01-05T09:00:04Z", "https://relance.example/etude", browser),      # 4 s after sending
+                            ("2026-01-05T10:00:00Z", "https://relance.example/etude", "Barracuda Sentinel (EE)"),
+                            ("2026-01-05T11:00:00Z", "https://relance.example/etude", browser)):  # the lead
+        sqs.send_message(QueueUrl=queue, MessageBody=sns(ses("Click", "ses-msg-1", at, link=link, userAgent=agent)))
+    assert _drain(engine, sqs, queue, clock, tmp_path).stored == 3
+    with Session(engine) as session:
+        events = session.exec(select(Event).order_by(Event.occurred_at)).scalars().all()
+    assert [(e.type, e.properties.get("machine")) for e in events] == [
+        ("email_clicked_by_machine", "clicked 4 s after the email was sent"),
+        ("email_clicked_by_machine", "user agent of a scanner (barracuda)"),
+        ("email_clicked", None)]
+    assert _lead(engine).score == 3

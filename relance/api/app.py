@@ -31,8 +31,10 @@ from relance import inputs
 from relance.clock import Clock, SystemClock, ensure_utc
 from relance.deals import Closing, record_deal
 from relance.email import tracking
+from relance.engagement import machine_request
 from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
 from relance.library import Library
+from relance.scenario.model import MACHINE_CLICK
 from relance.sales import Answer, BadAnswer, HandoffClosed, NoSuchLead, answer, open_handoffs, reassign
 from relance.settings import Settings
 from relance.store.tables import Lead, Outbox
@@ -285,7 +287,7 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
         properties = {"scenario": row.scenario, "step_id": row.step_id, "enrollment_id": row.enrollment_id,
                       "outbox_id": row.id, **extra}
         ingest_events(engine, library, [IncomingEvent(type_, lead.email, clock.now(), properties, key)], now=clock.now(),
-                      channel="link")
+                      channel="link", machine_click_seconds=settings.machine_click_seconds)
 
     def genuine(token: str, kind: str) -> dict[str, Any]:
         payload = tracking.verify(settings.verifying_keys, token, kind=kind)
@@ -299,12 +301,26 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
             connection.execute(text("select 1"))
         return {"status": "ok", "database": "ok"}
 
-    @app.get("/c/{token}", tags=["tracking"], response_class=RedirectResponse, status_code=302)
-    def click(token: str) -> RedirectResponse:
+    def follow(token: str, request: Request) -> RedirectResponse:
+        """Record a click (a machine's when its request says so: relance.engagement) and send the reader on, whoever
+        it is: a person behind a scanner reaches the page too."""
         payload = genuine(token, tracking.CLICK)
         row, lead = outbox_of(payload)
-        record("email_clicked", row, lead, link=payload["u"])
+        link = payload["u"][:inputs.PROPERTY_TEXT_MAX]  # an event keeps that much of a text: a longer link is cut, kept
+        if (machine := machine_request(request.method, request.headers.get("user-agent"))) is not None:
+            record(MACHINE_CLICK, row, lead, link=link, machine=machine)
+        else:
+            record("email_clicked", row, lead, link=link)
         return RedirectResponse(payload["u"], status_code=302)
+
+    @app.get("/c/{token}", tags=["tracking"], response_class=RedirectResponse, status_code=302)
+    def click(token: str, request: Request) -> RedirectResponse:
+        return follow(token, request)
+
+    @app.head("/c/{token}", tags=["tracking"], response_class=RedirectResponse, status_code=302)
+    def click_checked(token: str, request: Request) -> RedirectResponse:
+        """A scanner checking the link: redirected, recorded as a machine's click."""
+        return follow(token, request)
 
     @app.get("/o/{token}.gif", tags=["tracking"])
     def open_pixel(token: str) -> Response:

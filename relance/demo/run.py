@@ -120,7 +120,8 @@ def run_demo(directory: Path, *, console: Console, days: int = DAYS, seed: int =
                     pending.append(IncomingEvent("form_submitted", email, at, {"form": "livre-blanc", "source": "site-web"}))
                     pending.append(IncomingEvent("downloaded", email, at + timedelta(seconds=30), {"asset": "livre-blanc-leads"}))
             if pending:
-                ingest_events(engine, library, sorted(pending, key=lambda e: e.occurred_at), now=now)
+                ingest_events(engine, library, sorted(pending, key=lambda e: e.occurred_at), now=now,
+                              machine_click_seconds=settings.machine_click_seconds)
                 pending = []
             if _later_due(engine, now):
                 run_flow("flows.housekeeping", "reengage", now=now.isoformat())

@@ -89,9 +89,10 @@ Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 StepId = Annotated[str, Field(min_length=1, description="The id of a step of this scenario.")]
 ScalarValue = Union[str, int, float, bool, None]
 
+MACHINE_CLICK = "email_clicked_by_machine"  # a mail scanner's click, not the lead's: earns, wakes, starts nothing
 EVENT_TYPES: tuple[str, ...] = (
     "form_submitted", "downloaded", "page_visited", "email_sent", "email_delivered",
-    "email_opened", "email_clicked", "email_bounced", "email_complained", "unsubscribed",
+    "email_opened", "email_clicked", MACHINE_CLICK, "email_bounced", "email_complained", "unsubscribed",
     "demo_requested", "trial_started", "stage_changed", "said_later",
 )
 _EVENT_TYPE = r"^[a-z][a-z0-9_]*$"

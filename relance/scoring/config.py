@@ -7,7 +7,7 @@ from typing import Union
 
 from pydantic import Field, StrictBool, field_validator
 
-from relance.scenario.model import Duration, Grade, Points, Strict, Visited
+from relance.scenario.model import MACHINE_CLICK, Duration, Grade, Points, Strict, Visited
 
 GRADE_ORDER = {"A": 4, "B": 3, "C": 2, "D": 1}
 
@@ -102,6 +102,14 @@ class ScoringConfig(Strict):
     sla: Sla | None = None
     later: Later | None = None
     sales: Sales = Field(default_factory=Sales)
+
+    @field_validator("behaviour")
+    @classmethod
+    def _no_machine_points(cls, behaviour: dict) -> dict:
+        if MACHINE_CLICK in behaviour:
+            raise ValueError(f"`{MACHINE_CLICK}` earns no points: a scanner's click is not the lead's; remove it "
+                             "(clicks score under `email_clicked`)")
+        return behaviour
 
     def temperature_of(self, score: int) -> str:
         """hot / warm / cold from the behaviour score."""

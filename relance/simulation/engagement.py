@@ -142,7 +142,8 @@ def _hours(rng: random.Random, mean: float) -> timedelta:
 
 
 def behaviour_points(behaviour: Mapping[str, Any], event: EventFact) -> int:
-    """Points scoring.yaml's `behaviour:` gives an event (every simulated open is a first open)."""
+    """Points scoring.yaml's `behaviour:` gives an event (every simulated open is a first open, every click a person's
+    first of its link: relance.engagement)."""
     rule = behaviour.get(event.type)
     if rule is None:
         return 0

@@ -8,6 +8,7 @@ from email.policy import default
 from pathlib import Path
 
 from rich.console import Console
+from sqlalchemy import text as sql
 from sqlmodel import Session
 
 from relance.demo.run import START, run_demo
@@ -54,7 +55,9 @@ def test_the_demo_sends_well_formed_multipart_emails_through_prefect_ticks(prefe
         report = build_report(session, now=as_of, orders=orders)
     with engine.connect() as connection:
         assert_report_matches(report, connection, as_of, orders)
+        clicks = dict(connection.execute(sql("select type, count(*) from event where type like 'email_clicked%' group by type")).all())
     engine.dispose()
+    assert clicks.get("email_clicked", 0) > 0 and "email_clicked_by_machine" not in clicks  # its leads click as people do
     sla = report["sla"]
     assert sla["breaches"] == sla["measured"] - sla["met_deadline"]
 
