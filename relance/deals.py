@@ -23,6 +23,9 @@ from relance.store.tables import Cost, Deal, Lead
 LOST_REASONS = ("price", "competitor", "no-budget", "no-decision", "bad-timing", "no-need", "missing-feature",
                 "unreachable", "other")
 OUTCOMES = ("won", "lost")
+# the most one deal or cost may be, in euros: sums of a few such amounts stay finite (and exact to the cent), so
+# figures never become infinite (`relance report --json` could not write them)
+MONEY_MAX = 10**12
 
 
 class BadValue(BadAnswer):
@@ -51,6 +54,8 @@ def _money(field: str, value: float) -> float:
         raise BadValue(field, f"must be a number (got {value})")
     if value < 0:
         raise BadValue(field, f"must not be negative (got {value:,.2f})")
+    if value > MONEY_MAX:
+        raise BadValue(field, f"must be at most {MONEY_MAX:,} (got {value:,.2f})")
     return float(value)
 
 

@@ -106,6 +106,8 @@ def test_a_lost_upsell_keeps_the_customer_and_a_lead_that_left_stays_out(session
 
 @pytest.mark.parametrize("closing, field, message", [
     (Closing("won", amount=-5), "amount", "amount must not be negative (got -5.00)"),
+    (Closing("won", amount=1e13), "amount", "amount must be at most 1,000,000,000,000 (got 10,000,000,000,000.00)"),
+    (Closing("won", amount=1e308, margin=1e308), "amount", "amount must be at most 1,000,000,000,000"),
     (Closing("won", amount=float("nan")), "amount", "amount must be a number (got nan)"),
     (Closing("won", amount=100, margin=-1), "margin", "margin must not be negative"),
     (Closing("won", amount=100, margin=150), "margin", "margin (150.00) is above the amount of the deal (100.00)"),
@@ -198,6 +200,7 @@ def test_sales_won_and_lost_from_the_command_line(env):
 
 @pytest.mark.parametrize("args, message", [
     (["won", EMAIL, "--amount", "-5"], "error: --amount must not be negative (got -5.00)"),
+    (["won", EMAIL, "--amount", "1e308", "--margin", "1e308"], "error: --amount must be at most 1,000,000,000,000"),
     (["won", EMAIL, "--amount", "100", "--margin", "200"], "error: --margin (200.00) is above the amount of the deal (100.00)"),
     (["won", EMAIL, "--on", "2026-03-02", "--now", "2026-03-01"], "error: --on 2026-03-02 is in the future"),
     (["won", "ghost@acme.example"], "error: no lead with email 'ghost@acme.example'"),
@@ -209,6 +212,20 @@ def test_sales_won_and_lost_refuse_bad_values_naming_the_option(env, args, messa
     assert "Traceback" not in result.output
     shown = json.loads(relance("lead", "show", EMAIL, "--json").output)
     assert shown["stage"] == "lead" and shown["stage_history"] == []
+
+
+def test_amounts_stay_finite_so_the_report_stays_json(env):
+    """Three deals of 1e308 each once made the revenue infinite, and `report --json` wrote `Infinity`, which no JSON
+    reader takes."""
+    for _ in range(3):
+        assert relance("sales", "won", EMAIL, "--amount", "1e308", "--margin", "1e308").exit_code in (1, 2)
+    assert relance("cost", "add", "salon", "1e308").exit_code in (1, 2)
+    report = relance("report", "--json")
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in relance report --json")
+
+    assert report.exit_code == 0 and json.loads(report.output, parse_constant=refuse)
 
 
 def test_the_option_of_a_bad_date_is_named(env):
@@ -245,6 +262,7 @@ def test_deals_through_the_api(api, engine, clock):
 
 @pytest.mark.parametrize("verdict, body, field, message", [
     ("won", {"by": "crm", "amount": -1}, "amount", "amount must not be negative"),
+    ("won", {"by": "crm", "amount": 1e308}, "amount", "amount must be at most 1,000,000,000,000"),
     ("won", {"by": "crm", "amount": 10, "margin": 20}, "margin", "margin (20.00) is above the amount"),
     ("won", {"by": "crm", "on": "2030-01-01"}, "on", "on 2030-01-01 is in the future"),
     ("lost", {"by": "crm", "reason": "meh"}, "reason", "reason of a lost deal must be one of price"),
