@@ -50,6 +50,10 @@ _SPACES = re.compile(r"[\s_\u00a0\u202f']+")  # thousands separators: spaces (in
 # database stores; free text (a note, a message) may hold tabs and line breaks
 _CONTROL_OR_BREAK = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# what those refuse, as JSON Schema patterns for the API's document (ECMA-262 and Python read \uXXXX alike); a lone
+# surrogate is refused all the same, but no pattern engine agrees on how to write one
+TEXT_PATTERN = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+LINE_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*$"
 
 # Country names seen in exports and forms -> ISO 3166-1 alpha-2; anything else must already be a code.
 COUNTRY_NAMES = {

@@ -20,7 +20,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.utils import is_body_allowed_for_status_code
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 from pydantic_core import PydanticCustomError
 from sqlalchemy import Engine, text
 from sqlmodel import Session
@@ -29,20 +29,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relance import inputs
 from relance.clock import Clock, SystemClock, ensure_utc
-from relance.deals import Closing, record_deal
+from relance.deals import LOST_REASONS, MONEY_MAX, Closing, record_deal
 from relance.email import tracking
 from relance.engagement import machine_request
 from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
 from relance.library import Library
+from relance.sales import (BANT_FIELDS, REJECT_REASONS, Answer, BadAnswer, HandoffClosed, NoSuchLead, answer, open_handoffs,
+                           reassign)
 from relance.scenario.model import MACHINE_CLICK
-from relance.sales import Answer, BadAnswer, HandoffClosed, NoSuchLead, answer, open_handoffs, reassign
 from relance.settings import Settings
 from relance.store.tables import Lead, Outbox
 
 MAX_BODY_BYTES = 1_000_000
 MAX_BATCH = 1000
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
-Scalar = Union[str, int, float, bool, None]
 
 
 def _shared(check) -> AfterValidator:
@@ -57,43 +57,36 @@ def _shared(check) -> AfterValidator:
     return AfterValidator(validate)
 
 
+def _printable(value: str) -> str:
+    """Text a database can store: no control character (NUL, escape; tabs and line breaks are fine), no lone surrogate."""
+    return inputs.checked_text(value, max_length=len(value))  # the length is the field's own (Field(max_length=...))
+
+
 Email = Annotated[str, Field(max_length=inputs.EMAIL_MAX, json_schema_extra={"format": "email"}), _shared(inputs.checked_email)]
 Instant = Annotated[datetime, _shared(inputs.checked_instant)]  # 2000-01-01 to 2100-01-01, as UTC
+# every text of a request body: PostgreSQL refuses a NUL, and no reader of a note or a name wants an escape sequence
+Text = Annotated[str, Field(json_schema_extra={"pattern": inputs.TEXT_PATTERN}), _shared(_printable)]
+MONEY = {"minimum": 0, "maximum": MONEY_MAX}  # documented only: relance.deals refuses what is out, naming the field
+Stamp = Annotated[str, Field(json_schema_extra={"format": "date-time"})]  # an instant as relance writes it (ISO 8601)
+# an event's property: ingestion checks it and names it when it refuses it, so these limits are the document's only
+PropertyText = Annotated[str, Field(json_schema_extra={"maxLength": inputs.PROPERTY_TEXT_MAX, "pattern": inputs.TEXT_PATTERN})]
+Scalar = Union[PropertyText, int, float, bool, None]
+PROPERTY_NAMES = {"minLength": 1, "maxLength": inputs.PROPERTY_NAME_MAX, "pattern": inputs.LINE_PATTERN}
 
 
 class _Input(BaseModel):
-    """A request body: unknown keys are refused, and so is a control character (NUL, escape...) in any text."""
+    """A request body: unknown keys are refused; each text field is `Text` (an event's properties are checked by
+    ingestion, naming the property)."""
 
     model_config = ConfigDict(extra="forbid")
-
-    @field_validator("*")
-    @classmethod
-    def _printable(cls, value: Any, info: ValidationInfo) -> Any:
-        if info.field_name != "properties":  # an event's properties are checked by ingestion, naming the property
-            for text_ in _texts(value):
-                try:
-                    inputs.checked_text(text_, max_length=len(text_))
-                except ValueError as exc:
-                    raise PydanticCustomError("bad_input", "{reason}", {"reason": str(exc)}) from None
-        return value
-
-
-def _texts(value: Any) -> Iterator[str]:
-    """The text in a field's value: itself, or a mapping's names and values (BANT)."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _texts(key)
-            yield from _texts(item)
 
 
 class Consent(_Input):
     """Proof of consent given (or withdrawn) with a form: where, when, and the exact wording the person accepted.
     Kept on the lead with every earlier record (`relance lead show`); a withdrawal stops every email to the address."""
 
-    source: str = Field(min_length=1, max_length=200, description="Form or page where consent was given.")
-    wording: str = Field(min_length=1, max_length=2000, description="The text the person accepted.")
+    source: Text = Field(min_length=1, max_length=200, description="Form or page where consent was given.")
+    wording: Text = Field(min_length=1, max_length=2000, description="The text the person accepted.")
     at: Instant | None = Field(None, description="When (default: the event's time).")
     granted: bool = Field(True, description="false: the person withdraws consent.")
 
@@ -101,10 +94,11 @@ class Consent(_Input):
 class SalesAnswerIn(_Input):
     """Sales' answer to a handoff."""
 
-    by: str = Field("sales", min_length=1, max_length=320, description="Who answers (recorded in the stage history).")
-    reason: str | None = Field(None, description="reject: no-budget, no-need, bad-timing, not-decision-maker, competitor, bad-fit, unreachable, other.")
-    note: str = Field("", max_length=2000)
-    bant: dict[str, str] | None = Field(None, description="accept: budget, authority, need, timing.")
+    by: Text = Field("sales", min_length=1, max_length=320, description="Who answers (recorded in the stage history).")
+    reason: Text | None = Field(None, max_length=2000, description=f"reject: one of {', '.join(REJECT_REASONS)}; later: any.")
+    note: Text = Field("", max_length=2000)
+    bant: Annotated[dict[Text, Text], Field(json_schema_extra={"propertyNames": {"enum": list(BANT_FIELDS)}})] | None = Field(
+        None, description=f"accept: {', '.join(BANT_FIELDS)}.")
     until: Instant | None = Field(None, description="later: the re-engage date (default: later.default_delay).")
 
 
@@ -112,26 +106,27 @@ class ReassignIn(_Input):
     """Give a lead's open hand-off to another owner."""
 
     to: Email = Field(description="The new owner's email (gets the hand-off email).")
-    by: str = Field("sales", min_length=1, max_length=320, description="Who reassigns (recorded with the change).")
+    by: Text = Field("sales", min_length=1, max_length=320, description="Who reassigns (recorded with the change).")
 
 
 class DealWonIn(_Input):
     """A deal sales won: the lead becomes a customer (a customer's next deal is an upsell)."""
 
-    by: str = Field("sales", min_length=1, max_length=320, description="Who won it (recorded in the stage history).")
-    amount: float = Field(0.0, allow_inf_nan=False, description="What the deal is worth.")
-    margin: float = Field(0.0, allow_inf_nan=False, description="Its gross margin, part of the amount: what ROI counts.")
+    by: Text = Field("sales", min_length=1, max_length=320, description="Who won it (recorded in the stage history).")
+    amount: float = Field(0.0, allow_inf_nan=False, description="What the deal is worth.", json_schema_extra=MONEY)
+    margin: float = Field(0.0, allow_inf_nan=False, description="Its gross margin, part of the amount (at most the amount): "
+                          "what ROI counts.", json_schema_extra=MONEY)
     on: Instant | None = Field(None, description="The day it was won (default: now; never in the future).")
-    note: str = Field("", max_length=2000)
+    note: Text = Field("", max_length=2000)
 
 
 class DealLostIn(_Input):
     """A deal sales lost: the lead goes back to nurturing with the reason (a customer stays a customer)."""
 
-    by: str = Field("sales", min_length=1, max_length=320, description="Who lost it (recorded in the stage history).")
-    reason: str = Field(description="price, competitor, no-budget, no-decision, bad-timing, no-need, missing-feature, unreachable, other.")
+    by: Text = Field("sales", min_length=1, max_length=320, description="Who lost it (recorded in the stage history).")
+    reason: Text = Field(description="Why it was lost.", json_schema_extra={"enum": list(LOST_REASONS)})
     on: Instant | None = Field(None, description="The day it was lost (default: now; never in the future).")
-    note: str = Field("", max_length=2000)
+    note: Text = Field("", max_length=2000)
 
 
 class EventIn(_Input):
@@ -141,8 +136,9 @@ class EventIn(_Input):
                                json_schema_extra={"pattern": inputs.EVENT_TYPE_PATTERN}), _shared(inputs.checked_event_type)]
     email: Email
     occurred_at: Instant | None = Field(None, description="When it happened (default: now; at most a day ahead).")
-    properties: dict[str, Scalar] = Field(default_factory=dict, max_length=50)
-    idempotency_key: Annotated[str, Field(min_length=1, max_length=inputs.KEY_MAX), _shared(inputs.checked_key)] | None = None
+    properties: dict[str, Scalar] = Field(default_factory=dict, max_length=50, json_schema_extra={"propertyNames": PROPERTY_NAMES})
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=inputs.KEY_MAX, json_schema_extra={"pattern": inputs.LINE_PATTERN}),
+                               _shared(inputs.checked_key)] | None = None
     consent: Consent | None = None
 
 
@@ -157,7 +153,115 @@ EventsBody = Annotated[
 ]
 
 
-LeadEmail = Annotated[str, Path(max_length=inputs.EMAIL_MAX, description="The lead's email."), _shared(inputs.checked_email)]
+class Problem(BaseModel):
+    """An answer that is no success: what is wrong, in one sentence."""
+
+    detail: str
+
+
+class Health(BaseModel):
+    """The app runs and reaches its database."""
+
+    status: Literal["ok"]
+    database: Literal["ok"]
+
+
+class Stored(BaseModel):
+    """What came of the events received."""
+
+    stored: int = Field(description="Events kept.")
+    duplicates: int = Field(description="Events already kept (same idempotency key): nothing done again.")
+    enrolled: int = Field(description="Enrollments they started.")
+    woken: int = Field(description="Waiting enrollments they woke.")
+
+
+class OpenHandoff(BaseModel):
+    """An open hand-off, as `relance sales list` shows it."""
+
+    email: str
+    name: str
+    company: str
+    score: int
+    grade: str
+    owner: str
+    team: str | None
+    source: str = Field(description="What handed the lead to sales.")
+    opened_at: Stamp
+    target_at: Stamp
+    deadline_at: Stamp
+    age_minutes: int
+    target_left_minutes: int = Field(description="Negative: the target passed that long ago.")
+    deadline_left_minutes: int = Field(description="Negative: overdue by that much.")
+    overdue: bool
+
+
+class Answered(BaseModel):
+    """The hand-off once sales answered."""
+
+    email: str
+    status: Literal["accepted", "rejected", "later"]
+    owner: str
+    later_until: Stamp | None = Field(description="later: the day the lead is re-engaged.")
+
+
+class Reassigned(BaseModel):
+    """The hand-off with its new owner (the SLA deadline stays)."""
+
+    email: str
+    status: Literal["open"]
+    owner: str
+    team: str | None
+    deadline_at: Stamp
+
+
+class Closed(BaseModel):
+    """The deal recorded, and the lead's stage after it."""
+
+    email: str
+    outcome: Literal["won", "lost"]
+    kind: Literal["new", "upsell"] = Field(description="upsell: the lead had won a deal before.")
+    amount: float
+    margin: float
+    reason: str | None = Field(description="lost: why.")
+    on: Stamp
+    stage: str
+
+
+_ANSWERS: dict[int, dict[str, Any]] = {
+    400: {"model": Problem, "description": "The body is no JSON relance can read, or not the body the route expects."},
+    401: {"model": Problem, "description": "No bearer token, or not RELANCE_API_TOKEN.",
+          "headers": {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}}},
+    404: {"model": Problem, "description": "No lead with that email."},
+    409: {"model": Problem, "description": "The lead's hand-off is closed, or it never had one."},
+    413: {"model": Problem, "description": f"The body is larger than {MAX_BODY_BYTES} bytes (nothing is read past that)."},
+    503: {"model": Problem, "description": "The API is off: RELANCE_API_TOKEN is not set."},
+}
+
+
+def answers(*codes: int, link: bool = False, page: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The errors a route gives besides its 422, for its OpenAPI document: a `link` route's 404 is a token's, and
+    errors are JSON even on a route whose success is a `page` (where FastAPI would say they are HTML)."""
+    chosen = {code: NOT_SIGNED if link and code == 404 else _ANSWERS[code] for code in codes}
+    return {code: _json(answer) if page else answer for code, answer in chosen.items()}
+
+
+def _json(answer: dict[str, Any]) -> dict[str, Any]:
+    """An error answer with its JSON body spelt out."""
+    spelt = {key: value for key, value in answer.items() if key != "model"}
+    return {**spelt, "content": {"application/json": {"schema": answer["model"].model_json_schema()}}}
+
+
+SECURED = (401, 503)  # every route behind the bearer token
+NOT_SIGNED = {"model": Problem, "description": "A token relance did not sign, or for an email that is gone: nothing is recorded."}
+REDIRECT = {302: {"description": "To the link's page.", "headers": {"Location": {"required": True, "schema": {"type": "string"}}}}}
+GIF = {200: {"description": "A transparent 1x1 GIF.", "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}}}}
+UNSUBSCRIBE_FORM = {"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
+    "type": "object", "required": ["List-Unsubscribe"],
+    "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}}}}}  # RFC 8058's one-click POST
+
+
+LeadEmail = Annotated[str, Path(max_length=inputs.EMAIL_MAX, description="The lead's email.", json_schema_extra={"format": "email"}),
+                      _shared(inputs.checked_email)]
 
 
 def _owner(value: str | None) -> str | None:
@@ -295,7 +399,7 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
             raise HTTPException(404)
         return payload
 
-    @app.get("/health", tags=["operations"])
+    @app.get("/health", tags=["operations"], response_model=Health)
     def health() -> dict[str, str]:
         with engine.connect() as connection:
             connection.execute(text("select 1"))
@@ -313,22 +417,24 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
             record("email_clicked", row, lead, link=link)
         return RedirectResponse(payload["u"], status_code=302)
 
-    @app.get("/c/{token}", tags=["tracking"], response_class=RedirectResponse, status_code=302)
+    @app.get("/c/{token}", tags=["tracking"], response_class=RedirectResponse, status_code=302,
+             responses={**REDIRECT, **answers(404, link=True)})
     def click(token: str, request: Request) -> RedirectResponse:
         return follow(token, request)
 
-    @app.head("/c/{token}", tags=["tracking"], response_class=RedirectResponse, status_code=302)
+    @app.head("/c/{token}", tags=["tracking"], response_class=RedirectResponse, status_code=302,
+              responses={**REDIRECT, **answers(404, link=True)})
     def click_checked(token: str, request: Request) -> RedirectResponse:
         """A scanner checking the link: redirected, recorded as a machine's click."""
         return follow(token, request)
 
-    @app.get("/o/{token}.gif", tags=["tracking"])
+    @app.get("/o/{token}.gif", tags=["tracking"], response_class=Response, responses={**GIF, **answers(404, link=True)})
     def open_pixel(token: str) -> Response:
         row, lead = outbox_of(genuine(token, tracking.OPEN))
         record("email_opened", row, lead)
         return Response(PIXEL, media_type="image/gif", headers={"Cache-Control": "no-store"})
 
-    @app.get("/u/{token}", tags=["unsubscribe"], response_class=HTMLResponse)
+    @app.get("/u/{token}", tags=["unsubscribe"], response_class=HTMLResponse, responses=answers(404, link=True, page=True))
     def unsubscribe_page(token: str) -> HTMLResponse:
         _, lead = outbox_of(genuine(token, tracking.UNSUBSCRIBE))
         if lead.suppressed == "unsubscribed":
@@ -340,7 +446,8 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
             f"<button type=submit style='font-size:1rem;padding:.5rem 1rem'>Me désinscrire</button></form>",
         )
 
-    @app.post("/u/{token}", tags=["unsubscribe"], response_class=HTMLResponse)
+    @app.post("/u/{token}", tags=["unsubscribe"], response_class=HTMLResponse, openapi_extra=UNSUBSCRIBE_FORM,
+              responses=answers(400, 404, 413, link=True, page=True))
     async def unsubscribe(token: str, request: Request) -> HTMLResponse:
         payload = genuine(token, tracking.UNSUBSCRIBE)
         form = (await request.body()).decode("utf-8", "replace")
@@ -357,7 +464,8 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
         if not _bears(authorization, settings.api_token):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    @app.post("/events", tags=["events"], dependencies=[Depends(bearer)])
+    @app.post("/events", tags=["events"], dependencies=[Depends(bearer)], response_model=Stored,
+              responses=answers(400, 413, *SECURED))
     def post_events(body: EventsBody) -> dict[str, int]:
         events = body if isinstance(body, list) else [body]
         now = clock.now()
@@ -381,7 +489,8 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
 
     _deal_routes(app, engine, library, clock, bearer)  # before /sales/{email}/{verdict}, which would take won and lost
 
-    @app.get("/sales/handoffs", tags=["sales"], dependencies=[Depends(bearer)])
+    @app.get("/sales/handoffs", tags=["sales"], dependencies=[Depends(bearer)], response_model=list[OpenHandoff],
+             responses=answers(*SECURED))
     def sales_handoffs(owner: Annotated[str | None, Query(max_length=inputs.EMAIL_MAX), _shared(_owner)] = None,
                        overdue: bool = False) -> list[dict[str, Any]]:
         """The open hand-offs, soonest deadline first; minutes left before target and deadline (negative: overdue)."""
@@ -389,7 +498,8 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
             rows = open_handoffs(session, now=clock.now(), owner=owner, overdue=overdue)
         return [{k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()} for row in rows]
 
-    @app.post("/sales/{email}/reassign", tags=["sales"], dependencies=[Depends(bearer)])
+    @app.post("/sales/{email}/reassign", tags=["sales"], dependencies=[Depends(bearer)], response_model=Reassigned,
+              responses=answers(400, 404, 409, 413, *SECURED))
     def sales_reassign(email: LeadEmail, body: ReassignIn) -> dict[str, Any]:
         """Give the lead's open hand-off to another owner (emailed); the SLA deadline does not move."""
         with Session(engine) as session:
@@ -399,7 +509,8 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
             return {"email": email.lower(), "status": handoff.status, "owner": handoff.owner, "team": handoff.team,
                     "deadline_at": handoff.deadline_at.isoformat()}
 
-    @app.post("/sales/{email}/{verdict}", tags=["sales"], dependencies=[Depends(bearer)])
+    @app.post("/sales/{email}/{verdict}", tags=["sales"], dependencies=[Depends(bearer)], response_model=Answered,
+              responses=answers(400, 404, 409, 413, *SECURED))
     def sales_answer(email: LeadEmail, verdict: Literal["accept", "reject", "later"], body: SalesAnswerIn) -> dict[str, Any]:
         """Sales answers a handoff: accept (BANT), reject (reason), or later (date)."""
         reply = Answer(verdict, body.by, reason=body.reason, note=body.note, bant=body.bant,
@@ -439,13 +550,15 @@ def _deal_routes(app: FastAPI, engine: Engine, library: Library, clock: Clock, b
                     "margin": deal.margin, "reason": deal.reason, "on": deal.closed_at.isoformat(),
                     "stage": session.get(Lead, deal.lead_id).stage}
 
-    @app.post("/sales/{email}/won", tags=["sales"], dependencies=[Depends(bearer)])
+    @app.post("/sales/{email}/won", tags=["sales"], dependencies=[Depends(bearer)], response_model=Closed,
+              responses=answers(400, 404, 413, *SECURED))
     def sales_won(email: LeadEmail, body: DealWonIn) -> dict[str, Any]:
         """Sales won a deal: amount, gross margin, the day; the lead becomes a customer."""
         return close(email, Closing("won", body.by, amount=body.amount, margin=body.margin, note=body.note,
                                     on=ensure_utc(body.on) if body.on else None))
 
-    @app.post("/sales/{email}/lost", tags=["sales"], dependencies=[Depends(bearer)])
+    @app.post("/sales/{email}/lost", tags=["sales"], dependencies=[Depends(bearer)], response_model=Closed,
+              responses=answers(400, 404, 413, *SECURED))
     def sales_lost(email: LeadEmail, body: DealLostIn) -> dict[str, Any]:
         """Sales lost a deal: the reason, the day; the lead goes back to nurturing."""
         return close(email, Closing("lost", body.by, reason=body.reason, note=body.note,
