@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import logging
 import math
 from contextlib import contextmanager
 from datetime import datetime
@@ -23,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 from pydantic_core import PydanticCustomError
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -166,6 +168,13 @@ class Health(BaseModel):
     database: Literal["ok"]
 
 
+class Down(BaseModel):
+    """The app runs but its database does not answer."""
+
+    status: Literal["down"]
+    database: Literal["unreachable"]
+
+
 class Stored(BaseModel):
     """What came of the events received."""
 
@@ -234,7 +243,7 @@ _ANSWERS: dict[int, dict[str, Any]] = {
     404: {"model": Problem, "description": "No lead with that email."},
     409: {"model": Problem, "description": "The lead's hand-off is closed, or it never had one."},
     413: {"model": Problem, "description": f"The body is larger than {MAX_BODY_BYTES} bytes (nothing is read past that)."},
-    503: {"model": Problem, "description": "The API is off: RELANCE_API_TOKEN is not set."},
+    503: {"model": Problem, "description": "The API is off (RELANCE_API_TOKEN is not set), or its database does not answer (retry)."},
 }
 
 
@@ -272,6 +281,19 @@ def _owner(value: str | None) -> str | None:
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's 422, able to quote any input (half a surrogate pair, NaN) instead of failing to write it."""
     return JSONResponse({"detail": _plain(jsonable_encoder(exc.errors()))}, status_code=422)
+
+
+_log = logging.getLogger("relance.api")
+DATABASE_DOWN = "the database does not answer: nothing was stored; try again in a moment"
+
+
+async def _database_down(request: Request, exc: OperationalError) -> JSONResponse:
+    """A database out of reach (stopped, restarting, its disk gone) is the service's state, not a bug: 503, said
+    once in the server log, so that clients (SES, forms, a load balancer) retry instead of reading a 500."""
+    _log.error("%s %s: %s (%s)", request.method, request.url.path, DATABASE_DOWN, str(exc.orig).strip().splitlines()[0])
+    if request.url.path == "/health":
+        return JSONResponse({"status": "down", "database": "unreachable"}, status_code=503)
+    return JSONResponse({"detail": DATABASE_DOWN}, status_code=503, headers={"Retry-After": "30"})
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -376,6 +398,7 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_down)
 
     def outbox_of(payload: dict[str, Any]) -> tuple[Outbox, Lead]:
         with Session(engine) as session:
@@ -399,7 +422,8 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
             raise HTTPException(404)
         return payload
 
-    @app.get("/health", tags=["operations"], response_model=Health)
+    @app.get("/health", tags=["operations"], response_model=Health,
+             responses={503: {"model": Down, "description": "The database does not answer."}})
     def health() -> dict[str, str]:
         with engine.connect() as connection:
             connection.execute(text("select 1"))

@@ -299,3 +299,20 @@ def _recv(connection: socket.socket) -> bytes:
         return connection.recv(65536)
     except OSError:  # reset once the server closed: what it answered was read before
         return b""
+
+
+@pytest.mark.parametrize("url", ["sqlite:////nonexistent-folder/relance.db", "postgresql+psycopg://postgres@127.0.0.1:9/relance"],
+                         ids=["sqlite-file-gone", "postgresql-down"])
+def test_a_database_out_of_reach_is_503_with_a_sentence_never_a_500(url, clock):
+    from sqlalchemy import create_engine
+
+    settings = Settings(scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails", api_token=TOKEN)
+    engine = create_engine(url, connect_args={"connect_timeout": 2} if url.startswith("postgresql") else {})
+    client = TestClient(create_app(settings, engine=engine, library=load_library(settings), clock=clock))
+
+    health = client.get("/health")
+    assert health.status_code == 503 and health.json() == {"status": "down", "database": "unreachable"}
+    posted = client.post("/events", json={"type": "form_submitted", "email": "tom@acme.example"},
+                         headers={"Authorization": f"Bearer {TOKEN}"})
+    assert posted.status_code == 503 and posted.headers["retry-after"] == "30"
+    assert posted.json() == {"detail": "the database does not answer: nothing was stored; try again in a moment"}
