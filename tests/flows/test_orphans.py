@@ -90,6 +90,7 @@ def _wait_gone(processes: dict[int, int], within: float) -> dict[int, str]:
 def env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RELANCE_"))}
     env.update(
+        RELANCE_SECRET_KEY=os.environ["RELANCE_SECRET_KEY"],  # the tests' own (tests/conftest.py): a tick refuses the default
         PREFECT_HOME=str(tmp_path / "prefect-home"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         RELANCE_DATABASE_URL=f"sqlite:///{tmp_path / 'relance.db'}",

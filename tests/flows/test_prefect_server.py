@@ -150,6 +150,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     logs.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RELANCE_"))}
     env.update(
+        RELANCE_SECRET_KEY=os.environ["RELANCE_SECRET_KEY"],  # the tests' own (tests/conftest.py): a tick refuses the default
         PREFECT_HOME=str(tmp_path / "prefect-home"),
         PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
