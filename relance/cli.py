@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from contextlib import contextmanager
 from datetime import datetime
@@ -42,10 +41,6 @@ app.add_typer(lead_app, name="lead")
 console = Console()
 err = Console(stderr=True)
 
-# The embedded Prefect server would try to send telemetry: there is nowhere to send it. An operator may still opt in.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
 def _settings():
     """The RELANCE_* settings; a value that cannot be used is one sentence naming it, exit 2."""
     from relance.settings import SettingError, get_settings
@@ -76,12 +71,10 @@ NOW_HELP = "Pretend it is this time (ISO date/time, naive = UTC; default: the wa
 
 def _now(value: Optional[str], option: str = "--now") -> datetime:
     """The instant an option names (the wall clock when it is not given); a bad one is refused naming `option`."""
-    from relance.clock import SystemClock, parse_instant
+    from relance.clock import instant_or_now
 
-    if value is None:
-        return SystemClock().now()
     try:
-        return parse_instant(value)
+        return instant_or_now(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=option) from None
 

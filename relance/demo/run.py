@@ -53,7 +53,6 @@ def _use_demo_settings(directory: Path) -> None:
     os.environ["RELANCE_DATABASE_URL"] = f"sqlite:///{(directory / 'relance.db').resolve()}"
     os.environ["RELANCE_OUTBOX_DIR"] = str((directory / "outbox").resolve())
     os.environ["RELANCE_TRANSPORT"] = "file"
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     get_settings.cache_clear()
     if _weak_signing_key():  # the demo's links go nowhere real: a key of its own, never the guessable default
         os.environ["RELANCE_SECRET_KEY"] = secrets.token_urlsafe(32)

@@ -23,9 +23,8 @@ from relance.scenario.model import (
     StageIn,
     TemperatureIs,
     Visited,
+    grade_at_least,
 )
-
-GRADE_RANK = {"A": 4, "B": 3, "C": 2, "D": 1}
 
 AnyCondition = Union[Opened, Clicked, Downloaded, Visited, EventHappened, ScoreAtLeast, GradeAtLeast, TemperatureIs,
                      StageIn, HasTag, FieldEquals, All, Any_, Not]
@@ -89,7 +88,7 @@ def holds(condition, *, lead: LeadFacts, events: Sequence[EventFact], now: datet
         case ScoreAtLeast():
             return lead.score >= condition.score_at_least
         case GradeAtLeast():
-            return GRADE_RANK.get(lead.grade, 0) >= GRADE_RANK[condition.grade_at_least]
+            return grade_at_least(lead.grade, condition.grade_at_least)
         case TemperatureIs():
             return lead.temperature == condition.temperature
         case StageIn():

@@ -84,6 +84,12 @@ Points = Annotated[
 Stage = Literal["lead", "mql", "sql-pending", "sql", "customer", "nurturing", "later", "disqualified"]
 STAGES: tuple[str, ...] = Stage.__args__  # type: ignore[attr-defined]
 Grade = Literal["A", "B", "C", "D"]
+GRADE_RANK = {"A": 4, "B": 3, "C": 2, "D": 1}  # A is best; an unknown grade ranks below D
+
+
+def grade_at_least(grade: str | None, floor: str) -> bool:
+    """The grade is `floor` or better (A is best)."""
+    return GRADE_RANK.get(grade or "", 0) >= GRADE_RANK[floor]
 Temperature = Literal["hot", "warm", "cold"]
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 StepId = Annotated[str, Field(min_length=1, description="The id of a step of this scenario.")]
