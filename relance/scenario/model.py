@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Iterator, Literal, Union
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -221,6 +221,20 @@ Condition = Annotated[
 ]
 for _model in (All, Any_, Not):
     _model.model_rebuild()
+
+
+def nested(condition: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, tuple[Any, ...]]]:
+    """Every condition of a tree, itself first then depth-first in the order written, each with its YAML path under
+    `path` (the one walker: validation, the simulator's targets and the tick's event reads use it)."""
+    yield condition, path
+    if isinstance(condition, All):
+        for index, inner in enumerate(condition.all):
+            yield from nested(inner, (*path, "all", index))
+    elif isinstance(condition, Any_):
+        for index, inner in enumerate(condition.any):
+            yield from nested(inner, (*path, "any", index))
+    elif isinstance(condition, Not):
+        yield from nested(condition.not_, (*path, "not"))
 
 
 # --------------------------------------------------------------------------- steps
