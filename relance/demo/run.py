@@ -235,12 +235,12 @@ def _sales_answer(engine, library, now: datetime, rng: random.Random, rates: Dem
 
 
 def _print_sales_and_report(console: Console, engine, library, now) -> None:
-    from relance.cli import _print_report
     from relance.report import build_report
+    from relance.report_view import print_report
 
     with Session(engine) as session:
         figures = build_report(session, now=now, orders={n: p.order for n, p in library.plans.items()})
-    _print_report(figures, console)
+    print_report(figures, console, Console(stderr=True))  # as `relance report` does: warnings on stderr
 
 
 def _summarise(engine, directory: Path, ticks: int, seconds: float) -> dict:
