@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from relance.clock import Clock, ensure_utc
+from relance.clock import Clock, parse_instant
 from relance.engagement import MACHINE_CLICK_SECONDS, machine_request
 from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
 from relance.inputs import checked_email
@@ -79,8 +79,8 @@ def parse_ses_message(body: str) -> SesEvent:
     detail = document.get(_DETAIL[kind]) or {}
     when = detail.get("timestamp") or mail.get("timestamp")
     try:
-        occurred_at = ensure_utc(datetime.fromisoformat(str(when).replace("Z", "+00:00")))
-    except (ValueError, OverflowError):  # OverflowError: past the year 9999 in UTC
+        occurred_at = parse_instant(str(when))
+    except ValueError:
         raise BadMessage(f"bad timestamp {when!r}") from None
     return SesEvent(kind, message_id, str(destinations[0]), occurred_at, detail)
 
