@@ -404,10 +404,14 @@ def lead_show(
     from relance.library import read_scoring
     from relance.store.tables import PROFILE_FIELDS
 
-    scoring, _problems = read_scoring(_settings().scenarios_dir)  # temperature by this folder's scoring.yaml
+    scoring, problems = read_scoring(_settings().scenarios_dir)  # temperature by this folder's scoring.yaml
     summary = lead_summary(_stored(), email, scoring=scoring)
     if summary is None:
         _fail(f"no lead with email {email!r}")
+    if problems:  # the temperature is scoring.yaml's to say: never the defaults' in its place
+        summary["temperature"] = None
+        err.print(f"temperature not shown: {problems[0]} (`relance validate` lists every problem)", markup=False,
+                  highlight=False, soft_wrap=True)
     if as_json:
         _print_json(summary)
         return
