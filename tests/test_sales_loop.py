@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlmodel import Session
 
-from relance.email.transports import RecordingTransport
+from recording import RecordingTransport  # tests/recording.py
 from relance.housekeeping import run_reengage
 from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import lead_summary
