@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/relance demo
+	$(VENV)/bin/relance demo
 
 test: $(STAMP)
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	PREFECT_SERVER_ANALYTICS_ENABLED=false $(VENV)/bin/relance bench $(BENCH_ARGS)
+	$(VENV)/bin/relance bench $(BENCH_ARGS)

@@ -13,7 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed, State
 
 from flows.refusals import refuses_bad_setup
-from relance.clock import SystemClock, parse_instant
+from relance.clock import instant_or_now
 from relance.library import BrokenScenario, load_library
 from relance.runner import DeliveryResult, TickError, TickReport, open_store, step_log_mark
 from relance.settings import Settings, read_settings, require_signing_keys
@@ -25,10 +25,8 @@ from tasks.report import count_tick, publish_not_run, publish_report, summary
 
 def tick_time(now: str | None) -> datetime:
     """The instant the tick runs at: `now` (ISO 8601, naive = UTC) or the system clock."""
-    if now is None:
-        return SystemClock().now()
     try:
-        return parse_instant(now)
+        return instant_or_now(now)
     except ValueError as exc:
         raise TickError(f"now: {exc}") from None
 

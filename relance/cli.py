@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from contextlib import contextmanager
 from datetime import datetime
@@ -42,10 +41,6 @@ app.add_typer(lead_app, name="lead")
 console = Console()
 err = Console(stderr=True)
 
-# The embedded Prefect server would try to send telemetry: there is nowhere to send it. An operator may still opt in.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
 def _settings():
     """The RELANCE_* settings; a value that cannot be used is one sentence naming it, exit 2."""
     from relance.settings import SettingError, get_settings
@@ -76,12 +71,10 @@ NOW_HELP = "Pretend it is this time (ISO date/time, naive = UTC; default: the wa
 
 def _now(value: Optional[str], option: str = "--now") -> datetime:
     """The instant an option names (the wall clock when it is not given); a bad one is refused naming `option`."""
-    from relance.clock import SystemClock, parse_instant
+    from relance.clock import instant_or_now
 
-    if value is None:
-        return SystemClock().now()
     try:
-        return parse_instant(value)
+        return instant_or_now(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=option) from None
 
@@ -409,16 +402,21 @@ def lead_show(
     """Profile, stage, score, grade, consent, enrollments, score ledger, stage history, hand-offs, deals, emails."""
     from relance.leads import lead_summary
     from relance.library import read_scoring
+    from relance.store.tables import PROFILE_FIELDS
 
-    scoring, _problems = read_scoring(_settings().scenarios_dir)  # temperature by this folder's scoring.yaml
-    summary = lead_summary(_stored(), email, temperature_of=scoring.temperature_of)
+    scoring, problems = read_scoring(_settings().scenarios_dir)  # temperature by this folder's scoring.yaml
+    summary = lead_summary(_stored(), email, scoring=scoring)
     if summary is None:
         _fail(f"no lead with email {email!r}")
+    if problems:  # the temperature is scoring.yaml's to say: never the defaults' in its place
+        summary["temperature"] = None
+        err.print(f"temperature not shown: {problems[0]} (`relance validate` lists every problem)", markup=False,
+                  highlight=False, soft_wrap=True)
     if as_json:
         _print_json(summary)
         return
     profile = Table(show_header=False, title=f"{summary['first_name']} {summary['last_name']} <{summary['email']}>")
-    for k in ("company", "job_title", "sector", "company_revenue", "country", "timezone", "source", "stage", "score", "grade", "temperature"):
+    for k in (*(f for f in PROFILE_FIELDS if f not in ("first_name", "last_name")), "stage", "score", "grade", "temperature"):
         profile.add_row(k, str(summary.get(k) if summary.get(k) is not None else ""))
     listed = summary.get("suppression_list")
     profile.add_row("suppressed", f"{listed['reason']} ({listed['source']}, {_when(listed['at'])})" if listed
@@ -895,99 +893,9 @@ def report(
     if as_json:
         _print_json(figures)
         return
-    _print_report(figures)
+    from relance.report_view import print_report
 
-
-def _grid(first: str, *numbers: str, title: str) -> Table:
-    """A table of figures that fits 80 columns: a name column that folds (never cut), then right-aligned numbers."""
-    return Table(Column(first, overflow="fold"), *(Column(h, justify="right", no_wrap=True) for h in numbers), title=title,
-                 box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{value * 100:.1f} %"
-
-
-def _print_report(figures: dict, out: Console | None = None) -> None:
-    from relance.report import outcome_words
-
-    out = out or console
-    f = figures["funnel"]
-    funnel = Table("stage", "leads", "rate from previous", title="Funnel")
-    rates = [None, f["rates"]["lead_to_mql"], f["rates"]["mql_to_sql"], f["rates"]["sql_to_customer"]]
-    for (stage, n), rate in zip(f["counts"].items(), rates):
-        funnel.add_row(stage, str(n), _pct(rate))
-    funnel.caption = (f"lead -> customer {_pct(f['rates']['lead_to_customer'])}; median time to MQL "
-                      f"{f['median_hours_to_mql'] or '-'} h, to SQL {f['median_hours_to_sql'] or '-'} h")
-    out.print(funnel)
-    for name, rows in figures["scenarios"].items():
-        heads = ("reached", "entered", "here", "waiting", "sent", "opened", "clicked", "left")
-        table = _grid("step", *heads, title=f"Scenario {name}")
-        for r in rows:
-            table.add_row(r["step"], *(str(r["now" if k == "here" else k]) for k in heads))
-        table.caption = ("here / waiting: there now / in a wait now; sent: emails that left; left: enrollments that "
-                         "ended at the step")
-        out.print(table)
-        out.print("  step log (every pass; written: emails queued):", markup=False, highlight=False)
-        for r in rows:
-            out.print(f"    {r['step']}: {outcome_words(r['outcomes'])}", markup=False, highlight=False, soft_wrap=True)
-    _print_sla(figures["sla"], out)
-    _print_economics(figures["economics"], out)
-    d = figures["delivery"]
-    out.print("Outbox: " + (", ".join(f"{n} {status}" for status, n in sorted(d["by_status"].items())) or "empty"),
-              markup=False, highlight=False)
-    if d["unknown"]:
-        err.print(f"[yellow]{len(d['unknown'])} message(s) with an unknown outcome (handed to the transport, no answer, or "
-                  "cut off mid-send), not sent again automatically: check the transport's logs, then `relance outbox resolve "
-                  "ID ... --as pending|failed` (outbox " + ", ".join(str(r["outbox_id"]) for r in d["unknown"][:5]) + ")[/]",
-                  soft_wrap=True)
-    if failed := d["by_status"].get("failed"):
-        err.print(f"{failed} message(s) failed: `relance outbox list --status failed` shows why; once the cause is fixed, "
-                  "`relance outbox resend ID ...` sends them with the next tick", soft_wrap=True, markup=False, highlight=False,
-                  style="yellow")
-    for f in d["failed_enrollments"]:
-        err.print(f"{f['count']} lead(s) left {f['scenario']} at step {f['step_id']} on an error, e.g. {f['reason']}",
-                  soft_wrap=True, markup=False, highlight=False, style="yellow")
-
-
-def _print_sla(s: dict, out: Console) -> None:
-    """The SLA figures, one per line (never cut in 80 columns): within target / deadline and breaches are all out of
-    `measured` (docs/ticks.md)."""
-    sla = Table(Column("figure", no_wrap=True), Column("value", overflow="fold"), title="Sales SLA", show_header=False,
-                box=box.SIMPLE_HEAD)
-    sla.add_row("hand-offs", f"{s['handoffs']} ({s['open']} open)")
-    sla.add_row("measured", f"{s['measured']} (answered, or unanswered past the deadline)")
-    sla.add_row("within target", f"{s['met_target']} ({_pct(s['within_target'])})")
-    sla.add_row("within deadline", f"{s['met_deadline']} ({_pct(s['within_deadline'])})")
-    sla.add_row("breaches", f"{s['breaches']} ({s['late_answers']} answered late, {s['unanswered_past_deadline']} unanswered)"
-                            " = measured - within deadline")
-    sla.add_row("answers", ", ".join(f"{k} {v}" for k, v in s["answers"].items()) or "-")
-    sla.add_row("rejection reasons", ", ".join(f"{k} {v}" for k, v in s["rejection_reasons"].items()) or "-")
-    out.print(sla)
-
-
-def _money_row(label: str, m: dict) -> list[str]:
-    return [label, str(m["leads"]), str(m["customers"]), str(m["deals_won"]), str(m["deals_lost"]), f"{m['cost']:,.0f}",
-            f"{m['gross_margin']:,.0f}", "-" if m["cost_per_lead"] is None else f"{m['cost_per_lead']:,.0f}",
-            "-" if m["cost_per_acquisition"] is None else f"{m['cost_per_acquisition']:,.0f}",
-            "-" if m["roi"] is None else f"{m['roi']:.2f}"]
-
-
-def _print_economics(e: dict, out: Console) -> None:
-    """The economics by source (of --period, or all time), then the total of each period in the data."""
-    def table(first: str, title: str) -> Table:  # figures are never cut, even in 80 columns
-        heads = ("leads", "customers", "won", "lost", "cost", "margin", "CPL", "CPA", "ROI")
-        return _grid(first, *heads, title=title)
-
-    money = table("source", f"Economics {e['period']}" if e["period"] else "Economics (all time)")
-    for source, m in [*e["by_source"].items(), ("all", e["total"])]:
-        money.add_row(*_money_row(source, m))
-    out.print(money)
-    if e["by_period"]:
-        periods = table("period", "Economics by period (all sources)")
-        for name, p in e["by_period"].items():
-            periods.add_row(*_money_row(name, p["total"]))
-        out.print(periods)
+    print_report(figures, console, err)
 
 
 outbox_app = typer.Typer(no_args_is_help=True, help=(

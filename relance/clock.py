@@ -50,3 +50,10 @@ def parse_instant(value: str) -> datetime:
         raise ValueError(f"{value!r} is not an ISO date/time like 2026-03-01T09:00:00+01:00 or 2026-03-01") from None
     except OverflowError:  # 9999-12-31T23:00-05:00 is past the year 9999 in UTC
         raise ValueError(f"{value!r} is out of range: write a date between 2000 and 2100") from None
+
+
+def instant_or_now(value: str | None, clock: Clock | None = None) -> datetime:
+    """The instant `value` names (parse_instant), or the clock's now when it is not given (a tick's or a command's `now`)."""
+    if value is None:
+        return (clock or SystemClock()).now()
+    return parse_instant(value)

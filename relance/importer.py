@@ -43,19 +43,15 @@ from sqlmodel import Session
 from relance.clock import ensure_utc
 from relance.inputs import (  # the checks every door shares (CLI, API, SES, import)
     checked_country, checked_email, checked_language, checked_revenue, checked_sector, checked_timezone, one_line,
-    parse_amount,
+    PROFILE_TEXT, parse_amount,
 )
 from relance.inputs import fold as _fold
 from relance.leads import fit_and_grade
 from relance.scoring.config import ScoringConfig
-from relance.store.tables import Lead, Suppression
+from relance.store.tables import PROFILE_FIELDS, Lead, Suppression
 from relance.suppression import REASONS
 from relance.wakes import wake_for_lead_changes
 
-PROFILE_FIELDS: tuple[str, ...] = (
-    "first_name", "last_name", "job_title", "company", "sector", "company_revenue",
-    "country", "timezone", "language", "source",
-)
 COLUMNS: tuple[str, ...] = ("email", *PROFILE_FIELDS)
 BATCH_SIZE = 1000
 MAX_CHARS = 200  # of a text cell (an email: 320); a longer one is a mistake (a pasted paragraph), never a name
@@ -132,7 +128,7 @@ class LeadRow(BaseModel):
     def _email(cls, value: str) -> str:
         return checked_email(value)
 
-    @field_validator("first_name", "last_name", "job_title", "company", "source")
+    @field_validator(*PROFILE_TEXT)
     @classmethod
     def _one_line(cls, value: str | None) -> str | None:
         return None if value is None else one_line(value)

@@ -27,7 +27,7 @@ from relance.scoring.ledger import add_points, move_stage, reach_mql
 from relance.scoring.rules import behaviour_points, fit_points, grade_of
 from relance.store.tables import Handoff, Lead
 from relance.sales import withdraw
-from relance.suppression import SUPPRESSING_EVENTS, honour_list, reason_of_event, suppress
+from relance.suppression import SUPPRESSING_EVENTS, honour_list, reason_of_event, suppress, suppress_for_event
 from relance.wakes import lock_active_enrollments, wake, wake_for_lead_changes
 
 CREATES_LEADS = frozenset({"form_submitted"})  # other events must name a known lead
@@ -134,8 +134,9 @@ def ingest_events(
             event = StoredEvent(event_id, row["type"], row["occurred_at"], row["properties"])
             if (seen := engagement.classify(lead, event_id, now=now)) is not None:  # a click may be a machine's
                 event = StoredEvent(event_id, seen.type, event.occurred_at, seen.properties, engagement.earns(lead.id, seen))
-            if (reason := reason_of_event(event.type, event.properties)) is not None:
-                result.suppressed += suppress(session, email=lead.email, reason=reason, source=f"{channel}:{event.type}", now=now)
+            if reason_of_event(event.type, event.properties) is not None:
+                result.suppressed += suppress_for_event(session, email=lead.email, event_type=event.type,
+                                                        properties=event.properties, channel=channel, now=now)
                 withdraw(session, lead, now=now, cause=event.type)
             score_event(session, lead=lead, event=event, scoring=library.scoring, now=now, reads=reads)
             fact = event_fact(event)

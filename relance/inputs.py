@@ -25,6 +25,7 @@ from typing import Any, Mapping
 from zoneinfo import available_timezones
 
 from relance.scenario.model import EVENT_TYPES
+from relance.store.tables import PROFILE_FIELDS
 
 EMAIL_MAX = 320  # lead.email
 EVENT_TYPE_MAX = 64  # event.type
@@ -71,7 +72,8 @@ COUNTRY_CODES = frozenset(  # ISO 3166-1 alpha-2, the 249 assigned codes
     "RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV "
     "TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW".split()
 )
-PROFILE_TEXT = ("first_name", "last_name", "job_title", "company", "source")
+_TYPED = ("sector", "company_revenue", "country", "timezone", "language")  # profile fields with a check of their own
+PROFILE_TEXT = tuple(name for name in PROFILE_FIELDS if name not in _TYPED)  # the rest: free text on one line
 
 
 class BadInput(ValueError):
@@ -196,10 +198,9 @@ def checked_sector(value: str) -> str:
     return one_line(value).lower()
 
 
-_PROFILE_CHECKS = {
-    **{name: one_line for name in PROFILE_TEXT}, "sector": checked_sector, "company_revenue": checked_revenue,
-    "country": checked_country, "timezone": checked_timezone, "language": checked_language,
-}
+_TYPED_CHECKS = {"sector": checked_sector, "company_revenue": checked_revenue, "country": checked_country,
+                 "timezone": checked_timezone, "language": checked_language}
+_PROFILE_CHECKS = {name: _TYPED_CHECKS.get(name, one_line) for name in PROFILE_FIELDS}
 
 
 def checked_profile(properties: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,28 +10,22 @@ from sqlmodel import Session
 
 from relance.consent import consent_of
 from relance.store.repo import find_lead
-from relance.store.tables import Deal, Enrollment, Event, Handoff, Lead, Outbox, ScoreChange, StageChange
+from relance.scoring.config import ScoringConfig
+from relance.store.tables import Deal, Enrollment, Event, Handoff, Lead, Outbox, ScoreChange, StageChange, profile_of
 from relance.suppression import entry_of
 
-_PROFILE = (
-    "email", "first_name", "last_name", "job_title", "company", "sector", "company_revenue", "country",
-    "timezone", "language", "source", "stage", "score", "fit", "grade", "fields", "tags", "suppressed",
-    "created_at", "updated_at",
-)
+_SUMMARY = ("stage", "score", "fit", "grade", "fields", "tags", "suppressed", "created_at", "updated_at")
 
 
-def lead_summary(engine: Engine, email: str, *, temperature_of=None) -> dict[str, Any] | None:
-    """Profile, stage, score, grade, enrollments and recent emails of a lead; None if unknown."""
+def lead_summary(engine: Engine, email: str, *, scoring: ScoringConfig) -> dict[str, Any] | None:
+    """Profile, stage, score, grade, enrollments and recent emails of a lead; None if unknown. `scoring`: the
+    scoring.yaml the tick reads (temperature is computed from it, never from the defaults)."""
     with Session(engine) as session:
         lead = find_lead(session, email)
         if lead is None:
             return None
-        summary: dict[str, Any] = {key: getattr(lead, key) for key in _PROFILE}
-        if temperature_of is None:
-            from relance.scoring.config import ScoringConfig
-
-            temperature_of = ScoringConfig().temperature_of
-        summary["temperature"] = temperature_of(lead.score)
+        summary: dict[str, Any] = {**profile_of(lead), **{key: getattr(lead, key) for key in _SUMMARY}}
+        summary["temperature"] = scoring.temperature_of(lead.score)
         summary["consent"] = consent_of(lead.fields)  # state, newest record, every record (relance.consent)
         summary["enrollments"] = [
             {

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -55,7 +54,6 @@ def flow_api(load: Callable[[], Any] = lambda: None) -> Iterator[Any]:
     `load` (e.g. importing the flow's module) runs while the local API starts; its result is yielded.
     Raises PrefectAPIError (one sentence, what to do) when the local API cannot start or stops.
     """
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE, PREFECT_UI_URL, temporary_settings
 
     from relance import prefect_api as local

@@ -65,6 +65,8 @@ def _server_env(*, settings: bool = True) -> dict[str, str]:
 
         env.update(get_current_settings().to_environment_variables(exclude_unset=True))
     env.pop("PREFECT_API_URL", None)
+    # The server would send telemetry, and there is nowhere to send it; an operator may still opt in (environment).
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     return env
 
 

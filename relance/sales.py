@@ -19,7 +19,7 @@ from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import move_stage
 from relance.scoring.rules import at_handoff_point, is_sales_ready, team_for
 from relance.store.repo import find_lead, record_events
-from relance.store.tables import Event, Handoff, Lead, Outbox, ScoreChange
+from relance.store.tables import Event, Handoff, Lead, Outbox, ScoreChange, profile_of
 
 REJECT_REASONS = ("no-budget", "no-need", "bad-timing", "not-decision-maker", "competitor", "bad-fit", "unreachable", "other")
 BANT_FIELDS = ("budget", "authority", "need", "timing")
@@ -87,7 +87,7 @@ def hand_off(
     contact_within = scoring.sla.contact_within if scoring.sla else DEFAULT_CONTACT_WITHIN
     target = scoring.sla.target if scoring.sla else DEFAULT_TARGET
     if owner is None and team is None:
-        team = team_for(scoring, {f: getattr(lead, f, None) for f in ("country", "sector", "language", "company_revenue")})
+        team = team_for(scoring, profile_of(lead))
     handoff = Handoff(lead_id=lead.id, owner=owner or pick_owner(session, scoring, team), team=team, source=source,
                       opened_at=now, target_at=now + target, deadline_at=now + contact_within, bant={})
     session.add(handoff)
@@ -361,10 +361,6 @@ def _minutes(delta: timedelta) -> int:
 
 def _bant_text(bant: dict[str, str]) -> str:
     return (" (" + ", ".join(f"{k}: {v}" for k, v in bant.items()) + ")") if bant else ""
-
-
-def count_open(session: Session) -> int:
-    return session.exec(select(func.count()).select_from(Handoff).where(Handoff.status == "open")).one()[0]
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from relance.clock import Clock, ensure_utc
+from relance.clock import Clock, parse_instant
 from relance.engagement import MACHINE_CLICK_SECONDS, machine_request
 from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
 from relance.inputs import checked_email
@@ -33,7 +33,7 @@ from relance.scenario.model import MACHINE_CLICK
 from relance.settings import SettingError
 from relance.store.repo import normalise_email
 from relance.store.tables import Lead, Outbox
-from relance.suppression import suppress
+from relance.suppression import suppress_for_event
 
 EVENT_TYPES = {
     "Send": "email_sent", "Delivery": "email_delivered", "Open": "email_opened", "Click": "email_clicked",
@@ -79,8 +79,8 @@ def parse_ses_message(body: str) -> SesEvent:
     detail = document.get(_DETAIL[kind]) or {}
     when = detail.get("timestamp") or mail.get("timestamp")
     try:
-        occurred_at = ensure_utc(datetime.fromisoformat(str(when).replace("Z", "+00:00")))
-    except (ValueError, OverflowError):  # OverflowError: past the year 9999 in UTC
+        occurred_at = parse_instant(str(when))
+    except ValueError:
         raise BadMessage(f"bad timestamp {when!r}") from None
     return SesEvent(kind, message_id, str(destinations[0]), occurred_at, detail)
 
@@ -152,26 +152,27 @@ def handle(engine: Engine, library: Library, body: str, *, now: datetime, report
     try:
         result = ingest_events(engine, library, [incoming], now=now, channel="ses", machine_click_seconds=machine_click_seconds)
     except BadEvent as exc:  # checked as every event is (relance.inputs): e.g. a timestamp in year 9999
-        report.suppressed += _suppress_recipients(engine, recipients, kind=incoming.type, now=now)
+        report.suppressed += _suppress_recipients(engine, recipients, event=incoming, now=now)
         raise BadMessage(f"{exc.field}: {exc}") from None
     except UnknownLead as exc:
         # no lead to store the event against, but an address that bounced or complained is never mailed
-        report.suppressed += _suppress_recipients(engine, recipients, kind=incoming.type, now=now)
+        report.suppressed += _suppress_recipients(engine, recipients, event=incoming, now=now)
         raise BadMessage(str(exc)) from None
     report.stored += result.stored
     report.duplicates += result.duplicates
     report.suppressed += result.suppressed
     others = [a for a in recipients if a != normalise_email(incoming.email)]  # the lead's own: ingestion did it
-    report.suppressed += _suppress_recipients(engine, others, kind=incoming.type, now=now)
+    report.suppressed += _suppress_recipients(engine, others, event=incoming, now=now)
 
 
-def _suppress_recipients(engine: Engine, addresses: list[str], *, kind: str, now: datetime) -> int:
-    """Suppress these addresses (reason from the event type, source `ses:<type>`); how many were new."""
+def _suppress_recipients(engine: Engine, addresses: list[str], *, event: IncomingEvent, now: datetime) -> int:
+    """Suppress these addresses as ingestion suppresses the event's lead (its reason, source `ses:<type>`); how many
+    were new."""
     if not addresses:
         return 0
-    reason = "complained" if kind == "email_complained" else "bounced"
     with Session(engine) as session:
-        new = sum(suppress(session, email=a, reason=reason, source=f"ses:{kind}", now=now) for a in addresses)
+        new = sum(suppress_for_event(session, email=a, event_type=event.type, properties=event.properties, channel="ses",
+                                     now=now) for a in addresses)
         session.commit()
     return new
 

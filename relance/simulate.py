@@ -33,7 +33,8 @@ from relance.engine.types import EnrollInto, EnrollmentState, EventFact, HandOff
 from relance.scenario.model import EventTrigger, SegmentTrigger
 from relance.scenario.plan import Plan
 from relance.scoring.config import ScoringConfig
-from relance.simulation.engagement import Engagement, Targets, behaviour_points, example_properties
+from relance.scoring.rules import behaviour_points
+from relance.simulation.engagement import Engagement, Targets, example_properties
 from relance.simulation.population import arrival_times, synthetic_lead
 from relance.simulation.rates import EngagementRates, parse_rates
 from relance.simulation.report import SimulationReport, Tally, Totals, render_report
@@ -131,7 +132,8 @@ class _Simulation:
         self.tally.engagement[event.type] += 1
         if event.type == "unsubscribed":
             self.suppressed[index] = True
-        points = behaviour_points(self.scoring.behaviour, event) if self.scoring.behaviour else 0
+        # every simulated open is a first open, every click a person's first of its link (relance.engagement)
+        points = behaviour_points(self.scoring, event.type, event.properties) if self.scoring.behaviour else 0
         if points:
             lead = self.people[index]
             self.people[index] = replace(lead, score=lead.score + points, temperature=self.scoring.temperature_of(lead.score + points))

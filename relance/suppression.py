@@ -33,6 +33,16 @@ def reason_of_event(event_type: str, properties: dict[str, Any]) -> str | None:
     return SUPPRESSING_EVENTS.get(event_type)
 
 
+def suppress_for_event(session: Session, *, email: str, event_type: str, properties: dict[str, Any], channel: str,
+                       now: datetime) -> bool:
+    """`suppress` an address an event names (the lead's own, or another recipient SES lists), with the event's reason
+    and the source `<channel>:<event type>`; False when the event suppresses nothing (a transient bounce)."""
+    reason = reason_of_event(event_type, properties)
+    if reason is None:
+        return False
+    return suppress(session, email=email, reason=reason, source=f"{channel}:{event_type}", now=now)
+
+
 def suppress(session: Session, *, email: str, reason: str, source: str, now: datetime) -> bool:
     """Never mail this address again; True if it was not suppressed before. The caller commits."""
     email = normalise_email(email)

@@ -396,3 +396,17 @@ def test_lead_show_lists_the_deals_and_reads_temperature_from_this_folders_scori
     assert [(d["outcome"], d["kind"], d["amount"], d["margin"]) for d in shown["deals"]] == [("won", "new", 24000.0, 9000.0)]
     table = relance("lead", "show", "lea.martin@acme.example").output
     assert "Deals" in table and "won (new)" in table and "24,000" in table
+
+
+def test_lead_show_never_takes_the_default_temperatures_for_a_broken_scoring_yaml(env):
+    csv = env / "leads.csv"
+    csv.write_text("email,first_name\nlea.martin@acme.example,Léa\n", encoding="utf-8")
+    relance("import", str(csv), "--now", "2026-03-02T09:00:00")
+    scoring = env / "scenarios" / "scoring.yaml"
+    scoring.write_text(scoring.read_text(encoding="utf-8").replace("temperature: {hot: 60, warm: 30}",
+                                                                   "temperature: {hot: 60, warm: lots}"), encoding="utf-8")
+    shown = relance("lead", "show", "lea.martin@acme.example", "--json")
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["temperature"] is None  # not "cold", the defaults' word
+    assert "scoring.yaml" in shown.stderr and "relance validate" in shown.stderr
+    table = relance("lead", "show", "lea.martin@acme.example").stdout
+    assert "temperature" in table and "cold" not in table

@@ -52,7 +52,7 @@ def test_idle_scores_fade_each_period_and_active_ones_do_not(engine, clock):
 def test_the_ledger_and_stage_history_explain_the_score_in_lead_show(engine, clock):
     _setup(engine, clock)
     decay_scores(engine, SCORING, now=clock.advance(timedelta(days=31)))
-    summary = lead_summary(engine, "idle@acme.example")
+    summary = lead_summary(engine, "idle@acme.example", scoring=ScoringConfig())
     assert [(c["cause"], c["points"], c["score_after"]) for c in summary["score_ledger"]] == [("demo_requested", 50, 50), ("decay", -12, 38)]
     assert [(s["from"], s["to"]) for s in summary["stage_history"]] == [("lead", "mql")]
     assert "score 50 >= 40" in summary["stage_history"][0]["reason"]

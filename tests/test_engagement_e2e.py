@@ -18,6 +18,7 @@ from sqlmodel import Session
 from relance.api.app import create_app
 from relance.email.transports import FileTransport
 from relance.leads import lead_summary
+from relance.scoring.config import ScoringConfig
 from relance.library import load_library
 from relance.runner import run_tick_inline, sync_scenarios
 from relance.ses_events import drain
@@ -57,7 +58,7 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
     assert post({"type": "downloaded", "email": EMAIL, "properties": {"asset": "livre-blanc-leads"}})["enrolled"] == 1
     assert tick().sent == 1
     guide = last_email()
-    lead = lead_summary(engine, EMAIL)
+    lead = lead_summary(engine, EMAIL, scoring=ScoringConfig())
     assert (lead["grade"], lead["score"]) == ("A", 10 + 5)
 
     # SES says it was delivered and opened (SNS envelopes, delivered twice)
@@ -75,7 +76,7 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
     assert api.get(click, follow_redirects=False).status_code == 302
     clock.advance(timedelta(days=3))
     assert tick().sent == 1 and last_email()["Subject"] == "Comment ACME a doublé ses MQL"
-    waiting = lead_summary(engine, EMAIL)["enrollments"][0]
+    waiting = lead_summary(engine, EMAIL, scoring=ScoringConfig())["enrollments"][0]
     assert (waiting["step_id"], waiting["waiting"]["kind"]) == ("wait-download", "wait_until")
 
     # downloading the case study wakes the wait at once; pricing visits reach the hand-off point
@@ -83,7 +84,7 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
     assert woke["woken"] == 1
     post(*({"type": "page_visited", "email": EMAIL, "properties": {"path": f"/tarifs/{p}"}} for p in ("pro", "entreprise", "comparatif")))
     tick()
-    lead = lead_summary(engine, EMAIL)
+    lead = lead_summary(engine, EMAIL, scoring=ScoringConfig())
     assert lead["score"] == 10 + 5 + 1 + 3 + 5 + 3 * 10 + 15  # form, download, first open, click, case study, 3 visits, bump
     assert lead["stage"] == "sql-pending"
     assert [(s["from"], s["to"]) for s in lead["stage_history"]] == [("lead", "mql"), ("mql", "sql-pending")]
@@ -96,6 +97,6 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
     assert drain(engine, library, sqs, queue, clock=clock, wait_seconds=0).suppressed == 1
     unsubscribe = guide["List-Unsubscribe"].strip("<>").removeprefix("https://t.example")
     assert api.post(unsubscribe, content="List-Unsubscribe=One-Click").status_code == 200
-    lead = lead_summary(engine, EMAIL)
+    lead = lead_summary(engine, EMAIL, scoring=ScoringConfig())
     assert lead["suppression"] == {"suppressed": True, "reason": "complained"}
     sqs.delete_queue(QueueUrl=queue)

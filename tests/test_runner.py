@@ -10,13 +10,15 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from relance.email.transports import FileTransport, RecordingTransport
+from relance.email.transports import FileTransport
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
 from relance.runner import deliver, run_tick_inline, sync_scenarios
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Lead, Outbox, StepLog
+
+from recording import RecordingTransport  # tests/recording.py
 
 TEMPLATE = """<mjml><mj-body><mj-section><mj-column>
 <mj-text>Bonjour {{ lead.first_name }}, voici {{ scenario }}/{{ step_id }}.</mj-text>

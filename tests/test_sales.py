@@ -51,7 +51,7 @@ def test_accept_records_bant_and_moves_to_sql(session, clock, engine):
     answer(session, email="LEA@acme.example", reply=Answer("accept", "claire@example.com", bant=bant), scoring=SCORING,
            now=clock.advance(timedelta(hours=1)))
     session.commit()
-    summary = lead_summary(engine, "lea@acme.example")
+    summary = lead_summary(engine, "lea@acme.example", scoring=ScoringConfig())
     assert summary["stage"] == "sql"
     assert [(s["from"], s["to"], s["by"]) for s in summary["stage_history"]] == [("lead", "sql-pending", "test"), ("sql-pending", "sql", "claire@example.com")]
     assert summary["handoffs"][0]["bant"] == bant and summary["handoffs"][0]["status"] == "accepted"

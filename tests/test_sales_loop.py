@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlmodel import Session
 
-from relance.email.transports import RecordingTransport
+from recording import RecordingTransport  # tests/recording.py
 from relance.housekeeping import run_reengage
 from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import lead_summary
@@ -92,7 +92,7 @@ def test_a_rejected_lead_cools_off_and_only_a_sales_ready_action_after_the_rejec
 
     with Session(engine) as session:
         assert sla(session, now=clock.now())["rejection_reasons"] == {"no-budget": 1}  # the reason, not the note
-    summary = lead_summary(engine, ZOE)
+    summary = lead_summary(engine, ZOE, scoring=ScoringConfig())
     rejected = summary["handoffs"][1]
     assert (rejected["reason"], rejected["note"]) == ("no-budget", "back in Q3")
     assert any("no-budget (back in Q3)" in change["reason"] for change in summary["stage_history"])
@@ -273,7 +273,7 @@ def test_reassign_changes_the_owner_tells_the_new_one_and_lead_show_keeps_the_tr
     [event] = session.exec(select(Event).where(Event.type == "handoff_reassigned")).scalars().all()
     assert event.properties == {"handoff_id": handoff.id, "from": "karim@example.com", "to": "sam@example.com",
                                 "by": "direction@example.com"}
-    shown = lead_summary(engine, "lea@acme.example")["handoffs"][0]
+    shown = lead_summary(engine, "lea@acme.example", scoring=ScoringConfig())["handoffs"][0]
     assert shown["owner"] == "sam@example.com"
     assert shown["reassignments"] == [{"at": clock.now(), "from": "karim@example.com", "to": "sam@example.com",
                                        "by": "direction@example.com"}]

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
+import sys
 from collections import Counter, deque
 from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
 
-from relance.demo.generate_leads import generate, to_csv
 from relance.importer import parse_leads_csv
 from relance.scenario.model import Enroll, Scenario, Send, Split
 from relance.scenario.plan import Plan, compile_scenario
 from relance.scoring.config import ScoringConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+_SCRIPT = importlib.util.spec_from_file_location("generate_leads", ROOT / "scripts" / "generate_leads.py")
+generate_leads = sys.modules.setdefault("generate_leads", importlib.util.module_from_spec(_SCRIPT))  # dataclasses look it up
+_SCRIPT.loader.exec_module(generate_leads)
+generate, to_csv = generate_leads.generate, generate_leads.to_csv
 SCENARIOS = ROOT / "scenarios"
 LEADS_CSV = ROOT / "relance" / "demo" / "leads.csv"
 SHIPPED = ["monthly-newsletter", "re-engagement", "whitepaper-nurture"]

@@ -15,7 +15,7 @@ from relance.engine.types import EventFact
 from relance.scenario.model import Scenario
 from relance.scenario.plan import Plan, compile_scenario
 from relance.scoring.config import ScoringConfig
-from relance.simulation.engagement import Engagement, Targets, behaviour_points, page_for
+from relance.simulation.engagement import Engagement, Targets, page_for
 from relance.simulation.population import arrival_times, synthetic_lead
 from relance.simulation.rates import EngagementRates, parse_rates
 
@@ -131,13 +131,13 @@ def test_reaction_frequencies_follow_the_rates(nurture):
 
 
 def test_behaviour_points_use_the_matching_glob_else_the_default():
-    behaviour = ScoringConfig.model_validate(
-        {"behaviour": {"email_opened": 1, "page_visited": {"default": 1, "/tarifs*": 10}}}
-    ).behaviour
-    assert behaviour_points(behaviour, EventFact("page_visited", START, {"path": "/tarifs-pme"})) == 10
-    assert behaviour_points(behaviour, EventFact("page_visited", START, {"path": "/blog"})) == 1
-    assert behaviour_points(behaviour, EventFact("email_opened", START, {})) == 1
-    assert behaviour_points(behaviour, EventFact("downloaded", START, {"asset": "x"})) == 0
+    from relance.scoring.rules import behaviour_points  # the one matcher, ingestion's (tests/test_one_matcher.py)
+
+    config = ScoringConfig.model_validate({"behaviour": {"email_opened": 1, "page_visited": {"default": 1, "/tarifs*": 10}}})
+    assert behaviour_points(config, "page_visited", {"path": "/tarifs-pme"}) == 10
+    assert behaviour_points(config, "page_visited", {"path": "/blog"}) == 1
+    assert behaviour_points(config, "email_opened", {}) == 1
+    assert behaviour_points(config, "downloaded", {"asset": "x"}) == 0
 
 
 # --------------------------------------------------------------------------- population

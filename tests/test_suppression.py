@@ -24,7 +24,7 @@ from relance.api.app import create_app
 from relance.cli import app as cli
 from relance.clock import FrozenClock
 from relance.email import tracking
-from relance.email.transports import RecordingTransport
+from recording import RecordingTransport  # tests/recording.py
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import Library, load_library
 from relance.runner import deliver_pending, run_tick_inline, sync_scenarios

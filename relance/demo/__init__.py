@@ -1,1 +1,1 @@
-"""Sample data for `relance demo`: `leads.csv` (made once by `generate_leads.py`, then committed)."""
+"""Sample data for `relance demo`: `leads.csv` (made once by `scripts/generate_leads.py`, then committed)."""

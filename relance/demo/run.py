@@ -53,7 +53,6 @@ def _use_demo_settings(directory: Path) -> None:
     os.environ["RELANCE_DATABASE_URL"] = f"sqlite:///{(directory / 'relance.db').resolve()}"
     os.environ["RELANCE_OUTBOX_DIR"] = str((directory / "outbox").resolve())
     os.environ["RELANCE_TRANSPORT"] = "file"
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     get_settings.cache_clear()
     if _weak_signing_key():  # the demo's links go nowhere real: a key of its own, never the guessable default
         os.environ["RELANCE_SECRET_KEY"] = secrets.token_urlsafe(32)
@@ -236,12 +235,12 @@ def _sales_answer(engine, library, now: datetime, rng: random.Random, rates: Dem
 
 
 def _print_sales_and_report(console: Console, engine, library, now) -> None:
-    from relance.cli import _print_report
     from relance.report import build_report
+    from relance.report_view import print_report
 
     with Session(engine) as session:
         figures = build_report(session, now=now, orders={n: p.order for n, p in library.plans.items()})
-    _print_report(figures, console)
+    print_report(figures, console, Console(stderr=True))  # as `relance report` does: warnings on stderr
 
 
 def _summarise(engine, directory: Path, ticks: int, seconds: float) -> dict:

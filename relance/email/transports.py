@@ -307,18 +307,6 @@ class NullTransport:
         return f"null-{self.count}"
 
 
-class RecordingTransport:
-    """Keeps every email it was given (tests)."""
-
-    def __init__(self) -> None:
-        self.sent: list[OutgoingEmail] = []
-
-    def send(self, email: OutgoingEmail) -> str:
-        build_mime(email)  # the same checks as a real transport
-        self.sent.append(email)
-        return f"recorded-{len(self.sent)}"
-
-
 def make_transport(settings) -> Transport:
     """The transport RELANCE_TRANSPORT names."""
     match settings.transport:

@@ -23,9 +23,8 @@ from relance.scenario.model import (
     StageIn,
     TemperatureIs,
     Visited,
+    grade_at_least,
 )
-
-GRADE_RANK = {"A": 4, "B": 3, "C": 2, "D": 1}
 
 AnyCondition = Union[Opened, Clicked, Downloaded, Visited, EventHappened, ScoreAtLeast, GradeAtLeast, TemperatureIs,
                      StageIn, HasTag, FieldEquals, All, Any_, Not]
@@ -44,6 +43,11 @@ def property_matches(actual: Any, expected: Any) -> bool:
     there); any other value is equality, the number 10 and the text "10" alike."""
     if is_glob(expected):
         return actual is not None and fnmatchcase(str(actual), expected)
+    return same_value(actual, expected)
+
+
+def same_value(actual: Any, expected: Any) -> bool:
+    """Equality as `where:` and `field:` read it: the number 10 and the text "10" alike."""
     return actual == expected or str(actual) == str(expected)
 
 
@@ -52,11 +56,12 @@ def where_matches(where: Mapping[str, Any], properties: Mapping[str, Any]) -> bo
     return all(property_matches(properties.get(key), value) for key, value in where.items())
 
 
-def _path_of(event: EventFact) -> str:
-    path = event.properties.get("path")
+def page_path(properties: Mapping[str, Any]) -> str:
+    """The page an event is about: its `path`, else its `url`'s path (visits, behaviour points, sales-ready pages)."""
+    path = properties.get("path")
     if path:
         return str(path)
-    return urlsplit(str(event.properties.get("url", ""))).path or ""
+    return urlsplit(str(properties.get("url", ""))).path or ""
 
 
 def _matches(condition, event: EventFact, scenario: str) -> bool:
@@ -73,7 +78,7 @@ def _matches(condition, event: EventFact, scenario: str) -> bool:
         case Downloaded():
             return event.type == "downloaded" and props.get("asset") == condition.downloaded
         case Visited():
-            return event.type == "page_visited" and fnmatchcase(_path_of(event), condition.visited)
+            return event.type == "page_visited" and fnmatchcase(page_path(props), condition.visited)
         case EventHappened():
             return event.type == condition.event and where_matches(condition.where, props)
     return False
@@ -89,7 +94,7 @@ def holds(condition, *, lead: LeadFacts, events: Sequence[EventFact], now: datet
         case ScoreAtLeast():
             return lead.score >= condition.score_at_least
         case GradeAtLeast():
-            return GRADE_RANK.get(lead.grade, 0) >= GRADE_RANK[condition.grade_at_least]
+            return grade_at_least(lead.grade, condition.grade_at_least)
         case TemperatureIs():
             return lead.temperature == condition.temperature
         case StageIn():
@@ -97,7 +102,7 @@ def holds(condition, *, lead: LeadFacts, events: Sequence[EventFact], now: datet
         case HasTag():
             return condition.tag in lead.tags
         case FieldEquals():
-            return all(lead.fields.get(k) == v or str(lead.fields.get(k)) == str(v) for k, v in condition.field.items())
+            return all(same_value(lead.fields.get(k), v) for k, v in condition.field.items())
         case All():
             return all(holds(c, lead=lead, events=events, now=now, since=since, scenario=scenario) for c in condition.all)
         case Any_():

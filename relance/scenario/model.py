@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Iterator, Literal, Union
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -84,6 +84,12 @@ Points = Annotated[
 Stage = Literal["lead", "mql", "sql-pending", "sql", "customer", "nurturing", "later", "disqualified"]
 STAGES: tuple[str, ...] = Stage.__args__  # type: ignore[attr-defined]
 Grade = Literal["A", "B", "C", "D"]
+GRADE_RANK = {"A": 4, "B": 3, "C": 2, "D": 1}  # A is best; an unknown grade ranks below D
+
+
+def grade_at_least(grade: str | None, floor: str) -> bool:
+    """The grade is `floor` or better (A is best)."""
+    return GRADE_RANK.get(grade or "", 0) >= GRADE_RANK[floor]
 Temperature = Literal["hot", "warm", "cold"]
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 StepId = Annotated[str, Field(min_length=1, description="The id of a step of this scenario.")]
@@ -215,6 +221,20 @@ Condition = Annotated[
 ]
 for _model in (All, Any_, Not):
     _model.model_rebuild()
+
+
+def nested(condition: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, tuple[Any, ...]]]:
+    """Every condition of a tree, itself first then depth-first in the order written, each with its YAML path under
+    `path` (the one walker: validation, the simulator's targets and the tick's event reads use it)."""
+    yield condition, path
+    if isinstance(condition, All):
+        for index, inner in enumerate(condition.all):
+            yield from nested(inner, (*path, "all", index))
+    elif isinstance(condition, Any_):
+        for index, inner in enumerate(condition.any):
+            yield from nested(inner, (*path, "any", index))
+    elif isinstance(condition, Not):
+        yield from nested(condition.not_, (*path, "not"))
 
 
 # --------------------------------------------------------------------------- steps

@@ -46,14 +46,6 @@ class Plan:
     def step(self, step_id: str) -> Step:
         return self.steps[step_id]
 
-    def following(self, step_id: str) -> str | None:
-        """Where `next` goes: the explicit `next:`, else the step below, else leave."""
-        step = self.steps[step_id]
-        if step.next is not None:
-            return step.next
-        index = self.order.index(step_id)
-        return self.order[index + 1] if index + 1 < len(self.order) else LEAVE
-
     def definition(self) -> dict[str, Any]:
         return definition_of(self.scenario)
 

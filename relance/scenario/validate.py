@@ -17,13 +17,10 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from relance.scenario.loader import Draft, DraftStep, Positions, load_scenario_draft
 from relance.scenario.model import (
-    All,
-    Any_,
     Clicked,
     Enroll,
     Handoff,
     If,
-    Not,
     Notify,
     STEP_TAGS,
     Opened,
@@ -33,6 +30,7 @@ from relance.scenario.model import (
     Split,
     Wait,
     WaitUntil,
+    nested,
 )
 from relance.scenario.plan import _edges_of
 from relance.scenario.problems import Problem
@@ -62,31 +60,20 @@ def _targets(step: Any) -> Iterator[tuple[str, str]]:
         yield from step.branches.items()
 
 
-def _conditions(condition: Any, path: tuple[Any, ...]) -> Iterator[tuple[Any, tuple[Any, ...]]]:
-    """Every condition nested in `condition`, with its YAML path."""
-    yield condition, path
-    if isinstance(condition, (All, Any_)):
-        key = "all" if isinstance(condition, All) else "any"
-        for index, inner in enumerate(getattr(condition, key)):
-            yield from _conditions(inner, path + (key, index))
-    elif isinstance(condition, Not):
-        yield from _conditions(condition.not_, path + ("not",))
-
-
 def _all_conditions(draft: Draft) -> Iterator[tuple[Any, tuple[Any, ...], int | None]]:
     """(condition, YAML path, step index or None) for if, wait_until, exit_when and segment triggers that parsed."""
     if isinstance(draft.trigger, SegmentTrigger):
-        for found in _conditions(draft.trigger.segment, ("trigger", "segment")):
+        for found in nested(draft.trigger.segment, ("trigger", "segment")):
             yield (*found, None)
     for index, condition in draft.exit_when:
-        for found in _conditions(condition, ("exit_when", index)):
+        for found in nested(condition, ("exit_when", index)):
             yield (*found, None)
     for index, written in enumerate(draft.steps):
         if isinstance(written.step, If):
-            for found in _conditions(written.step.if_, ("steps", index, "if")):
+            for found in nested(written.step.if_, ("steps", index, "if")):
                 yield (*found, index)
         elif isinstance(written.step, WaitUntil):
-            for found in _conditions(written.step.wait_until, ("steps", index, "wait_until")):
+            for found in nested(written.step.wait_until, ("steps", index, "wait_until")):
                 yield (*found, index)
 
 

@@ -7,9 +7,7 @@ from typing import Union
 
 from pydantic import Field, StrictBool, field_validator
 
-from relance.scenario.model import MACHINE_CLICK, Duration, Grade, Points, Strict, Visited
-
-GRADE_ORDER = {"A": 4, "B": 3, "C": 2, "D": 1}
+from relance.scenario.model import MACHINE_CLICK, Duration, Grade, Points, Strict, Visited, grade_at_least
 
 
 class RevenueTier(Strict):
@@ -119,4 +117,4 @@ class ScoringConfig(Strict):
         return "cold"
 
     def meets(self, threshold: Threshold, *, score: int, grade: str) -> bool:
-        return score >= threshold.score_at_least and GRADE_ORDER.get(grade, 0) >= GRADE_ORDER[threshold.grade_at_least]
+        return score >= threshold.score_at_least and grade_at_least(grade, threshold.grade_at_least)

@@ -7,8 +7,8 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
+from relance.engine.conditions import page_path
 from relance.scoring.config import ScoringConfig
 
 
@@ -42,13 +42,14 @@ def grade_of(config: ScoringConfig, points: int) -> str:
 
 
 def behaviour_points(config: ScoringConfig, event_type: str, properties: Mapping[str, Any]) -> int:
-    """Points an event is worth; page visits by glob on the path (`default` otherwise)."""
+    """Points an event is worth; page visits by glob on the path (`default` otherwise). The one matcher: ingestion
+    and the simulator both score with it."""
     rule = config.behaviour.get(event_type)
     if rule is None:
         return 0
     if isinstance(rule, int):
         return rule
-    path = str(properties.get("path") or urlsplit(str(properties.get("url", ""))).path or "")
+    path = page_path(properties)
     for glob, points in rule.items():
         if glob != "default" and fnmatchcase(path, glob):
             return points
@@ -61,8 +62,7 @@ def is_sales_ready(config: ScoringConfig, event) -> bool:
         if isinstance(action, str) and event.type == action:
             return True
         if not isinstance(action, str) and event.type == "page_visited":
-            path = str(event.properties.get("path") or urlsplit(str(event.properties.get("url", ""))).path or "")
-            if fnmatchcase(path, action.visited):
+            if fnmatchcase(page_path(event.properties), action.visited):
                 return True
     return False
 

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Mapping
 
 from relance.engine.conditions import is_glob, where_matches
 from relance.engine.types import EventFact
-from relance.scenario.model import All, Any_, Clicked, Downloaded, EventHappened, If, Not, Visited, WaitUntil
+from relance.scenario.model import Clicked, Downloaded, EventHappened, If, Visited, WaitUntil, nested
 from relance.scenario.plan import Plan
 from relance.simulation.rates import EngagementRates
 
@@ -34,14 +34,8 @@ def conditions_of(plan: Plan) -> Iterator[Any]:
             roots.append(step.if_)
         elif isinstance(step, WaitUntil):
             roots.append(step.wait_until)
-    stack = roots[::-1]
-    while stack:
-        condition = stack.pop()
-        yield condition
-        if isinstance(condition, (All, Any_)):
-            stack.extend(reversed(condition.all if isinstance(condition, All) else condition.any))
-        elif isinstance(condition, Not):
-            stack.append(condition.not_)
+    for root in roots:
+        yield from (condition for condition, _path in nested(root))
 
 
 def page_for(glob: str) -> str:
@@ -140,17 +134,3 @@ class Engagement:
 def _hours(rng: random.Random, mean: float) -> timedelta:
     return timedelta(hours=rng.expovariate(1.0 / mean))
 
-
-def behaviour_points(behaviour: Mapping[str, Any], event: EventFact) -> int:
-    """Points scoring.yaml's `behaviour:` gives an event (every simulated open is a first open, every click a person's
-    first of its link: relance.engagement)."""
-    rule = behaviour.get(event.type)
-    if rule is None:
-        return 0
-    if isinstance(rule, int):
-        return rule
-    subject = str(event.properties.get("path") or event.properties.get("asset") or event.properties.get("link") or "")
-    for pattern, points in rule.items():
-        if pattern != "default" and fnmatch.fnmatchcase(subject, pattern):
-            return int(points)
-    return int(rule.get("default", 0))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -15,7 +14,6 @@ import uuid
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
-from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 CONNECT_TIMEOUT_S = 10  # a PostgreSQL that does not answer (a firewall drops the packets) is unreachable after this
@@ -94,26 +92,6 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (idempotent); StoreUnavailable when the database cannot be reached."""
     reachable(engine)
     command.upgrade(alembic_config(engine), "head")
-
-
-@lru_cache(maxsize=8)
-def get_engine(url: str) -> Engine:
-    """One migrated engine per URL per process."""
-    engine = make_engine(url)
-    migrate(engine)
-    return engine
-
-
-@contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    with Session(engine) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
 
 
 @contextmanager

@@ -12,8 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, exists, or_, true
 
-from relance.engine.conditions import GRADE_RANK
-from relance.scenario.model import All, Any_, GradeAtLeast, ReentryAfter, ScoreAtLeast, StageIn
+from relance.scenario.model import GRADE_RANK, All, Any_, GradeAtLeast, ReentryAfter, ScoreAtLeast, StageIn
 from relance.store.tables import Enrollment, Lead
 
 

@@ -49,6 +49,18 @@ class Lead(SQLModel, table=True):
     updated_at: datetime = _utc()
 
 
+# A lead's profile: what a form or an import brings (besides the email), what `lead show`, templates and webhooks show.
+PROFILE_FIELDS: tuple[str, ...] = (
+    "first_name", "last_name", "job_title", "company", "sector", "company_revenue", "country", "timezone", "language",
+    "source",
+)
+
+
+def profile_of(lead: Any) -> dict[str, Any]:
+    """The lead's email and profile fields, as plain data (a Lead or a row with those columns)."""
+    return {"email": lead.email, **{name: getattr(lead, name) for name in PROFILE_FIELDS}}
+
+
 class Event(SQLModel, table=True):
     """Something a lead did or that happened to a lead; stored once per idempotency key."""
 

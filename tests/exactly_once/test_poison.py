@@ -7,12 +7,13 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from relance.email.transports import RecordingTransport
+from recording import RecordingTransport  # tests/recording.py
 from relance.library import load_library
 from typer.testing import CliRunner
 
 from relance.cli import app
 from relance.leads import lead_summary
+from relance.scoring.config import ScoringConfig
 from relance.settings import get_settings
 from relance.report import build_report
 from relance.runner import run_tick_inline, sync_scenarios
@@ -61,7 +62,7 @@ def test_a_bad_address_a_bad_url_and_a_score_overflow_fail_alone(engine, setting
     again = run_tick_inline(engine, settings, scenario="hook", now=clock.now() + timedelta(hours=1), library=library, transport=transport)
     assert again.sent == 0 and again.advanced == 0 and len(transport.sent) == 98
     # the failure is shown where people look
-    summary = lead_summary(engine, emails[20])
+    summary = lead_summary(engine, emails[20], scoring=ScoringConfig())
     assert summary["enrollments"][0]["status"] == "failed" and "bump" in summary["enrollments"][0]["exit_reason"]
     with Session(engine) as session:
         figures = build_report(session, now=clock.now())["delivery"]

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from relance.cli import app
 from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import lead_summary
+from relance.scoring.config import ScoringConfig
 from relance.library import Library, load_scoring
 from relance.runner import open_store
 from relance.settings import Settings, get_settings
@@ -36,7 +37,7 @@ def test_relance_flow_decay_fades_an_idle_score_once(prefect_home, tmp_path, mon
         result = CliRunner().invoke(app, ["flow", "decay", "--now", "2026-02-10T09:00:00+00:00"], catch_exceptions=False)
         assert result.exit_code == 0, result.output
     assert "0 idle lead(s)" in result.output  # the second run finds nothing new to decay
-    assert lead_summary(engine, "lea@acme.example")["score"] == 50 - 12
+    assert lead_summary(engine, "lea@acme.example", scoring=ScoringConfig())["score"] == 50 - 12
     get_settings.cache_clear()
 
 

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from relance.cli import app
 from relance.leads import lead_summary
+from relance.scoring.config import ScoringConfig
 from relance.runner import open_store
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
@@ -48,7 +49,7 @@ def test_the_flow_and_the_command_drain_the_queue_and_suppress_bounces(prefect_h
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "1 stored" in result.output and "1 set aside" in result.output and "set aside:" in result.output
-    assert [lead_summary(engine, e)["suppressed"] for e in ("a@acme.example", "b@acme.example")] == ["bounced", "bounced"]
+    assert [lead_summary(engine, e, scoring=ScoringConfig())["suppressed"] for e in ("a@acme.example", "b@acme.example")] == ["bounced", "bounced"]
     assert len(list((tmp_path / "aside").glob("*.json"))) == 1
     sqs.delete_queue(QueueUrl=queue)
     get_settings.cache_clear()

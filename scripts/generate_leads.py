@@ -1,8 +1,9 @@
 """Write `leads.csv`, the demo's sample B2B leads: fictional people at fictional companies.
 
-Run once (`python -m relance.demo.generate_leads`) and commit the CSV: the demo reads the CSV,
-never this script. A fixed seed keeps the output identical from one run to the next, and
-every address is on a `.example` domain, so no real inbox can ever receive a demo email.
+Run once (`python scripts/generate_leads.py`) and commit the CSV: the demo reads the CSV, never
+this script, which does not ship with relance. A fixed seed keeps the output identical from one
+run to the next, and every address is on a `.example` domain, so no real inbox can ever receive a
+demo email.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from relance.store.tables import PROFILE_FIELDS
+
 SEED = 2026
 LEADS = 236
 COMPANIES = 150
-COLUMNS = ["email", "first_name", "last_name", "job_title", "company", "sector", "company_revenue",
-           "country", "timezone", "language", "source"]
+COLUMNS = ["email", *PROFILE_FIELDS]
 
 # country -> (weight, timezone, [(language, weight)])
 COUNTRIES = {
@@ -267,7 +269,7 @@ def to_csv(rows: list[dict[str, str]]) -> str:
 
 
 def main() -> None:
-    target = Path(__file__).with_name("leads.csv")
+    target = Path(__file__).resolve().parents[1] / "relance" / "demo" / "leads.csv"
     target.write_text(to_csv(generate()), encoding="utf-8")
     print(f"wrote {LEADS} leads to {target}")
 
