@@ -32,6 +32,7 @@ from relance.scenario.model import (
     StageIn,
     TemperatureIs,
     Visited,
+    inner_conditions,
 )
 from relance.scenario.plan import Plan, step_conditions
 from relance.simulation.rates import EngagementRates
@@ -50,10 +51,7 @@ def conditions_of(plan: Plan) -> Iterator[Any]:
     while stack:
         condition = stack.pop()
         yield condition
-        if isinstance(condition, (All, Any_)):
-            stack.extend(reversed(condition.all if isinstance(condition, All) else condition.any))
-        elif isinstance(condition, Not):
-            stack.append(condition.not_)
+        stack.extend(reversed([inner for _, inner in inner_conditions(condition)]))
 
 
 def page_for(glob: str) -> str:
