@@ -449,7 +449,10 @@ _Step = Annotated[
         custom_error_message="not a step: expected one of the keys " + ", ".join(STEP_TAGS),
     ),
 ]
-Step = AnyStep if TYPE_CHECKING else _Step
+if TYPE_CHECKING:
+    Step = AnyStep
+else:
+    Step = _Step
 
 
 # --------------------------------------------------------------------------- scenario
