@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, assert_never, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -209,22 +209,6 @@ def condition_tag(value: Any) -> str | None:
 AnyCondition = Union[Opened, Clicked, Downloaded, Visited, EventHappened, ScoreAtLeast, GradeAtLeast, TemperatureIs,
                      StageIn, HasTag, FieldEquals, All, Any_, Not]
 assert set(get_args(AnyCondition)) == set(CONDITION_TAGS.values()), "AnyCondition and CONDITION_TAGS must list the same kinds"
-
-def inner_conditions(condition: AnyCondition) -> list[tuple[tuple[str | int, ...], AnyCondition]]:
-    """The conditions directly inside `all`, `any` or `not`, each with its YAML path below it (none inside the others)."""
-    match condition:
-        case All():
-            return [(("all", index), inner) for index, inner in enumerate(condition.all)]
-        case Any_():
-            return [(("any", index), inner) for index, inner in enumerate(condition.any)]
-        case Not():
-            return [(("not",), condition.not_)]
-        case (Opened() | Clicked() | Downloaded() | Visited() | EventHappened() | ScoreAtLeast() | GradeAtLeast()
-              | TemperatureIs() | StageIn() | HasTag() | FieldEquals()):
-            return []
-        case _:
-            assert_never(condition)
-
 
 _Condition = Annotated[
     Union[tuple(Annotated[cls, Tag(tag)] for tag, cls in CONDITION_TAGS.items())],  # type: ignore[misc]

@@ -17,15 +17,17 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from relance.scenario.loader import Draft, DraftStep, Positions, load_scenario_draft
 from relance.scenario.model import (
+    All,
+    Any_,
     Clicked,
     Enroll,
     Handoff,
+    Not,
     Notify,
     Opened,
     Scenario,
     Send,
     SegmentTrigger,
-    inner_conditions,
 )
 from relance.scenario.plan import _edges_of, step_conditions, step_waits
 from relance.scenario.problems import Problem
@@ -52,8 +54,12 @@ def _targets(step: Any) -> Iterator[tuple[str, str]]:
 def _conditions(condition: Any, path: tuple[Any, ...]) -> Iterator[tuple[Any, tuple[Any, ...]]]:
     """Every condition nested in `condition`, with its YAML path."""
     yield condition, path
-    for below, inner in inner_conditions(condition):
-        yield from _conditions(inner, path + below)
+    if isinstance(condition, (All, Any_)):
+        key = "all" if isinstance(condition, All) else "any"
+        for index, inner in enumerate(getattr(condition, key)):
+            yield from _conditions(inner, path + (key, index))
+    elif isinstance(condition, Not):
+        yield from _conditions(condition.not_, path + ("not",))
 
 
 def _all_conditions(draft: Draft) -> Iterator[tuple[Any, tuple[Any, ...], int | None]]:

@@ -32,7 +32,6 @@ from relance.scenario.model import (
     StageIn,
     TemperatureIs,
     Visited,
-    inner_conditions,
 )
 from relance.scenario.plan import Plan, step_conditions
 from relance.simulation.rates import EngagementRates
@@ -51,7 +50,10 @@ def conditions_of(plan: Plan) -> Iterator[Any]:
     while stack:
         condition = stack.pop()
         yield condition
-        stack.extend(reversed([inner for _, inner in inner_conditions(condition)]))
+        if isinstance(condition, (All, Any_)):
+            stack.extend(reversed(condition.all if isinstance(condition, All) else condition.any))
+        elif isinstance(condition, Not):
+            stack.append(condition.not_)
 
 
 def page_for(glob: str) -> str:

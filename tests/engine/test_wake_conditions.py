@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 from relance.engine.conditions import event_types_of, holds, state_kinds_of
 from relance.engine.interpreter import advance, enter, state_wait_holds
 from relance.engine.types import EventFact, LeadFacts
-from relance.scenario.model import CONDITION_TAGS, AnyCondition, Condition, Scenario, _Condition, inner_conditions
+from relance.scenario.model import CONDITION_TAGS, AnyCondition, Condition, Scenario, _Condition
 from relance.scenario.plan import compile_scenario
 from relance.simulation.engagement import Targets
 from relance.store.segments import narrowing
@@ -52,11 +52,10 @@ def test_every_kind_of_condition_is_covered():
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_dispatch_on_conditions_handles_each_kind(kind):
-    """holds, the segment SQL, the walk into combinators and the simulator's targets end in assert_never: a forgotten kind raises here."""
+    """holds, the segment SQL and the simulator's targets end in assert_never: a forgotten kind raises here."""
     document, _, _ = KINDS[kind]
     assert holds(condition(document), lead=LEAD, events=[], now=MONDAY, since=MONDAY, scenario="demo") in (True, False)
     narrowing(condition(document))
-    inner_conditions(condition(document))
     Targets.of(plan_of(document))
 
 
