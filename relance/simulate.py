@@ -14,8 +14,9 @@ Choices:
   moves the lead to `sql-pending` as the runner does; `enroll` counts the lead as moved to
   that scenario, which is not simulated;
 - an unsubscribed lead's later emails are counted as suppressed and draw no reactions;
-- with a `scoring` config, simulated events earn its behaviour points (no decay); points that make a
-  `wait_until` on the score or temperature hold wake it, as a change of the lead does in the runner.
+- with a `scoring` config, simulated events earn its behaviour points (no decay) and, as in ingestion, may make
+  the lead an MQL or hand it to sales at the hand-off point (score and grade); a change that makes a `wait_until`
+  on the score, temperature or stage hold wakes it, as a change of the lead does in the runner (relance.wakes).
 """
 
 from __future__ import annotations
@@ -32,12 +33,15 @@ from relance.engine.interpreter import advance, enter, state_wait_holds
 from relance.engine.types import EnrollInto, EnrollmentState, EventFact, HandOff, LeadFacts, SendEmail
 from relance.scenario.model import EventTrigger, SegmentTrigger
 from relance.scenario.plan import Plan
+from relance.sales import HANDOFF_STAGES
 from relance.scoring.config import ScoringConfig
+from relance.scoring.ledger import mql_reached
 from relance.scoring.rules import behaviour_points
 from relance.simulation.engagement import Engagement, Targets, example_properties
 from relance.simulation.population import arrival_times, synthetic_lead
 from relance.simulation.rates import EngagementRates, parse_rates
 from relance.simulation.report import SimulationReport, Tally, Totals, render_report
+from relance.suppression import SUPPRESSING_EVENTS
 
 __all__ = ["EngagementRates", "SimulationReport", "parse_rates", "render_report", "simulate"]
 
@@ -136,16 +140,26 @@ class _Simulation:
         points = behaviour_points(self.scoring, event.type, event.properties) if self.scoring.behaviour else 0
         if points:
             lead = self.people[index]
-            self.people[index] = replace(lead, score=lead.score + points, temperature=self.scoring.temperature_of(lead.score + points))
+            lead = replace(lead, score=lead.score + points, temperature=self.scoring.temperature_of(lead.score + points))
+            self.people[index] = self.cross_lines(lead) if event.type not in SUPPRESSING_EVENTS else lead
         state = self.states[index]
         if state is None or state.status != "active" or not state.waiting or state.due_at is None or state.due_at <= now:
             return
-        # an awaited event wakes the wait; so do points that make a wait on the score or temperature hold
+        # an awaited event wakes the wait; so do points that make a wait on the score, temperature or stage hold
         awaited = event.type in state.waiting.get("event_types", ())
         if awaited or (points and state_wait_holds(self.plan, state, self.people[index], self.histories[index], now)):
             state.due_at = now
             self.generations[index] += 1
             self.push(now, _DUE, index, self.generations[index])
+
+    def cross_lines(self, lead: LeadFacts) -> LeadFacts:
+        """The MQL line and the hand-off point an event's points may cross, as ingestion moves the lead's stage."""
+        if mql_reached(self.scoring, stage=lead.stage, score=lead.score, grade=lead.grade):
+            lead = replace(lead, stage="mql")
+        if lead.stage in HANDOFF_STAGES and self.handoff_ready(lead):
+            self.tally.handoffs += 1
+            lead = replace(lead, stage="sql-pending")
+        return lead
 
     def advance(self, index: int, now: datetime) -> None:
         """Run the interpreter on one due enrollment and carry out what it returns."""
@@ -163,7 +177,7 @@ class _Simulation:
             if isinstance(effect, SendEmail):
                 self.send(index, effect, now)
             elif isinstance(effect, HandOff):
-                self.tally.handoffs += 1
+                self.tally.handoffs += self.people[index].stage != "sql-pending"  # an open hand-off is not opened twice
                 lead = replace(lead, stage="sql-pending")  # as the runner does
             elif isinstance(effect, EnrollInto):
                 moved_to = effect.scenario

@@ -2,8 +2,10 @@
 
 `wake_for_lead_changes` answers "which waiting enrollments of these leads may now go on?" for the lead's
 state (score, grade, temperature, stage, tag, field). Everything that changes a lead calls it before its
-commit: ingestion (points, MQL, hand-off), sales answers, decay, a tick's score/set/hand-off steps, grading
-after a CSV import. A woken enrollment is due now; the next tick advances it and the interpreter decides.
+commit: ingestion (points, MQL, hand-off), sales answers, deals, decay, a tick's score/set/hand-off steps,
+grading after a CSV import. A woken enrollment is due now; the next tick advances it and the interpreter decides
+(`state_wait_holds`, which the simulator asks too). No `score_changed`/`stage_changed` event exists: this is
+how a change of the lead reaches a waiting enrollment (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -325,3 +325,32 @@ def test_a_wait_on_the_score_wakes_as_soon_as_simulated_events_raise_it():
     # a 5-day horizon ends long before the 30-day timeout: only the open's points waking the wait get them through
     assert report.step("wait-score").outcomes == {"woken": 60}
     assert report.step("warm").outcomes == {"sent": 60} and report.totals.completed == 60
+
+
+@pytest.mark.parametrize("awaited", [{"stage_in": ["mql"]}, {"stage_in": ["sql-pending"]}])
+def test_a_wait_on_the_stage_wakes_when_simulated_points_cross_the_mql_line_or_the_handoff_point(awaited):
+    """As ingestion does: an event's points make the lead an MQL, or hand it to sales at the hand-off point."""
+    plan = plan_of({
+        "scenario": "stage-wake-test",
+        "trigger": {"event": "form_submitted"},
+        "steps": [
+            {"id": "hello", "send": "welcome", "subject": "Bonjour"},
+            {"id": "wait-stage", "wait_until": awaited, "timeout": "30d", "on_timeout": "gave-up"},
+            {"id": "warm", "send": "case-study-invite", "subject": "Étude de cas", "next": "done"},
+            {"id": "gave-up", "end": True},
+            {"id": "done", "end": True},
+        ],
+    })
+    handoff = 100 if awaited["stage_in"] == ["sql-pending"] else 100_000
+    scoring = ScoringConfig.model_validate({
+        "behaviour": {"email_opened": 100}, "mql": {"score_at_least": 100, "grade_at_least": "D"},
+        "handoff": {"score_at_least": handoff, "grade_at_least": "D"},
+    })
+    from relance.simulate import simulate
+
+    rates = EngagementRates(**{**QUIET, "open_rate": 1.0, "open_delay_hours": 2.0})
+    report = simulate(plan, leads=60, days=5, seed=3, start=START, spread=timedelta(0), rates=rates, scoring=scoring)
+    outcomes = report.step("wait-stage").outcomes  # a synthetic lead may be an MQL already: then it is met at once
+    assert outcomes["woken"] >= 40 and outcomes["woken"] + outcomes.get("met", 0) == 60
+    assert report.step("warm").outcomes == {"sent": 60}
+    assert report.totals.handoffs == (60 if handoff == 100 else 0)

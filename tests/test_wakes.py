@@ -225,6 +225,36 @@ def test_a_csv_import_that_raises_the_grade_wakes_a_wait_on_the_grade(engine, db
     _goes_on_at_the_next_tick(engine, settings, library, changed_at)
 
 
+# --------------------------------------------------------------------------- the HTTP API
+
+
+@pytest.mark.parametrize("condition, handed_off, path, body", [
+    ("{score_at_least: 20}", False, "/events", {"type": "downloaded", "email": EMAIL, "properties": {"asset": "guide"}}),
+    ("{stage_in: [mql]}", False, "/events", {"type": "downloaded", "email": EMAIL, "properties": {"asset": "guide"}}),
+    ("{stage_in: [sql]}", True, f"/sales/{EMAIL}/accept", {"by": "marc@acme.example"}),
+    ("{stage_in: [customer]}", True, f"/sales/{EMAIL}/won", {"by": "marc@acme.example", "amount": 1200}),
+    ("{stage_in: [nurturing]}", True, f"/sales/{EMAIL}/lost", {"by": "marc@acme.example", "reason": "price"}),
+])
+def test_what_the_api_changes_of_a_lead_wakes_a_wait_on_it(engine, db_url, tmp_path, clock, condition, handed_off, path, body):
+    """An event, a sales answer, a won or lost deal, each posted over HTTP, ends a wait that it makes hold."""
+    from fastapi.testclient import TestClient
+
+    from relance.api.app import create_app
+
+    settings = _world(tmp_path, db_url, condition).model_copy(update={"api_token": "t" * 32, "secret_key": "k" * 32})
+    library = _asleep(engine, settings, clock)
+    if handed_off:
+        with Session(engine) as session:
+            lead = session.exec(select(Lead).where(Lead.email == EMAIL)).scalars().one()
+            hand_off(session, lead, scoring=library.scoring, now=clock.now(), source="test")
+            session.commit()
+    changed_at = clock.advance(timedelta(hours=1))
+    client = TestClient(create_app(settings, engine=engine, library=library, clock=clock))
+    response = client.post(path, json=body, headers={"Authorization": "Bearer " + "t" * 32})
+    assert response.status_code == 200, response.text
+    _goes_on_at_the_next_tick(engine, settings, library, changed_at)
+
+
 # --------------------------------------------------------------------------- a wake racing a tick
 
 

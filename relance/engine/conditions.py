@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from fnmatch import fnmatchcase
-from typing import Any, Mapping, Sequence, Union, assert_never
+from typing import Any, Mapping, Sequence, assert_never
 from urllib.parse import urlsplit
 
 from relance.engine.types import EventFact, LeadFacts
 from relance.scenario.model import (
     All,
+    AnyCondition,
     Any_,
     Clicked,
     Downloaded,
@@ -26,8 +27,6 @@ from relance.scenario.model import (
     grade_at_least,
 )
 
-AnyCondition = Union[Opened, Clicked, Downloaded, Visited, EventHappened, ScoreAtLeast, GradeAtLeast, TemperatureIs,
-                     StageIn, HasTag, FieldEquals, All, Any_, Not]
 
 
 GLOB_MARKS = ("*", "?", "[")
@@ -64,7 +63,7 @@ def page_path(properties: Mapping[str, Any]) -> str:
     return urlsplit(str(properties.get("url", ""))).path or ""
 
 
-def _matches(condition, event: EventFact, scenario: str) -> bool:
+def _matches(condition: Opened | Clicked | Downloaded | Visited | EventHappened, event: EventFact, scenario: str) -> bool:
     props = event.properties
     match condition:
         case Opened():
@@ -81,10 +80,11 @@ def _matches(condition, event: EventFact, scenario: str) -> bool:
             return event.type == "page_visited" and fnmatchcase(page_path(props), condition.visited)
         case EventHappened():
             return event.type == condition.event and where_matches(condition.where, props)
-    return False
+        case _:
+            assert_never(condition)
 
 
-def holds(condition, *, lead: LeadFacts, events: Sequence[EventFact], now: datetime, since: datetime, scenario: str) -> bool:
+def holds(condition: AnyCondition, *, lead: LeadFacts, events: Sequence[EventFact], now: datetime, since: datetime, scenario: str) -> bool:
     """Whether the condition holds now. Event conditions count events since `since` (the
     enrollment's entry) or, with `within`, in that window; never events after `now`."""
     match condition:
@@ -109,7 +109,8 @@ def holds(condition, *, lead: LeadFacts, events: Sequence[EventFact], now: datet
             return any(holds(c, lead=lead, events=events, now=now, since=since, scenario=scenario) for c in condition.any)
         case Not():
             return not holds(condition.not_, lead=lead, events=events, now=now, since=since, scenario=scenario)
-    raise TypeError(f"unknown condition {condition!r}")
+        case _:
+            assert_never(condition)
 
 
 _EVENT_TYPE_OF = {Opened: "email_opened", Clicked: "email_clicked", Downloaded: "downloaded", Visited: "page_visited"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from datetime import datetime
-from typing import Callable, Sequence
+from typing import Callable, Sequence, assert_never
 
 from relance.clock import ensure_utc
 from relance.engine.conditions import describe, event_types_of, holds, state_kinds_of
@@ -29,7 +29,7 @@ from relance.engine.types import (
     Trace,
 )
 from relance.engine.windows import into_window
-from relance.scenario.model import End, Enroll, Handoff, If, Notify, Score, Send, SetStep, Split, Wait, WaitUntil
+from relance.scenario.model import AnyStep, End, Enroll, Handoff, If, Notify, Score, Send, SetStep, Split, Wait, WaitUntil
 from relance.scenario.plan import Plan
 
 # True: hand off; False: not at the hand-off point; a sentence: held back (a rejected lead cooling off), and why
@@ -124,7 +124,7 @@ class _Run:
         self.result.lead = self.lead
         return self.result
 
-    def step(self, step) -> None:
+    def step(self, step: AnyStep) -> None:
         edges = self.plan.edges[step.id]
         match step:
             case Send():
@@ -180,6 +180,8 @@ class _Run:
             case End():
                 self.trace(step.id, "end", "left")
                 self.finish("completed", None)
+            case _:
+                assert_never(step)
 
     def pause(self, step: Wait, edges) -> None:
         waiting = self.state.waiting

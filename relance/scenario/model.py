@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Iterator, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, Literal, Union, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -211,7 +211,12 @@ def condition_tag(value: Any) -> str | None:
     return _tag_of(value, CONDITION_TAGS)
 
 
-Condition = Annotated[
+# The closed union the type checker sees: every `match` over conditions ends in `assert_never`.
+AnyCondition = Union[Opened, Clicked, Downloaded, Visited, EventHappened, ScoreAtLeast, GradeAtLeast, TemperatureIs,
+                     StageIn, HasTag, FieldEquals, All, Any_, Not]
+assert set(get_args(AnyCondition)) == set(CONDITION_TAGS.values()), "AnyCondition and CONDITION_TAGS must list the same kinds"
+
+_Condition = Annotated[
     Union[tuple(Annotated[cls, Tag(tag)] for tag, cls in CONDITION_TAGS.items())],  # type: ignore[misc]
     Discriminator(
         condition_tag,
@@ -219,6 +224,10 @@ Condition = Annotated[
         custom_error_message="not a condition: expected one of " + ", ".join(CONDITION_TAGS),
     ),
 ]
+if TYPE_CHECKING:
+    Condition = AnyCondition
+else:
+    Condition = _Condition
 for _model in (All, Any_, Not):
     _model.model_rebuild()
 
@@ -430,7 +439,13 @@ def step_tag(value: Any) -> str | None:
     return _tag_of(value, STEP_TAGS)
 
 
-Step = Annotated[
+# The closed union the type checker sees: every `match` over steps ends in `assert_never`. A new kind of step
+# is a class here, its tag in STEP_TAGS, its edges in relance.scenario.plan, its behaviour in the interpreter
+# (docs/architecture.md).
+AnyStep = Union[Send, Wait, WaitUntil, If, Score, SetStep, Handoff, Notify, Split, Enroll, End]
+assert set(get_args(AnyStep)) == set(STEP_TAGS.values()), "AnyStep and STEP_TAGS must list the same kinds"
+
+_Step = Annotated[
     Union[tuple(Annotated[cls, Tag(tag)] for tag, cls in STEP_TAGS.items())],  # type: ignore[misc]
     Discriminator(
         step_tag,
@@ -438,6 +453,10 @@ Step = Annotated[
         custom_error_message="not a step: expected one of the keys " + ", ".join(STEP_TAGS),
     ),
 ]
+if TYPE_CHECKING:
+    Step = AnyStep
+else:
+    Step = _Step
 
 
 # --------------------------------------------------------------------------- scenario

@@ -10,9 +10,25 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, assert_never
 
-from relance.scenario.model import End, Enroll, If, Scenario, Split, Step, WaitUntil
+from relance.scenario.model import (
+    AnyCondition,
+    AnyStep,
+    End,
+    Enroll,
+    Handoff,
+    If,
+    Notify,
+    Scenario,
+    Score,
+    Send,
+    SetStep,
+    Split,
+    Step,
+    Wait,
+    WaitUntil,
+)
 
 LEAVE = None  # an edge to None means: the lead leaves the scenario
 
@@ -50,7 +66,8 @@ class Plan:
         return definition_of(self.scenario)
 
 
-def _edges_of(step: Step, following: str | None) -> dict[str, str | None]:
+def _edges_of(step: AnyStep, following: str | None) -> dict[str, str | None]:
+    """Every edge of a step, by name (`following`: where `next` goes); validation reads the same edges."""
     match step:
         case If():
             return {"then": step.then or following, "else": step.else_ or following}
@@ -60,8 +77,34 @@ def _edges_of(step: Step, following: str | None) -> dict[str, str | None]:
             return dict(step.branches)
         case Enroll() | End():
             return {}
-        case _:
+        case Send() | Wait() | Score() | SetStep() | Handoff() | Notify():
             return {"next": following}
+        case _:
+            assert_never(step)
+
+
+def step_conditions(step: AnyStep) -> dict[str, AnyCondition]:
+    """The conditions a step tests, by YAML key (validation and the simulator's engagement read them)."""
+    match step:
+        case If():
+            return {"if": step.if_}
+        case WaitUntil():
+            return {"wait_until": step.wait_until}
+        case Send() | Wait() | Score() | SetStep() | Handoff() | Notify() | Split() | Enroll() | End():
+            return {}
+        case _:
+            assert_never(step)
+
+
+def step_waits(step: AnyStep) -> bool:
+    """Whether a lead may stop at this step until later: a loop through it is no busy loop."""
+    match step:
+        case Wait() | WaitUntil():
+            return True
+        case Send() | If() | Score() | SetStep() | Handoff() | Notify() | Split() | Enroll() | End():
+            return False
+        case _:
+            assert_never(step)
 
 
 def compile_scenario(scenario: Scenario) -> Plan:

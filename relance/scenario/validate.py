@@ -20,19 +20,14 @@ from relance.scenario.model import (
     Clicked,
     Enroll,
     Handoff,
-    If,
     Notify,
-    STEP_TAGS,
     Opened,
     Scenario,
     Send,
     SegmentTrigger,
-    Split,
-    Wait,
-    WaitUntil,
     nested,
 )
-from relance.scenario.plan import _edges_of
+from relance.scenario.plan import _edges_of, step_conditions, step_waits
 from relance.scenario.problems import Problem
 
 TemplateCheck = Callable[..., list[str]]  # check(name, to_lead=bool): a send step's template reaches leads
@@ -46,18 +41,12 @@ def _hint(name: str, choices: Any) -> str:
 
 
 def _targets(step: Any) -> Iterator[tuple[str, str]]:
-    """(key, target step id) for every explicit edge a step writes."""
+    """(key, target step id) for every explicit edge a step writes: `next:` and the plan's other edges."""
     if step.next is not None:
         yield "next", step.next
-    if isinstance(step, If):
-        if step.then is not None:
-            yield "then", step.then
-        if step.else_ is not None:
-            yield "else", step.else_
-    if isinstance(step, WaitUntil) and step.on_timeout is not None:
-        yield "on_timeout", step.on_timeout
-    if isinstance(step, Split):
-        yield from step.branches.items()
+    for key, target in _edges_of(step, None).items():
+        if target is not None and key != "next":
+            yield key, target
 
 
 def _all_conditions(draft: Draft) -> Iterator[tuple[Any, tuple[Any, ...], int | None]]:
@@ -69,11 +58,8 @@ def _all_conditions(draft: Draft) -> Iterator[tuple[Any, tuple[Any, ...], int | 
         for found in nested(condition, ("exit_when", index)):
             yield (*found, None)
     for index, written in enumerate(draft.steps):
-        if isinstance(written.step, If):
-            for found in nested(written.step.if_, ("steps", index, "if")):
-                yield (*found, index)
-        elif isinstance(written.step, WaitUntil):
-            for found in nested(written.step.wait_until, ("steps", index, "wait_until")):
+        for key, condition in (step_conditions(written.step) if written.step is not None else {}).items():
+            for found in nested(condition, ("steps", index, key)):
                 yield (*found, index)
 
 
@@ -280,7 +266,7 @@ def _graph_problems(draft: Draft, positions: Positions, path: str) -> list[Probl
                                     "unreachable: no path from the first step leads here"))
     unsure = {i for found in places.values() if len(found) > 1 for i in found}
     waits = unsure | {index for index, written in enumerate(steps)
-                      if written.step is None or isinstance(written.step, (Wait, WaitUntil))}
+                      if written.step is None or step_waits(written.step)}
     for cycle in _cycles_without_wait(edges, list(range(len(steps))), waits):
         problems.append(Problem(path, *positions.step(cycle[0]), steps[cycle[0]].id,
                                 f"loop {' -> '.join(str(steps[i].id) for i in cycle)} has no wait in it"))

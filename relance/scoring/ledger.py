@@ -60,9 +60,14 @@ def move_stage(session: Session, lead: Lead, to: str, *, now: datetime, by: str 
     return True
 
 
+def mql_reached(scoring: ScoringConfig, *, stage: str, score: int, grade: str) -> bool:
+    """The MQL line: a lead or nurtured lead that meets scoring.yaml's `mql` threshold (ingestion and the simulator)."""
+    return stage in ("lead", "nurturing") and scoring.meets(scoring.mql, score=score, grade=grade)
+
+
 def reach_mql(session: Session, lead: Lead, scoring: ScoringConfig, *, now: datetime) -> bool:
     """A lead or nurtured lead that meets the MQL threshold becomes an MQL (after any change of score or grade)."""
-    if lead.stage in ("lead", "nurturing") and scoring.meets(scoring.mql, score=lead.score, grade=lead.grade):
+    if mql_reached(scoring, stage=lead.stage, score=lead.score, grade=lead.grade):
         t = scoring.mql
         return move_stage(session, lead, "mql", now=now,
                           reason=f"score {lead.score} >= {t.score_at_least} and grade {lead.grade} >= {t.grade_at_least}")

@@ -13,12 +13,28 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime, timedelta
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, assert_never
 
 from relance.engine.conditions import is_glob, where_matches
 from relance.engine.types import EventFact
-from relance.scenario.model import Clicked, Downloaded, EventHappened, If, Visited, WaitUntil, nested
-from relance.scenario.plan import Plan
+from relance.scenario.model import (
+    All,
+    Any_,
+    Clicked,
+    Downloaded,
+    EventHappened,
+    FieldEquals,
+    GradeAtLeast,
+    HasTag,
+    Not,
+    Opened,
+    ScoreAtLeast,
+    StageIn,
+    TemperatureIs,
+    Visited,
+    nested,
+)
+from relance.scenario.plan import Plan, step_conditions
 from relance.simulation.rates import EngagementRates
 
 GENERIC_LINK = "https://www.example.com/"
@@ -30,10 +46,7 @@ def conditions_of(plan: Plan) -> Iterator[Any]:
     """Every condition of a plan's steps and exit goals, nested ones included."""
     roots: list[Any] = list(plan.scenario.exit_when)
     for step in plan.steps.values():
-        if isinstance(step, If):
-            roots.append(step.if_)
-        elif isinstance(step, WaitUntil):
-            roots.append(step.wait_until)
+        roots.extend(step_conditions(step).values())
     for root in roots:
         yield from (condition for condition, _path in nested(root))
 
@@ -79,6 +92,11 @@ class Targets:
                     _add(visits, example_properties(condition.where) or {"path": "/"})
                 case EventHappened() if condition.event not in _OWN_TYPES and not condition.event.startswith("email_"):
                     _add(others, (condition.event, example_properties(condition.where)))
+                case (Opened() | Clicked() | EventHappened() | ScoreAtLeast() | GradeAtLeast() | TemperatureIs()
+                      | StageIn() | HasTag() | FieldEquals() | All() | Any_() | Not()):
+                    pass  # no reaction to draw for it (nested conditions come on their own from conditions_of)
+                case _:
+                    assert_never(condition)
         return cls(
             downloads=tuple(downloads), visits=tuple(visits), others=tuple(others),
             links={step: tuple(urls) for step, urls in links.items()},

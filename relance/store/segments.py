@@ -9,14 +9,33 @@ enter now, not the million.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import assert_never
 
 from sqlalchemy import ColumnElement, and_, exists, or_, true
 
-from relance.scenario.model import GRADE_RANK, All, Any_, GradeAtLeast, ReentryAfter, ScoreAtLeast, StageIn
+from relance.scenario.model import (
+    GRADE_RANK,
+    All,
+    Any_,
+    AnyCondition,
+    Clicked,
+    Downloaded,
+    EventHappened,
+    FieldEquals,
+    GradeAtLeast,
+    HasTag,
+    Not,
+    Opened,
+    ReentryAfter,
+    ScoreAtLeast,
+    StageIn,
+    TemperatureIs,
+    Visited,
+)
 from relance.store.tables import Enrollment, Lead
 
 
-def narrowing(condition) -> ColumnElement[bool] | None:
+def narrowing(condition: AnyCondition) -> ColumnElement[bool] | None:
     """A clause every lead matching `condition` satisfies, or None when SQL cannot say (events, tags, fields...)."""
     match condition:
         case StageIn():
@@ -32,7 +51,11 @@ def narrowing(condition) -> ColumnElement[bool] | None:
         case Any_():
             parts = [narrowing(part) for part in condition.any]
             return or_(*parts) if all(part is not None for part in parts) else None
-    return None
+        case (Opened() | Clicked() | Downloaded() | Visited() | EventHappened() | TemperatureIs() | HasTag()
+              | FieldEquals() | Not()):
+            return None  # SQL cannot say (a `not` of a necessary condition is none)
+        case _:
+            assert_never(condition)
 
 
 def may_enter_again(scenario: str, reentry, now: datetime) -> ColumnElement[bool]:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from typing import get_args
 
 import pytest
 from pydantic import TypeAdapter
 
-from relance.engine.conditions import event_types_of, state_kinds_of
+from relance.engine.conditions import event_types_of, holds, state_kinds_of
 from relance.engine.interpreter import advance, enter, state_wait_holds
 from relance.engine.types import EventFact, LeadFacts
-from relance.scenario.model import CONDITION_TAGS, Condition, Scenario
+from relance.scenario.model import CONDITION_TAGS, AnyCondition, Condition, Scenario, _Condition
 from relance.scenario.plan import compile_scenario
+from relance.simulation.engagement import Targets
+from relance.store.segments import narrowing
 
 MONDAY = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
 LEAD = LeadFacts(id=7, email="lea@acme.example")
@@ -37,8 +40,23 @@ KINDS = {
 }
 
 
+def union_members() -> set[type]:
+    """Every member of the pydantic discriminated union of conditions."""
+    return {get_args(member)[0] for member in get_args(get_args(_Condition)[0])}
+
+
 def test_every_kind_of_condition_is_covered():
     assert set(KINDS) == set(CONDITION_TAGS)
+    assert {type(condition(document)) for document, _, _ in KINDS.values()} == union_members() == set(get_args(AnyCondition))
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_dispatch_on_conditions_handles_each_kind(kind):
+    """holds, the segment SQL and the simulator's targets end in assert_never: a forgotten kind raises here."""
+    document, _, _ = KINDS[kind]
+    assert holds(condition(document), lead=LEAD, events=[], now=MONDAY, since=MONDAY, scenario="demo") in (True, False)
+    narrowing(condition(document))
+    Targets.of(plan_of(document))
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
