@@ -29,28 +29,36 @@ from relance.store.tables import Lead
 
 FULL = os.environ.get("RELANCE_TEST_FULL") == "1"
 ROWS = 100_000 if FULL else 5_000
-# the goal is 5,000 rows/s (`relance bench`: import_rows_per_s); small files on a busy machine are held to half of it
-FLOOR = 5_000 if FULL else 2_500
+FLOOR = 5_000  # rows/s, the goal of `relance bench`'s import_rows_per_s; checked here at full size only
 SHARED, EACH = (5_000, 20_000) if FULL else (600, 1_500)
 NOW = "2026-03-02T09:00:00+00:00"
 
 
-def test_a_crm_export_imports_at_thousands_of_rows_per_second(env, db_url) -> None:
+def test_a_crm_export_imports_in_time_linear_in_its_rows(env, db_url) -> None:
+    """Every row of a big export goes in, graded; a file three times bigger, into a table already holding the
+    first, costs no more per row (the rate itself is `relance bench`'s `import_rows_per_s`, in README)."""
     settings = get_settings()
     engine, scoring = open_store(settings), load_library(settings).scoring
-    data = crm_export(ROWS)
+    header, *rows = crm_export(ROWS).decode("utf-8").splitlines(keepends=True)
+    first, rest = rows[: ROWS // 4], rows[ROWS // 4:]
 
-    started = time.perf_counter()
-    parsed = read_leads_csv(data, source="crm")  # what `relance import` does, without the start of a process
-    with Session(engine) as session:
-        summary = import_leads(session, parsed, now=time_now(), scoring=scoring, commit=True)
-    seconds = time.perf_counter() - started
+    def imported(lines: list[str]) -> float:
+        started = time.perf_counter()
+        parsed = read_leads_csv((header + "".join(lines)).encode("utf-8"), source="crm")  # as `relance import` does
+        with Session(engine) as session:
+            summary = import_leads(session, parsed, now=time_now(), scoring=scoring, commit=True)
+        assert summary.created == len(lines) and not parsed.problems
+        return (time.perf_counter() - started) / len(lines)
 
-    assert summary.created == ROWS and not parsed.problems
+    per_row_small, per_row_big = imported(first), imported(rest)
+
     with Session(engine) as session:
         assert session.exec(query(func.count()).select_from(Lead)).one() == ROWS
         assert session.exec(query(func.count()).select_from(Lead).where(Lead.fit > 0)).one() > ROWS // 2  # graded
-    assert ROWS / seconds >= FLOOR, f"{ROWS} rows in {seconds:.1f} s: {ROWS / seconds:.0f} rows/s"
+    assert per_row_big <= 2 * per_row_small, (
+        f"{len(first)} rows at {1 / per_row_small:.0f}/s, then {len(rest)} at {1 / per_row_big:.0f}/s: slower per row as the table grows")
+    if FULL:  # the issue's goal at its size, on this machine
+        assert 1 / per_row_big >= FLOOR, f"{len(rest)} rows at {1 / per_row_big:.0f} rows/s"
 
 
 def time_now():
