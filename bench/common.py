@@ -18,8 +18,9 @@ from sqlmodel import Session
 
 from relance.email.templates import TemplateLibrary
 from relance.engine.interpreter import enter
+from relance.enrollment import lead_facts
 from relance.library import Library, load_library
-from relance.runner import current_version_ids, lead_facts, open_store, plan_for_version, sync_scenarios
+from relance.plans import current_version_ids, open_store, plan_for_version, sync_scenarios
 from relance.settings import Settings
 from relance.store.db import scratch_postgres
 from relance.store.tables import Enrollment, Lead, Outbox

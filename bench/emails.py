@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from relance.email.transports import NullTransport
-from relance.runner import run_tick_inline
+from relance.tick import run_tick_inline
 
 from bench.common import NOW, SCENARIO, Stopwatch, World, database, open_world, rate, seed, sent_rows
 

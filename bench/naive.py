@@ -6,8 +6,9 @@ from pathlib import Path
 
 from prefect import flow
 
+from relance.advancing import advance_due
+from relance.delivery import deliver
 from relance.email.transports import NullTransport
-from relance.runner import advance_due, deliver
 
 from bench.common import NOW, SCENARIO, Stopwatch, World, database, open_world, rate, seed, sent_rows
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from relance.email.transports import NullTransport
-from relance.runner import run_tick_inline
+from relance.tick import run_tick_inline
 
 from bench.common import NOW, SCENARIO, Stopwatch, database, open_world, seed, sent_rows
 

@@ -18,9 +18,10 @@ import boto3
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 
+from relance.advancing import advance_due
+from relance.delivery import RetryableDelivery, deliver
 from relance.email.pacing import Pacer
 from relance.email.transports import SesTransport
-from relance.runner import RetryableDelivery, advance_due, deliver
 
 from bench.common import NOW, SCENARIO, Stopwatch, database, open_world, seed, sent_rows
 

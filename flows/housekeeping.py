@@ -6,25 +6,14 @@ with the sentence that says so (`flows.refusals`).
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from sqlalchemy import Engine
+from prefect import flow, get_run_logger
 
 from flows.refusals import refuses_bad_setup
 from flows.tick import tick_time
-from relance.housekeeping import run_reengage, run_sla
-from relance.library import Library, load_library, load_scoring, scenarios_folder
-from relance.runner import open_store, sync_scenarios
-from relance.scoring.config import ScoringConfig
-from relance.scoring.decay import decay_scores
-from relance.settings import Settings, read_settings, require_signing_keys
-
-
-@task(name="decay-scores", cache_policy=NO_CACHE)
-def decay_task(engine: Engine, scoring: ScoringConfig, when: datetime, batch_size: int):
-    return decay_scores(engine, scoring, now=when, batch_size=batch_size)
+from relance.library import load_library, load_scoring, scenarios_folder
+from relance.plans import open_store
+from relance.settings import read_settings, require_signing_keys
+from tasks.housekeeping import decay_task, reengage_task, sla_task
 
 
 @flow(name="decay")
@@ -42,11 +31,6 @@ def decay(now: str | None = None) -> dict:
     return {"leads": report.leads, "points": report.points}
 
 
-@task(name="flag-sla", cache_policy=NO_CACHE)
-def sla_task(engine: Engine, library: Library, when: datetime):
-    return run_sla(engine, library, now=when)
-
-
 @flow(name="sla")
 @refuses_bad_setup
 def sla(now: str | None = None) -> dict:
@@ -62,12 +46,6 @@ def sla(now: str | None = None) -> dict:
     get_run_logger().info("sla: %s open handoff(s), %s newly past target, %s newly past deadline",
                           report.open, report.target_missed, report.deadline_missed)
     return {"open": report.open, "target_missed": report.target_missed, "deadline_missed": report.deadline_missed}
-
-
-@task(name="reengage-later-leads", cache_policy=NO_CACHE)
-def reengage_task(engine: Engine, settings: Settings, library: Library, when: datetime) -> int:
-    sync_scenarios(engine, settings, now=when, library=library)
-    return run_reengage(engine, library, now=when)
 
 
 @flow(name="reengage")

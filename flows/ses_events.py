@@ -6,29 +6,14 @@ tried again (twice), then the run ends Failed with the sentence naming what to c
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.states import Failed
-from sqlalchemy import Engine
 
 from flows.refusals import refuses_bad_setup
-from relance.clock import SystemClock
-from relance.library import Library, load_library
-from relance.runner import open_store
-from relance.ses_events import drain
-from relance.settings import SettingError, Settings, read_settings
-
-
-@task(name="drain-ses-events", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
-def drain_task(engine: Engine, library: Library, settings: Settings, queue_url: str, dead_letter_url: str | None):
-    import boto3
-
-    sqs = boto3.client("sqs", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url)
-    try:
-        return drain(engine, library, sqs, queue_url, clock=SystemClock(), once=True, dead_letter_url=dead_letter_url,
-                     machine_click_seconds=settings.machine_click_seconds)
-    except SettingError as exc:  # the queue is out of reach or refuses: retried, and said, without a traceback
-        return Failed(message=str(exc))
+from relance.library import load_library
+from relance.plans import open_store
+from relance.settings import read_settings
+from tasks.ses_events import drain_task
 
 
 @flow(name="ses-events")

@@ -132,7 +132,7 @@ def _prefect(*, store: bool = False):
     from relance.prefect_api import start_early
 
     if store:
-        from relance.runner import open_store
+        from relance.plans import open_store
 
         open_store(_settings()).dispose()
     start_early()  # its start-up overlaps the imports below
@@ -140,7 +140,7 @@ def _prefect(*, store: bool = False):
 
     from relance.library import SetupError
     from relance.prefect_adapter import PrefectAPIError
-    from relance.runner import TickError
+    from relance.tick import TickError
 
     try:
         yield
@@ -155,7 +155,7 @@ def _stored():
     there is one sentence, not an empty database created in the wrong folder."""
     from sqlalchemy.engine import make_url
 
-    from relance.runner import open_store
+    from relance.plans import open_store
 
     from sqlalchemy.exc import ArgumentError
 
@@ -315,7 +315,7 @@ def import_(
     from sqlmodel import Session
 
     from relance.importer import ImportSummary, import_leads, read_leads_csv
-    from relance.runner import open_store
+    from relance.plans import open_store
 
     scoring = _library().scoring  # before the store: a missing folder creates no database
     summary = ImportSummary()
@@ -362,7 +362,7 @@ def event(
     from rich.markup import escape
 
     from relance.ingest import BadEvent, IncomingEvent, UnknownLead, check_event, ingest_events
-    from relance.runner import open_store, sync_scenarios
+    from relance.plans import open_store, sync_scenarios
 
     properties = {}
     for item in prop or []:
@@ -568,7 +568,7 @@ def suppress_import(
     from sqlmodel import Session
 
     from relance.importer import read_suppression_list
-    from relance.runner import open_store
+    from relance.plans import open_store
     from relance.suppression import ListOutcome, suppress_all
 
     when, settings = _now(now), _settings()  # a bad setting is refused whatever the file holds
@@ -600,7 +600,7 @@ def suppress_add(
     from sqlmodel import Session
 
     from relance.importer import checked_email
-    from relance.runner import open_store
+    from relance.plans import open_store
     from relance.suppression import entry_of, suppress
 
     when = _now(now)
@@ -644,7 +644,7 @@ app.add_typer(sales_app, name="sales")
 def _answer(email: str, reply, now: Optional[str]) -> None:
     from sqlmodel import Session
 
-    from relance.runner import open_store
+    from relance.plans import open_store
     from relance.sales import SalesError, answer
 
     at = _now(now)
@@ -842,7 +842,7 @@ def cost_add(
     from sqlmodel import Session
 
     from relance.deals import BadValue, known_sources, month_of, record_cost
-    from relance.runner import open_store
+    from relance.plans import open_store
 
     at = _now(now)
     with Session(open_store(_settings())) as session:
@@ -985,7 +985,7 @@ def ses_events(
     """Drain SES event notifications from SQS: opens, clicks, deliveries, bounces, complaints."""
     import boto3
 
-    from relance.runner import open_store
+    from relance.plans import open_store
     from relance.ses_events import drain
 
     from botocore.config import Config
@@ -1104,8 +1104,8 @@ def preview(
 ) -> None:
     """Render a template as a lead would receive it: subject and text part here, HTML to --out. Nothing is sent or stored."""
     from relance.email.templates import RenderError
+    from relance.plans import open_store
     from relance.preview import preview as render_preview
-    from relance.runner import open_store
 
     settings = _settings()
     try:
@@ -1134,7 +1134,7 @@ def serve(
     import uvicorn
 
     from relance.api.app import create_app
-    from relance.runner import open_store
+    from relance.plans import open_store
 
     library, settings = _library(), _signing_settings(api=True)  # at start-up: a missing folder is refused now, not at the first request
     api = create_app(settings, engine=open_store(settings), library=library)

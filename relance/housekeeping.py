@@ -7,8 +7,9 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from relance.enrollment import enroll_leads
 from relance.library import Library
-from relance.runner import current_version_ids, enroll_leads, plan_for_version
+from relance.plans import current_version_ids, plan_for_version
 from relance.sales import SlaReport, flag_sla, later_due
 from relance.scenario.model import EventTrigger
 from relance.store.tables import Lead

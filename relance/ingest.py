@@ -17,16 +17,17 @@ from relance.consent import BadConsent, merged, record_of
 from relance.engagement import ENGAGEMENT, MACHINE_CLICK_SECONDS, Engagement
 from relance.engine.triggers import event_triggers
 from relance.engine.types import EventFact
+from relance.enrollment import enroll_leads, event_fact
 from relance.inputs import BadInput, checked_event, checked_instant, checked_profile
 from relance.library import Library
-from relance.runner import current_version_ids, enroll_leads, event_fact, plan_for_version
+from relance.plans import current_version_ids, plan_for_version
+from relance.sales import withdraw
 from relance.scenario.model import EventTrigger
-from relance.store.repo import record_events, upsert_lead
 from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import add_points, move_stage, reach_mql
 from relance.scoring.rules import behaviour_points, fit_points, grade_of
+from relance.store.repo import record_events, upsert_lead
 from relance.store.tables import Handoff, Lead
-from relance.sales import withdraw
 from relance.suppression import SUPPRESSING_EVENTS, honour_list, reason_of_event, suppress, suppress_for_event
 from relance.wakes import lock_active_enrollments, wake, wake_for_lead_changes
 

@@ -40,9 +40,10 @@ def _drop_said_traceback(record: logging.LogRecord) -> bool:
 
 
 def _said_errors() -> tuple[type[BaseException], ...]:
+    from relance.delivery import RetryableDelivery
     from relance.library import SetupError
-    from relance.runner import RetryableDelivery, TickError
     from relance.settings import SettingError
+    from relance.tick import TickError
 
     return (SettingError, SetupError, TickError, RetryableDelivery, PrefectAPIError)
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from relance.composing import template_context
 from relance.email.message import sender_name
 from relance.email.templates import INTERNAL, SAMPLE_CONTEXT, RenderedEmail, TemplateLibrary
 from relance.library import Library
-from relance.runner import template_context
 from relance.settings import Settings
 from relance.store.repo import find_lead
 from relance.store.tables import Outbox

@@ -18,7 +18,8 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from relance.engine.interpreter import state_wait_holds
-from relance.runner import _state_of, events_of, lead_facts, plan_for_version
+from relance.enrollment import events_of, lead_facts, state_of
+from relance.plans import plan_for_version
 from relance.scoring.config import ScoringConfig
 from relance.store.tables import Enrollment, Lead
 
@@ -90,7 +91,7 @@ def wake_for_lead_changes(session: Session, lead_ids: Iterable[int], *, scoring:
     for enrollment in sleeping:
         plan = plan_for_version(session, enrollment.version_id)
         facts = lead_facts(leads[enrollment.lead_id], scoring)
-        if state_wait_holds(plan, _state_of(enrollment), facts, events.get(enrollment.lead_id, []), now):
+        if state_wait_holds(plan, state_of(enrollment), facts, events.get(enrollment.lead_id, []), now):
             enrollment.due_at = now
             woken += 1
     session.flush()

@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
 
-from relance import runner
+from relance.advancing import BatchResult, advance_due
 from relance.library import Library
 from relance.settings import Settings
 
@@ -18,6 +18,6 @@ from relance.settings import Settings
 @task(name="advance-batch", task_run_name="advance-{scenario}", cache_policy=NO_CACHE)
 def advance_batch(
     engine: Engine, settings: Settings, *, scenario: str, now: datetime, limit: int, library: Library
-) -> runner.BatchResult:
+) -> BatchResult:
     """Claim up to `limit` due enrollments and advance them; the emails they owe go to the outbox."""
-    return runner.advance_due(engine, settings, scenario=scenario, now=now, limit=limit, library=library)
+    return advance_due(engine, settings, scenario=scenario, now=now, limit=limit, library=library)

@@ -10,15 +10,16 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from sqlalchemy import Engine
 
-from relance import runner
+from relance.delivery import RetryableDelivery, deliver, deliver_pending
 from relance.settings import Settings
+from relance.settling import DeliveryResult
 
 RETRY_DELAYS = [2, 10, 30]
 
 
 def retry_may_help(task: Task, task_run: TaskRun, state: State) -> bool:
     """Retry throttling and timeouts only: a bug or a bad template fails the same way every time."""
-    return isinstance(state.result(raise_on_failure=False), runner.RetryableDelivery)
+    return isinstance(state.result(raise_on_failure=False), RetryableDelivery)
 
 
 # Retrying is safe: `deliver` only sends rows still `pending`, so a row sent by an earlier
@@ -30,13 +31,13 @@ def retry_may_help(task: Task, task_run: TaskRun, state: State) -> bool:
     retry_delay_seconds=RETRY_DELAYS,
     retry_condition_fn=retry_may_help,
 )
-def deliver_batch(engine: Engine, settings: Settings, *, outbox_ids: list[int], now: datetime) -> runner.DeliveryResult:
+def deliver_batch(engine: Engine, settings: Settings, *, outbox_ids: list[int], now: datetime) -> DeliveryResult:
     """Render and send the given outbox rows through the configured transport."""
-    return runner.deliver(engine, settings, outbox_ids=outbox_ids, now=now)
+    return deliver(engine, settings, outbox_ids=outbox_ids, now=now)
 
 
 # No retries of its own: what it cannot send stays pending for the next tick.
 @task(name="deliver-pending", cache_policy=NO_CACHE)
-def deliver_leftovers(engine: Engine, settings: Settings, *, now: datetime) -> runner.DeliveryResult:
+def deliver_leftovers(engine: Engine, settings: Settings, *, now: datetime) -> DeliveryResult:
     """Send what earlier runs left pending (spent retries, a crash) and the hand-off emails written since."""
-    return runner.deliver_pending(engine, settings, now=now)
+    return deliver_pending(engine, settings, now=now)

@@ -8,8 +8,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
 
-from relance import runner
+from relance.enrollment import enroll_due
 from relance.library import Library
+from relance.plans import sync_scenarios
 from relance.settings import Settings
 
 
@@ -17,10 +18,10 @@ from relance.settings import Settings
 @task(name="register-scenarios", cache_policy=NO_CACHE)
 def register_scenarios(engine: Engine, settings: Settings, *, now: datetime, library: Library) -> dict[str, int]:
     """Store the current version of every scenario in the folder; name -> version id."""
-    return runner.sync_scenarios(engine, settings, now=now, library=library)
+    return sync_scenarios(engine, settings, now=now, library=library)
 
 
 @task(name="enroll", task_run_name="enroll-{scenario}", cache_policy=NO_CACHE)
 def enroll(engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library) -> int:
     """Enroll every lead that newly matches the scenario's segment trigger; how many entered."""
-    return runner.enroll_due(engine, settings, scenario=scenario, now=now, library=library)
+    return enroll_due(engine, settings, scenario=scenario, now=now, library=library)

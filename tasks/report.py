@@ -14,10 +14,10 @@ from prefect.settings import get_current_settings
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from relance import runner
 from relance.library import BrokenScenario
+from relance.plans import current_version_ids, plan_for_version
 from relance.report import outcome_words, standing, steps
-from relance.runner import TickReport
+from relance.tick import TickReport, count_tick as count_from_store, summary
 
 
 def _slug(scenario: str) -> str:
@@ -60,32 +60,6 @@ def step_rows(counts: Mapping[tuple[str, str], int], order: Sequence[str] = (),
     return rows
 
 
-def summary(report: TickReport, *, undelivered_batches: int = 0) -> str:
-    """What the tick did, in the operator's words."""
-    words = (
-        f"{report.scenario}: {report.entered} entered, {report.advanced} due, {report.batches} "
-        f"{'batch' if report.batches == 1 else 'batches'}, {report.sent} sent"
-    )
-    if report.waiting is not None:  # counted unless the tick was told not to (benchmarks)
-        words += f", {report.waiting} waiting"
-    if report.skipped:
-        words += f", {report.skipped} skipped (suppressed)"
-    if report.failed:
-        words += f", {report.failed} failed"
-    if report.unknown:
-        words += f", {report.unknown} with an unknown outcome (handed over, no answer: not resent)"
-    if report.enrollments_failed:
-        words += f", {report.enrollments_failed} {'lead' if report.enrollments_failed == 1 else 'leads'} left on an error (see lead show)"
-    if report.cut_off:
-        words += f", {report.cut_off} cut off mid-send by a run that died (now unknown: relance outbox resolve)"
-    if report.leftovers:
-        words += (f", {report.leftovers} other pending {'message' if report.leftovers == 1 else 'messages'} sent "
-                  "(hand-off and SLA emails, what earlier runs left)")
-    if undelivered_batches:
-        words += f", {undelivered_batches} {'batch' if undelivered_batches == 1 else 'batches'} not delivered after every retry (their emails stay pending for the next tick)"
-    return words
-
-
 def figures_markdown(scenario: str, rows: Sequence[Mapping[str, object]]) -> str:
     """The per-step figures of one scenario as a markdown table (the UI renders it)."""
     head = ["step", "reached", "entered", "now here", "waiting", "sent", "opened", "clicked", "left", "step log (every pass)"]
@@ -106,7 +80,7 @@ def figures_markdown(scenario: str, rows: Sequence[Mapping[str, object]]) -> str
 @task(name="count-tick", task_run_name="count-{report.scenario}", cache_policy=NO_CACHE)
 def count_tick(engine: Engine, report: TickReport, *, now: datetime, mark: int) -> TickReport:
     """Read from the database who started in this tick and where the scenario's leads stand now."""
-    return runner.count_tick(engine, report, now=now, mark=mark)
+    return count_from_store(engine, report, now=now, mark=mark)
 
 
 @task(name="publish-report", task_run_name="report-{report.scenario}", cache_policy=NO_CACHE)
@@ -145,8 +119,8 @@ def publish_not_run(broken: BrokenScenario, engine: Engine) -> str:
     file's problems in the description; returns the summary for the log."""
     with Session(engine) as session:
         here = {step: found for (_, step), found in standing(session, broken.name).items()}
-        versions = runner.current_version_ids(session)
-        order = runner.plan_for_version(session, versions[broken.name]).order if broken.name in versions else ()
+        versions = current_version_ids(session)
+        order = plan_for_version(session, versions[broken.name]).order if broken.name in versions else ()
     words = not_run_summary(broken, sum(n for n, _ in here.values()))
     rows = [dict(row, **{"this tick": NOT_RUN}) for row in step_rows({}, order, here)] or [
         {"step": "-", "now here": 0, "waiting": 0, "this tick": NOT_RUN}]

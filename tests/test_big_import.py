@@ -23,7 +23,7 @@ from bench.imports import crm_export
 from relance.cli import app
 from relance.importer import import_leads, read_leads_csv
 from relance.library import load_library
-from relance.runner import open_store
+from relance.plans import open_store
 from relance.settings import get_settings
 from relance.store.tables import Lead
 

@@ -108,7 +108,7 @@ def test_sales_answers_from_the_command_line_and_a_refusal_for_a_closed_handoff(
 
     from sqlmodel import Session
 
-    from relance.runner import open_store
+    from relance.plans import open_store
     from relance.sales import hand_off
     from relance.scoring.config import ScoringConfig
     from relance.store.repo import upsert_lead
@@ -187,7 +187,7 @@ def test_the_report_names_messages_cut_off_mid_send_and_an_operator_settles_them
     from sqlalchemy import select
     from sqlmodel import Session
 
-    from relance.runner import open_store
+    from relance.plans import open_store
     from relance.store.repo import upsert_lead
     from relance.store.tables import Outbox
 
@@ -218,7 +218,7 @@ def test_an_import_grades_the_leads_it_brings_and_leaves_the_others_alone(env):
     from sqlalchemy import update
     from sqlmodel import Session
 
-    from relance.runner import open_store
+    from relance.plans import open_store
     from relance.store.tables import Lead
 
     (env / "a.csv").write_text("email,first_name,job_title,country\nkarim@initech.example,Karim,Stagiaire,BR\n", encoding="utf-8")

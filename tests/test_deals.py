@@ -17,12 +17,13 @@ from relance.cli import app
 from relance.deals import LOST_REASONS, BadValue, Closing, record_deal
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
-from relance.runner import run_tick_inline, sync_scenarios
+from relance.plans import sync_scenarios
 from relance.sales import Answer, NoSuchLead, answer, hand_off
 from relance.scoring.config import ScoringConfig
 from relance.settings import Settings, get_settings
 from relance.store.repo import find_lead, upsert_lead
 from relance.store.tables import Deal, Enrollment, Handoff, Lead, StageChange
+from relance.tick import run_tick_inline
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORING = ScoringConfig.model_validate({"sales": {"owners": ["claire@example.com"]}})

@@ -14,7 +14,7 @@ from typing import Any, get_args, get_origin
 import pytest
 from pydantic import BaseModel
 
-from relance.runner import template_context
+from relance.composing import template_context
 from relance.scenario.model import EVENT_TYPES, STAGES, Condition, Reentry, Scenario, Step, Trigger
 from relance.scoring.config import ScoringConfig
 from relance.settings import Settings

@@ -20,10 +20,11 @@ from relance.email.transports import FileTransport
 from relance.leads import lead_summary
 from relance.scoring.config import ScoringConfig
 from relance.library import load_library
-from relance.runner import run_tick_inline, sync_scenarios
+from relance.plans import sync_scenarios
 from relance.ses_events import drain
 from relance.settings import Settings
 from relance.store.tables import Outbox
+from relance.tick import run_tick_inline
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "e2e-token-of-the-tests"

@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from relance.housekeeping import run_reengage, run_sla
 from relance.library import load_library
-from relance.runner import sync_scenarios
+from relance.plans import sync_scenarios
 from relance.sales import Answer, answer, hand_off
 from relance.settings import Settings
 from relance.store.repo import upsert_lead

@@ -20,8 +20,8 @@ from sqlmodel import Session
 from typer.testing import CliRunner
 
 from relance.cli import app
+from relance.delivery import deliver_pending
 from relance.library import load_scoring
-from relance.runner import deliver_pending
 from relance.sales import hand_off
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead

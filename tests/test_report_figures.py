@@ -27,12 +27,13 @@ from relance.cli import app
 from relance.housekeeping import run_sla
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
+from relance.plans import open_store, sync_scenarios
 from relance.report import build_report
-from relance.runner import open_store, run_tick_inline, sync_scenarios
 from relance.sales import Answer, answer
 from relance.scoring.ledger import move_stage
 from relance.settings import Settings, get_settings
 from relance.store.repo import find_lead
+from relance.tick import run_tick_inline
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday
@@ -366,8 +367,8 @@ def test_the_printed_report_is_self_consistent(tmp_path, monkeypatch, db_url) ->
 
 def test_a_late_answer_is_a_breach_whether_or_not_the_sla_flow_ran(engine, clock) -> None:
     """The smallest case of the demo's "within deadline 81.8 %" beside "breaches 0"."""
-    from relance.scoring.config import ScoringConfig
     from relance.sales import hand_off
+    from relance.scoring.config import ScoringConfig
     from relance.store.repo import upsert_lead
 
     scoring = ScoringConfig()

@@ -10,13 +10,15 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from relance.delivery import deliver
 from relance.email.transports import FileTransport
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
-from relance.runner import deliver, run_tick_inline, sync_scenarios
+from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Lead, Outbox, StepLog
+from relance.tick import run_tick_inline
 
 from recording import RecordingTransport  # tests/recording.py
 
@@ -266,7 +268,7 @@ def test_a_segment_scenario_mails_the_segment_once_per_reentry_period(engine, se
 
 
 def test_messages_left_pending_leave_with_the_next_tick_or_expire_after_two_days(engine, settings, folder, clock):
-    from relance.runner import advance_due
+    from relance.advancing import advance_due
     from relance.sales import hand_off
     from relance.scoring.config import ScoringConfig
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from relance.api.app import create_app
 from relance.cli import app
 from relance.library import load_library
-from relance.runner import open_store
+from relance.plans import open_store
 from relance.settings import Settings, get_settings
 from relance.store.tables import Handoff, Outbox
 

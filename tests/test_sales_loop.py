@@ -17,13 +17,14 @@ from relance.housekeeping import run_reengage
 from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import lead_summary
 from relance.library import load_library
+from relance.plans import sync_scenarios
 from relance.report import sla
-from relance.runner import run_tick_inline, sync_scenarios
 from relance.sales import Answer, SalesError, answer, flag_sla, hand_off
 from relance.scoring.config import ScoringConfig
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Handoff, Lead, Outbox, StepLog
+from relance.tick import run_tick_inline
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOE = "zoe@acme.example"

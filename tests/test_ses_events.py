@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from relance.clock import ensure_utc
 from relance.library import Library, load_library
-from relance.runner import sync_scenarios
+from relance.plans import sync_scenarios
 from relance.scoring.config import ScoringConfig
 from relance.ses_events import drain
 from relance.settings import Settings

@@ -23,15 +23,17 @@ from typer.testing import CliRunner
 from relance.api.app import create_app
 from relance.cli import app as cli
 from relance.clock import FrozenClock
+from relance.delivery import deliver_pending
 from relance.email import tracking
 from recording import RecordingTransport  # tests/recording.py
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import Library, load_library
-from relance.runner import deliver_pending, run_tick_inline, sync_scenarios
+from relance.plans import sync_scenarios
+from relance.ses_events import drain
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Lead, Outbox, Suppression
-from relance.ses_events import drain
+from relance.tick import run_tick_inline
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token-of-the-tests"

@@ -19,12 +19,13 @@ from relance.importer import import_leads, parse_leads_csv
 from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import grade_all
 from relance.library import load_library
-from relance.runner import run_tick_inline, sync_scenarios
+from relance.plans import sync_scenarios
 from relance.sales import Answer, answer, hand_off
 from relance.scoring.decay import decay_scores
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Lead, StepLog
+from relance.tick import run_tick_inline
 from relance.wakes import wake_for_lead_changes
 
 EMAIL = "lea@acme.example"

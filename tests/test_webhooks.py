@@ -12,9 +12,11 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
+from relance.advancing import advance_due
+from relance.delivery import RetryableDelivery, deliver
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
-from relance.runner import RetryableDelivery, advance_due, deliver, sync_scenarios
+from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Outbox

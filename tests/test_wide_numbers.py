@@ -174,8 +174,9 @@ def test_migration_0006_widens_a_database_made_at_0005_and_keeps_its_rows(db_url
 
 def test_a_score_step_past_two_to_the_31_in_a_tick_is_kept(env, engine, clock):
     """The tick's `score:` step writes the same column: a lead already near the top of 32 bits goes past it."""
-    from relance.runner import run_tick_inline, sync_scenarios
     from recording import RecordingTransport  # tests/recording.py
+    from relance.plans import sync_scenarios
+    from relance.tick import run_tick_inline
 
     (env / "scenarios" / "bump.yaml").write_text(
         "scenario: bump\ntrigger: {segment: {stage_in: [lead]}}\nsteps:\n  - id: bump\n    score: +1000000\n", encoding="utf-8")

@@ -79,8 +79,8 @@ def run_demo(directory: Path, *, console: Console, days: int = DAYS, seed: int =
     from relance.importer import import_leads, parse_leads_csv
     from relance.leads import grade_all
     from relance.library import load_library
+    from relance.plans import open_store, sync_scenarios
     from relance.prefect_adapter import run_flow, run_tick
-    from relance.runner import open_store, sync_scenarios
     from relance.settings import get_settings
 
     started = time.monotonic()

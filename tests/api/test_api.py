@@ -23,10 +23,11 @@ from relance.email.tracking import sign
 from relance.email.transports import FileTransport
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
-from relance.runner import run_tick_inline, sync_scenarios
+from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Lead
+from relance.tick import run_tick_inline
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-token-of-the-tests"

@@ -23,11 +23,12 @@ from relance.email.transports import FileTransport
 from relance.engagement import machine_request
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library, read_scoring
+from relance.plans import sync_scenarios
 from relance.report import steps
-from relance.runner import run_tick_inline, sync_scenarios
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Event, Lead, Outbox, ScoreChange
+from relance.tick import run_tick_inline
 
 ROOT = Path(__file__).resolve().parents[2]
 EMAIL = "lea@acme.example"

@@ -18,7 +18,7 @@ from relance.api.app import create_app
 from relance.clock import FrozenClock
 from relance.email.tracking import sign
 from relance.library import load_library
-from relance.runner import sync_scenarios
+from relance.plans import sync_scenarios
 from relance.sales import hand_off
 from relance.settings import Settings
 from relance.store.db import make_engine, migrate, scratch_postgres

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from relance.cli import app
 from relance.clock import FrozenClock
 from relance.library import load_library
-from relance.runner import sync_scenarios
+from relance.plans import sync_scenarios
 from relance.settings import get_settings
 from relance.store.db import make_engine, migrate, scratch_postgres
 from relance.store.repo import upsert_lead

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from relance.cli import app
-from relance.runner import open_store
+from relance.plans import open_store
 from relance.settings import get_settings
 from relance.store.tables import Lead
 

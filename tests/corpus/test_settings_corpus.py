@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 from relance import webhooks
 from relance.cli import app
+from relance.delivery import deliver
 from relance.email.transports import DeliveryError
-from relance.runner import deliver
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Event, Lead, Outbox

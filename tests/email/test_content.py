@@ -274,8 +274,8 @@ def test_a_lead_email_whose_template_lost_its_footer_leaves_with_one_and_staff_m
 
     from sqlmodel import Session
 
+    from relance.delivery import deliver
     from relance.email.transports import FileTransport
-    from relance.runner import deliver
     from relance.settings import Settings
     from relance.store.repo import upsert_lead
     from relance.store.tables import Outbox

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
+from relance.delivery import deliver_pending
 from relance.email.templates import SAMPLE_CONTEXT, RenderError, RenderLimits, TemplateLibrary
-from relance.runner import deliver_pending
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Outbox

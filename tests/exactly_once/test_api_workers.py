@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from relance.library import load_library
-from relance.runner import sync_scenarios
+from relance.plans import sync_scenarios
 from relance.store.tables import Enrollment, Event, Lead
 
 from harness import FULL, environment

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from relance.library import load_library
-from relance.runner import sync_scenarios
+from relance.plans import sync_scenarios
 from relance.store.tables import Enrollment, Event, Lead
 
 from harness import FULL, add_leads, emails_per_lead_and_step, environment, files_sent, finish, start

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from relance.library import load_library
-from relance.runner import sync_scenarios
+from relance.plans import sync_scenarios
 from relance.store.tables import Outbox
 
 from harness import FULL, add_leads, files_sent, finish, start

@@ -13,11 +13,12 @@ from typer.testing import CliRunner
 
 from relance.cli import app
 from relance.leads import lead_summary
+from relance.plans import sync_scenarios
 from relance.scoring.config import ScoringConfig
-from relance.settings import get_settings
 from relance.report import build_report
-from relance.runner import run_tick_inline, sync_scenarios
+from relance.settings import get_settings
 from relance.store.tables import Enrollment, Lead, Outbox
+from relance.tick import run_tick_inline
 
 from harness import add_leads
 

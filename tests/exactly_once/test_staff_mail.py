@@ -10,10 +10,11 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlmodel import Session
 
+from relance.delivery import deliver_pending
 from relance.email.transports import FileTransport
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
-from relance.runner import deliver_pending, sync_scenarios
+from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.store.tables import Handoff, Lead, Outbox, StageChange
 

@@ -10,8 +10,9 @@ from sqlmodel import Session
 
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
-from relance.runner import run_tick_inline, sync_scenarios
+from relance.plans import sync_scenarios
 from relance.store.tables import Outbox
+from relance.tick import run_tick_inline
 
 from harness import FULL, add_leads, finish, start
 

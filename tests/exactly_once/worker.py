@@ -19,8 +19,9 @@ from datetime import datetime
 from relance.email.transports import make_transport
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
-from relance.runner import open_store, run_tick_inline
+from relance.plans import open_store
 from relance.settings import Settings
+from relance.tick import run_tick_inline
 
 
 class _Slow:

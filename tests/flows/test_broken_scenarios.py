@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from relance.cli import app
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
-from relance.runner import open_store, sync_scenarios
+from relance.plans import open_store, sync_scenarios
 from relance.settings import Settings, get_settings
 from relance.store.tables import Enrollment, Lead, StepLog
 

@@ -13,10 +13,12 @@ import pytest
 from aiosmtpd.controller import Controller
 
 import tasks.deliver
+from relance.delivery import RetryableDelivery
+from relance.plans import open_store
 from relance.prefect_adapter import RUN_LOGGERS, _drop_said_traceback, said_without_traceback
-from relance.runner import RetryableDelivery, TickError, open_store
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
+from relance.tick import TickError
 from sqlmodel import Session
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -13,7 +13,7 @@ from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import lead_summary
 from relance.scoring.config import ScoringConfig
 from relance.library import Library, load_scoring
-from relance.runner import open_store
+from relance.plans import open_store
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 

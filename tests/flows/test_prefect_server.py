@@ -182,7 +182,7 @@ def _seed_three_downloads(env: dict[str, str]) -> list[str]:
 
     from relance.ingest import IncomingEvent, ingest_events
     from relance.library import load_library
-    from relance.runner import open_store, sync_scenarios
+    from relance.plans import open_store, sync_scenarios
     from relance.settings import Settings
     from relance.store.repo import upsert_lead
 

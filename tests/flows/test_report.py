@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from relance.runner import TickReport
-from tasks.report import artifact_key, figures_key, figures_link, figures_markdown, step_rows, summary
+from relance.tick import TickReport, summary
+from tasks.report import artifact_key, figures_key, figures_link, figures_markdown, step_rows
 
 
 def test_the_artifact_key_keeps_only_what_prefect_accepts() -> None:

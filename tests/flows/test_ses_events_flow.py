@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from relance.cli import app
 from relance.leads import lead_summary
+from relance.plans import open_store
 from relance.scoring.config import ScoringConfig
-from relance.runner import open_store
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 

@@ -23,10 +23,11 @@ from typer.testing import CliRunner
 
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
-from relance.runner import open_store, run_tick_inline, sync_scenarios
+from relance.plans import open_store, sync_scenarios
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Event, Outbox, StepLog
+from relance.tick import run_tick_inline
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday

@@ -14,7 +14,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from relance.runner import open_store
+from relance.plans import open_store
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Outbox, StepLog

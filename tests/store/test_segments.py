@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from relance.engine.conditions import holds
 from relance.engine.triggers import may_enter
-from relance.runner import lead_facts
+from relance.enrollment import lead_facts
 from relance.scenario.model import Condition, ReentryAfter, Scenario
 from relance.scenario.plan import compile_scenario
 from relance.scoring.config import ScoringConfig

@@ -1,0 +1,36 @@
+"""The housekeeping tasks: fade idle scores, flag hand-offs past their SLA, re-engage the leads sales said "later" about."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import Engine
+
+from relance.housekeeping import run_reengage, run_sla
+from relance.library import Library
+from relance.plans import sync_scenarios
+from relance.scoring.config import ScoringConfig
+from relance.scoring.decay import decay_scores
+from relance.settings import Settings
+
+
+# NO_CACHE: these write to the database; a cached result would skip the write.
+@task(name="decay-scores", cache_policy=NO_CACHE)
+def decay_task(engine: Engine, scoring: ScoringConfig, when: datetime, batch_size: int):
+    """Take the decay points off every lead idle long enough (scoring.yaml `decay`)."""
+    return decay_scores(engine, scoring, now=when, batch_size=batch_size)
+
+
+@task(name="flag-sla", cache_policy=NO_CACHE)
+def sla_task(engine: Engine, library: Library, when: datetime):
+    """Flag the open hand-offs past their target or deadline; tell whom scoring.yaml names."""
+    return run_sla(engine, library, now=when)
+
+
+@task(name="reengage-later-leads", cache_policy=NO_CACHE)
+def reengage_task(engine: Engine, settings: Settings, library: Library, when: datetime) -> int:
+    """Register the scenarios, then enroll the "later" leads whose date has come; how many."""
+    sync_scenarios(engine, settings, now=when, library=library)
+    return run_reengage(engine, library, now=when)
