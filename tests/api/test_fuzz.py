@@ -37,7 +37,7 @@ from relance.api.app import _Input, create_app
 from relance.clock import FrozenClock
 from relance.email import tracking
 from relance.library import load_library
-from relance.runner import sync_scenarios
+from relance.plans import sync_scenarios
 from relance.sales import hand_off, open_handoff_of
 from relance.scenario.model import EVENT_TYPES
 from relance.settings import Settings

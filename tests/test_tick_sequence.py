@@ -1,0 +1,119 @@
+"""One tick sequence: the inline tick follows the flow's failure rules, and every effect has its `apply_` function."""
+
+from __future__ import annotations
+
+import logging
+import re
+import typing
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlmodel import Session
+
+import flows.tick
+from relance import effects
+from relance.email.message import OutgoingEmail
+from relance.email.transports import DeliveryError
+from relance.engine.types import Effect
+from relance.library import load_library
+from relance.plans import sync_scenarios
+from relance.settings import Settings
+from relance.store.repo import upsert_lead
+from relance.store.tables import Outbox
+from relance.tick import TickError, TickSteps, run_tick, run_tick_inline
+
+TEMPLATE = """<mjml><mj-body><mj-section><mj-column>
+<mj-text>Bonjour {{ lead.first_name }}.</mj-text>
+<mj-text>{{ postal_address }} <a href="{{ unsubscribe_url }}">Se désinscrire</a></mj-text>
+</mj-column></mj-section></mj-body></mjml>
+"""
+
+WELCOME = """\
+scenario: welcome
+trigger: {segment: {stage_in: [lead]}}
+steps:
+  - id: hello
+    send: hello
+    subject: "Bonjour {{ lead.first_name }}"
+  - id: done
+    end: true
+"""
+
+
+class Greylisting:
+    """Refuses one address for now (a retry may help), delivers the others."""
+
+    def __init__(self, refused: str) -> None:
+        self.refused, self.sent = refused, []
+
+    def send(self, email: OutgoingEmail) -> str:
+        if email.to == self.refused:
+            raise DeliveryError(f"{email.to}: 451 greylisted, try again later", retryable=True)
+        self.sent.append(email.to)
+        return f"sent-{len(self.sent)}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    for folder in ("scenarios", "templates"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "templates" / "hello.mjml").write_text(TEMPLATE, encoding="utf-8")
+    (tmp_path / "scenarios" / "welcome.yaml").write_text(WELCOME, encoding="utf-8")
+    return Settings(database_url=db_url, scenarios_dir=tmp_path / "scenarios", templates_dir=tmp_path / "templates",
+                    transport="null", batch_size=2)
+
+
+def test_a_batch_refused_for_now_stays_pending_and_the_tick_goes_on_to_the_next_batches(engine, settings, clock, caplog):
+    emails = [f"lead{i}@acme.example" for i in range(5)]
+    with Session(engine) as session:
+        for email in emails:
+            upsert_lead(session, email=email, now=clock.now(), first_name="Léa")
+        session.commit()
+    library = load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    transport = Greylisting(refused=emails[0])  # in the first batch of two
+
+    with caplog.at_level(logging.INFO, logger="relance.tick"):
+        with pytest.raises(TickError, match=re.escape(
+                "welcome: emails not delivered yet, they stay pending for the next tick: batch 1 (2 emails): "
+                "1 message(s) could not be delivered yet")):
+            run_tick_inline(engine, settings, scenario="welcome", now=clock.now(), library=library, transport=transport)
+
+    assert sorted(transport.sent) == emails[1:]  # the next batches left, and the refused batch's other email
+    with Session(engine) as session:
+        pending = session.execute(select(Outbox.to_address).where(Outbox.status == "pending")).scalars().all()
+    assert pending == [emails[0]]  # nothing lost: the next tick tries it again
+    said = caplog.text
+    assert "welcome: 5 entered, 5 due, 3 batches, 3 sent" in said  # a batch not delivered counts none, as in the flow
+    assert "1 batch not delivered after every retry" in said
+    assert "other pending messages (hand-off and SLA emails, what earlier runs left): 0 sent, 0 failed or expired, " \
+           "1 still pending (outbox 1 to lead0@acme.example: lead0@acme.example: 451 greylisted" in said
+
+
+def test_the_flow_runs_the_same_sequence_with_its_tasks():
+    assert isinstance(flows.tick.TASKS, TickSteps)
+    assert flows.tick.TASKS.deliver.retries == 3  # the inline tick has no retries: the rest is the same sequence
+    assert "run_tick(" in Path(flows.tick.__file__).read_text(encoding="utf-8")
+    assert run_tick.__module__ == "relance.tick"
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+@pytest.mark.parametrize("kind", typing.get_args(Effect), ids=lambda kind: kind.__name__)
+def test_every_effect_is_applied_by_its_own_function(kind, monkeypatch):
+    applied = []
+    name = "apply_" + _snake(kind.__name__)
+    assert callable(getattr(effects, name, None)), f"relance.effects has no {name} for {kind.__name__}"
+    for other in typing.get_args(Effect):
+        monkeypatch.setattr(effects, "apply_" + _snake(other.__name__),
+                            lambda effect, at, other=other: applied.append(other))
+    effects.apply_effect(object.__new__(kind), at=None)
+    assert applied == [kind]
+
+
+def test_an_effect_of_no_known_kind_is_refused():
+    with pytest.raises(AssertionError):
+        effects.apply_effect(object(), at=None)
