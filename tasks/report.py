@@ -17,7 +17,7 @@ from sqlmodel import Session
 from relance.library import BrokenScenario
 from relance.plans import current_version_ids, plan_for_version
 from relance.report import outcome_words, standing, steps
-from relance.tick import TickReport, count_tick as count_from_store, summary
+from relance.tick_figures import TickReport, count_tick as count_from_store, summary
 
 
 def _slug(scenario: str) -> str:

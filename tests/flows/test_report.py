@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from relance.tick import TickReport, summary
+from relance.tick_figures import TickReport, summary
 from tasks.report import artifact_key, figures_key, figures_link, figures_markdown, step_rows
 
 
