@@ -14,7 +14,7 @@ from relance.email import tracking
 from relance.email.message import OutgoingEmail, sender_name
 from relance.email.templates import TemplateLibrary
 from relance.settings import Settings
-from relance.store.tables import Lead, Outbox
+from relance.store.tables import PROFILE_FIELDS, Lead, Outbox, profile_of
 
 
 def template_context(lead: Lead, settings: Settings, outbox: Outbox, unsubscribe: str | None = None) -> dict[str, Any]:
@@ -24,12 +24,8 @@ def template_context(lead: Lead, settings: Settings, outbox: Outbox, unsubscribe
     (a rep who clicks "unsubscribe" in his own mail must not unsubscribe the lead) and say `internal`."""
     internal = (outbox.options or {}).get("kind", "lead") != "lead"
     return {
-        "lead": {
-            "email": lead.email, "first_name": lead.first_name, "last_name": lead.last_name,
-            "job_title": lead.job_title, "company": lead.company, "sector": lead.sector,
-            "country": lead.country, "score": lead.score, "grade": lead.grade, "stage": lead.stage,
-            "fields": dict(lead.fields or {}),
-        },
+        "lead": {**profile_of(lead), "score": lead.score, "grade": lead.grade, "stage": lead.stage,
+                 "fields": dict(lead.fields or {})},
         "internal": internal,
         "unsubscribe_url": None if internal else unsubscribe or tracking.unsubscribe_url(
             public_url=settings.public_url, secret=settings.secret_key, outbox_id=outbox.id, lead_id=lead.id, email=lead.email
@@ -44,8 +40,7 @@ def template_context(lead: Lead, settings: Settings, outbox: Outbox, unsubscribe
 
 
 OUTBOX_READ = ("id", "lead_id", "to_address", "template", "subject", "options", "scenario", "step_id")  # what composing reads
-LEAD_READ = ("id", "email", "first_name", "last_name", "job_title", "company", "sector", "country", "score", "grade",
-              "stage", "fields", "suppressed")  # what sending and `template_context` read
+LEAD_READ = ("id", "email", *PROFILE_FIELDS, "score", "grade", "stage", "fields", "suppressed")  # what sending reads
 
 
 def compose(row, lead, *, settings: Settings, templates: TemplateLibrary) -> OutgoingEmail:

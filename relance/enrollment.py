@@ -19,7 +19,7 @@ from relance.engine.triggers import may_enter
 from relance.engine.types import EnrollmentState, EventFact, LeadFacts
 from relance.library import Library, load_library
 from relance.plans import current_version_ids
-from relance.scenario.model import EVENT_CONDITIONS, SegmentTrigger
+from relance.scenario.model import EVENT_CONDITIONS, SegmentTrigger, nested
 from relance.scenario.plan import Plan
 from relance.scoring.config import ScoringConfig
 from relance.settings import Settings
@@ -170,9 +170,4 @@ def enroll_due(engine: Engine, settings: Settings, *, scenario: str, now: dateti
 
 def _mentions_events(condition: Any) -> bool:
     """Whether a segment needs the leads' events read (it tests one somewhere in its tree)."""
-    if isinstance(condition, EVENT_CONDITIONS):
-        return True
-    children = getattr(condition, "all", None) or getattr(condition, "any", None) or []
-    if getattr(condition, "not_", None) is not None:
-        children = [condition.not_]
-    return any(_mentions_events(child) for child in children)
+    return any(isinstance(inner, EVENT_CONDITIONS) for inner, _ in nested(condition))
