@@ -19,6 +19,7 @@ from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import move_stage
 from relance.store.repo import find_lead
 from relance.store.tables import Cost, Deal, Lead
+from relance.wakes import lock_active_enrollments, wake_for_lead_changes
 
 LOST_REASONS = ("price", "competitor", "no-budget", "no-decision", "bad-timing", "no-need", "missing-feature",
                 "unreachable", "other")
@@ -77,8 +78,6 @@ def check_closing(closing: Closing, *, now: datetime) -> datetime:
 
 def record_deal(session: Session, *, email: str, closing: Closing, scoring: ScoringConfig, now: datetime) -> Deal:
     """Store a won or lost deal and move the lead's stage; the caller commits."""
-    # imported here: relance.wakes reads the runner, which imports relance.sales
-    from relance.wakes import lock_active_enrollments, wake_for_lead_changes
 
     on = check_closing(closing, now=now)
     lead = find_lead(session, email)

@@ -20,6 +20,7 @@ from relance.scoring.ledger import move_stage
 from relance.scoring.rules import at_handoff_point, is_sales_ready, team_for
 from relance.store.repo import find_lead, record_events
 from relance.store.tables import Event, Handoff, Lead, Outbox, ScoreChange, profile_of
+from relance.wakes import lock_active_enrollments, wake_for_lead_changes
 
 REJECT_REASONS = ("no-budget", "no-need", "bad-timing", "not-decision-maker", "competitor", "bad-fit", "unreachable", "other")
 BANT_FIELDS = ("budget", "authority", "need", "timing")
@@ -265,8 +266,6 @@ class Answer:
 
 def answer(session: Session, *, email: str, reply: Answer, scoring: ScoringConfig, now: datetime) -> Handoff:
     """Record sales' answer to the lead's open handoff and move the lead's stage."""
-    # imported here: relance.wakes reads the runner, which imports this module
-    from relance.wakes import lock_active_enrollments, wake_for_lead_changes
 
     lead = find_lead(session, email)
     if lead is None:

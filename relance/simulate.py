@@ -11,12 +11,12 @@ Choices:
 - every synthetic lead enters (reentry is moot: each enters once); an event trigger's own
   event is in the lead's history at entry; a segment trigger redraws leads until they match;
 - a `handoff` hands off when scoring.yaml's handoff point is met (score and grade), and
-  moves the lead to `sql-pending` as the runner does; `enroll` counts the lead as moved to
+  moves the lead to `sql-pending` as a tick does; `enroll` counts the lead as moved to
   that scenario, which is not simulated;
 - an unsubscribed lead's later emails are counted as suppressed and draw no reactions;
 - with a `scoring` config, simulated events earn its behaviour points (no decay) and, as in ingestion, may make
   the lead an MQL or hand it to sales at the hand-off point (score and grade); a change that makes a `wait_until`
-  on the score, temperature or stage hold wakes it, as a change of the lead does in the runner (relance.wakes).
+  on the score, temperature or stage hold wakes it, as a change of the lead does in a tick (relance.wakes).
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ class _Simulation:
                 self.send(index, effect, now)
             elif isinstance(effect, HandOff):
                 self.tally.handoffs += self.people[index].stage != "sql-pending"  # an open hand-off is not opened twice
-                lead = replace(lead, stage="sql-pending")  # as the runner does
+                lead = replace(lead, stage="sql-pending")  # as a tick does
             elif isinstance(effect, EnrollInto):
                 moved_to = effect.scenario
         if lead.temperature != (temperature := self.scoring.temperature_of(lead.score)):
@@ -191,7 +191,7 @@ class _Simulation:
             if state.due_at is not None and state.due_at > now:
                 self.push(state.due_at, _DUE, index, self.generations[index])
                 return
-            # Same guard as the runner: an enrollment left due would spin forever.
+            # Same guard as a tick's (relance.advancing): an enrollment left due would spin forever.
             state.status, state.due_at = "failed", None
             state.exit_reason = f"stuck at step {state.step_id}: the interpreter left it due"
         where = outcome.trace[-1].step_id if outcome.trace else (state.step_id or self.plan.first)

@@ -1,6 +1,6 @@
 """What the interpreter reads and what it returns. Plain data, no I/O.
 
-The runner (database) and the simulator (virtual clock) both build these from their own
+A tick (database) and the simulator (virtual clock) both build these from their own
 world, call `relance.engine.interpreter.advance`, then carry out the returned effects.
 """
 
