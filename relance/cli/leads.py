@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from relance.cli.common import (NOW_HELP, _at, _fail, _library, _listing, _now, _print_json, _settings, _stored,
-    _when, console, err)
+                                _when, console, err)
 
 
 lead_app = typer.Typer(no_args_is_help=True, help="Look at leads.")

@@ -1,4 +1,5 @@
-"""`relance tick`, `flow ...`, `ses-events`: the runs that move enrollments, housekeeping and SES events along."""
+"""`relance tick`, `flow ...`, `ses-events`, `serve`, `demo`: what runs relance: the ticks that move enrollments along,
+the housekeeping flows, the SES event drain, the HTTP API, and the demo of it all."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rich import box
 from rich.table import Column, Table
 
 from relance.cli.common import (NOW_HELP, _extra_files, _fail, _library, _now, _prefect, _resolve, _settings,
-    _signing_settings, _warn_broken, console, err)
+                                _signing_settings, _warn_broken, console, err)
 
 
 BROKEN_EXIT = 3  # `relance tick` (all): the valid scenarios ticked, at least one scenario file is broken
@@ -134,3 +135,27 @@ def ses_events(
         err.print(f"set aside: {reason}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"{report.stored} stored, {report.duplicates} already stored, {report.suppressed} suppressed, "
                   f"{report.set_aside} set aside, {report.deleted} removed from the queue")
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+) -> None:
+    """The HTTP API: tracking, one-click unsubscribe, event intake (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from relance.api.app import create_app
+    from relance.plans import open_store
+
+    library, settings = _library(), _signing_settings(api=True)  # at start-up: a missing folder is refused now, not at the first request
+    api = create_app(settings, engine=open_store(settings), library=library)
+    uvicorn.run(api, host=host, port=port, proxy_headers=True)
+
+
+def demo(directory: Path = typer.Option(Path("demo-run"), "--dir", help="Where to put the demo database and outbox.")) -> None:
+    """The main job on embedded defaults: leads, 30 days of engagement, real Prefect ticks, an outbox."""
+    from relance.demo.run import run_demo
+
+    _library()  # the demo runs the project's scenarios: refused before it clears DIR when they are missing
+    with _prefect():
+        run_demo(directory, console=console)

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from relance.cli.common import (_extra_files, _fail, _library, _nothing, _print_json, _resolve, _settings,
-    _setup_failed, console, err)
+                                _setup_failed, console, err)
 
 
 def validate(
