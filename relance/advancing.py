@@ -20,7 +20,7 @@ from relance.effects import CHANGES_LEAD, Applying, Written, apply_effect
 from relance.engine.interpreter import advance
 from relance.engine.types import Effect
 from relance.enrollment import enroll_leads, events_of, lead_facts, state_of, state_values
-from relance.library import Library, load_library
+from relance.library import Library
 from relance.plans import current_version_ids, plan_for_version
 from relance.sales import last_rejections, ready_for_sales
 from relance.scenario.plan import Plan
@@ -47,8 +47,7 @@ class BatchResult:
 
 
 def advance_due(
-    engine: Engine, settings: Settings, *, scenario: str, now: datetime, limit: int | None = None,
-    library: Library | None = None,
+    engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library, limit: int | None = None,
 ) -> BatchResult:
     """Claim one batch of due enrollments and advance them, in one transaction.
 
@@ -60,7 +59,6 @@ def advance_due(
     branch) never holds back the others: the batch is rolled back and advanced again in halves
     until the culprit stands alone; it leaves the scenario as `failed`, with its step and reason.
     """
-    library = library or load_library(settings)
     return _advance_splitting(engine, None, limit=limit or settings.batch_size, scenario=scenario, library=library,
                               now=now)
 

@@ -17,7 +17,7 @@ from relance.engine.conditions import holds
 from relance.engine.interpreter import enter
 from relance.engine.triggers import may_enter
 from relance.engine.types import EnrollmentState, EventFact, LeadFacts
-from relance.library import Library, load_library
+from relance.library import Library
 from relance.plans import current_version_ids
 from relance.scenario.model import EVENT_CONDITIONS, SegmentTrigger, nested
 from relance.scenario.plan import Plan
@@ -134,9 +134,8 @@ def enroll_leads(
     return len(entered)
 
 
-def enroll_due(engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library | None = None) -> int:
+def enroll_due(engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library) -> int:
     """Segment triggers: enroll every lead that newly matches; event triggers enroll at ingestion."""
-    library = library or load_library(settings)
     plan = library.plans[scenario]
     trigger = plan.scenario.trigger
     if not isinstance(trigger, SegmentTrigger):

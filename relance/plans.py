@@ -12,7 +12,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from relance.library import Library, load_library
+from relance.library import Library
 from relance.scenario.plan import Plan, plan_from_definition
 from relance.settings import SettingError, Settings
 from relance.store.db import StoreUnavailable, make_engine, migrate
@@ -55,9 +55,8 @@ def plan_for_version(session: Session, version_id: int) -> Plan:
     return plan
 
 
-def sync_scenarios(engine: Engine, settings: Settings, *, now: datetime, library: Library | None = None) -> dict[str, int]:
+def sync_scenarios(engine: Engine, settings: Settings, *, now: datetime, library: Library) -> dict[str, int]:
     """Register the current version of every scenario in the folder; name -> version id."""
-    library = library or load_library(settings)
     with Session(engine) as session:
         ids = {
             name: ensure_scenario_version(session, plan=plan, source_path=str(library.paths[name]), now=now).id

@@ -9,7 +9,6 @@ Imports are lazy so that `relance` imports, runs and tests without Prefect loade
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -80,14 +79,30 @@ def flow_api(load: Callable[[], Any] = lambda: None) -> Iterator[Any]:
 
 def run_tick(scenario: str, *, now: str | None = None, batch_size: int | None = None) -> dict[str, Any]:
     """One Prefect flow run of `flows/tick.py:tick` for one scenario; returns its counts."""
-    with flow_api(lambda: importlib.import_module("flows.tick").tick) as tick:
+    with flow_api(_tick_flow) as tick:
         return tick(scenario=scenario, now=now, batch_size=batch_size)
 
 
 def run_flow(module: str, name: str, **parameters: Any) -> Any:
-    """One flow run of `flows/<module>.py:<name>` (housekeeping flows)."""
-    with flow_api(lambda: getattr(importlib.import_module(module), name)) as flow:
+    """One flow run of `flows/housekeeping.py:<name>` (`module` is "flows.housekeeping", the one it may name)."""
+    if module != "flows.housekeeping":
+        raise ValueError(f"run_flow runs the housekeeping flows, not {module}")
+    with flow_api(lambda: getattr(_housekeeping_flows(), name)) as flow:
         return flow(**parameters)
+
+
+def _tick_flow() -> Any:
+    """The tick flow, imported here (not at the top) so that `relance` imports without Prefect."""
+    from flows.tick import tick
+
+    return tick
+
+
+def _housekeeping_flows() -> Any:
+    """The housekeeping flows' module, imported here for the same reason."""
+    from flows import housekeeping
+
+    return housekeeping
 
 
 def stop_local_api() -> None:

@@ -20,7 +20,7 @@ from relance.delivery import deliver, deliver_pending
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import Transport, make_transport
 from relance.enrollment import enroll_due
-from relance.library import Library, load_library
+from relance.library import Library
 from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.settling import DeliveryResult
@@ -103,14 +103,13 @@ def _deliver_leftovers(engine: Engine, settings: Settings, report: TickReport, *
 
 
 def run_tick_inline(
-    engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library | None = None,
+    engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library,
     transport: Transport | None = None, templates: TemplateLibrary | None = None, batch_size: int | None = None,
     standing: bool = True,
 ) -> TickReport:
     """The tick `flows/tick.py` runs, with plain functions instead of Prefect tasks (and no retries): for tests,
     benchmarks and the simulator's checks. `standing=False` skips counting where every enrollment stands (`waiting`
     stays None): the benchmarks measure the work that grows with what is due, not with what is enrolled."""
-    library = library or load_library(settings)
     transport = transport or make_transport(settings)
     templates = templates or TemplateLibrary(settings.templates_dir)
     steps = TickSteps(

@@ -4,8 +4,12 @@ the runtime package."""
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
+import inspect
 from pathlib import Path
+
+import pytest
 
 import relance
 
@@ -36,3 +40,53 @@ def test_test_doubles_and_one_off_scripts_are_not_shipped():
 
     assert not hasattr(transports, "RecordingTransport")  # tests/recording.py
     assert importlib.util.find_spec("relance.demo.generate_leads") is None  # scripts/generate_leads.py
+
+
+@pytest.mark.parametrize("service", [
+    "relance.tick:run_tick_inline", "relance.plans:sync_scenarios", "relance.enrollment:enroll_due",
+    "relance.advancing:advance_due",
+])
+def test_the_services_of_a_tick_are_handed_the_library_and_never_read_it_behind_the_callers_back(service):
+    """A missing library used to be read again from disk, silently: every scenario parsed and validated once more."""
+    module, name = service.split(":")
+    library = inspect.signature(getattr(importlib.import_module(module), name)).parameters["library"]
+    assert library.kind is inspect.Parameter.KEYWORD_ONLY and library.default is inspect.Parameter.empty
+
+
+def test_a_tick_handed_the_library_reads_no_scenario(engine, clock, tmp_path, monkeypatch):
+    """The caller loads the library once; the tick, its enrollment, advancing and delivery use that one."""
+    from relance import library as library_module
+    from sqlmodel import Session
+
+    from relance.ingest import IncomingEvent, ingest_events
+    from relance.plans import sync_scenarios
+    from relance.settings import Settings
+    from relance.store.repo import upsert_lead
+    from relance.tick import run_tick_inline
+
+    settings = Settings(database_url=engine.url.render_as_string(hide_password=False), scenarios_dir=ROOT / "scenarios",
+                        templates_dir=ROOT / "templates" / "emails", transport="null", outbox_dir=tmp_path / "outbox")
+    library = library_module.load_library(settings)
+    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    with Session(engine) as session:
+        upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
+        session.commit()
+    ingest_events(engine, library, [IncomingEvent("downloaded", "lea@acme.example", clock.now(),
+                                                  {"asset": "livre-blanc-leads"})], now=clock.now())
+    listed: list[object] = []
+
+    def counted(*args, **kwargs):
+        listed.append(args)
+        return real(*args, **kwargs)
+
+    real = library_module.scenario_files
+    monkeypatch.setattr(library_module, "scenario_files", counted)  # every load_library lists the folder first
+    report = run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), library=library)
+    assert report.sent == 1  # the tick did its work...
+    assert listed == []  # ...without reading the scenarios again
+
+
+def test_the_flows_are_imported_by_name_in_the_code_not_looked_up_from_a_string():
+    """`from flows.tick import tick` is what a reader (and a refactoring tool) follows; importlib hid it."""
+    for path in (ROOT / "relance").rglob("*.py"):
+        assert "import_module(" not in path.read_text(encoding="utf-8"), path.relative_to(ROOT)

@@ -345,7 +345,7 @@ def _staff_mail(engine):
 @pytest.mark.parametrize("verdict, kw", [("accept", {}), ("reject", {"reason": "no-budget"}), ("later", {})])
 def test_an_answer_before_the_hand_off_email_left_cancels_it_and_nothing_stale_is_sent(world, clock, verdict, kw):
     """The email says 'call this lead before DATE': once sales answered, it must not reach the owner days later."""
-    engine, settings, _ = world
+    engine, settings, library = world
     _graded(world, clock)
     _event(world, clock, "demo_requested")  # handed off: the email waits for the next delivery
     assert _staff_mail(engine) == [("handoff", "claire@example.com", "pending")]
@@ -353,7 +353,8 @@ def test_an_answer_before_the_hand_off_email_left_cancels_it_and_nothing_stale_i
 
     assert _staff_mail(engine) == [("handoff", "claire@example.com", "skipped")]
     transport = RecordingTransport()
-    run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.advance(timedelta(hours=1)), transport=transport)
+    run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.advance(timedelta(hours=1)),
+                    library=library, transport=transport)
     assert [m.to for m in transport.sent] == []
     with Session(engine) as session:
         skipped = session.exec(select(Outbox).where(Outbox.step_id.like("handoff:%"))).scalars().one()

@@ -132,7 +132,8 @@ def test_an_unsubscribe_ends_the_scenario_at_its_next_step(world, clock, tmp_pat
     client.post(path, content="List-Unsubscribe=One-Click")
     settings = Settings(database_url=str(engine.url.render_as_string(hide_password=False)), scenarios_dir=ROOT / "scenarios",
                         templates_dir=ROOT / "templates" / "emails", transport="null")
-    report = run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.advance(timedelta(days=4)))
+    report = run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.advance(timedelta(days=4)),
+                             library=load_library(settings))
     assert report.sent == 0 and report.counts[("pause", "exited")] == 1
 
 

@@ -325,9 +325,10 @@ def test_a_tick_and_relance_report_say_what_the_database_says_on_both_backends(t
 
     settings = _setup(tmp_path, monkeypatch, db_url)
     engine = open_store(settings)
+    library = load_library(settings)
 
     def tick(scenario: str, at: datetime):
-        return run_tick_inline(engine, settings, scenario=scenario, now=at)
+        return run_tick_inline(engine, settings, scenario=scenario, now=at, library=library)
 
     def check(scenario: str, at: datetime, report, expected: dict) -> None:
         assert report.as_dict() == expected["result"], (scenario, at)
