@@ -4,6 +4,7 @@ the message that cannot be built fails, saying why."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -78,8 +79,10 @@ def test_a_render_stops_at_its_deadline(tmp_path: Path) -> None:
     templates = library(tmp_path, MJML.format(slow), RenderLimits(seconds=0.01, turns=10**9))
     with pytest.raises(RenderError) as raised:
         templates.render("t", subject="s", context=SAMPLE_CONTEXT)
-    assert str(raised.value) == ("template 't': stopped after 0.01 s: a loop or a macro repeats too much for one email "
-                                 "(at t.mjml line 1)")
+    # where it stopped is said when the deadline passes inside the template's own code: on a loaded machine 10 ms
+    # may be gone before the first loop turn (in the subject, or the first check), and then there is no line to name
+    assert re.fullmatch(r"template 't': stopped after 0\.01 s: a loop or a macro repeats too much for one email"
+                        r"( \(at t\.mjml line 1\))?", str(raised.value)), str(raised.value)
 
 
 def test_the_html_has_the_output_limit_too(tmp_path: Path) -> None:
