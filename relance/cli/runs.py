@@ -67,41 +67,37 @@ def tick(
 flow_app = typer.Typer(no_args_is_help=True, help="Run one scheduled housekeeping flow once.")
 
 
+def _housekeeping(name: str, now: Optional[str], *, sends_mail: bool = False) -> dict:
+    """One run of a housekeeping flow: a bad --now, missing folders, broken scenarios and (for a flow that mails)
+    a guessable signing key are refused before Prefect starts."""
+    from relance.prefect_adapter import run_flow
+
+    _now(now)
+    _library()
+    if sends_mail:
+        _signing_settings()
+    with _prefect(store=True):
+        return run_flow("flows.housekeeping", name, now=now)
+
+
 @flow_app.command("decay")
 def flow_decay(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP)) -> None:
     """Fade the behaviour score of idle leads, once (a Prefect flow run)."""
-    from relance.prefect_adapter import run_flow
-
-    _now(now)  # a bad --now is refused before Prefect starts
-    _library()  # and so are missing folders or broken scenarios (the flow reads scoring.yaml)
-    with _prefect(store=True):
-        result = run_flow("flows.housekeeping", "decay", now=now)
+    result = _housekeeping("decay", now)
     console.print(f"decay: {result['leads']} idle lead(s) lost {-result['points']} point(s) in all")
 
 
 @flow_app.command("sla")
 def flow_sla(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP)) -> None:
     """Flag handoffs past their SLA, once (a Prefect flow run)."""
-    from relance.prefect_adapter import run_flow
-
-    _now(now)
-    _library()  # missing folders or broken scenarios: refused before Prefect starts
-    _signing_settings()  # it sends staff email
-    with _prefect(store=True):
-        r = run_flow("flows.housekeeping", "sla", now=now)
+    r = _housekeeping("sla", now, sends_mail=True)
     console.print(f"sla: {r['open']} open hand-off(s); {r['target_missed']} newly past target, {r['deadline_missed']} newly past deadline")
 
 
 @flow_app.command("reengage")
 def flow_reengage(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP)) -> None:
     """Re-engage the "later" leads whose date has come, once (a Prefect flow run)."""
-    from relance.prefect_adapter import run_flow
-
-    _now(now)
-    _library()  # missing folders or broken scenarios: refused before Prefect starts
-    _signing_settings()  # it sends staff email
-    with _prefect(store=True):
-        r = run_flow("flows.housekeeping", "reengage", now=now)
+    r = _housekeeping("reengage", now, sends_mail=True)
     console.print(f"reengage: {r['enrolled']} lead(s) enrolled")
 
 
