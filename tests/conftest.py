@@ -31,6 +31,15 @@ os.environ.pop("RELANCE_SECRET_KEYS_OLD", None)
 PG_ADMIN_URL = os.environ.get("RELANCE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
+def module_database(request, stack, folder: Path, name: str) -> str:
+    """The URL of a database of the backend a module-scoped fixture is parametrized with ("sqlite" or
+    "postgresql"): a file in `folder`, or a scratch PostgreSQL database dropped when `stack` closes."""
+    if request.param == "sqlite":
+        return f"sqlite:///{folder / 'relance.db'}"
+    request.getfixturevalue("postgres_reachable")
+    return stack.enter_context(scratch_postgres(PG_ADMIN_URL, name))
+
+
 @pytest.fixture(scope="session")
 def postgres_reachable() -> None:
     """Fail (once per session) with what to do when the test PostgreSQL cannot be reached."""

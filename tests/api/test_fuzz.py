@@ -41,10 +41,10 @@ from relance.plans import sync_scenarios
 from relance.sales import hand_off, open_handoff_of
 from relance.scenario.model import EVENT_TYPES
 from relance.settings import Settings
-from relance.store.db import make_engine, migrate, scratch_postgres
+from relance.store.db import make_engine, migrate
 from relance.store.repo import upsert_lead
 from relance.store.tables import Lead, Outbox
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import module_database
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("RELANCE_FUZZ_EXAMPLES", "50"))
@@ -155,11 +155,7 @@ def world(request, tmp_path_factory) -> World:
     """One world per backend for every operation: what one example stores, the next ones meet."""
     folder = tmp_path_factory.mktemp("api-fuzz")
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            db_url = f"sqlite:///{folder / 'relance.db'}"
-        else:
-            request.getfixturevalue("postgres_reachable")
-            db_url = stack.enter_context(scratch_postgres(PG_ADMIN_URL, "relance_fuzz"))
+        db_url = module_database(request, stack, folder, "relance_fuzz")
         engine = make_engine(db_url)
         stack.callback(engine.dispose)
         migrate(engine)

@@ -21,10 +21,10 @@ from relance.library import load_library
 from relance.plans import sync_scenarios
 from relance.sales import hand_off
 from relance.settings import Settings
-from relance.store.db import make_engine, migrate, scratch_postgres
+from relance.store.db import make_engine, migrate
 from relance.store.repo import upsert_lead
 from relance.store.tables import Deal, Enrollment, Event, Handoff, Lead, Outbox, ScoreChange, StageChange, Suppression
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import module_database
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "corpus-token-of-the-tests"
@@ -240,11 +240,7 @@ def api(request, tmp_path_factory):
     and each counts every table before and after."""
     folder = tmp_path_factory.mktemp("api-corpus")
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            db_url = f"sqlite:///{folder / 'relance.db'}"
-        else:
-            request.getfixturevalue("postgres_reachable")
-            db_url = stack.enter_context(scratch_postgres(PG_ADMIN_URL, "relance_corpus"))
+        db_url = module_database(request, stack, folder, "relance_corpus")
         engine = make_engine(db_url)
         stack.callback(engine.dispose)
         migrate(engine)

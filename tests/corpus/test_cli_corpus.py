@@ -16,9 +16,9 @@ from relance.clock import FrozenClock
 from relance.library import load_library
 from relance.plans import sync_scenarios
 from relance.settings import get_settings
-from relance.store.db import make_engine, migrate, scratch_postgres
+from relance.store.db import make_engine, migrate
 from relance.store.repo import upsert_lead
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import module_database
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = "2026-01-05T09:00:00+00:00"
@@ -70,11 +70,7 @@ def store(request, tmp_path_factory):
     """A project with one lead, one per backend for the whole corpus (no case may store anything)."""
     folder = tmp_path_factory.mktemp("cli-corpus")
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            db_url = f"sqlite:///{folder / 'relance.db'}"
-        else:
-            request.getfixturevalue("postgres_reachable")
-            db_url = stack.enter_context(scratch_postgres(PG_ADMIN_URL, "relance_corpus"))
+        db_url = module_database(request, stack, folder, "relance_corpus")
         patch = stack.enter_context(pytest.MonkeyPatch.context())
         for name, value in {"RELANCE_DATABASE_URL": db_url, "RELANCE_SCENARIOS_DIR": str(ROOT / "scenarios"),
                             "RELANCE_TEMPLATES_DIR": str(ROOT / "templates" / "emails"),
