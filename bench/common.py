@@ -104,6 +104,16 @@ def seed(world: World, *, due: dict[datetime, int], waiting: int = 0, start: int
     return len(slots)
 
 
+def ingest(world: World, events, *, now: datetime):
+    """One batch of events, one transaction (the bench owns it, as the API request or the CLI command does)."""
+    from relance.ingest import ingest_events
+
+    with Session(world.engine) as session:
+        result = ingest_events(session, library=world.library, events=events, now=now)
+        session.commit()
+    return result
+
+
 def count(world: World, statement) -> int:
     with Session(world.engine) as session:
         return session.exec(statement).one()[0]

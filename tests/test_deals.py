@@ -24,6 +24,7 @@ from relance.settings import Settings, get_settings
 from relance.store.repo import find_lead, upsert_lead
 from relance.store.tables import Deal, Enrollment, Handoff, Lead, StageChange
 from relance.tick import run_tick_inline
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORING = ScoringConfig.model_validate({"sales": {"owners": ["claire@example.com"]}})
@@ -159,7 +160,7 @@ def test_a_won_deal_wakes_a_wait_on_the_customer_stage(engine, clock, tmp_path, 
     with Session(engine) as session:
         _lead(session, clock)
         session.commit()
-    ingest_events(engine, library, [IncomingEvent("trial_started", EMAIL, clock.now(), {})], now=clock.now())
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("trial_started", EMAIL, clock.now(), {})], now=clock.now())
     run_tick_inline(engine, settings, scenario="waiter", now=clock.now(), library=library)
     won_at = clock.advance(timedelta(hours=1))
     with Session(engine) as session:

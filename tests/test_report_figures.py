@@ -34,6 +34,7 @@ from relance.scoring.ledger import move_stage
 from relance.settings import Settings, get_settings
 from relance.store.repo import find_lead
 from relance.tick import run_tick_inline
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday
@@ -236,7 +237,7 @@ def _form(email: str, at: datetime, **profile: Any) -> IncomingEvent:
 
 
 def _ingest(engine, library, at: datetime, *events: IncomingEvent) -> None:
-    ingest_events(engine, library, list(events), now=at, channel="test")
+    committed(engine, ingest_events, library=library, events=list(events), now=at, channel="test")
 
 
 # hand-offs: (opened after T0, the answer: (verdict, reason, hours after opening) or None for none)
@@ -279,7 +280,7 @@ def build_data_set(engine, settings: Settings) -> None:
         if what == "tick":
             run_tick_inline(engine, settings, scenario="nurture", now=at, library=library)
         elif what == "sla":
-            run_sla(engine, library, now=at)
+            committed(engine, run_sla, library=library, now=at)
         elif what == "brink":
             _to_the_brink(engine, [f"n{n}@acme.example" for n in range(3, 8)])
         elif isinstance(what, list):

@@ -21,6 +21,7 @@ from relance.store.tables import Enrollment, Lead, Outbox, StepLog
 from relance.tick import run_tick_inline
 
 from recording import RecordingTransport  # tests/recording.py
+from tests.units import committed
 
 TEMPLATE = """<mjml><mj-body><mj-section><mj-column>
 <mj-text>Bonjour {{ lead.first_name }}, voici {{ scenario }}/{{ step_id }}.</mj-text>
@@ -90,7 +91,7 @@ def _leads(engine, now, n: int) -> list[str]:
 
 
 def _download(engine, library, emails, asset, now):
-    return ingest_events(engine, library, [IncomingEvent("downloaded", e, now, {"asset": asset}) for e in emails], now=now)
+    return committed(engine, ingest_events, library=library, events=[IncomingEvent("downloaded", e, now, {"asset": asset}) for e in emails], now=now)
 
 
 def _path(engine, email_index: int) -> list[tuple[str, str]]:
@@ -113,7 +114,7 @@ def test_a_download_enrolls_sends_waits_and_branches_on_the_open(engine, setting
     assert "{{" not in transport.sent[0].html and "Léa0" in transport.sent[0].text
 
     # lead 0 opens the email; lead 1 does not
-    ingest_events(engine, library, [IncomingEvent("email_opened", emails[0], clock.now() + timedelta(hours=2),
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("email_opened", emails[0], clock.now() + timedelta(hours=2),
                                                   {"scenario": "nurture", "step_id": "send-guide"})], now=clock.now())
     assert run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=1)), library=library,
                            transport=transport).sent == 0

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.units import committed
 
 pytestmark = pytest.mark.prefect_server
 
@@ -200,7 +201,7 @@ def _seed_three_downloads(env: dict[str, str]) -> list[str]:
             upsert_lead(session, email=email, now=now, first_name=f"Léa{i}", company="ACME")
         session.commit()
     downloads = [IncomingEvent("downloaded", e, now, {"asset": "livre-blanc-leads"}) for e in emails]
-    assert ingest_events(engine, library, downloads, now=now).enrolled == 3
+    assert committed(engine, ingest_events, library=library, events=downloads, now=now).enrolled == 3
     engine.dispose()
     return emails
 

@@ -28,6 +28,7 @@ from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Event, Outbox, StepLog
 from relance.tick import run_tick_inline
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday
@@ -237,7 +238,7 @@ def _ingest_or_create(engine, library, at: datetime, what) -> None:
     if what and isinstance(what[0], int):
         _leads(engine, what, at)
     else:
-        ingest_events(engine, library, what, now=at, channel="test")
+        committed(engine, ingest_events, library=library, events=what, now=at, channel="test")
 
 
 def _the_run_was_mixed(seen: dict[tuple[str, int], dict[str, Any]]) -> None:
