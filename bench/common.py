@@ -72,7 +72,9 @@ def open_world(url: str, work: Path) -> World:
     settings = settings_for(url, work)
     engine = open_store(settings)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=NOW, library=library)
+    with Session(engine) as session:
+        sync_scenarios(session, library=library, now=NOW)
+        session.commit()
     return World(settings, engine, library, TemplateLibrary(settings.templates_dir))
 
 

@@ -37,8 +37,9 @@ def sla_task(engine: Engine, library: Library, when: datetime):
 @task(name="reengage-later-leads", cache_policy=NO_CACHE)
 def reengage_task(engine: Engine, settings: Settings, library: Library, when: datetime) -> int:
     """Register the scenarios, then enroll the "later" leads whose date has come; how many."""
-    sync_scenarios(engine, settings, now=when, library=library)
     with Session(engine) as session:
+        sync_scenarios(session, library=library, now=when)
+        session.commit()
         enrolled = run_reengage(session, library=library, now=when)
         session.commit()
     return enrolled

@@ -68,7 +68,7 @@ def test_a_tick_handed_the_library_reads_no_scenario(engine, clock, tmp_path, mo
     settings = Settings(database_url=engine.url.render_as_string(hide_password=False), scenarios_dir=ROOT / "scenarios",
                         templates_dir=ROOT / "templates" / "emails", transport="null", outbox_dir=tmp_path / "outbox")
     library = library_module.load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     with Session(engine) as session:
         upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
         session.commit()

@@ -36,7 +36,7 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
     settings = Settings(database_url=db_url, scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails",
                         outbox_dir=tmp_path / "outbox", secret_key="e2e-secret", public_url="https://t.example", api_token=TOKEN)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     api = TestClient(create_app(settings, engine=engine, library=library, clock=clock))
     transport = FileTransport(settings.outbox_dir)
     queue = sqs.create_queue(QueueName=f"e2e-{engine.dialect.name}")["QueueUrl"]

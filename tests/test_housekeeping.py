@@ -57,7 +57,7 @@ def test_sla_flags_target_then_deadline_once_and_tells_owner_and_manager(engine,
 
 
 def test_reengage_enrolls_later_leads_on_their_date_once(engine, library, clock, db_url):
-    sync_scenarios(engine, Settings(database_url=db_url, scenarios_dir=ROOT / "scenarios"), now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     _handed(engine, library, clock)
     with Session(engine) as session:
         for i, days in enumerate((7, 30)):
@@ -79,7 +79,7 @@ def test_reengage_with_its_scenario_broken_says_so_and_the_later_leads_wait(engi
     shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
     settings = Settings(database_url=db_url, scenarios_dir=tmp_path / "scenarios", templates_dir=ROOT / "templates" / "emails")
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     _handed(engine, library, clock, n=1)
     with Session(engine) as session:
         answer(session, email="l0@acme.example", reply=Answer("later", "claire@example.com", until=clock.now() + timedelta(days=7)),

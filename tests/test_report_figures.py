@@ -257,7 +257,7 @@ HANDOFFS = {
 
 def build_data_set(engine, settings: Settings) -> None:
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=T0 - timedelta(days=5), library=library)
+    committed(engine, sync_scenarios, now=T0 - timedelta(days=5), library=library)
     moments: list[tuple[datetime, Any]] = []
     for day, leads in ((0, range(6)), (1, (6, 7)), (3, (8, 9))):  # the nurture: forms, then the guide downloaded
         at = T0 + timedelta(days=day) - H
@@ -391,7 +391,7 @@ def test_an_unknown_scenario_is_refused_and_one_no_longer_in_the_folder_is_repor
     settings = _settings(tmp_path, monkeypatch, db_url)
     engine = open_store(settings)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=T0, library=library)
+    committed(engine, sync_scenarios, now=T0, library=library)
     _ingest(engine, library, T0, _form("n0@acme.example", T0), IncomingEvent("downloaded", "n0@acme.example", T0, {"asset": "guide"}))
     run_tick_inline(engine, settings, scenario="nurture", now=T0, library=library)
     engine.dispose()

@@ -45,7 +45,7 @@ def world(engine, clock, tmp_path, db_url):
     settings = Settings(database_url=db_url, scenarios_dir=tmp_path / "scenarios", templates_dir=ROOT / "templates" / "emails",
                         outbox_dir=tmp_path / "outbox", secret_key="k" * 32)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     return engine, settings, library
 
 
@@ -246,7 +246,7 @@ def test_a_scenario_handoff_step_routes_to_its_team(world, clock):
         "scenario: hand-back\ntrigger: {event: webinar_attended}\nsteps:\n"
         "  - id: bump\n    score: +60\n  - id: to-sales\n    handoff: sales\n    team: enterprise\n", encoding="utf-8")
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     world = (engine, settings, library)
     _graded(world, clock)
     _event(world, clock, "webinar_attended")

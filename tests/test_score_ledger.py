@@ -94,7 +94,7 @@ def _explained(engine) -> None:
 
 def test_every_score_is_the_sum_of_its_ledger_rows(engine, db_url, clock, tmp_path):
     settings, library = _library(tmp_path, db_url)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     keys = itertools.count()
     profile = {"first_name": "Léa", "job_title": "Directrice marketing", "sector": "saas", "country": "FR"}
     committed(engine, ingest_events, library=library, now=clock.now(),

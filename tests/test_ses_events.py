@@ -174,7 +174,7 @@ def test_a_drain_that_runs_for_days_stores_each_message_at_the_time_it_is_handle
     (tmp_path / "scenarios" / "follow.yaml").write_text(FOLLOW, encoding="utf-8")
     settings = Settings(database_url=db_url, scenarios_dir=tmp_path / "scenarios", templates_dir=tmp_path / "templates")
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     started = clock.now()
     sqs.send_message(QueueUrl=queue, MessageBody=sns(ses("Open", "ses-msg-1", "2026-01-05T09:30:00Z")))
     later = [sns(ses("Click", "ses-msg-1", "2026-01-06T09:30:00Z", link="https://relance.example/etude")),

@@ -62,7 +62,7 @@ def world(engine, clock, tmp_path, db_url) -> World:
                         outbox_dir=tmp_path / "outbox", secret_key="k" * 32, public_url="https://t.relance.example",
                         api_token=TOKEN)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     now = clock.now()
     with Session(engine) as session:
         lea = upsert_lead(session, email=LEA, now=now, first_name="Léa", company="ACME")

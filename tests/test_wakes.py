@@ -90,7 +90,7 @@ def _world(tmp_path: Path, db_url: str, condition: str) -> Settings:
 def _asleep(engine, settings, clock, *events: IncomingEvent, **profile):
     """The lead, after `events`, enters the waiter and falls asleep at `wait`; returns the library."""
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     with Session(engine) as session:
         upsert_lead(session, email=EMAIL, now=clock.now(), first_name="Léa", **profile)
         session.commit()
@@ -297,7 +297,7 @@ def test_a_tick_changing_leads_while_their_events_arrive_wakes_every_wait_and_de
     settings = _world(tmp_path, db_url, "{tag: vip}")
     library = load_library(settings)
     now = clock.now()
-    sync_scenarios(engine, settings, now=now, library=library)
+    committed(engine, sync_scenarios, now=now, library=library)
     emails = [f"lead{i}@acme.example" for i in range(400)]
     with Session(engine) as session:
         session.execute(insert(Lead), [dict(email=e, created_at=now, updated_at=now, fields={}, tags=[]) for e in emails])

@@ -77,7 +77,7 @@ def settings(tmp_path: Path, db_url: str, receiver: Receiver) -> Settings:
 
 def _request_demo(engine, settings, clock, email: str) -> list[int]:
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     with Session(engine) as session:
         upsert_lead(session, email=email, now=clock.now(), first_name="Léa", company="ACME")
         session.commit()

@@ -95,9 +95,10 @@ def event(
         _fail(escape(f"{option}: {exc}"))  # what was typed is quoted as typed, never read as rich markup
     settings, library = _settings(), _library()
     engine = open_store(settings)
-    sync_scenarios(engine, settings, now=now, library=library)
     try:
         with Session(engine) as session:
+            sync_scenarios(session, library=library, now=now)
+            session.commit()
             result = ingest_events(session, library=library, events=[incoming], now=now, channel="cli",
                                    machine_click_seconds=settings.machine_click_seconds)
             session.commit()

@@ -91,7 +91,9 @@ def run_demo(directory: Path, *, console: Console, days: int = DAYS, seed: int =
     settings = get_settings()
     library = load_library(settings)
     engine = open_store(settings)
-    sync_scenarios(engine, settings, now=START, library=library)
+    with Session(engine) as session:
+        sync_scenarios(session, library=library, now=START)
+        session.commit()
     parsed = parse_leads_csv(sample_leads_csv(), source=None)
     with Session(engine) as session:
         imported = import_leads(session, parsed, now=START)

@@ -80,7 +80,7 @@ class World:
                                  outbox_dir=tmp_path / "outbox", secret_key="k" * 32, public_url="https://t.relance.example")
         self.engine, self.clock = engine, clock
         self.library = load_library(self.settings)
-        sync_scenarios(engine, self.settings, now=clock.now(), library=self.library)
+        committed(engine, sync_scenarios, now=clock.now(), library=self.library)
         profile = {"first_name": "Léa", "job_title": "Directrice marketing", "sector": "saas", "country": "FR"}
         committed(engine, ingest_events, library=self.library, events=[IncomingEvent("form_submitted", EMAIL, clock.now(), profile),
                                              IncomingEvent("downloaded", EMAIL, clock.now(), {"asset": "livre-blanc-leads"})], now=clock.now())

@@ -42,7 +42,7 @@ def test_a_bad_address_a_bad_url_and_a_score_overflow_fail_alone(engine, setting
     (folder / "scenarios" / "guide.yaml").unlink()
     (folder / "scenarios" / "hook.yaml").write_text(HOOK, encoding="utf-8")
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     emails = add_leads(engine, clock.now(), 100)
     with Session(engine) as session:  # as an old import or a hand-written row could have left them
         session.execute(update(Lead).where(Lead.email == emails[10]).values(email="mid@x.example\r\nBcc: victim@evil.example"))

@@ -41,7 +41,7 @@ def _hot_lead(engine, library, clock, email="zoe@acme.example") -> None:
 def test_the_hand_off_email_carries_no_unsubscribe_nor_tracking_of_the_lead(engine, db_url, clock, tmp_path):
     settings = _shipped(db_url, tmp_path)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     _hot_lead(engine, library, clock)
     deliver_pending(engine, settings, now=clock.now() + timedelta(minutes=3), transport=FileTransport(settings.outbox_dir))
     with Session(engine) as session:
@@ -60,7 +60,7 @@ def test_the_hand_off_email_carries_no_unsubscribe_nor_tracking_of_the_lead(engi
 def test_an_unsubscribe_withdraws_the_hand_off_and_tells_its_owner(engine, db_url, clock, tmp_path):
     settings = _shipped(db_url, tmp_path)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     _hot_lead(engine, library, clock)
     later = clock.now() + timedelta(hours=1)
     committed(engine, ingest_events, library=library, events=[IncomingEvent("unsubscribed", "zoe@acme.example", later, {})], now=later)
@@ -80,7 +80,7 @@ def test_leaving_never_hands_a_lead_to_sales(engine, db_url, clock, tmp_path):
     """A demo request, then an unsubscribe that would still leave the score above the line: no hand-off, no MQL move."""
     settings = _shipped(db_url, tmp_path)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     for event in ("unsubscribed", "email_complained", "email_bounced"):
         email = f"{event}@acme.example"
         committed(engine, ingest_events, library=library, events=[IncomingEvent("form_submitted", email, clock.now(), {"first_name": "Zoé"}),

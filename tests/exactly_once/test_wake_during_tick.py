@@ -22,7 +22,7 @@ LEADS = 6_000 if FULL else 800
 
 def test_downloads_posted_while_a_tick_runs_wake_the_leads_it_puts_to_sleep(engine, settings, clock, tmp_path):
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     emails = add_leads(engine, clock.now(), LEADS)
     for start_at in range(0, LEADS, 500):
         committed(engine, ingest_events, library=library, events=[IncomingEvent("downloaded", e, clock.now(), {"asset": "guide"})

@@ -92,7 +92,7 @@ def downloaded(email: str, *, now: datetime, asset: str = "guide") -> None:
     settings = Settings()
     engine = open_store(settings)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=now, library=library)
+    committed(engine, sync_scenarios, now=now, library=library)
     committed(engine, ingest_events, library=library, events=[IncomingEvent("form_submitted", email, now, {"first_name": "Léa"}),
                                     IncomingEvent("downloaded", email, now, {"asset": asset})], now=now)
     engine.dispose()

@@ -195,7 +195,7 @@ def _seed_three_downloads(env: dict[str, str]) -> list[str]:
     emails = [f"lea{i}@acme.example" for i in range(3)]
     engine = open_store(settings)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=now, library=library)
+    committed(engine, sync_scenarios, now=now, library=library)
     with Session(engine) as session:
         for i, email in enumerate(emails):
             upsert_lead(session, email=email, now=now, first_name=f"Léa{i}", company="ACME")

@@ -214,7 +214,7 @@ def _mixed_run(settings: Settings, tick: Callable[[str, datetime], Any],
     what the database said after each tick, by (scenario, day)."""
     engine = open_store(settings)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=T0 - timedelta(days=1), library=library)
+    committed(engine, sync_scenarios, now=T0 - timedelta(days=1), library=library)
     _leads(engine, list(range(10)), T0 - timedelta(days=1))
     seen: dict[tuple[str, int], dict[str, Any]] = {}
     for day in range(DAYS):
