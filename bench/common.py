@@ -72,7 +72,9 @@ def open_world(url: str, work: Path) -> World:
     settings = settings_for(url, work)
     engine = open_store(settings)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=NOW, library=library)
+    with Session(engine) as session:
+        sync_scenarios(session, library=library, now=NOW)
+        session.commit()
     return World(settings, engine, library, TemplateLibrary(settings.templates_dir))
 
 
@@ -102,6 +104,16 @@ def seed(world: World, *, due: dict[datetime, int], waiting: int = 0, start: int
                 for lead_id, at in zip(ids, part)
             ])
     return len(slots)
+
+
+def ingest(world: World, events, *, now: datetime):
+    """One batch of events, one transaction (the bench owns it, as the API request or the CLI command does)."""
+    from relance.ingest import ingest_events
+
+    with Session(world.engine) as session:
+        result = ingest_events(session, library=world.library, events=events, now=now)
+        session.commit()
+    return result
 
 
 def count(world: World, statement) -> int:

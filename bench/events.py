@@ -9,11 +9,11 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from relance.ingest import IncomingEvent, ingest_events
+from relance.ingest import IncomingEvent
 from relance.sales import HANDOFF_STAGES
 from relance.store.tables import Event, Lead, ScoreChange
 
-from bench.common import NOW, Stopwatch, count, database, open_world, rate, seed
+from bench.common import ingest, NOW, Stopwatch, count, database, open_world, rate, seed
 
 BATCH = 1_000
 PAGES = ["/blog/lead-scoring", "/blog/mjml", "/produit", "/tarifs", "/cas-clients/acme"]
@@ -48,9 +48,9 @@ def events_per_s(work: Path, n: int, leads: int = 2_000, seed_value: int = 1) ->
         stored = 0
         with Stopwatch() as watch:
             for i in range(0, n, BATCH):
-                stored += ingest_events(world.engine, world.library, events[i:i + BATCH], now=NOW + timedelta(days=1)).stored
+                stored += ingest(world, events[i:i + BATCH], now=NOW + timedelta(days=1)).stored
         with Stopwatch() as replay:
-            again = sum(ingest_events(world.engine, world.library, events[i:i + BATCH], now=NOW + timedelta(days=1)).duplicates
+            again = sum(ingest(world, events[i:i + BATCH], now=NOW + timedelta(days=1)).duplicates
                         for i in range(0, n, BATCH))
         rows = count(world, select(func.count()).select_from(Event))
         scored = count(world, select(func.count()).select_from(ScoreChange))
@@ -85,14 +85,14 @@ def hot_lead_events_per_s(work: Path, n: int, warm: int = 100, seed_value: int =
         world = open_world(url, work)
         form = IncomingEvent("form_submitted", HOT, NOW, {"job_title": "Directrice marketing", "sector": "saas", "country": "FR",
                                                           "company": "ACME", "first_name": "Léa"}, "hot-form")
-        ingest_events(world.engine, world.library, [form, *_hot_events(warm, -warm, rng)], now=now)
+        ingest(world, [form, *_hot_events(warm, -warm, rng)], now=now)
         _check_hot(world, "before the batches")
         batches: list[float] = []
         stored = 0
         with Stopwatch() as watch:
             for i in range(0, n, BATCH):
                 with Stopwatch() as one:
-                    stored += ingest_events(world.engine, world.library, _hot_events(min(BATCH, n - i), i, rng), now=now).stored
+                    stored += ingest(world, _hot_events(min(BATCH, n - i), i, rng), now=now).stored
                 batches.append(one.seconds)
         _check_hot(world, "after the batches")
         world.engine.dispose()

@@ -24,6 +24,7 @@ from relance.library import Library
 from relance.plans import current_version_ids, plan_for_version
 from relance.sales import last_rejections, ready_for_sales
 from relance.scenario.plan import Plan
+from relance.scoring.ledger import ScoreLedger
 from relance.settings import Settings
 from relance.store.repo import claim_due_enrollments, insert_outbox_rows, insert_rows, write_back
 from relance.store.tables import Enrollment, Lead, Outbox, StepLog
@@ -58,6 +59,10 @@ def advance_due(
     One enrollment that cannot be advanced (a lead's data the database refuses, a bug on one
     branch) never holds back the others: the batch is rolled back and advanced again in halves
     until the culprit stands alone; it leaves the scenario as `failed`, with its step and reason.
+
+    So it takes the engine and owns its transactions, by design (docs/architecture.md, "Transactions"): one per
+    attempt (claim, advance, commit), then one per half after a rollback; the caller (the tick's advance task)
+    owns none of them, and the emails the batch wrote are sent after its commit.
     """
     return _advance_splitting(engine, None, limit=limit or settings.batch_size, scenario=scenario, library=library,
                               now=now)
@@ -174,9 +179,11 @@ def _apply_effects(session: Session, effects: Sequence[_Pending], *, library: Li
     changing = {lead.id for effect, _, lead, _, _ in effects if isinstance(effect, CHANGES_LEAD)}
     models = {m.id: m for m in session.exec(select(Lead).where(Lead.id.in_(changing))).scalars()} if changing else {}
     written = Written()
+    ledger = ScoreLedger(session)  # the batch's `score` steps, written in one INSERT
     for effect, enrollment_id, lead, memory, plan in effects:
-        apply_effect(effect, Applying(session=session, scoring=scoring, lead=models.get(lead.id, lead),
+        apply_effect(effect, Applying(session=session, ledger=ledger, scoring=scoring, lead=models.get(lead.id, lead),
                                       enrollment_id=enrollment_id, memory=memory, plan=plan, now=now, written=written))
+    ledger.write()
     session.flush()
     if changing:  # a score, set or hand-off step may end a wait on this lead's state in another scenario
         wake_for_lead_changes(session, changing, scoring=scoring, now=now, skip_locked=True)  # this batch holds its own

@@ -17,7 +17,7 @@ from relance.engine.types import AdjustScore, ChangeLead, Effect, EnrollInto, Ha
 from relance.sales import hand_off
 from relance.scenario.plan import Plan
 from relance.scoring.config import ScoringConfig
-from relance.scoring.ledger import add_points, move_stage, reach_mql
+from relance.scoring.ledger import ScoreLedger, move_stage, reach_mql
 from relance.store.tables import Lead
 
 CHANGES_LEAD = (AdjustScore, ChangeLead, HandOff)  # effects after which a wait on the lead's state may hold
@@ -35,9 +35,11 @@ class Written:
 
 @dataclass(frozen=True)
 class Applying:
-    """Where one effect applies: the batch's session, the lead and enrollment it is of, its scenario, the tick's time."""
+    """Where one effect applies: the batch's session and score ledger, the lead and enrollment it is of, its scenario,
+    the tick's time."""
 
     session: Session
+    ledger: ScoreLedger
     scoring: ScoringConfig
     lead: Any  # a Lead model when the effect changes it, else the plain row the batch read
     enrollment_id: int
@@ -78,7 +80,7 @@ def apply_send_email(effect: SendEmail, at: Applying) -> None:
 
 def apply_adjust_score(effect: AdjustScore, at: Applying) -> None:
     """Points to the lead's score (in its ledger), and MQL if the score now reaches it."""
-    add_points(at.session, at.lead, effect.points, cause="step", now=at.now, scenario=at.plan.name, step_id=effect.step_id)
+    at.ledger.add(at.lead, effect.points, cause="step", now=at.now, scenario=at.plan.name, step_id=effect.step_id)
     reach_mql(at.session, at.lead, at.scoring, now=at.now)
 
 
@@ -95,7 +97,9 @@ def apply_change_lead(effect: ChangeLead, at: Applying) -> None:
 
 
 def apply_hand_off(effect: HandOff, at: Applying) -> None:
-    """The lead goes to sales (relance.sales writes the hand-off and its notice)."""
+    """The lead goes to sales (relance.sales writes the hand-off and its notice, which explains the score from the
+    ledger: the batch's points so far are written first)."""
+    at.ledger.write()
     hand_off(at.session, at.lead, scoring=at.scoring, now=at.now, source=f"{at.plan.name}/{effect.step_id}",
              owner=effect.owner, team=effect.team)
 

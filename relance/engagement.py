@@ -27,7 +27,7 @@ from sqlmodel import Session
 
 from relance.clock import ensure_utc
 from relance.scenario.model import MACHINE_CLICK
-from relance.scoring.ledger import add_points
+from relance.scoring.ledger import ScoreLedger
 from relance.store.tables import Event, Lead, Outbox, ScoreChange
 
 OPEN, CLICK = "email_opened", "email_clicked"
@@ -104,8 +104,8 @@ class Engagement:
     scored): read in one query, with the sending time of the emails the batch's clicks are of in another, and kept
     up to date as the batch's clicks are found to be machines'."""
 
-    def __init__(self, session: Session, lead_ids: Iterable[int], *, window: timedelta) -> None:
-        self.session, self.window = session, window
+    def __init__(self, session: Session, lead_ids: Iterable[int], *, window: timedelta, ledger: ScoreLedger) -> None:
+        self.session, self.window, self.ledger = session, window, ledger
         self.events: dict[int, Seen] = {}
         self.lead_of: dict[int, int] = {}
         self.first: dict[tuple[int, Hashable], int] = {}  # (lead, earning key) -> id of the first such event
@@ -172,11 +172,11 @@ class Engagement:
                 self.first[(lead.id, key)] = min(later)
             else:
                 del self.first[(lead.id, key)]
-        self.session.flush()  # the points the batch gave are written to the ledger on flush
+        self.ledger.write()  # the points the batch gave so far are read from the ledger
         earned = self.session.execute(
             select(func.coalesce(func.sum(ScoreChange.points), 0))
             .where(ScoreChange.lead_id == lead.id, ScoreChange.event_id == seen.id)
         ).scalar_one()
-        add_points(self.session, lead, -earned, cause=MACHINE_CLICK, now=now, event_id=seen.id,
-                   scenario=seen.properties.get("scenario"), step_id=seen.properties.get("step_id"),
-                   detail=f"a machine's click, not the lead's ({reason}): its points taken back")
+        self.ledger.add(lead, -earned, cause=MACHINE_CLICK, now=now, event_id=seen.id,
+                        scenario=seen.properties.get("scenario"), step_id=seen.properties.get("step_id"),
+                        detail=f"a machine's click, not the lead's ({reason}): its points taken back")

@@ -10,7 +10,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Engine, Row, select
+from sqlalchemy import Row, select
 from sqlmodel import Session
 
 from relance.engine.conditions import holds
@@ -22,7 +22,6 @@ from relance.plans import current_version_ids
 from relance.scenario.model import EVENT_CONDITIONS, SegmentTrigger, nested
 from relance.scenario.plan import Plan
 from relance.scoring.config import ScoringConfig
-from relance.settings import Settings
 from relance.store.repo import insert_enrollments, insert_rows
 from relance.store.segments import may_enter_again, narrowing
 from relance.store.tables import Enrollment, Event, Lead, StepLog
@@ -134,8 +133,12 @@ def enroll_leads(
     return len(entered)
 
 
-def enroll_due(engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library) -> int:
-    """Segment triggers: enroll every lead that newly matches; event triggers enroll at ingestion."""
+def enroll_due(session: Session, *, scenario: str, library: Library, now: datetime, batch_size: int,
+               commit: bool = False) -> int:
+    """Segment triggers: enroll every lead that newly matches; event triggers enroll at ingestion.
+
+    `batch_size` leads at a time, in the caller's transaction; with `commit`, each chunk is committed as it is
+    written (what the tick does: a big segment holds no lock for long), as `import_leads` does."""
     plan = library.plans[scenario]
     trigger = plan.scenario.trigger
     if not isinstance(trigger, SegmentTrigger):
@@ -146,24 +149,25 @@ def enroll_due(engine: Engine, settings: Settings, *, scenario: str, now: dateti
     if (narrowed := narrowing(trigger.segment)) is not None:
         candidates.append(narrowed)
     entered = 0
-    with Session(engine) as session:
-        version_id = current_version_ids(session)[scenario]
-        last_id = 0
-        while True:
-            leads = session.exec(
-                select(Lead).where(Lead.id > last_id, *candidates).order_by(Lead.id).limit(settings.batch_size)
-            ).scalars().all()
-            if not leads:
-                break
-            last_id = leads[-1].id
-            events = events_of(session, [l.id for l in leads], now - timedelta(days=3650)) if needs_events else {}
-            matching = [
-                lead for lead in leads
-                if holds(trigger.segment, lead=lead_facts(lead, library.scoring), events=events.get(lead.id, []),
-                         now=now, since=lead.created_at, scenario=scenario)
-            ]
-            entered += enroll_leads(session, plan=plan, version_id=version_id, leads=matching, scoring=library.scoring, now=now)
+    version_id = current_version_ids(session)[scenario]
+    last_id = 0
+    while True:
+        leads = session.exec(
+            select(Lead).where(Lead.id > last_id, *candidates).order_by(Lead.id).limit(batch_size)
+        ).scalars().all()
+        if not leads:
+            break
+        last_id = leads[-1].id
+        events = events_of(session, [l.id for l in leads], now - timedelta(days=3650)) if needs_events else {}
+        matching = [
+            lead for lead in leads
+            if holds(trigger.segment, lead=lead_facts(lead, library.scoring), events=events.get(lead.id, []),
+                     now=now, since=lead.created_at, scenario=scenario)
+        ]
+        entered += enroll_leads(session, plan=plan, version_id=version_id, leads=matching, scoring=library.scoring, now=now)
+        if commit:
             session.commit()
+    session.flush()
     return entered
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Engine
 from sqlmodel import Session
 
 from relance.enrollment import enroll_leads
@@ -15,11 +14,9 @@ from relance.scenario.model import EventTrigger
 from relance.store.tables import Lead
 
 
-def run_sla(engine: Engine, library: Library, *, now: datetime) -> SlaReport:
-    with Session(engine) as session:
-        report = flag_sla(session, scoring=library.scoring, now=now)
-        session.commit()
-    return report
+def run_sla(session: Session, *, library: Library, now: datetime) -> SlaReport:
+    """Flag the open hand-offs past their target or deadline, in the caller's transaction (it commits)."""
+    return flag_sla(session, scoring=library.scoring, now=now)
 
 
 def reengage_scenarios(library: Library) -> list[str]:
@@ -30,8 +27,9 @@ def reengage_scenarios(library: Library) -> list[str]:
     return sorted(names, key=lambda n: (n != preferred, n))
 
 
-def run_reengage(engine: Engine, library: Library, *, now: datetime) -> int:
-    """Enroll the "later" leads whose date has come; each handoff is re-engaged once."""
+def run_reengage(session: Session, *, library: Library, now: datetime) -> int:
+    """Enroll the "later" leads whose date has come, in the caller's transaction (it commits); each handoff is
+    re-engaged once."""
     names = reengage_scenarios(library)
     preferred = library.scoring.later.scenario if library.scoring.later else None
     if (broken := library.waiting.get(preferred or "")) is not None:
@@ -41,16 +39,14 @@ def run_reengage(engine: Engine, library: Library, *, now: datetime) -> int:
         hint = f" (broken, maybe one of them: {', '.join(sorted(library.waiting))})" if library.waiting else ""
         raise LookupError(f"no scenario is triggered by said_later{hint}: add one (scoring.yaml later.scenario names it)")
     enrolled = 0
-    with Session(engine) as session:
-        versions = current_version_ids(session)
-        if names[0] not in versions:
-            raise LookupError(f"scenario {names[0]} is not registered yet: run a tick or `relance validate` first")
-        plan = plan_for_version(session, versions[names[0]])
-        for handoff in later_due(session, now=now):
-            lead = session.get(Lead, handoff.lead_id)
-            if lead.suppressed is None:
-                enrolled += enroll_leads(session, plan=plan, version_id=versions[names[0]], leads=[lead],
-                                         scoring=library.scoring, now=now)
-            handoff.reengaged_at = now
-        session.commit()
+    versions = current_version_ids(session)
+    if names[0] not in versions:
+        raise LookupError(f"scenario {names[0]} is not registered yet: run a tick or `relance validate` first")
+    plan = plan_for_version(session, versions[names[0]])
+    for handoff in later_due(session, now=now):
+        lead = session.get(Lead, handoff.lead_id)
+        if lead.suppressed is None:
+            enrolled += enroll_leads(session, plan=plan, version_id=versions[names[0]], leads=[lead],
+                                     scoring=library.scoring, now=now)
+        handoff.reengaged_at = now
     return enrolled

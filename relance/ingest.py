@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlmodel import Session
 
 from relance.clock import ensure_utc
@@ -24,7 +24,7 @@ from relance.plans import current_version_ids, plan_for_version
 from relance.sales import withdraw
 from relance.scenario.model import EventTrigger
 from relance.scoring.config import ScoringConfig
-from relance.scoring.ledger import add_points, move_stage, reach_mql
+from relance.scoring.ledger import ScoreLedger, move_stage, reach_mql
 from relance.scoring.rules import behaviour_points, fit_points, grade_of
 from relance.store.repo import record_events, upsert_lead
 from relance.store.tables import Handoff, Lead
@@ -77,10 +77,10 @@ class IngestResult:
 
 
 def ingest_events(
-    engine: Engine, library: Library, events: Sequence[IncomingEvent], *, now: datetime, channel: str = "event",
+    session: Session, *, library: Library, events: Sequence[IncomingEvent], now: datetime, channel: str = "event",
     machine_click_seconds: float = MACHINE_CLICK_SECONDS,
 ) -> IngestResult:
-    """Store a batch of events in one transaction; replays are counted, not stored again.
+    """Store a batch of events in the caller's transaction (it commits); replays are counted, not stored again.
 
     Set-based where it can be: the batch's leads are read in one query, its events written in one
     INSERT .. ON CONFLICT DO NOTHING, the enrollments they may wake read in one query; then each
@@ -90,7 +90,7 @@ def ingest_events(
     result = IngestResult()
     for index, incoming in enumerate(events):  # refused before anything is stored
         check_event(incoming, now, index=index)
-    with Session(engine) as session, session.no_autoflush:
+    with session.no_autoflush:
         versions = current_version_ids(session)
         triggers = event_triggered(session, library, versions)
         emails = {incoming.email.strip().lower() for incoming in events}
@@ -118,8 +118,9 @@ def ingest_events(
         waiting = lock_active_enrollments(session, {row["lead_id"] for row in rows})
         new = [row for row in rows if row["idempotency_key"] in stored]  # a replayed batch scores nothing
         lock_leads(session, {row["lead_id"] for row in new})  # one batch at a time scores a lead
+        ledger = ScoreLedger(session)  # the batch's score changes, written in one INSERT below (and when read)
         engagement = Engagement(session, {row["lead_id"] for row in new if row["type"] in ENGAGEMENT},
-                                window=timedelta(seconds=machine_click_seconds))
+                                window=timedelta(seconds=machine_click_seconds), ledger=ledger)
         reads = HandoffReads(session, library.scoring, {row["lead_id"] for row in rows})
         entering: dict[tuple[str, datetime | None], list[Lead]] = defaultdict(list)
         changed: set[int] = set()  # leads with a new event
@@ -131,21 +132,24 @@ def ingest_events(
             result.stored += 1
             lead = leads[incoming.email.strip().lower()]
             if consent is not None:
+                ledger.write()  # a withdrawal tells sales how the score was earned: from the ledger
                 result.suppressed += keep_consent(session, lead, consent, now=now, channel=channel)
             event = StoredEvent(event_id, row["type"], row["occurred_at"], row["properties"])
             if (seen := engagement.classify(lead, event_id, now=now)) is not None:  # a click may be a machine's
                 event = StoredEvent(event_id, seen.type, event.occurred_at, seen.properties, engagement.earns(lead.id, seen))
             if reason_of_event(event.type, event.properties) is not None:
+                ledger.write()  # the withdrawn notice reads the ledger
                 result.suppressed += suppress_for_event(session, email=lead.email, event_type=event.type,
                                                         properties=event.properties, channel=channel, now=now)
                 withdraw(session, lead, now=now, cause=event.type)
-            score_event(session, lead=lead, event=event, scoring=library.scoring, now=now, reads=reads)
+            score_event(session, ledger=ledger, lead=lead, event=event, scoring=library.scoring, now=now, reads=reads)
             fact = event_fact(event)
             for name, trigger in triggers.items():
                 if event_triggers(trigger, fact):
                     entering[(name, _due_of(incoming, now))].append(lead)
             result.woken += wake(waiting.get(lead.id, ()), event_type=event.type, now=now)
             changed.add(lead.id)
+        ledger.write()
         # the points, MQL crossings and hand-offs of the batch may end waits on the leads' state
         result.woken += wake_for_lead_changes(session, changed, scoring=library.scoring, now=now)
         for (name, due_at), leads_in in sorted(entering.items(), key=lambda item: (item[0][0], item[0][1] or now)):
@@ -153,7 +157,7 @@ def ingest_events(
                 session, plan=plan_for_version(session, versions[name]), version_id=versions[name],
                 leads=leads_in, scoring=library.scoring, now=now, due_at=due_at,
             )
-        session.commit()
+        session.flush()  # what the batch did is in the caller's transaction, for it to read or commit
     return result
 
 
@@ -187,16 +191,16 @@ class StoredEvent:
     earns: bool = True
 
 
-def score_event(session: Session, *, lead: Lead, event: StoredEvent, scoring: ScoringConfig, now: datetime,
-                reads: HandoffReads) -> int:
-    """Add the event's behaviour points (none for an open or a click that does not earn them: relance.engagement);
-    cross the MQL line, or the hand-off point."""
+def score_event(session: Session, *, ledger: ScoreLedger, lead: Lead, event: StoredEvent, scoring: ScoringConfig,
+                now: datetime, reads: HandoffReads) -> int:
+    """Add the event's behaviour points to `ledger` (none for an open or a click that does not earn them:
+    relance.engagement); cross the MQL line, or the hand-off point."""
     points = behaviour_points(scoring, event.type, event.properties or {}) if event.earns else 0
-    add_points(session, lead, points, cause=event.type, now=now, event_id=event.id,
+    ledger.add(lead, points, cause=event.type, now=now, event_id=event.id,
                scenario=(event.properties or {}).get("scenario"), step_id=(event.properties or {}).get("step_id"))
     if event.type not in SUPPRESSING_EVENTS:  # leaving is not buying: never an MQL or a hand-off
         reach_mql(session, lead, scoring, now=now)
-        reach_handoff(session, lead, scoring, now=now, cause=event.type, event=event, reads=reads)
+        reach_handoff(session, lead, scoring, now=now, cause=event.type, event=event, reads=reads, ledger=ledger)
     return points
 
 
@@ -230,12 +234,14 @@ class HandoffReads:
 
 
 def reach_handoff(session: Session, lead: Lead, scoring: ScoringConfig, *, now: datetime, cause: str,
-                  reads: HandoffReads, event=None) -> None:
+                  reads: HandoffReads, ledger: ScoreLedger, event=None) -> None:
     """A lead at the hand-off point (score, grade, a sales-ready action) goes to sales at once, unless it cools off
-    after a rejection; a "later" lead whose `event` is a sales-ready action goes back to its owner at once."""
+    after a rejection; a "later" lead whose `event` is a sales-ready action goes back to its owner at once. The
+    owner's email explains the score from the ledger: `ledger` is written first."""
     from relance.sales import HANDOFF_STAGES, hand_off, hot_again, ready_for_sales
 
     if event is not None and lead.stage == "later":
+        ledger.write()
         hot_again(session, lead, event, scoring=scoring, now=now, cause=cause)
         return
     if lead.stage not in HANDOFF_STAGES or not scoring.meets(scoring.handoff, score=lead.score, grade=lead.grade):
@@ -243,6 +249,7 @@ def reach_handoff(session: Session, lead: Lead, scoring: ScoringConfig, *, now: 
     ready = ready_for_sales(scoring, score=lead.score, grade=lead.grade, events=reads.actions(lead.id),
                             rejection=reads.rejection(lead.id), now=now)
     if ready is True:
+        ledger.write()
         hand_off(session, lead, scoring=scoring, now=now, source=f"event:{cause}")
 
 

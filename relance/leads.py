@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterator, Mapping, Sequence
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
 from relance.consent import consent_of
@@ -17,64 +17,63 @@ from relance.suppression import entry_of
 _SUMMARY = ("stage", "score", "fit", "grade", "fields", "tags", "suppressed", "created_at", "updated_at")
 
 
-def lead_summary(engine: Engine, email: str, *, scoring: ScoringConfig) -> dict[str, Any] | None:
+def lead_summary(session: Session, *, email: str, scoring: ScoringConfig) -> dict[str, Any] | None:
     """Profile, stage, score, grade, enrollments and recent emails of a lead; None if unknown. `scoring`: the
     scoring.yaml the tick reads (temperature is computed from it, never from the defaults)."""
-    with Session(engine) as session:
-        lead = find_lead(session, email)
-        if lead is None:
-            return None
-        summary: dict[str, Any] = {**profile_of(lead), **{key: getattr(lead, key) for key in _SUMMARY}}
-        summary["temperature"] = scoring.temperature_of(lead.score)
-        summary["consent"] = consent_of(lead.fields)  # state, newest record, every record (relance.consent)
-        summary["enrollments"] = [
-            {
-                "scenario": e.scenario, "version_id": e.version_id, "status": e.status, "step_id": e.step_id,
-                "due_at": e.due_at, "waiting": e.waiting, "entered_at": e.entered_at, "left_at": e.left_at,
-                "exit_reason": e.exit_reason,
-            }
-            for e in session.exec(
-                select(Enrollment).where(Enrollment.lead_id == lead.id).order_by(Enrollment.entered_at, Enrollment.id)
-            ).scalars()
-        ]
-        summary["score_ledger"] = [
-            {"at": c.at, "points": c.points, "score_after": c.score_after, "cause": c.cause, "scenario": c.scenario,
-             "step_id": c.step_id, "detail": c.detail}
-            for c in session.exec(select(ScoreChange).where(ScoreChange.lead_id == lead.id).order_by(ScoreChange.id)).scalars()
-        ]
-        summary["stage_history"] = [
-            {"at": c.at, "from": c.from_stage, "to": c.to_stage, "by": c.by, "reason": c.reason}
-            for c in session.exec(select(StageChange).where(StageChange.lead_id == lead.id).order_by(StageChange.id)).scalars()
-        ]
-        moves: dict[int, list[dict[str, Any]]] = {}  # reassignments by hand-off, oldest first
-        for e in session.exec(select(Event).where(Event.lead_id == lead.id, Event.type == "handoff_reassigned")
-                              .order_by(Event.occurred_at, Event.id)).scalars():
-            p = e.properties or {}
-            moves.setdefault(p.get("handoff_id"), []).append({"at": e.occurred_at, "from": p.get("from"), "to": p.get("to"), "by": p.get("by")})
-        summary["handoffs"] = [
-            {"id": h.id, "status": h.status, "owner": h.owner, "team": h.team, "source": h.source, "opened_at": h.opened_at,
-             "target_at": h.target_at, "deadline_at": h.deadline_at, "target_missed_at": h.target_missed_at,
-             "deadline_missed_at": h.deadline_missed_at, "answered_at": h.answered_at, "answered_by": h.answered_by,
-             "reason": h.reason, "note": h.note, "bant": h.bant, "later_until": h.later_until, "reengaged_at": h.reengaged_at,
-             "reassignments": moves.get(h.id, [])}
-            for h in session.exec(select(Handoff).where(Handoff.lead_id == lead.id).order_by(Handoff.id.desc())).scalars()
-        ]
-        summary["deals"] = [
-            {"outcome": d.outcome, "kind": d.kind, "amount": d.amount, "margin": d.margin, "reason": d.reason, "note": d.note,
-             "by": d.by, "closed_at": d.closed_at}
-            for d in session.exec(select(Deal).where(Deal.lead_id == lead.id).order_by(Deal.closed_at, Deal.id)).scalars()
-        ]
-        summary["suppression"] = {"suppressed": lead.suppressed is not None, "reason": lead.suppressed}
-        # the address's entry on the suppression list: the first reason given, where it came from, when
-        summary["suppression_list"] = entry_of(session, lead.email)
-        summary["emails"] = [
-            {"scenario": o.scenario, "step_id": o.step_id, "template": o.template, "subject": o.subject,
-             "status": o.status, "created_at": o.created_at, "sent_at": o.sent_at, "error": o.error}
-            for o in session.exec(
-                select(Outbox).where(Outbox.lead_id == lead.id).order_by(Outbox.created_at.desc(), Outbox.id.desc()).limit(20)
-            ).scalars()
-        ]
-        return summary
+    lead = find_lead(session, email)
+    if lead is None:
+        return None
+    summary: dict[str, Any] = {**profile_of(lead), **{key: getattr(lead, key) for key in _SUMMARY}}
+    summary["temperature"] = scoring.temperature_of(lead.score)
+    summary["consent"] = consent_of(lead.fields)  # state, newest record, every record (relance.consent)
+    summary["enrollments"] = [
+        {
+            "scenario": e.scenario, "version_id": e.version_id, "status": e.status, "step_id": e.step_id,
+            "due_at": e.due_at, "waiting": e.waiting, "entered_at": e.entered_at, "left_at": e.left_at,
+            "exit_reason": e.exit_reason,
+        }
+        for e in session.exec(
+            select(Enrollment).where(Enrollment.lead_id == lead.id).order_by(Enrollment.entered_at, Enrollment.id)
+        ).scalars()
+    ]
+    summary["score_ledger"] = [
+        {"at": c.at, "points": c.points, "score_after": c.score_after, "cause": c.cause, "scenario": c.scenario,
+         "step_id": c.step_id, "detail": c.detail}
+        for c in session.exec(select(ScoreChange).where(ScoreChange.lead_id == lead.id).order_by(ScoreChange.id)).scalars()
+    ]
+    summary["stage_history"] = [
+        {"at": c.at, "from": c.from_stage, "to": c.to_stage, "by": c.by, "reason": c.reason}
+        for c in session.exec(select(StageChange).where(StageChange.lead_id == lead.id).order_by(StageChange.id)).scalars()
+    ]
+    moves: dict[int, list[dict[str, Any]]] = {}  # reassignments by hand-off, oldest first
+    for e in session.exec(select(Event).where(Event.lead_id == lead.id, Event.type == "handoff_reassigned")
+                          .order_by(Event.occurred_at, Event.id)).scalars():
+        p = e.properties or {}
+        moves.setdefault(p.get("handoff_id"), []).append({"at": e.occurred_at, "from": p.get("from"), "to": p.get("to"), "by": p.get("by")})
+    summary["handoffs"] = [
+        {"id": h.id, "status": h.status, "owner": h.owner, "team": h.team, "source": h.source, "opened_at": h.opened_at,
+         "target_at": h.target_at, "deadline_at": h.deadline_at, "target_missed_at": h.target_missed_at,
+         "deadline_missed_at": h.deadline_missed_at, "answered_at": h.answered_at, "answered_by": h.answered_by,
+         "reason": h.reason, "note": h.note, "bant": h.bant, "later_until": h.later_until, "reengaged_at": h.reengaged_at,
+         "reassignments": moves.get(h.id, [])}
+        for h in session.exec(select(Handoff).where(Handoff.lead_id == lead.id).order_by(Handoff.id.desc())).scalars()
+    ]
+    summary["deals"] = [
+        {"outcome": d.outcome, "kind": d.kind, "amount": d.amount, "margin": d.margin, "reason": d.reason, "note": d.note,
+         "by": d.by, "closed_at": d.closed_at}
+        for d in session.exec(select(Deal).where(Deal.lead_id == lead.id).order_by(Deal.closed_at, Deal.id)).scalars()
+    ]
+    summary["suppression"] = {"suppressed": lead.suppressed is not None, "reason": lead.suppressed}
+    # the address's entry on the suppression list: the first reason given, where it came from, when
+    summary["suppression_list"] = entry_of(session, lead.email)
+    summary["emails"] = [
+        {"scenario": o.scenario, "step_id": o.step_id, "template": o.template, "subject": o.subject,
+         "status": o.status, "created_at": o.created_at, "sent_at": o.sent_at, "error": o.error}
+        for o in session.exec(
+            select(Outbox).where(Outbox.lead_id == lead.id).order_by(Outbox.created_at.desc(), Outbox.id.desc()).limit(20)
+        ).scalars()
+    ]
+    return summary
 
 
 def fit_and_grade(scoring, profile: Mapping[str, Any]) -> tuple[int, str]:

@@ -55,15 +55,13 @@ def plan_for_version(session: Session, version_id: int) -> Plan:
     return plan
 
 
-def sync_scenarios(engine: Engine, settings: Settings, *, now: datetime, library: Library) -> dict[str, int]:
-    """Register the current version of every scenario in the folder; name -> version id."""
-    with Session(engine) as session:
-        ids = {
-            name: ensure_scenario_version(session, plan=plan, source_path=str(library.paths[name]), now=now).id
-            for name, plan in library.plans.items()
-        }
-        session.commit()
-    return ids
+def sync_scenarios(session: Session, *, library: Library, now: datetime) -> dict[str, int]:
+    """Register the current version of every scenario in the folder, in the caller's transaction (it commits);
+    name -> version id."""
+    return {
+        name: ensure_scenario_version(session, plan=plan, source_path=str(library.paths[name]), now=now).id
+        for name, plan in library.plans.items()
+    }
 
 
 def current_version_ids(session: Session) -> dict[str, int]:

@@ -21,7 +21,7 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from sqlmodel import Session
 
 from relance.clock import Clock, parse_instant
@@ -139,51 +139,54 @@ def _is_email(text: str) -> bool:
     return True
 
 
-def handle(engine: Engine, library: Library, body: str, *, now: datetime, report: DrainReport,
+def handle(session: Session, *, library: Library, body: str, now: datetime, report: DrainReport,
            machine_click_seconds: float = MACHINE_CLICK_SECONDS) -> None:
-    """Store one SQS message body; raises BadMessage when it must be set aside.
+    """Store one SQS message body in the caller's transaction, begun for this message; raises BadMessage when it
+    must be set aside.
 
     The event goes through ingestion (which suppresses the lead of a permanent bounce or a
     complaint); the other addresses the bounce or complaint names are suppressed here, through
-    the same `suppress`, leads or not. Both are committed before the message leaves the queue."""
+    the same `suppress`, leads or not. An event that cannot come in is rolled back, and what it names is still
+    suppressed: the caller commits either way before the message leaves the queue."""
     event = parse_ses_message(body)
-    with Session(engine) as session:
-        incoming, recipients = _incoming(session, event)
+    incoming, recipients = _incoming(session, event)
     try:
-        result = ingest_events(engine, library, [incoming], now=now, channel="ses", machine_click_seconds=machine_click_seconds)
+        result = ingest_events(session, library=library, events=[incoming], now=now, channel="ses",
+                               machine_click_seconds=machine_click_seconds)
     except BadEvent as exc:  # checked as every event is (relance.inputs): e.g. a timestamp in year 9999
-        report.suppressed += _suppress_recipients(engine, recipients, event=incoming, now=now)
+        session.rollback()
+        report.suppressed += _suppress_recipients(session, recipients, event=incoming, now=now)
         raise BadMessage(f"{exc.field}: {exc}") from None
     except UnknownLead as exc:
         # no lead to store the event against, but an address that bounced or complained is never mailed
-        report.suppressed += _suppress_recipients(engine, recipients, event=incoming, now=now)
+        session.rollback()
+        report.suppressed += _suppress_recipients(session, recipients, event=incoming, now=now)
         raise BadMessage(str(exc)) from None
     report.stored += result.stored
     report.duplicates += result.duplicates
     report.suppressed += result.suppressed
     others = [a for a in recipients if a != normalise_email(incoming.email)]  # the lead's own: ingestion did it
-    report.suppressed += _suppress_recipients(engine, others, event=incoming, now=now)
+    report.suppressed += _suppress_recipients(session, others, event=incoming, now=now)
 
 
-def _suppress_recipients(engine: Engine, addresses: list[str], *, event: IncomingEvent, now: datetime) -> int:
+def _suppress_recipients(session: Session, addresses: list[str], *, event: IncomingEvent, now: datetime) -> int:
     """Suppress these addresses as ingestion suppresses the event's lead (its reason, source `ses:<type>`); how many
     were new."""
-    if not addresses:
-        return 0
-    with Session(engine) as session:
-        new = sum(suppress_for_event(session, email=a, event_type=event.type, properties=event.properties, channel="ses",
-                                     now=now) for a in addresses)
-        session.commit()
-    return new
+    return sum(suppress_for_event(session, email=a, event_type=event.type, properties=event.properties, channel="ses",
+                                  now=now) for a in addresses)
 
 
 def drain(
-    engine: Engine, library: Library, sqs, queue_url: str, *, clock: Clock, once: bool = True,
+    session: Session, *, library: Library, sqs, queue_url: str, clock: Clock, once: bool = True,
     dead_letter_url: str | None = None, set_aside_dir: Path | None = None, wait_seconds: int = 1,
     machine_click_seconds: float = MACHINE_CLICK_SECONDS,
 ) -> DrainReport:
     """Receive, store and delete messages, 10 at a time, until the queue is empty (once) or forever;
-    each message is stored at `clock`'s time when it is handled (RELANCE_MACHINE_CLICK_SECONDS: `machine_click_seconds`)."""
+    each message is stored at `clock`'s time when it is handled (RELANCE_MACHINE_CLICK_SECONDS: `machine_click_seconds`).
+
+    It works in chunks, as `import_leads` does, and always commits them: each message is one transaction, committed
+    before the message is deleted from the queue (so a message is never lost, and a drain running for days holds no
+    lock for long)."""
     report = DrainReport()
     while True:
         messages = _queue(sqs.receive_message, queue_url, QueueUrl=queue_url, MaxNumberOfMessages=10,
@@ -192,12 +195,13 @@ def drain(
             return report
         for message in messages:
             try:
-                handle(engine, library, message["Body"], now=clock.now(), report=report,
+                handle(session, library=library, body=message["Body"], now=clock.now(), report=report,
                        machine_click_seconds=machine_click_seconds)
             except BadMessage as exc:
                 _set_aside(sqs, message, str(exc), dead_letter_url=dead_letter_url, directory=set_aside_dir)
                 report.set_aside += 1
                 report.reasons.append(f"{message['MessageId']}: {exc}")
+            session.commit()
             _queue(sqs.delete_message, queue_url, QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
             report.deleted += 1
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from relance.advancing import BatchResult, advance_due
 from relance.delivery import deliver, deliver_pending
@@ -102,6 +103,21 @@ def _deliver_leftovers(engine: Engine, settings: Settings, report: TickReport, *
                     f" ({'; '.join(leftovers.errors[:3])})" if leftovers.errors else "")
 
 
+def _register(engine: Engine, settings: Settings, *, now: datetime, library: Library) -> dict[str, int]:
+    """The inline tick's register step, one transaction (the flow's task owns its own the same way)."""
+    with Session(engine) as session:
+        ids = sync_scenarios(session, library=library, now=now)
+        session.commit()
+    return ids
+
+
+def _enroll(engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library) -> int:
+    """The inline tick's enroll step: a transaction per chunk of leads (as the flow's task)."""
+    with Session(engine) as session:
+        return enroll_due(session, scenario=scenario, library=library, now=now, batch_size=settings.batch_size,
+                          commit=True)
+
+
 def run_tick_inline(
     engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library,
     transport: Transport | None = None, templates: TemplateLibrary | None = None, batch_size: int | None = None,
@@ -113,7 +129,7 @@ def run_tick_inline(
     transport = transport or make_transport(settings)
     templates = templates or TemplateLibrary(settings.templates_dir)
     steps = TickSteps(
-        register=sync_scenarios, enroll=enroll_due, advance=advance_due,
+        register=_register, enroll=_enroll, advance=advance_due,
         deliver=functools.partial(deliver, transport=transport, templates=templates),
         deliver_leftovers=functools.partial(deliver_pending, transport=transport, templates=templates),
         count=functools.partial(count_tick, standing=standing),

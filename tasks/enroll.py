@@ -7,6 +7,7 @@ from datetime import datetime
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from relance.enrollment import enroll_due
 from relance.library import Library
@@ -18,10 +19,15 @@ from relance.settings import Settings
 @task(name="register-scenarios", cache_policy=NO_CACHE)
 def register_scenarios(engine: Engine, settings: Settings, *, now: datetime, library: Library) -> dict[str, int]:
     """Store the current version of every scenario in the folder; name -> version id."""
-    return sync_scenarios(engine, settings, now=now, library=library)
+    with Session(engine) as session:
+        ids = sync_scenarios(session, library=library, now=now)
+        session.commit()
+    return ids
 
 
 @task(name="enroll", task_run_name="enroll-{scenario}", cache_policy=NO_CACHE)
 def enroll(engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library) -> int:
     """Enroll every lead that newly matches the scenario's segment trigger; how many entered."""
-    return enroll_due(engine, settings, scenario=scenario, now=now, library=library)
+    with Session(engine) as session:  # one transaction per chunk of leads, committed as it goes
+        return enroll_due(session, scenario=scenario, library=library, now=now, batch_size=settings.batch_size,
+                          commit=True)

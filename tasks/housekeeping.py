@@ -7,6 +7,7 @@ from datetime import datetime
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from relance.housekeeping import run_reengage, run_sla
 from relance.library import Library
@@ -20,17 +21,25 @@ from relance.settings import Settings
 @task(name="decay-scores", cache_policy=NO_CACHE)
 def decay_task(engine: Engine, scoring: ScoringConfig, when: datetime, batch_size: int):
     """Take the decay points off every lead idle long enough (scoring.yaml `decay`)."""
-    return decay_scores(engine, scoring, now=when, batch_size=batch_size)
+    with Session(engine) as session:  # one transaction per chunk of leads, committed as it goes
+        return decay_scores(session, scoring=scoring, now=when, batch_size=batch_size, commit=True)
 
 
 @task(name="flag-sla", cache_policy=NO_CACHE)
 def sla_task(engine: Engine, library: Library, when: datetime):
     """Flag the open hand-offs past their target or deadline; tell whom scoring.yaml names."""
-    return run_sla(engine, library, now=when)
+    with Session(engine) as session:
+        report = run_sla(session, library=library, now=when)
+        session.commit()
+    return report
 
 
 @task(name="reengage-later-leads", cache_policy=NO_CACHE)
 def reengage_task(engine: Engine, settings: Settings, library: Library, when: datetime) -> int:
     """Register the scenarios, then enroll the "later" leads whose date has come; how many."""
-    sync_scenarios(engine, settings, now=when, library=library)
-    return run_reengage(engine, library, now=when)
+    with Session(engine) as session:
+        sync_scenarios(session, library=library, now=when)
+        session.commit()
+        enrolled = run_reengage(session, library=library, now=when)
+        session.commit()
+    return enrolled

@@ -6,6 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from relance.clock import SystemClock
 from relance.library import Library
@@ -20,7 +21,8 @@ def drain_task(engine: Engine, library: Library, settings: Settings, queue_url: 
 
     sqs = boto3.client("sqs", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url)
     try:
-        return drain(engine, library, sqs, queue_url, clock=SystemClock(), once=True, dead_letter_url=dead_letter_url,
-                     machine_click_seconds=settings.machine_click_seconds)
+        with Session(engine) as session:  # drain commits each message before it leaves the queue
+            return drain(session, library=library, sqs=sqs, queue_url=queue_url, clock=SystemClock(), once=True,
+                         dead_letter_url=dead_letter_url, machine_click_seconds=settings.machine_click_seconds)
     except SettingError as exc:  # the queue is out of reach or refuses: retried, and said, without a traceback
         return Failed(message=str(exc))

@@ -21,6 +21,7 @@ from relance.library import load_library
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Lead, Suppression
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token-of-the-tests"
@@ -61,15 +62,12 @@ def test_a_form_for_a_known_lead_keeps_its_consent_and_every_record_before_it(en
     library = load_library(settings)
     _known_lead(engine, clock)
     t0 = clock.now()
-    ingest_events(engine, library, [_form(t0, "f1", source="page webinar", wording="J'accepte les emails.")], now=t0, channel="api")
+    committed(engine, ingest_events, library=library, events=[_form(t0, "f1", source="page webinar", wording="J'accepte les emails.")], now=t0, channel="api")
     later = t0 + timedelta(days=3)
-    ingest_events(engine, library, [_form(later, "f2", source="page tarifs", wording="J'accepte les emails et les appels.")],
-                  now=later, channel="cli")
-    ingest_events(engine, library, [_form(later, "f2", source="page tarifs", wording="J'accepte les emails et les appels.")],
-                  now=later + timedelta(hours=1), channel="cli")  # a replay of the same form: no new record
+    committed(engine, ingest_events, library=library, events=[_form(later, "f2", source="page tarifs", wording="J'accepte les emails et les appels.")], now=later, channel="cli")
+    committed(engine, ingest_events, library=library, events=[_form(later, "f2", source="page tarifs", wording="J'accepte les emails et les appels.")], now=later + timedelta(hours=1), channel="cli")  # a replay of the same form: no new record
     older = t0 - timedelta(days=1)  # a form that reached relance late: it takes its place in time, not the newest
-    ingest_events(engine, library, [_form(older, "f0", source="salon", wording="Oui.", at=older.isoformat())],
-                  now=later + timedelta(hours=2), channel="api")
+    committed(engine, ingest_events, library=library, events=[_form(older, "f0", source="salon", wording="Oui.", at=older.isoformat())], now=later + timedelta(hours=2), channel="api")
 
     fields = _fields(engine)
     history = fields["consent_history"]
@@ -82,10 +80,9 @@ def test_a_form_for_a_known_lead_keeps_its_consent_and_every_record_before_it(en
 
 def test_a_withdrawal_is_recorded_and_stops_every_email(engine, settings, clock):
     library = load_library(settings)
-    ingest_events(engine, library, [_form(clock.now(), "f1", source="page webinar", wording="J'accepte.")], now=clock.now())
+    committed(engine, ingest_events, library=library, events=[_form(clock.now(), "f1", source="page webinar", wording="J'accepte.")], now=clock.now())
     at = clock.now() + timedelta(days=1)
-    ingest_events(engine, library, [_form(at, "f2", source="préférences", wording="Je ne veux plus d'emails.", granted="false")],
-                  now=at, channel="api")
+    committed(engine, ingest_events, library=library, events=[_form(at, "f2", source="préférences", wording="Je ne veux plus d'emails.", granted="false")], now=at, channel="api")
     fields = _fields(engine)
     assert [r["granted"] for r in fields["consent_history"]] == [True, False] and fields["consent"]["granted"] is False
     with Session(engine) as session:
@@ -102,7 +99,7 @@ def test_consent_kept_before_there_was_a_history_is_its_first_record(engine, set
         lead.fields = {"consent": {"source": "ancien formulaire", "wording": "Oui.", "at": clock.now().isoformat()}, "sector": "x"}
         session.commit()
     at = clock.now() + timedelta(days=1)
-    ingest_events(engine, load_library(settings), [_form(at, "f1", source="nouveau", wording="Oui !")], now=at)
+    committed(engine, ingest_events, library=load_library(settings), events=[_form(at, "f1", source="nouveau", wording="Oui !")], now=at)
     fields = _fields(engine)
     assert [r["source"] for r in fields["consent_history"]] == ["ancien formulaire", "nouveau"]
     assert fields["consent_history"][0]["granted"] is True and fields["sector"] == "x"
@@ -112,7 +109,7 @@ def test_an_unreadable_consent_is_refused_and_nothing_is_stored(engine, settings
     library = load_library(settings)
     for bad, field in (({"at": "yesterday"}, "consent_at"), ({"granted": "maybe"}, "consent_granted")):
         with pytest.raises(BadEvent) as refused:
-            ingest_events(engine, library, [_form(clock.now(), "f-bad", source="x", wording="y", **bad)], now=clock.now())
+            committed(engine, ingest_events, library=library, events=[_form(clock.now(), "f-bad", source="x", wording="y", **bad)], now=clock.now())
         assert refused.value.field == field and refused.value.email == EMAIL
         assert str(refused.value).startswith(f"form_submitted for {EMAIL}: {field}")
     with Session(engine) as session:

@@ -24,6 +24,7 @@ from relance.settings import Settings, get_settings
 from relance.store.repo import find_lead, upsert_lead
 from relance.store.tables import Deal, Enrollment, Handoff, Lead, StageChange
 from relance.tick import run_tick_inline
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORING = ScoringConfig.model_validate({"sales": {"owners": ["claire@example.com"]}})
@@ -155,11 +156,11 @@ def test_a_won_deal_wakes_a_wait_on_the_customer_stage(engine, clock, tmp_path, 
     settings = Settings(database_url=db_url, scenarios_dir=tmp_path / "scenarios", templates_dir=tmp_path / "templates",
                         outbox_dir=tmp_path / "outbox", transport="null")
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     with Session(engine) as session:
         _lead(session, clock)
         session.commit()
-    ingest_events(engine, library, [IncomingEvent("trial_started", EMAIL, clock.now(), {})], now=clock.now())
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("trial_started", EMAIL, clock.now(), {})], now=clock.now())
     run_tick_inline(engine, settings, scenario="waiter", now=clock.now(), library=library)
     won_at = clock.advance(timedelta(hours=1))
     with Session(engine) as session:
@@ -240,7 +241,7 @@ def api(engine, clock, tmp_path, db_url):
     settings = Settings(database_url=db_url, scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails",
                         outbox_dir=tmp_path / "outbox", api_token="t0ken", transport="null")
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     with Session(engine) as session:
         _lead(session, clock)
         session.commit()

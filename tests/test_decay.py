@@ -14,6 +14,7 @@ from relance.scoring.config import ScoringConfig
 from relance.scoring.decay import decay_scores
 from relance.store.repo import upsert_lead
 from relance.store.tables import Lead
+from tests.units import committed
 
 SCORING = ScoringConfig.model_validate({
     "behaviour": {"demo_requested": 50, "page_visited": 10},
@@ -28,7 +29,7 @@ def _setup(engine, clock):
         upsert_lead(session, email="busy@acme.example", now=clock.now())
         session.commit()
     library = Library(scoring=SCORING)
-    ingest_events(engine, library, [IncomingEvent("demo_requested", e, clock.now(), {}) for e in ("idle@acme.example", "busy@acme.example")], now=clock.now())
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("demo_requested", e, clock.now(), {}) for e in ("idle@acme.example", "busy@acme.example")], now=clock.now())
     return library
 
 
@@ -39,20 +40,20 @@ def _scores(engine):
 
 def test_idle_scores_fade_each_period_and_active_ones_do_not(engine, clock):
     library = _setup(engine, clock)
-    assert decay_scores(engine, SCORING, now=clock.advance(timedelta(days=29))).leads == 0
-    ingest_events(engine, library, [IncomingEvent("page_visited", "busy@acme.example", clock.now(), {"path": "/"})], now=clock.now())
-    report = decay_scores(engine, SCORING, now=clock.advance(timedelta(days=1)))
+    assert committed(engine, decay_scores, scoring=SCORING, now=clock.advance(timedelta(days=29))).leads == 0
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("page_visited", "busy@acme.example", clock.now(), {"path": "/"})], now=clock.now())
+    report = committed(engine, decay_scores, scoring=SCORING, now=clock.advance(timedelta(days=1)))
     assert (report.leads, report.points) == (1, -12)  # 25 % of 50, rounded
     assert _scores(engine) == {"idle": 38, "busy": 60}
-    assert decay_scores(engine, SCORING, now=clock.now()).leads == 0  # same day again: decays once
-    decay_scores(engine, SCORING, now=clock.advance(timedelta(days=30)))
+    assert committed(engine, decay_scores, scoring=SCORING, now=clock.now()).leads == 0  # same day again: decays once
+    committed(engine, decay_scores, scoring=SCORING, now=clock.advance(timedelta(days=30)))
     assert _scores(engine) == {"idle": 28, "busy": 45}
 
 
 def test_the_ledger_and_stage_history_explain_the_score_in_lead_show(engine, clock):
     _setup(engine, clock)
-    decay_scores(engine, SCORING, now=clock.advance(timedelta(days=31)))
-    summary = lead_summary(engine, "idle@acme.example", scoring=ScoringConfig())
+    committed(engine, decay_scores, scoring=SCORING, now=clock.advance(timedelta(days=31)))
+    summary = committed(engine, lead_summary, email="idle@acme.example", scoring=ScoringConfig())
     assert [(c["cause"], c["points"], c["score_after"]) for c in summary["score_ledger"]] == [("demo_requested", 50, 50), ("decay", -12, 38)]
     assert [(s["from"], s["to"]) for s in summary["stage_history"]] == [("lead", "mql")]
     assert "score 50 >= 40" in summary["stage_history"][0]["reason"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import relance
+from tests.units import committed
 
 ROOT = Path(relance.__file__).resolve().parents[1]  # the checkout whose code runs
 
@@ -67,11 +68,11 @@ def test_a_tick_handed_the_library_reads_no_scenario(engine, clock, tmp_path, mo
     settings = Settings(database_url=engine.url.render_as_string(hide_password=False), scenarios_dir=ROOT / "scenarios",
                         templates_dir=ROOT / "templates" / "emails", transport="null", outbox_dir=tmp_path / "outbox")
     library = library_module.load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     with Session(engine) as session:
         upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
         session.commit()
-    ingest_events(engine, library, [IncomingEvent("downloaded", "lea@acme.example", clock.now(),
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("downloaded", "lea@acme.example", clock.now(),
                                                   {"asset": "livre-blanc-leads"})], now=clock.now())
     listed: list[object] = []
 

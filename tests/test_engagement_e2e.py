@@ -25,6 +25,7 @@ from relance.ses_events import drain
 from relance.settings import Settings
 from relance.store.tables import Outbox
 from relance.tick import run_tick_inline
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "e2e-token-of-the-tests"
@@ -35,7 +36,7 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
     settings = Settings(database_url=db_url, scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails",
                         outbox_dir=tmp_path / "outbox", secret_key="e2e-secret", public_url="https://t.example", api_token=TOKEN)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     api = TestClient(create_app(settings, engine=engine, library=library, clock=clock))
     transport = FileTransport(settings.outbox_dir)
     queue = sqs.create_queue(QueueName=f"e2e-{engine.dialect.name}")["QueueUrl"]
@@ -59,7 +60,7 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
     assert post({"type": "downloaded", "email": EMAIL, "properties": {"asset": "livre-blanc-leads"}})["enrolled"] == 1
     assert tick().sent == 1
     guide = last_email()
-    lead = lead_summary(engine, EMAIL, scoring=ScoringConfig())
+    lead = committed(engine, lead_summary, email=EMAIL, scoring=ScoringConfig())
     assert (lead["grade"], lead["score"]) == ("A", 10 + 5)
 
     # SES says it was delivered and opened (SNS envelopes, delivered twice)
@@ -69,7 +70,7 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
         event = {"eventType": kind, "mail": {"messageId": message_id, "destination": [EMAIL], "timestamp": "2026-01-05T09:00:00Z"},
                  kind.lower(): {"timestamp": "2026-01-05T11:00:00Z"}}
         sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"Type": "Notification", "Message": json.dumps(event)}))
-    assert drain(engine, library, sqs, queue, clock=clock, wait_seconds=0).duplicates == 1
+    assert committed(engine, drain, library=library, sqs=sqs, queue_url=queue, clock=clock, wait_seconds=0).duplicates == 1
 
     # the tracked click redirects and scores; three days later the open sends the case study
     click = re.search(r'href="https://t\.example(/c/[^"]+)"', next(p.get_content() for p in guide.iter_parts() if p.get_content_type() == "text/html")).group(1)
@@ -77,7 +78,7 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
     assert api.get(click, follow_redirects=False).status_code == 302
     clock.advance(timedelta(days=3))
     assert tick().sent == 1 and last_email()["Subject"] == "Comment ACME a doublé ses MQL"
-    waiting = lead_summary(engine, EMAIL, scoring=ScoringConfig())["enrollments"][0]
+    waiting = committed(engine, lead_summary, email=EMAIL, scoring=ScoringConfig())["enrollments"][0]
     assert (waiting["step_id"], waiting["waiting"]["kind"]) == ("wait-download", "wait_until")
 
     # downloading the case study wakes the wait at once; pricing visits reach the hand-off point
@@ -85,7 +86,7 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
     assert woke["woken"] == 1
     post(*({"type": "page_visited", "email": EMAIL, "properties": {"path": f"/tarifs/{p}"}} for p in ("pro", "entreprise", "comparatif")))
     tick()
-    lead = lead_summary(engine, EMAIL, scoring=ScoringConfig())
+    lead = committed(engine, lead_summary, email=EMAIL, scoring=ScoringConfig())
     assert lead["score"] == 10 + 5 + 1 + 3 + 5 + 3 * 10 + 15  # form, download, first open, click, case study, 3 visits, bump
     assert lead["stage"] == "sql-pending"
     assert [(s["from"], s["to"]) for s in lead["stage_history"]] == [("lead", "mql"), ("mql", "sql-pending")]
@@ -95,9 +96,9 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
     complaint = {"eventType": "Complaint", "mail": {"messageId": message_id, "destination": [EMAIL], "timestamp": "2026-01-05T09:00:00Z"},
                  "complaint": {"timestamp": "2026-01-08T12:00:00Z", "complainedRecipients": [{"emailAddress": EMAIL}]}}
     sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(complaint))
-    assert drain(engine, library, sqs, queue, clock=clock, wait_seconds=0).suppressed == 1
+    assert committed(engine, drain, library=library, sqs=sqs, queue_url=queue, clock=clock, wait_seconds=0).suppressed == 1
     unsubscribe = guide["List-Unsubscribe"].strip("<>").removeprefix("https://t.example")
     assert api.post(unsubscribe, content="List-Unsubscribe=One-Click").status_code == 200
-    lead = lead_summary(engine, EMAIL, scoring=ScoringConfig())
+    lead = committed(engine, lead_summary, email=EMAIL, scoring=ScoringConfig())
     assert lead["suppression"] == {"suppressed": True, "reason": "complained"}
     sqs.delete_queue(QueueUrl=queue)

@@ -20,6 +20,7 @@ from relance.scoring.config import ScoringConfig
 from relance.scoring.rules import is_sales_ready
 from relance.store.repo import record_events, upsert_lead
 from relance.store.tables import Lead
+from tests.units import committed
 
 
 
@@ -51,7 +52,7 @@ def _statements(engine, library: Library, events: list[IncomingEvent], now: date
 
     sa_event.listen(engine, "before_cursor_execute", count)
     try:
-        assert ingest_events(engine, library, events, now=now).stored == len(events)
+        assert committed(engine, ingest_events, library=library, events=events, now=now).stored == len(events)
     finally:
         sa_event.remove(engine, "before_cursor_execute", count)
     return len(sent)
@@ -65,18 +66,18 @@ def _lead(engine) -> Lead:
 def test_a_hot_leads_batch_costs_the_same_statements_whatever_its_size_and_history(engine, clock):
     library, now = Library(scoring=SCORING), clock.now()
     form = IncomingEvent("form_submitted", EMAIL, now, {"job_title": "Directrice marketing", "sector": "saas"}, "form")
-    ingest_events(engine, library, [form, *_visits(100, now, "warm")], now=now)
+    committed(engine, ingest_events, library=library, events=[form, *_visits(100, now, "warm")], now=now)
     assert (_lead(engine).score, _lead(engine).grade, _lead(engine).stage) == (100, "B", "mql")  # hot, nothing sales-ready
 
     small = _statements(engine, library, _visits(50, now + timedelta(hours=1), "a"), now)
     large = _statements(engine, library, _visits(500, now + timedelta(hours=2), "b"), now)
-    ingest_events(engine, library, _visits(2_000, now + timedelta(hours=3), "c"), now=now)
+    committed(engine, ingest_events, library=library, events=_visits(2_000, now + timedelta(hours=3), "c"), now=now)
     small_again = _statements(engine, library, _visits(50, now + timedelta(hours=4), "d"), now)
     # constant per batch: neither the 10x larger batch nor the 20x longer history asks the database more
     assert small == large == small_again
     assert (_lead(engine).score, _lead(engine).stage) == (100 + 50 + 500 + 2_000 + 50, "mql")
 
-    ingest_events(engine, library, [IncomingEvent("demo_requested", EMAIL, now + timedelta(hours=5), {}, "demo")], now=now)
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("demo_requested", EMAIL, now + timedelta(hours=5), {}, "demo")], now=now)
     assert _lead(engine).stage == "sql-pending"  # the first sales-ready action hands it off, as before
 
 
@@ -84,7 +85,7 @@ def test_a_sales_ready_action_later_in_the_batch_hands_off_the_lead_that_turns_h
     library, now = Library(scoring=SCORING), clock.now()
     form = IncomingEvent("form_submitted", EMAIL, now, {"job_title": "Directrice marketing", "sector": "saas"}, "form")
     pricing = IncomingEvent("page_visited", EMAIL, now + timedelta(hours=1), {"url": "https://acme.example/tarifs?x=1"}, "p")
-    ingest_events(engine, library, [form, *_visits(300, now, "v"), pricing], now=now)
+    committed(engine, ingest_events, library=library, events=[form, *_visits(300, now, "v"), pricing], now=now)
     assert _lead(engine).stage == "sql-pending"
 
 
@@ -149,8 +150,8 @@ def test_sales_ready_since_counts_only_actions_after_the_rejection(session, cloc
 
 def test_only_the_first_open_of_each_email_scores_in_a_hot_leads_batch(engine, clock):
     library, now = Library(scoring=SCORING), clock.now()
-    ingest_events(engine, library, [IncomingEvent("form_submitted", EMAIL, now, {}, "form")], now=now)
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("form_submitted", EMAIL, now, {}, "form")], now=now)
     opens = [IncomingEvent("email_opened", EMAIL, now + timedelta(seconds=i), {"outbox_id": i % 5}, f"o{i}") for i in range(400)]
-    ingest_events(engine, library, opens[:200], now=now)
-    ingest_events(engine, library, opens[200:], now=now)
+    committed(engine, ingest_events, library=library, events=opens[:200], now=now)
+    committed(engine, ingest_events, library=library, events=opens[200:], now=now)
     assert _lead(engine).score == 5  # five emails, each opened first once (a list as outbox_id is refused at the door)

@@ -16,6 +16,7 @@ from relance.sales import Answer, answer, hand_off
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Handoff, Outbox
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,28 +45,28 @@ def test_sla_flags_target_then_deadline_once_and_tells_owner_and_manager(engine,
         answer(session, email="l1@acme.example", reply=Answer("accept", "karim@example.com"), scoring=library.scoring,
                now=clock.now() + timedelta(hours=1))
         session.commit()
-    assert run_sla(engine, library, now=clock.advance(timedelta(hours=1))).target_missed == 0
-    report = run_sla(engine, library, now=clock.advance(timedelta(hours=2)))
+    assert committed(engine, run_sla, library=library, now=clock.advance(timedelta(hours=1))).target_missed == 0
+    report = committed(engine, run_sla, library=library, now=clock.advance(timedelta(hours=2)))
     assert (report.open, report.target_missed, report.deadline_missed) == (1, 1, 0)
     assert _sla_mails(engine) == []
-    report = run_sla(engine, library, now=clock.advance(timedelta(hours=46)))
+    report = committed(engine, run_sla, library=library, now=clock.advance(timedelta(hours=46)))
     assert (report.target_missed, report.deadline_missed) == (0, 1)
     assert _sla_mails(engine) == ["claire@example.com", "direction.ventes@example.com"]
-    assert run_sla(engine, library, now=clock.advance(timedelta(hours=5))).deadline_missed == 0
+    assert committed(engine, run_sla, library=library, now=clock.advance(timedelta(hours=5))).deadline_missed == 0
     assert len(_sla_mails(engine)) == 2
 
 
 def test_reengage_enrolls_later_leads_on_their_date_once(engine, library, clock, db_url):
-    sync_scenarios(engine, Settings(database_url=db_url, scenarios_dir=ROOT / "scenarios"), now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     _handed(engine, library, clock)
     with Session(engine) as session:
         for i, days in enumerate((7, 30)):
             answer(session, email=f"l{i}@acme.example", reply=Answer("later", "claire@example.com", until=clock.now() + timedelta(days=days)),
                    scoring=library.scoring, now=clock.now())
         session.commit()
-    assert run_reengage(engine, library, now=clock.advance(timedelta(days=6))) == 0
-    assert run_reengage(engine, library, now=clock.advance(timedelta(days=1))) == 1
-    assert run_reengage(engine, library, now=clock.now()) == 0  # twice the same day: once
+    assert committed(engine, run_reengage, library=library, now=clock.advance(timedelta(days=6))) == 0
+    assert committed(engine, run_reengage, library=library, now=clock.advance(timedelta(days=1))) == 1
+    assert committed(engine, run_reengage, library=library, now=clock.now()) == 0  # twice the same day: once
     with Session(engine) as session:
         [enrollment] = session.exec(select(Enrollment)).scalars().all()
         reengaged = [h.reengaged_at for h in session.exec(select(Handoff).order_by(Handoff.id)).scalars()]
@@ -78,7 +79,7 @@ def test_reengage_with_its_scenario_broken_says_so_and_the_later_leads_wait(engi
     shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
     settings = Settings(database_url=db_url, scenarios_dir=tmp_path / "scenarios", templates_dir=ROOT / "templates" / "emails")
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     _handed(engine, library, clock, n=1)
     with Session(engine) as session:
         answer(session, email="l0@acme.example", reply=Answer("later", "claire@example.com", until=clock.now() + timedelta(days=7)),
@@ -90,8 +91,8 @@ def test_reengage_with_its_scenario_broken_says_so_and_the_later_leads_wait(engi
 
     with pytest.raises(LookupError, match=r"the re-engagement scenario re-engagement is broken .*relance validate .*"
                                           r"re-engagement.yaml.*the \"later\" leads wait"):
-        run_reengage(engine, broken, now=clock.advance(timedelta(days=8)))
+        committed(engine, run_reengage, library=broken, now=clock.advance(timedelta(days=8)))
     with Session(engine) as session:
         assert session.exec(select(Handoff.reengaged_at)).scalars().all() == [None]  # still owed a re-engagement
     reengagement.write_text(reengagement.read_text(encoding="utf-8").replace("stepz:", "steps:"), encoding="utf-8")
-    assert run_reengage(engine, load_library(settings), now=clock.now()) == 1
+    assert committed(engine, run_reengage, library=load_library(settings), now=clock.now()) == 1

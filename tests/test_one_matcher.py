@@ -18,6 +18,7 @@ from relance.scoring.config import ScoringConfig
 from relance.simulate import _Simulation
 from relance.simulation.rates import EngagementRates
 from relance.store.tables import Lead
+from tests.units import committed
 
 SCORING = ScoringConfig.model_validate({
     "behaviour": {
@@ -52,8 +53,8 @@ def _simulated_score(stream, start) -> int:
 @given(stream=st.lists(EVENTS, min_size=1, max_size=6))
 def test_the_simulator_and_ingestion_score_the_same_events_the_same(engine, clock, stream):
     library, now, email = Library(scoring=SCORING), clock.now(), f"lead{next(_emails)}@acme.example"
-    ingest_events(engine, library, [IncomingEvent("form_submitted", email, now, {})], now=now)
-    ingest_events(engine, library, [IncomingEvent(kind, email, now + timedelta(minutes=i), dict(p))
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("form_submitted", email, now, {})], now=now)
+    committed(engine, ingest_events, library=library, events=[IncomingEvent(kind, email, now + timedelta(minutes=i), dict(p))
                                     for i, (kind, p) in enumerate(stream)], now=now + timedelta(hours=1))
     with Session(engine) as session:
         stored = session.exec(select(Lead.score).where(Lead.email == email)).scalar_one()

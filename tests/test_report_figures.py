@@ -34,6 +34,7 @@ from relance.scoring.ledger import move_stage
 from relance.settings import Settings, get_settings
 from relance.store.repo import find_lead
 from relance.tick import run_tick_inline
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday
@@ -236,7 +237,7 @@ def _form(email: str, at: datetime, **profile: Any) -> IncomingEvent:
 
 
 def _ingest(engine, library, at: datetime, *events: IncomingEvent) -> None:
-    ingest_events(engine, library, list(events), now=at, channel="test")
+    committed(engine, ingest_events, library=library, events=list(events), now=at, channel="test")
 
 
 # hand-offs: (opened after T0, the answer: (verdict, reason, hours after opening) or None for none)
@@ -256,7 +257,7 @@ HANDOFFS = {
 
 def build_data_set(engine, settings: Settings) -> None:
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=T0 - timedelta(days=5), library=library)
+    committed(engine, sync_scenarios, now=T0 - timedelta(days=5), library=library)
     moments: list[tuple[datetime, Any]] = []
     for day, leads in ((0, range(6)), (1, (6, 7)), (3, (8, 9))):  # the nurture: forms, then the guide downloaded
         at = T0 + timedelta(days=day) - H
@@ -279,7 +280,7 @@ def build_data_set(engine, settings: Settings) -> None:
         if what == "tick":
             run_tick_inline(engine, settings, scenario="nurture", now=at, library=library)
         elif what == "sla":
-            run_sla(engine, library, now=at)
+            committed(engine, run_sla, library=library, now=at)
         elif what == "brink":
             _to_the_brink(engine, [f"n{n}@acme.example" for n in range(3, 8)])
         elif isinstance(what, list):
@@ -390,7 +391,7 @@ def test_an_unknown_scenario_is_refused_and_one_no_longer_in_the_folder_is_repor
     settings = _settings(tmp_path, monkeypatch, db_url)
     engine = open_store(settings)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=T0, library=library)
+    committed(engine, sync_scenarios, now=T0, library=library)
     _ingest(engine, library, T0, _form("n0@acme.example", T0), IncomingEvent("downloaded", "n0@acme.example", T0, {"asset": "guide"}))
     run_tick_inline(engine, settings, scenario="nurture", now=T0, library=library)
     engine.dispose()

@@ -21,6 +21,7 @@ from relance.store.tables import Enrollment, Lead, Outbox, StepLog
 from relance.tick import run_tick_inline
 
 from recording import RecordingTransport  # tests/recording.py
+from tests.units import committed
 
 TEMPLATE = """<mjml><mj-body><mj-section><mj-column>
 <mj-text>Bonjour {{ lead.first_name }}, voici {{ scenario }}/{{ step_id }}.</mj-text>
@@ -90,7 +91,7 @@ def _leads(engine, now, n: int) -> list[str]:
 
 
 def _download(engine, library, emails, asset, now):
-    return ingest_events(engine, library, [IncomingEvent("downloaded", e, now, {"asset": asset}) for e in emails], now=now)
+    return committed(engine, ingest_events, library=library, events=[IncomingEvent("downloaded", e, now, {"asset": asset}) for e in emails], now=now)
 
 
 def _path(engine, email_index: int) -> list[tuple[str, str]]:
@@ -102,7 +103,7 @@ def _path(engine, email_index: int) -> list[tuple[str, str]]:
 
 def test_a_download_enrolls_sends_waits_and_branches_on_the_open(engine, settings, clock):
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     emails = _leads(engine, clock.now(), 2)
     assert _download(engine, library, emails, "guide", clock.now()).enrolled == 2
     transport = RecordingTransport()
@@ -113,7 +114,7 @@ def test_a_download_enrolls_sends_waits_and_branches_on_the_open(engine, setting
     assert "{{" not in transport.sent[0].html and "Léa0" in transport.sent[0].text
 
     # lead 0 opens the email; lead 1 does not
-    ingest_events(engine, library, [IncomingEvent("email_opened", emails[0], clock.now() + timedelta(hours=2),
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("email_opened", emails[0], clock.now() + timedelta(hours=2),
                                                   {"scenario": "nurture", "step_id": "send-guide"})], now=clock.now())
     assert run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=1)), library=library,
                            transport=transport).sent == 0
@@ -127,7 +128,7 @@ def test_a_download_enrolls_sends_waits_and_branches_on_the_open(engine, setting
 
 def test_an_awaited_event_wakes_the_lead_before_its_timeout(engine, settings, clock):
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     emails = _leads(engine, clock.now(), 2)
     _download(engine, library, emails, "guide", clock.now())
     transport = RecordingTransport()
@@ -148,7 +149,7 @@ def test_an_awaited_event_wakes_the_lead_before_its_timeout(engine, settings, cl
 
 def test_a_worker_stopped_mid_batch_never_sends_anything_twice(engine, settings, clock, tmp_path):
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     emails = _leads(engine, clock.now(), 6)
     _download(engine, library, emails, "guide", clock.now())
 
@@ -185,7 +186,7 @@ def test_a_worker_stopped_mid_batch_never_sends_anything_twice(engine, settings,
 
 def test_editing_a_live_scenario_keeps_leads_on_the_version_they_entered(engine, settings, clock):
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     first, second = _leads(engine, clock.now(), 2)
     _download(engine, library, [first], "guide", clock.now())
     transport = RecordingTransport()
@@ -194,7 +195,7 @@ def test_editing_a_live_scenario_keeps_leads_on_the_version_they_entered(engine,
     edited = NURTURE.replace("wait: 3d", "wait: 1d").replace("Vous l'avez lu ?", "Nouvelle relance")
     (settings.scenarios_dir / "nurture.yaml").write_text(edited, encoding="utf-8")
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     _download(engine, library, [second], "guide", clock.now())
     run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport)
 
@@ -210,7 +211,7 @@ def test_editing_a_live_scenario_keeps_leads_on_the_version_they_entered(engine,
 
 def test_suppressed_addresses_are_never_mailed_and_the_outbox_says_why(engine, settings, clock):
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     emails = _leads(engine, clock.now(), 3)
     with Session(engine) as session:
         for lead, reason in zip(session.exec(select(Lead).order_by(Lead.id)).scalars(), ("bounced", "complained", None)):
@@ -241,7 +242,7 @@ steps:
 def test_a_segment_scenario_mails_the_segment_once_per_reentry_period(engine, settings, folder, clock):
     (folder / "scenarios" / "monthly.yaml").write_text(MONTHLY, encoding="utf-8")
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     emails = _leads(engine, clock.now(), 6)
     with Session(engine) as session:  # leads 0-3 nurtured (lead 3 graded D), 4 an MQL, 5 nurtured but unsubscribed
         for lead in session.exec(select(Lead)).scalars():
@@ -273,7 +274,7 @@ def test_messages_left_pending_leave_with_the_next_tick_or_expire_after_two_days
     from relance.scoring.config import ScoringConfig
 
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     emails = _leads(engine, clock.now(), 3)
     _download(engine, library, emails[:2], "guide", clock.now())
     advance_due(engine, settings, scenario="nurture", now=clock.now(), library=library)  # written, then the worker died
@@ -311,7 +312,7 @@ def test_a_score_step_that_crosses_the_mql_line_makes_the_lead_an_mql(engine, tm
         "  - {id: pause, wait: 1d}\n", encoding="utf-8")
     settings = Settings(database_url=db_url, scenarios_dir=tmp_path / "s", templates_dir=tmp_path / "s", transport="null")
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     (email,) = _leads(engine, clock.now(), 1)
     _download(engine, library, [email], "guide", clock.now())
 

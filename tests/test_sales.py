@@ -12,6 +12,7 @@ from relance.sales import Answer, SalesError, answer, hand_off
 from relance.scoring.config import ScoringConfig
 from relance.store.repo import upsert_lead
 from relance.store.tables import Handoff, Outbox
+from tests.units import committed
 
 SCORING = ScoringConfig.model_validate({
     "sla": {"contact_within": "48h", "target": "2h"},
@@ -51,7 +52,7 @@ def test_accept_records_bant_and_moves_to_sql(session, clock, engine):
     answer(session, email="LEA@acme.example", reply=Answer("accept", "claire@example.com", bant=bant), scoring=SCORING,
            now=clock.advance(timedelta(hours=1)))
     session.commit()
-    summary = lead_summary(engine, "lea@acme.example", scoring=ScoringConfig())
+    summary = committed(engine, lead_summary, email="lea@acme.example", scoring=ScoringConfig())
     assert summary["stage"] == "sql"
     assert [(s["from"], s["to"], s["by"]) for s in summary["stage_history"]] == [("lead", "sql-pending", "test"), ("sql-pending", "sql", "claire@example.com")]
     assert summary["handoffs"][0]["bant"] == bant and summary["handoffs"][0]["status"] == "accepted"

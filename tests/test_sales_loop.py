@@ -25,6 +25,7 @@ from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Handoff, Lead, Outbox, StepLog
 from relance.tick import run_tick_inline
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOE = "zoe@acme.example"
@@ -44,13 +45,13 @@ def world(engine, clock, tmp_path, db_url):
     settings = Settings(database_url=db_url, scenarios_dir=tmp_path / "scenarios", templates_dir=ROOT / "templates" / "emails",
                         outbox_dir=tmp_path / "outbox", secret_key="k" * 32)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     return engine, settings, library
 
 
 def _event(world, clock, type_, email=ZOE, **properties):
     engine, _, library = world
-    return ingest_events(engine, library, [IncomingEvent(type_, email, clock.now(), properties)], now=clock.now())
+    return committed(engine, ingest_events, library=library, events=[IncomingEvent(type_, email, clock.now(), properties)], now=clock.now())
 
 
 def _handoffs(engine, email=ZOE):
@@ -93,7 +94,7 @@ def test_a_rejected_lead_cools_off_and_only_a_sales_ready_action_after_the_rejec
 
     with Session(engine) as session:
         assert sla(session, now=clock.now())["rejection_reasons"] == {"no-budget": 1}  # the reason, not the note
-    summary = lead_summary(engine, ZOE, scoring=ScoringConfig())
+    summary = committed(engine, lead_summary, email=ZOE, scoring=ScoringConfig())
     rejected = summary["handoffs"][1]
     assert (rejected["reason"], rejected["note"]) == ("no-budget", "back in Q3")
     assert any("no-budget (back in Q3)" in change["reason"] for change in summary["stage_history"])
@@ -175,7 +176,7 @@ def test_a_later_lead_who_turns_hot_goes_back_to_the_same_owner_at_once(world, c
     assert "vous l'aviez mis en attente (jusqu'au 01/09/2026, signal : demo_requested)" in " ".join(sent.text.split())
     assert "event:" not in sent.text  # no internal wording in the sentence
     clock.advance(timedelta(days=300))
-    assert run_reengage(engine, library, now=clock.now()) == 0  # re-engaged already: not enrolled again
+    assert committed(engine, run_reengage, library=library, now=clock.now()) == 0  # re-engaged already: not enrolled again
 
 
 # --------------------------------------------------------------------------- 3. team routing
@@ -245,7 +246,7 @@ def test_a_scenario_handoff_step_routes_to_its_team(world, clock):
         "scenario: hand-back\ntrigger: {event: webinar_attended}\nsteps:\n"
         "  - id: bump\n    score: +60\n  - id: to-sales\n    handoff: sales\n    team: enterprise\n", encoding="utf-8")
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     world = (engine, settings, library)
     _graded(world, clock)
     _event(world, clock, "webinar_attended")
@@ -274,7 +275,7 @@ def test_reassign_changes_the_owner_tells_the_new_one_and_lead_show_keeps_the_tr
     [event] = session.exec(select(Event).where(Event.type == "handoff_reassigned")).scalars().all()
     assert event.properties == {"handoff_id": handoff.id, "from": "karim@example.com", "to": "sam@example.com",
                                 "by": "direction@example.com"}
-    shown = lead_summary(engine, "lea@acme.example", scoring=ScoringConfig())["handoffs"][0]
+    shown = committed(engine, lead_summary, email="lea@acme.example", scoring=ScoringConfig())["handoffs"][0]
     assert shown["owner"] == "sam@example.com"
     assert shown["reassignments"] == [{"at": clock.now(), "from": "karim@example.com", "to": "sam@example.com",
                                        "by": "direction@example.com"}]

@@ -32,6 +32,7 @@ from relance.settings import (DEFAULT_SECRET_KEY, SettingError, Settings, get_se
                               require_signing_keys)
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Lead, Outbox
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_KEY = "old-key-of-the-sender-0123456789-abcdefgh"
@@ -111,12 +112,11 @@ def _world(engine, clock, tmp_path, db_url, *, key: str):
     settings = Settings(database_url=db_url, scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails",
                         outbox_dir=tmp_path / "outbox", secret_key=key, public_url=PUBLIC, api_token=TOKEN)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     with Session(engine) as session:
         upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
         session.commit()
-    ingest_events(engine, library, [IncomingEvent("downloaded", "lea@acme.example", clock.now(), {"asset": "livre-blanc-leads"})],
-                  now=clock.now())
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("downloaded", "lea@acme.example", clock.now(), {"asset": "livre-blanc-leads"})], now=clock.now())
     run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), library=library,
                     transport=FileTransport(settings.outbox_dir))
     [eml] = list(settings.outbox_dir.glob("*.eml"))

@@ -17,6 +17,7 @@ from relance.ses_events import drain
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Event, Lead, Outbox
+from tests.units import committed
 
 
 def ses(kind: str, message_id: str, at: str, **detail) -> dict:
@@ -52,7 +53,7 @@ LIBRARY = Library(scoring=ScoringConfig.model_validate({"behaviour": {"email_ope
 
 
 def _drain(engine, sqs, queue, clock, tmp_path):
-    return drain(engine, LIBRARY, sqs, queue, clock=clock, set_aside_dir=tmp_path / "aside", wait_seconds=0)
+    return committed(engine, drain, library=LIBRARY, sqs=sqs, queue_url=queue, clock=clock, set_aside_dir=tmp_path / "aside", wait_seconds=0)
 
 
 def _lead(engine):
@@ -135,7 +136,7 @@ def test_events_relance_would_refuse_from_any_door_are_set_aside_with_the_field_
 def test_a_dead_letter_queue_receives_what_is_set_aside(engine, sqs, queue, lead, clock, tmp_path):
     dead = sqs.create_queue(QueueName="ses-dead-letter")["QueueUrl"]
     sqs.send_message(QueueUrl=queue, MessageBody="{not json")
-    drain(engine, LIBRARY, sqs, queue, clock=clock, dead_letter_url=dead, wait_seconds=0)
+    committed(engine, drain, library=LIBRARY, sqs=sqs, queue_url=queue, clock=clock, dead_letter_url=dead, wait_seconds=0)
     [kept] = sqs.receive_message(QueueUrl=dead, MessageAttributeNames=["All"], WaitTimeSeconds=0)["Messages"]
     assert kept["Body"] == "{not json" and kept["MessageAttributes"]["reason"]["StringValue"].startswith("not JSON")
     sqs.delete_queue(QueueUrl=dead)
@@ -173,14 +174,13 @@ def test_a_drain_that_runs_for_days_stores_each_message_at_the_time_it_is_handle
     (tmp_path / "scenarios" / "follow.yaml").write_text(FOLLOW, encoding="utf-8")
     settings = Settings(database_url=db_url, scenarios_dir=tmp_path / "scenarios", templates_dir=tmp_path / "templates")
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     started = clock.now()
     sqs.send_message(QueueUrl=queue, MessageBody=sns(ses("Open", "ses-msg-1", "2026-01-05T09:30:00Z")))
     later = [sns(ses("Click", "ses-msg-1", "2026-01-06T09:30:00Z", link="https://relance.example/etude")),
              sns(ses("Delivery", "ses-msg-1", "2026-01-07T09:30:00Z"))]
 
-    report = drain(engine, library, LongPolls(sqs, queue, clock, later), queue, clock=clock, set_aside_dir=tmp_path / "aside",
-                   wait_seconds=0)
+    report = committed(engine, drain, library=library, sqs=LongPolls(sqs, queue, clock, later), queue_url=queue, clock=clock, set_aside_dir=tmp_path / "aside", wait_seconds=0)
 
     assert (report.stored, report.deleted) == (3, 3)
     with Session(engine) as session:

@@ -34,6 +34,7 @@ from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Lead, Outbox, Suppression
 from relance.tick import run_tick_inline
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token-of-the-tests"
@@ -61,7 +62,7 @@ def world(engine, clock, tmp_path, db_url) -> World:
                         outbox_dir=tmp_path / "outbox", secret_key="k" * 32, public_url="https://t.relance.example",
                         api_token=TOKEN)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     now = clock.now()
     with Session(engine) as session:
         lea = upsert_lead(session, email=LEA, now=now, first_name="Léa", company="ACME")
@@ -264,7 +265,7 @@ def queue(sqs, request):
 
 
 def _drain(world: World, sqs, queue, tmp_path):
-    return drain(world.engine, world.library, sqs, queue, clock=world.clock, set_aside_dir=tmp_path / "aside", wait_seconds=0)
+    return committed(world.engine, drain, library=world.library, sqs=sqs, queue_url=queue, clock=world.clock, set_aside_dir=tmp_path / "aside", wait_seconds=0)
 
 
 def test_an_ses_permanent_bounce_suppresses_the_lead_and_every_address_it_names(world, sqs, queue, tmp_path):
@@ -342,7 +343,7 @@ def test_an_imported_list_suppresses_leads_and_addresses_not_yet_leads(env, tmp_
 
     # and a scenario it triggers mails the other new lead, never it
     now = env.clock.now()
-    ingest_events(env.engine, env.library, [IncomingEvent("downloaded", e, now, {"asset": "livre-blanc-leads"})
+    committed(env.engine, ingest_events, library=env.library, events=[IncomingEvent("downloaded", e, now, {"asset": "livre-blanc-leads"})
                                             for e in ("new.prospect@initech.example", "fresh@globex.example")], now=now)
     transport = RecordingTransport()
     run_tick_inline(env.engine, env.settings, scenario="whitepaper-nurture", now=now, library=env.library, transport=transport)

@@ -22,6 +22,7 @@ from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Outbox
 from relance.tick import TickError, TickSteps, run_tick, run_tick_inline
+from tests.units import committed
 
 TEMPLATE = """<mjml><mj-body><mj-section><mj-column>
 <mj-text>Bonjour {{ lead.first_name }}.</mj-text>
@@ -71,7 +72,7 @@ def test_a_batch_refused_for_now_stays_pending_and_the_tick_goes_on_to_the_next_
             upsert_lead(session, email=email, now=clock.now(), first_name="Léa")
         session.commit()
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     transport = Greylisting(refused=emails[0])  # in the first batch of two
 
     with caplog.at_level(logging.INFO, logger="relance.tick"):

@@ -27,6 +27,7 @@ from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Lead, StepLog
 from relance.tick import run_tick_inline
 from relance.wakes import wake_for_lead_changes
+from tests.units import committed
 
 EMAIL = "lea@acme.example"
 
@@ -89,11 +90,11 @@ def _world(tmp_path: Path, db_url: str, condition: str) -> Settings:
 def _asleep(engine, settings, clock, *events: IncomingEvent, **profile):
     """The lead, after `events`, enters the waiter and falls asleep at `wait`; returns the library."""
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     with Session(engine) as session:
         upsert_lead(session, email=EMAIL, now=clock.now(), first_name="Léa", **profile)
         session.commit()
-    ingest_events(engine, library, [*events, IncomingEvent("trial_started", EMAIL, clock.now(), {})], now=clock.now())
+    committed(engine, ingest_events, library=library, events=[*events, IncomingEvent("trial_started", EMAIL, clock.now(), {})], now=clock.now())
     run_tick_inline(engine, settings, scenario="waiter", now=clock.now(), library=library)
     assert _path(engine) == [("wait", "entered"), ("wait", "waiting")], "the lead must wait before the change"
     assert _waiter(engine).due_at == clock.now() + timedelta(days=30)
@@ -133,11 +134,10 @@ def _goes_on_at_the_next_tick(engine, settings, library, changed_at) -> None:
 def test_an_events_points_wake_a_wait_on_the_lead_state(engine, db_url, tmp_path, clock, condition):
     settings = _world(tmp_path, db_url, condition)
     library = _asleep(engine, settings, clock)
-    ingest_events(engine, library, [IncomingEvent("page_visited", EMAIL, clock.now(), {"path": "/tarifs"})],
-                  now=clock.advance(timedelta(minutes=30)))
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("page_visited", EMAIL, clock.now(), {"path": "/tarifs"})], now=clock.advance(timedelta(minutes=30)))
     run_tick_inline(engine, settings, scenario="waiter", now=clock.advance(timedelta(minutes=1)), library=library)
     changed_at = clock.advance(timedelta(minutes=30))
-    ingest_events(engine, library, [IncomingEvent("downloaded", EMAIL, changed_at, {"asset": "guide"})], now=changed_at)
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("downloaded", EMAIL, changed_at, {"asset": "guide"})], now=changed_at)
     _goes_on_at_the_next_tick(engine, settings, library, changed_at)
 
 
@@ -146,7 +146,7 @@ def test_a_change_that_does_not_make_the_condition_hold_leaves_the_wait_asleep(e
     library = _asleep(engine, settings, clock)
     deadline = _waiter(engine).due_at
     changed_at = clock.advance(timedelta(hours=1))
-    ingest_events(engine, library, [IncomingEvent("email_clicked", EMAIL, changed_at, {})], now=changed_at)  # 5 < 20
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("email_clicked", EMAIL, changed_at, {})], now=changed_at)  # 5 < 20
     assert _waiter(engine).due_at == deadline
     run_tick_inline(engine, settings, scenario="waiter", now=changed_at + timedelta(minutes=1), library=library)
     assert _path(engine) == [("wait", "entered"), ("wait", "waiting")]
@@ -182,7 +182,7 @@ def test_decay_wakes_a_wait_for_the_score_to_fall(engine, db_url, tmp_path, cloc
     settings = _world(tmp_path, db_url, condition)
     library = _asleep(engine, settings, clock, IncomingEvent("downloaded", EMAIL, clock.now(), {"asset": "guide"}))
     changed_at = clock.advance(timedelta(days=8))  # idle a week: 45 points lose 80 %
-    assert decay_scores(engine, library.scoring, now=changed_at).leads == 1
+    assert committed(engine, decay_scores, scoring=library.scoring, now=changed_at).leads == 1
     _goes_on_at_the_next_tick(engine, settings, library, changed_at)
 
 
@@ -201,7 +201,7 @@ def test_a_step_of_another_scenario_wakes_a_wait_on_what_it_changed(engine, db_u
     library = _asleep(engine, settings, clock)
     deadline = _waiter(engine).due_at
     changed_at = clock.advance(timedelta(hours=1))
-    ingest_events(engine, library, [IncomingEvent("demo_requested", EMAIL, changed_at, {})], now=changed_at)
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("demo_requested", EMAIL, changed_at, {})], now=changed_at)
     assert _waiter(engine).due_at == deadline, "the demo request alone changes nothing awaited"
     run_tick_inline(engine, settings, scenario="changer", now=changed_at, library=library)
     _goes_on_at_the_next_tick(engine, settings, library, changed_at)
@@ -297,13 +297,13 @@ def test_a_tick_changing_leads_while_their_events_arrive_wakes_every_wait_and_de
     settings = _world(tmp_path, db_url, "{tag: vip}")
     library = load_library(settings)
     now = clock.now()
-    sync_scenarios(engine, settings, now=now, library=library)
+    committed(engine, sync_scenarios, now=now, library=library)
     emails = [f"lead{i}@acme.example" for i in range(400)]
     with Session(engine) as session:
         session.execute(insert(Lead), [dict(email=e, created_at=now, updated_at=now, fields={}, tags=[]) for e in emails])
         session.commit()
     for kind in ("trial_started", "demo_requested"):  # enter the waiter, fall asleep; then enter the changer
-        ingest_events(engine, library, [IncomingEvent(kind, e, now, {}) for e in emails], now=now)
+        committed(engine, ingest_events, library=library, events=[IncomingEvent(kind, e, now, {}) for e in emails], now=now)
         if kind == "trial_started":
             run_tick_inline(engine, settings, scenario="waiter", now=now, library=library)
     errors: list[str] = []
@@ -318,7 +318,7 @@ def test_a_tick_changing_leads_while_their_events_arrive_wakes_every_wait_and_de
 
     def clicks() -> None:
         for start in range(0, len(emails), 50):
-            ingest_events(engine, library, [IncomingEvent("email_clicked", e, now, {"n": start})
+            committed(engine, ingest_events, library=library, events=[IncomingEvent("email_clicked", e, now, {"n": start})
                                             for e in reversed(emails[start:start + 50])], now=now)
 
     workers = [guarded(lambda: run_tick_inline(engine, settings, scenario="changer", now=now, library=library, batch_size=50)),

@@ -21,6 +21,7 @@ from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Outbox
 from relance.webhooks import signature
+from tests.units import committed
 
 HOOKED = """\
 scenario: hooked
@@ -76,11 +77,11 @@ def settings(tmp_path: Path, db_url: str, receiver: Receiver) -> Settings:
 
 def _request_demo(engine, settings, clock, email: str) -> list[int]:
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     with Session(engine) as session:
         upsert_lead(session, email=email, now=clock.now(), first_name="Léa", company="ACME")
         session.commit()
-    ingest_events(engine, library, [IncomingEvent("demo_requested", email, clock.now())], now=clock.now())
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("demo_requested", email, clock.now())], now=clock.now())
     return advance_due(engine, settings, scenario="hooked", now=clock.now(), library=library).outbox_ids
 
 

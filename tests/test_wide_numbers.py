@@ -24,6 +24,7 @@ from relance.settings import get_settings
 from relance.store.db import alembic_config, make_engine
 from relance.store.repo import upsert_lead
 from relance.store.tables import Lead, ScoreChange
+from tests.units import committed
 
 NOW = "2026-01-05T09:00:00+00:00"
 BIG = 5_000_000_000  # a large company's yearly revenue, in euros
@@ -182,7 +183,7 @@ def test_a_score_step_past_two_to_the_31_in_a_tick_is_kept(env, engine, clock):
         "scenario: bump\ntrigger: {segment: {stage_in: [lead]}}\nsteps:\n  - id: bump\n    score: +1000000\n", encoding="utf-8")
     settings = get_settings().model_copy(update={"transport": "null"})
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     with Session(engine) as session:
         upsert_lead(session, email="near@acme.example", now=clock.now())
         session.commit()

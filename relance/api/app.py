@@ -413,8 +413,10 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
         """An event of a link in an email (click, open, unsubscribe): ingested like any other, channel `link`."""
         properties = {"scenario": row.scenario, "step_id": row.step_id, "enrollment_id": row.enrollment_id,
                       "outbox_id": row.id, **extra}
-        ingest_events(engine, library, [IncomingEvent(type_, lead.email, clock.now(), properties, key)], now=clock.now(),
-                      channel="link", machine_click_seconds=settings.machine_click_seconds)
+        with Session(engine) as session:
+            ingest_events(session, library=library, events=[IncomingEvent(type_, lead.email, clock.now(), properties, key)],
+                          now=clock.now(), channel="link", machine_click_seconds=settings.machine_click_seconds)
+            session.commit()
 
     def genuine(token: str, kind: str) -> dict[str, Any]:
         payload = tracking.verify(settings.verifying_keys, token, kind=kind)
@@ -502,7 +504,9 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
                                   consent_granted=item.consent.granted)
             incoming.append(IncomingEvent(item.type, item.email, ensure_utc(item.occurred_at or now), properties, item.idempotency_key))
         try:
-            result = ingest_events(engine, library, incoming, now=now, channel="api")
+            with Session(engine) as session:
+                result = ingest_events(session, library=library, events=incoming, now=now, channel="api")
+                session.commit()
         except UnknownLead as exc:
             index = next(i for i, e in enumerate(incoming) if e.email.strip().lower() in str(exc))
             raise HTTPException(422, [{"loc": ["body", index, "email"], "msg": str(exc), "type": "unknown_lead"}]) from exc

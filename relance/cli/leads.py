@@ -73,6 +73,7 @@ def event(
 ) -> None:
     """Record one event: scores, triggers scenarios, wakes waiting enrollments."""
     from rich.markup import escape
+    from sqlmodel import Session
 
     from relance.ingest import BadEvent, IncomingEvent, UnknownLead, check_event, ingest_events
     from relance.plans import open_store, sync_scenarios
@@ -94,10 +95,13 @@ def event(
         _fail(escape(f"{option}: {exc}"))  # what was typed is quoted as typed, never read as rich markup
     settings, library = _settings(), _library()
     engine = open_store(settings)
-    sync_scenarios(engine, settings, now=now, library=library)
     try:
-        result = ingest_events(engine, library, [incoming], now=now, channel="cli",
-                               machine_click_seconds=settings.machine_click_seconds)
+        with Session(engine) as session:
+            sync_scenarios(session, library=library, now=now)
+            session.commit()
+            result = ingest_events(session, library=library, events=[incoming], now=now, channel="cli",
+                                   machine_click_seconds=settings.machine_click_seconds)
+            session.commit()
     except (UnknownLead, BadEvent) as exc:
         _fail(str(exc))
     console.print(
@@ -113,12 +117,15 @@ def lead_show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Profile, stage, score, grade, consent, enrollments, score ledger, stage history, hand-offs, deals, emails."""
+    from sqlmodel import Session
+
     from relance.leads import lead_summary
     from relance.library import read_scoring
     from relance.store.tables import PROFILE_FIELDS
 
     scoring, problems = read_scoring(_settings().scenarios_dir)  # temperature by this folder's scoring.yaml
-    summary = lead_summary(_stored(), email, scoring=scoring)
+    with Session(_stored()) as session:
+        summary = lead_summary(session, email=email, scoring=scoring)
     if summary is None:
         _fail(f"no lead with email {email!r}")
     if problems:  # the temperature is scoring.yaml's to say: never the defaults' in its place

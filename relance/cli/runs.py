@@ -112,6 +112,8 @@ def ses_events(
     import boto3
 
     from relance.plans import open_store
+    from sqlmodel import Session
+
     from relance.ses_events import drain
 
     from botocore.config import Config
@@ -124,9 +126,10 @@ def ses_events(
     sqs = boto3.client("sqs", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url,
                        config=Config(connect_timeout=settings.ses_timeout, read_timeout=wait + settings.ses_timeout,
                                      retries={"max_attempts": 2}))
-    report = drain(open_store(settings), library, sqs, queue_url, clock=clock, once=once,
-                   dead_letter_url=dead_letter_url, set_aside_dir=set_aside_dir, wait_seconds=wait,
-                   machine_click_seconds=settings.machine_click_seconds)
+    with Session(open_store(settings)) as session:  # drain commits each message before it leaves the queue
+        report = drain(session, library=library, sqs=sqs, queue_url=queue_url, clock=clock, once=once,
+                       dead_letter_url=dead_letter_url, set_aside_dir=set_aside_dir, wait_seconds=wait,
+                       machine_click_seconds=settings.machine_click_seconds)
     for reason in report.reasons:
         err.print(f"set aside: {reason}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"{report.stored} stored, {report.duplicates} already stored, {report.suppressed} suppressed, "

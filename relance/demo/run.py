@@ -91,7 +91,9 @@ def run_demo(directory: Path, *, console: Console, days: int = DAYS, seed: int =
     settings = get_settings()
     library = load_library(settings)
     engine = open_store(settings)
-    sync_scenarios(engine, settings, now=START, library=library)
+    with Session(engine) as session:
+        sync_scenarios(session, library=library, now=START)
+        session.commit()
     parsed = parse_leads_csv(sample_leads_csv(), source=None)
     with Session(engine) as session:
         imported = import_leads(session, parsed, now=START)
@@ -119,8 +121,10 @@ def run_demo(directory: Path, *, console: Console, days: int = DAYS, seed: int =
                     pending.append(IncomingEvent("form_submitted", email, at, {"form": "livre-blanc", "source": "site-web"}))
                     pending.append(IncomingEvent("downloaded", email, at + timedelta(seconds=30), {"asset": "livre-blanc-leads"}))
             if pending:
-                ingest_events(engine, library, sorted(pending, key=lambda e: e.occurred_at), now=now,
-                              machine_click_seconds=settings.machine_click_seconds)
+                with Session(engine) as session:
+                    ingest_events(session, library=library, events=sorted(pending, key=lambda e: e.occurred_at), now=now,
+                                  machine_click_seconds=settings.machine_click_seconds)
+                    session.commit()
                 pending = []
             if _later_due(engine, now):
                 run_flow("flows.housekeeping", "reengage", now=now.isoformat())

@@ -28,6 +28,7 @@ from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Lead
 from relance.tick import run_tick_inline
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-token-of-the-tests"
@@ -41,11 +42,11 @@ def world(engine, clock, tmp_path, db_url):
                         outbox_dir=tmp_path / "outbox", secret_key="k" * 32, public_url="https://t.relance.example",
                         api_token=TOKEN)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     with Session(engine) as session:
         upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa", company="ACME\r\nBcc: x@y.z")
         session.commit()
-    ingest_events(engine, library, [IncomingEvent("downloaded", "lea@acme.example", clock.now(), {"asset": "livre-blanc-leads"})], now=clock.now())
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("downloaded", "lea@acme.example", clock.now(), {"asset": "livre-blanc-leads"})], now=clock.now())
     run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), library=library,
                     transport=FileTransport(settings.outbox_dir))
     [eml] = list(settings.outbox_dir.glob("*.eml"))

@@ -45,6 +45,7 @@ from relance.store.db import make_engine, migrate
 from relance.store.repo import upsert_lead
 from relance.store.tables import Lead, Outbox
 from tests.conftest import module_database
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("RELANCE_FUZZ_EXAMPLES", "50"))
@@ -74,7 +75,7 @@ class World:
     def __init__(self, engine, settings: Settings, clock: FrozenClock) -> None:
         self.engine, self.clock = engine, clock
         self.library = load_library(settings)
-        sync_scenarios(engine, settings, now=clock.now(), library=self.library)
+        committed(engine, sync_scenarios, now=clock.now(), library=self.library)
         with Session(engine) as session:
             upsert_lead(session, email=SALES_LEAD, now=clock.now(), first_name="Léa")
             upsert_lead(session, email=EVENT_LEADS[0], now=clock.now(), first_name="Eve")

@@ -29,6 +29,7 @@ from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Event, Lead, Outbox, ScoreChange
 from relance.tick import run_tick_inline
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[2]
 EMAIL = "lea@acme.example"
@@ -79,11 +80,10 @@ class World:
                                  outbox_dir=tmp_path / "outbox", secret_key="k" * 32, public_url="https://t.relance.example")
         self.engine, self.clock = engine, clock
         self.library = load_library(self.settings)
-        sync_scenarios(engine, self.settings, now=clock.now(), library=self.library)
+        committed(engine, sync_scenarios, now=clock.now(), library=self.library)
         profile = {"first_name": "Léa", "job_title": "Directrice marketing", "sector": "saas", "country": "FR"}
-        ingest_events(engine, self.library, [IncomingEvent("form_submitted", EMAIL, clock.now(), profile),
-                                             IncomingEvent("downloaded", EMAIL, clock.now(), {"asset": "livre-blanc-leads"})],
-                      now=clock.now())
+        committed(engine, ingest_events, library=self.library, events=[IncomingEvent("form_submitted", EMAIL, clock.now(), profile),
+                                             IncomingEvent("downloaded", EMAIL, clock.now(), {"asset": "livre-blanc-leads"})], now=clock.now())
         assert (self.lead().grade, self.lead().score) == ("B", BASE)  # fit 30 + 20 + 10; an MQL at 40 points
         assert self.tick().sent == 1
         with Session(engine) as session:
@@ -250,7 +250,7 @@ def test_a_get_right_after_a_scanners_head_is_the_scanners_too(world):
 def test_a_burst_in_one_batch_scores_nothing(world):
     at = world.clock.now() + MINUTE
     base = {"scenario": "clicks", "step_id": "mail", "outbox_id": world.outbox.id}
-    ingest_events(world.engine, world.library, [IncomingEvent("email_clicked", EMAIL, at, {**base, "link": LINK_A}),
+    committed(world.engine, ingest_events, library=world.library, events=[IncomingEvent("email_clicked", EMAIL, at, {**base, "link": LINK_A}),
                                                 IncomingEvent("email_clicked", EMAIL, at, {**base, "link": LINK_B})], now=at)
     assert len(world.events("email_clicked_by_machine")) == 2 and world.lead().score == BASE
     assert [cause for cause, _ in world.ledger()] == ["form_submitted", "downloaded"]  # nothing given, nothing taken back
@@ -312,7 +312,7 @@ def test_concurrent_clicks_of_two_links_are_a_burst_however_the_transactions_int
     base = {"scenario": "clicks", "step_id": "mail", "outbox_id": outbox_id}
 
     def click(link: str) -> None:
-        ingest_events(world.engine, world.library, [IncomingEvent("email_clicked", email, at, {**base, "link": link})], now=at)
+        committed(world.engine, ingest_events, library=world.library, events=[IncomingEvent("email_clicked", email, at, {**base, "link": link})], now=at)
 
     first = threading.Thread(target=click, args=(LINK_A,), name="first")
     second = threading.Thread(target=click, args=(LINK_B,), name="second")

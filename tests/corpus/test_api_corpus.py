@@ -25,6 +25,7 @@ from relance.store.db import make_engine, migrate
 from relance.store.repo import upsert_lead
 from relance.store.tables import Deal, Enrollment, Event, Handoff, Lead, Outbox, ScoreChange, StageChange, Suppression
 from tests.conftest import module_database
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "corpus-token-of-the-tests"
@@ -249,7 +250,7 @@ def api(request, tmp_path_factory):
                             outbox_dir=folder / "outbox", secret_key=SECRET, public_url="https://t.relance.example",
                             api_token=TOKEN)
         library = load_library(settings)
-        sync_scenarios(engine, settings, now=clock.now(), library=library)
+        committed(engine, sync_scenarios, now=clock.now(), library=library)
         with Session(engine) as session:
             lead = upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
             session.flush()

@@ -19,6 +19,7 @@ from relance.settings import get_settings
 from relance.store.db import make_engine, migrate
 from relance.store.repo import upsert_lead
 from tests.conftest import module_database
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = "2026-01-05T09:00:00+00:00"
@@ -82,7 +83,7 @@ def store(request, tmp_path_factory):
         stack.callback(engine.dispose)
         migrate(engine)
         clock = FrozenClock()
-        sync_scenarios(engine, get_settings(), now=clock.now(), library=load_library(get_settings()))
+        committed(engine, sync_scenarios, now=clock.now(), library=load_library(get_settings()))
         with Session(engine) as session:
             upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
             session.commit()

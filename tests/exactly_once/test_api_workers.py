@@ -19,6 +19,7 @@ from relance.plans import sync_scenarios
 from relance.store.tables import Enrollment, Event, Lead
 
 from harness import FULL, environment
+from tests.units import committed
 
 WELCOME = """\
 scenario: welcome
@@ -57,7 +58,7 @@ def _ready(url: str, process: subprocess.Popen) -> None:
 
 def test_the_same_form_posted_to_two_workers_at_once_counts_once(engine, settings, clock, folder, tmp_path):
     (folder / "scenarios" / "welcome.yaml").write_text(WELCOME, encoding="utf-8")
-    sync_scenarios(engine, settings, now=clock.now(), library=load_library(settings))
+    committed(engine, sync_scenarios, now=clock.now(), library=load_library(settings))
     ports = [_port(), _port()]
     servers = [_serve(settings, tmp_path, port) for port in ports]
     try:

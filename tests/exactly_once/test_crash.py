@@ -16,6 +16,7 @@ from relance.plans import sync_scenarios
 from relance.store.tables import Outbox
 
 from harness import FULL, add_leads, files_sent, finish, start
+from tests.units import committed
 
 KILLS = 30 if FULL else 8
 LEADS = 2_000 if FULL else 300
@@ -33,7 +34,7 @@ def _left_sending(engine, now) -> int:
 
 
 def test_killing_ticks_at_random_moments_strands_only_what_was_in_flight(engine, settings, clock, tmp_path):
-    sync_scenarios(engine, settings, now=clock.now(), library=load_library(settings))
+    committed(engine, sync_scenarios, now=clock.now(), library=load_library(settings))
     add_leads(engine, clock.now(), LEADS)
     chance = random.Random(20261201)
     folders, kills = [], []

@@ -26,6 +26,7 @@ from harness import FULL, add_leads
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from faults import FaultProxy  # noqa: E402  (tests/faults.py)
+from tests.units import committed
 
 LEADS = 2_000 if FULL else 200
 SENDER = "marketing@example.com"
@@ -50,7 +51,7 @@ def test_lost_answers_are_unknown_never_resent(engine, settings, clock, moto):
     # through on a loaded machine (2 s once made a 21st message unknown while every core was busy)
     settings = settings.model_copy(update={"transport": "ses", "ses_region": "eu-west-1", "ses_timeout": 15.0})
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     prefix = f"lost-{uuid.uuid4().hex[:8]}-"
     emails = add_leads(engine, clock.now(), LEADS, prefix=prefix)
     lost = lambda n: "lose_answer" if n % 10 == 3 else "pass"  # one answer in ten never comes back
@@ -73,7 +74,7 @@ def test_a_hanging_endpoint_leaves_the_rest_of_the_batch_pending_not_unknown(eng
     _, port = moto
     settings = settings.model_copy(update={"transport": "ses", "ses_region": "eu-west-1", "ses_timeout": 0.5})
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     add_leads(engine, clock.now(), 20)
     with FaultProxy(("127.0.0.1", port), "hang", lifetime=60) as proxy:
         ses = make_transport(settings.model_copy(update={"ses_endpoint_url": proxy.url}))

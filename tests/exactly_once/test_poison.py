@@ -21,6 +21,7 @@ from relance.store.tables import Enrollment, Lead, Outbox
 from relance.tick import run_tick_inline
 
 from harness import add_leads
+from tests.units import committed
 
 HOOK = """\
 scenario: hook
@@ -41,7 +42,7 @@ def test_a_bad_address_a_bad_url_and_a_score_overflow_fail_alone(engine, setting
     (folder / "scenarios" / "guide.yaml").unlink()
     (folder / "scenarios" / "hook.yaml").write_text(HOOK, encoding="utf-8")
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     emails = add_leads(engine, clock.now(), 100)
     with Session(engine) as session:  # as an old import or a hand-written row could have left them
         session.execute(update(Lead).where(Lead.email == emails[10]).values(email="mid@x.example\r\nBcc: victim@evil.example"))
@@ -63,7 +64,7 @@ def test_a_bad_address_a_bad_url_and_a_score_overflow_fail_alone(engine, setting
     again = run_tick_inline(engine, settings, scenario="hook", now=clock.now() + timedelta(hours=1), library=library, transport=transport)
     assert again.sent == 0 and again.advanced == 0 and len(transport.sent) == 98
     # the failure is shown where people look
-    summary = lead_summary(engine, emails[20], scoring=ScoringConfig())
+    summary = committed(engine, lead_summary, email=emails[20], scoring=ScoringConfig())
     assert summary["enrollments"][0]["status"] == "failed" and "bump" in summary["enrollments"][0]["exit_reason"]
     with Session(engine) as session:
         figures = build_report(session, now=clock.now())["delivery"]

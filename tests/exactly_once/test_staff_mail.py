@@ -17,6 +17,7 @@ from relance.library import load_library
 from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.store.tables import Handoff, Lead, Outbox, StageChange
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[2]
 HOT = {"first_name": "Zoé", "job_title": "Directrice marketing", "company": "ACME", "sector": "saas", "country": "FR",
@@ -30,7 +31,7 @@ def _shipped(db_url: str, tmp_path: Path) -> Settings:
 
 def _hot_lead(engine, library, clock, email="zoe@acme.example") -> None:
     """A form, a pricing visit and a demo request: score, grade A, a sales-ready action: handed off."""
-    ingest_events(engine, library, [
+    committed(engine, ingest_events, library=library, events=[
         IncomingEvent("form_submitted", email, clock.now(), HOT),
         IncomingEvent("page_visited", email, clock.now() + timedelta(minutes=1), {"path": "/tarifs"}),
         IncomingEvent("demo_requested", email, clock.now() + timedelta(minutes=2), {}),
@@ -40,7 +41,7 @@ def _hot_lead(engine, library, clock, email="zoe@acme.example") -> None:
 def test_the_hand_off_email_carries_no_unsubscribe_nor_tracking_of_the_lead(engine, db_url, clock, tmp_path):
     settings = _shipped(db_url, tmp_path)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     _hot_lead(engine, library, clock)
     deliver_pending(engine, settings, now=clock.now() + timedelta(minutes=3), transport=FileTransport(settings.outbox_dir))
     with Session(engine) as session:
@@ -59,11 +60,11 @@ def test_the_hand_off_email_carries_no_unsubscribe_nor_tracking_of_the_lead(engi
 def test_an_unsubscribe_withdraws_the_hand_off_and_tells_its_owner(engine, db_url, clock, tmp_path):
     settings = _shipped(db_url, tmp_path)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     _hot_lead(engine, library, clock)
     later = clock.now() + timedelta(hours=1)
-    ingest_events(engine, library, [IncomingEvent("unsubscribed", "zoe@acme.example", later, {})], now=later)
-    ingest_events(engine, library, [IncomingEvent("page_visited", "zoe@acme.example", later, {"path": "/tarifs"})], now=later)
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("unsubscribed", "zoe@acme.example", later, {})], now=later)
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("page_visited", "zoe@acme.example", later, {"path": "/tarifs"})], now=later)
     with Session(engine) as session:
         handoffs = session.execute(select(Handoff.status, Handoff.reason, Handoff.owner)).all()
         lead = session.execute(select(Lead.stage, Lead.suppressed)).one()
@@ -79,16 +80,15 @@ def test_leaving_never_hands_a_lead_to_sales(engine, db_url, clock, tmp_path):
     """A demo request, then an unsubscribe that would still leave the score above the line: no hand-off, no MQL move."""
     settings = _shipped(db_url, tmp_path)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     for event in ("unsubscribed", "email_complained", "email_bounced"):
         email = f"{event}@acme.example"
-        ingest_events(engine, library, [IncomingEvent("form_submitted", email, clock.now(), {"first_name": "Zoé"}),
+        committed(engine, ingest_events, library=library, events=[IncomingEvent("form_submitted", email, clock.now(), {"first_name": "Zoé"}),
                                         IncomingEvent("demo_requested", email, clock.now(), {})], now=clock.now())
         with Session(engine) as session:  # then scoring.yaml changes and a regrade makes her fit A: not handed off yet
             session.execute(Lead.__table__.update().where(Lead.email == email).values(score=500, grade="A", fit=90))
             session.commit()
-        ingest_events(engine, library, [IncomingEvent(event, email, clock.now() + timedelta(minutes=1), {})],
-                      now=clock.now() + timedelta(minutes=1))
+        committed(engine, ingest_events, library=library, events=[IncomingEvent(event, email, clock.now() + timedelta(minutes=1), {})], now=clock.now() + timedelta(minutes=1))
         with Session(engine) as session:
             lead = session.execute(select(Lead.id, Lead.stage, Lead.suppressed).where(Lead.email == email)).one()
             assert session.execute(select(Handoff.id).where(Handoff.lead_id == lead.id)).first() is None, event

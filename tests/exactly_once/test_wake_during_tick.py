@@ -15,16 +15,17 @@ from relance.store.tables import Outbox
 from relance.tick import run_tick_inline
 
 from harness import FULL, add_leads, finish, start
+from tests.units import committed
 
 LEADS = 6_000 if FULL else 800
 
 
 def test_downloads_posted_while_a_tick_runs_wake_the_leads_it_puts_to_sleep(engine, settings, clock, tmp_path):
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=clock.now(), library=library)
+    committed(engine, sync_scenarios, now=clock.now(), library=library)
     emails = add_leads(engine, clock.now(), LEADS)
     for start_at in range(0, LEADS, 500):
-        ingest_events(engine, library, [IncomingEvent("downloaded", e, clock.now(), {"asset": "guide"})
+        committed(engine, ingest_events, library=library, events=[IncomingEvent("downloaded", e, clock.now(), {"asset": "guide"})
                                         for e in emails[start_at:start_at + 500]], now=clock.now())
     # the case study is downloaded by everyone while the tick that sends the guide runs (stamped a little later)
     later = clock.now() + timedelta(seconds=30)

@@ -22,6 +22,7 @@ from relance.library import load_library
 from relance.plans import open_store
 from relance.settings import Settings
 from relance.tick import run_tick_inline
+from tests.units import committed
 
 
 class _Slow:
@@ -52,7 +53,7 @@ def main(argv: list[str]) -> None:
                   for e in json.loads(open(argv[1]).read())]
         stored = 0
         for start in range(0, len(events), 100):
-            stored += ingest_events(engine, library, events[start:start + 100], now=now).stored
+            stored += committed(engine, ingest_events, library=library, events=events[start:start + 100], now=now).stored
         print(json.dumps({"stored": stored}))
     engine.dispose()
 

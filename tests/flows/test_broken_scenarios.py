@@ -22,6 +22,7 @@ from relance.library import load_library
 from relance.plans import open_store, sync_scenarios
 from relance.settings import Settings, get_settings
 from relance.store.tables import Enrollment, Lead, StepLog
+from tests.units import committed
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -91,8 +92,8 @@ def downloaded(email: str, *, now: datetime, asset: str = "guide") -> None:
     settings = Settings()
     engine = open_store(settings)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=now, library=library)
-    ingest_events(engine, library, [IncomingEvent("form_submitted", email, now, {"first_name": "Léa"}),
+    committed(engine, sync_scenarios, now=now, library=library)
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("form_submitted", email, now, {"first_name": "Léa"}),
                                     IncomingEvent("downloaded", email, now, {"asset": asset})], now=now)
     engine.dispose()
 

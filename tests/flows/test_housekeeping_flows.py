@@ -16,6 +16,7 @@ from relance.library import Library, load_scoring
 from relance.plans import open_store
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,13 +32,13 @@ def test_relance_flow_decay_fades_an_idle_score_once(prefect_home, tmp_path, mon
         upsert_lead(session, email="lea@acme.example", now=start)
         session.commit()
     library = Library(scoring=load_scoring(ROOT / "scenarios"))
-    ingest_events(engine, library, [IncomingEvent("demo_requested", "lea@acme.example", start, {})], now=start)
+    committed(engine, ingest_events, library=library, events=[IncomingEvent("demo_requested", "lea@acme.example", start, {})], now=start)
 
     for _ in range(2):
         result = CliRunner().invoke(app, ["flow", "decay", "--now", "2026-02-10T09:00:00+00:00"], catch_exceptions=False)
         assert result.exit_code == 0, result.output
     assert "0 idle lead(s)" in result.output  # the second run finds nothing new to decay
-    assert lead_summary(engine, "lea@acme.example", scoring=ScoringConfig())["score"] == 50 - 12
+    assert committed(engine, lead_summary, email="lea@acme.example", scoring=ScoringConfig())["score"] == 50 - 12
     get_settings.cache_clear()
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.units import committed
 
 pytestmark = pytest.mark.prefect_server
 
@@ -194,13 +195,13 @@ def _seed_three_downloads(env: dict[str, str]) -> list[str]:
     emails = [f"lea{i}@acme.example" for i in range(3)]
     engine = open_store(settings)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=now, library=library)
+    committed(engine, sync_scenarios, now=now, library=library)
     with Session(engine) as session:
         for i, email in enumerate(emails):
             upsert_lead(session, email=email, now=now, first_name=f"Léa{i}", company="ACME")
         session.commit()
     downloads = [IncomingEvent("downloaded", e, now, {"asset": "livre-blanc-leads"}) for e in emails]
-    assert ingest_events(engine, library, downloads, now=now).enrolled == 3
+    assert committed(engine, ingest_events, library=library, events=downloads, now=now).enrolled == 3
     engine.dispose()
     return emails
 

@@ -15,6 +15,7 @@ from relance.plans import open_store
 from relance.scoring.config import ScoringConfig
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,7 @@ def test_the_flow_and_the_command_drain_the_queue_and_suppress_bounces(prefect_h
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "1 stored" in result.output and "1 set aside" in result.output and "set aside:" in result.output
-    assert [lead_summary(engine, e, scoring=ScoringConfig())["suppressed"] for e in ("a@acme.example", "b@acme.example")] == ["bounced", "bounced"]
+    assert [committed(engine, lead_summary, email=e, scoring=ScoringConfig())["suppressed"] for e in ("a@acme.example", "b@acme.example")] == ["bounced", "bounced"]
     assert len(list((tmp_path / "aside").glob("*.json"))) == 1
     sqs.delete_queue(QueueUrl=queue)
     get_settings.cache_clear()

@@ -28,6 +28,7 @@ from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Event, Outbox, StepLog
 from relance.tick import run_tick_inline
+from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday
@@ -213,7 +214,7 @@ def _mixed_run(settings: Settings, tick: Callable[[str, datetime], Any],
     what the database said after each tick, by (scenario, day)."""
     engine = open_store(settings)
     library = load_library(settings)
-    sync_scenarios(engine, settings, now=T0 - timedelta(days=1), library=library)
+    committed(engine, sync_scenarios, now=T0 - timedelta(days=1), library=library)
     _leads(engine, list(range(10)), T0 - timedelta(days=1))
     seen: dict[tuple[str, int], dict[str, Any]] = {}
     for day in range(DAYS):
@@ -237,7 +238,7 @@ def _ingest_or_create(engine, library, at: datetime, what) -> None:
     if what and isinstance(what[0], int):
         _leads(engine, what, at)
     else:
-        ingest_events(engine, library, what, now=at, channel="test")
+        committed(engine, ingest_events, library=library, events=what, now=at, channel="test")
 
 
 def _the_run_was_mixed(seen: dict[tuple[str, int], dict[str, Any]]) -> None:

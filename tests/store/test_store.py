@@ -21,7 +21,7 @@ from relance.store.repo import (
     upsert_lead,
     write_back,
 )
-from relance.scoring.ledger import add_points
+from relance.scoring.ledger import ScoreLedger
 from relance.store.tables import Enrollment, Event, Lead, ScoreChange
 
 PLAN = compile_scenario(Scenario.model_validate(
@@ -126,15 +126,21 @@ def test_write_back_updates_each_row_whether_it_shares_its_values_or_not(session
         ("c", None, {"visits": {"a": 2}}, "active"), ("a", clock.now(), {}, "done")]
 
 
-def test_score_changes_are_written_at_flush_and_forgotten_on_rollback(session, clock):
+def test_score_changes_are_written_when_the_ledger_is_and_forgotten_on_rollback(session, clock):
     lead = upsert_lead(session, email="a@b.example", now=clock.now())
     session.commit()
-    add_points(session, lead, 5, cause="page_visited", now=clock.now())
-    add_points(session, lead, 3, cause="email_clicked", now=clock.now())
-    ledger = session.exec(select(ScoreChange.points, ScoreChange.score_after)).all()  # autoflush writes them
-    assert [tuple(r) for r in ledger] == [(5, 5), (3, 8)]
+    ledger = ScoreLedger(session)
+    ledger.add(lead, 5, cause="page_visited", now=clock.now())
+    ledger.add(lead, 3, cause="email_clicked", now=clock.now())
+    assert session.exec(select(func.count()).select_from(ScoreChange)).one()[0] == 0  # nothing behind the caller's back
+    assert ledger.write() == 2
+    ledger_rows = session.exec(select(ScoreChange.points, ScoreChange.score_after)).all()
+    assert [tuple(r) for r in ledger_rows] == [(5, 5), (3, 8)]
     session.rollback()
-    add_points(session, session.get(Lead, lead.id), 1, cause="page_visited", now=clock.now())
-    session.rollback()  # never flushed: nothing of it may leak into the next transaction
+    with ScoreLedger(session) as ledger:  # written on a clean exit
+        ledger.add(session.get(Lead, lead.id), 1, cause="page_visited", now=clock.now())
+    assert session.exec(select(func.count()).select_from(ScoreChange)).one()[0] == 1
+    session.rollback()  # nothing of it may leak into the next transaction
     session.commit()
     assert session.exec(select(func.count()).select_from(ScoreChange)).one()[0] == 0
+    assert session.get(Lead, lead.id).score == 0
