@@ -34,13 +34,12 @@ def sent_by(library: Library, template: str) -> tuple[str, str, str | None] | No
 
 
 def preview(
-    settings: Settings, library: Library, template: str, *, engine: Engine | None = None, email: str | None = None,
-    subject: str | None = None,
+    settings: Settings, library: Library, template: str, *, templates: TemplateLibrary, engine: Engine | None = None,
+    email: str | None = None, subject: str | None = None,
 ) -> Preview:
     """Render `template` with a stored lead's data (`email`) or the sample lead's; the subject and
     preheader come from the scenario step that sends it unless `subject` is given. Links are shown
     as written (not tracked) and the unsubscribe link is a placeholder: nothing is stored."""
-    templates = TemplateLibrary(settings.templates_dir)
     if templates.path_of(template) is None:  # the folder's own, or relance's default for staff mail
         raise LookupError(f"no template {template!r} in {settings.templates_dir}; there are: {', '.join(templates.names())}")
     step = sent_by(library, template)
@@ -63,14 +62,14 @@ def preview(
             if lead is None:
                 raise LookupError(f"no lead with email {email!r}")
             options: dict = {"preheader": preheader}
+            kind = "internal" if staff else "lead"
             if staff:  # the lead's latest hand-off; one never handed off shows the sample hand-off
                 from relance.sales import staff_notice
 
                 handoff = latest_handoff(session, lead.id)
                 sample = {k: SAMPLE_CONTEXT[k] for k in ("handoff", "score_explanation", "recent_activity")}
-                options = {"kind": "internal",
-                           "context": staff_notice(session, handoff, lead, kind="handoff")[1] if handoff else sample}
-            row = Outbox(scenario=scenario, step_id=step_id, options=options)
+                options = {"context": staff_notice(session, handoff, lead, kind="handoff")[1] if handoff else sample}
+            row = Outbox(scenario=scenario, step_id=step_id, kind=kind, options=options)
             context = template_context(lead, settings, row, unsubscribe)
             who = lead.email
     rendered = templates.render(template, subject=subject, context=context, preheader=preheader, to_lead=template not in INTERNAL)
