@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, func, or_, select, update
 from sqlmodel import Session
 
-from relance.store.tables import Outbox
+from relance.store.tables import Lead, Outbox, Suppression
 
 VERDICTS = ("pending", "failed")
 UNSETTLED = ("sending", "unknown")
@@ -114,8 +114,6 @@ def resend(engine: Engine, outbox_ids: list[int], *, now: datetime, note: str = 
     """Put `failed` rows back to `pending` (the next tick or delivery pass sends them), saying so in their error;
     returns the ids put back and one problem line per id left as it is (sent, pending, unknown, skipped,
     suppressed recipient, no such message)."""
-    from relance.store.tables import Lead, Suppression
-
     with Session(engine) as session:
         rows = {r.id: r for r in session.execute(
             select(Outbox.id, Outbox.status, Outbox.error, Outbox.sent_at, Outbox.kind, Outbox.options, Outbox.to_address,
@@ -167,8 +165,6 @@ NEEDS_ATTENTION = ("failed", "unknown", "sending", "pending")
 
 def listing(engine: Engine, *, statuses: tuple[str, ...] = NEEDS_ATTENTION, limit: int = 100) -> tuple[list[dict], int]:
     """Outbox rows in these statuses, newest first (at most `limit`), and how many there are in all."""
-    from relance.store.tables import Lead
-
     where = Outbox.status.in_(statuses)
     with Session(engine) as session:
         total = session.execute(select(func.count()).select_from(Outbox).where(where)).scalar_one()

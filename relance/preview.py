@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from relance.composing import template_context
 from relance.email.message import sender_name
 from relance.email.templates import INTERNAL, SAMPLE_CONTEXT, RenderedEmail, TemplateLibrary
 from relance.library import Library
+from relance.sales import NOTICE_SUBJECTS, staff_notice
 from relance.settings import Settings
 from relance.store.repo import find_lead
-from relance.store.tables import Outbox
+from relance.store.tables import Handoff, Outbox
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,6 @@ def preview(
     used_by, step_subject, preheader = step if step else (None, None, None)
     staff = template == "sales-handoff"  # relance writes these itself: its own subject, a hand-off's context
     if staff:
-        from relance.sales import NOTICE_SUBJECTS
-
         step_subject = NOTICE_SUBJECTS["handoff"]
     subject = subject or step_subject or f"(no subject: no scenario sends {template!r}; give --subject)"
     scenario, _, step_id = (used_by or "preview/preview").partition("/")
@@ -64,8 +63,6 @@ def preview(
             options: dict = {"preheader": preheader}
             kind = "internal" if staff else "lead"
             if staff:  # the lead's latest hand-off; one never handed off shows the sample hand-off
-                from relance.sales import staff_notice
-
                 handoff = latest_handoff(session, lead.id)
                 sample = {k: SAMPLE_CONTEXT[k] for k in ("handoff", "score_explanation", "recent_activity")}
                 options = {"context": staff_notice(session, handoff, lead, kind="handoff")[1] if handoff else sample}
@@ -78,8 +75,4 @@ def preview(
 
 def latest_handoff(session: Session, lead_id: int):
     """The lead's most recent hand-off, if any: what `relance preview sales-handoff --lead` shows."""
-    from sqlalchemy import select
-
-    from relance.store.tables import Handoff
-
     return session.exec(select(Handoff).where(Handoff.lead_id == lead_id).order_by(Handoff.id.desc()).limit(1)).scalars().first()

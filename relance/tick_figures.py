@@ -14,6 +14,7 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from relance.advancing import BatchResult
+from relance.report import standing as where_now
 from relance.settling import DeliveryResult
 from relance.store.tables import Outbox, StepLog
 
@@ -71,8 +72,6 @@ def count_tick(engine: Engine, report: TickReport, *, now: datetime, mark: int, 
     first step ran in this tick: a step-log row of this tick, none before it) and, with `standing`, where the
     scenario's leads stand now (`waiting`, per step: this reads every active enrollment of the scenario), and
     `pending`: the messages of batches whose delivery failed that are still pending."""
-    from relance.report import standing as where_now
-
     log, earlier = StepLog.__table__, StepLog.__table__.alias("earlier")
     first_steps = (
         select(func.count(func.distinct(log.c.enrollment_id)))

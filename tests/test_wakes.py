@@ -22,7 +22,7 @@ from relance.leads import grade_all
 from relance.library import load_library
 from relance.plans import sync_scenarios
 from relance.sales import Answer, answer, hand_off
-from relance.scoring.decay import decay_scores
+from relance.decay import decay_scores
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Lead, StepLog
