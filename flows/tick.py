@@ -14,6 +14,7 @@ from prefect.states import Failed, State
 
 from flows.refusals import refuses_bad_setup
 from relance.clock import instant_or_now
+from relance.email.templates import TemplateLibrary
 from relance.library import BrokenScenario, load_library
 from relance.plans import open_store
 from relance.settings import Settings, read_settings, require_signing_keys
@@ -66,7 +67,7 @@ def tick(scenario: str, now: str | None = None, batch_size: int | None = None) -
     engine = open_store(settings)
     try:
         report = run_tick(engine, settings, scenario=scenario, now=when, library=library,
-                          limit=batch_size or settings.batch_size, steps=TASKS, logger=logger)
+                          templates=TemplateLibrary(settings.templates_dir), limit=batch_size or settings.batch_size, steps=TASKS, logger=logger)
     finally:
         engine.dispose()
     return report.as_dict()

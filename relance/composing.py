@@ -22,7 +22,7 @@ def template_context(lead: Lead, settings: Settings, outbox: Outbox, unsubscribe
 
     Internal emails (hand-off, SLA, notify) go to staff: they carry no link of the lead's
     (a rep who clicks "unsubscribe" in his own mail must not unsubscribe the lead) and say `internal`."""
-    internal = (outbox.options or {}).get("kind", "lead") != "lead"
+    internal = outbox.kind != "lead"
     return {
         "lead": {**profile_of(lead), "score": lead.score, "grade": lead.grade, "stage": lead.stage,
                  "fields": dict(lead.fields or {})},
@@ -39,14 +39,14 @@ def template_context(lead: Lead, settings: Settings, outbox: Outbox, unsubscribe
     }
 
 
-OUTBOX_READ = ("id", "lead_id", "to_address", "template", "subject", "options", "scenario", "step_id")  # what composing reads
+OUTBOX_READ = ("id", "lead_id", "to_address", "template", "subject", "kind", "options", "scenario", "step_id")  # what composing reads
 LEAD_READ = ("id", "email", *PROFILE_FIELDS, "score", "grade", "stage", "fields", "suppressed")  # what sending reads
 
 
 def compose(row, lead, *, settings: Settings, templates: TemplateLibrary) -> OutgoingEmail:
     """The email an outbox row stands for: rendered, and for a lead tracked with one-click unsubscribe,
     its unsubscribe link and postal address shown (relance's footer when the template has none)."""
-    if row.options.get("kind", "lead") != "lead":
+    if row.kind != "lead":
         rendered = templates.render(row.template, subject=row.subject, context=template_context(lead, settings, row),
                                     preheader=row.options.get("preheader"))
         html, headers = rendered.html, {}

@@ -8,6 +8,7 @@ messages to leads pending too long expire instead of leaving late.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy import Engine, select, update
@@ -39,8 +40,9 @@ def deliver(
     *,
     outbox_ids: list[int],
     now: datetime,
+    templates: TemplateLibrary,
     transport: Transport | None = None,
-    templates: TemplateLibrary | None = None,
+    tally: DeliveryResult | None = None,
 ) -> DeliveryResult:
     """Render and send pending outbox rows, one at a time, so that a crash strands at most the one in flight.
 
@@ -48,9 +50,11 @@ def deliver(
     alone) and committed before it is handed to the transport; its outcome is written in the same
     commit that marks the next one. Outcomes: sent; pending again when the transport proves it did
     not leave and a retry may help; failed (refused, or this row's own data cannot make an email);
-    unknown (handed over, no answer: never resent without an operator's decision)."""
+    unknown (handed over, no answer: never resent without an operator's decision).
+
+    `tally`, the caller's, gets this call's outcomes added whatever happens: what left is counted even when the
+    call then raises (a retry for the rest, an error), and a retried call adds to the same tally."""
     transport = transport or make_transport(settings)
-    templates = templates or TemplateLibrary(settings.templates_dir)
     result = DeliveryResult()
     outbox = Outbox.__table__
     # Core, not the ORM: one commit per message is the price of exactly-once, so each costs only its statements
@@ -73,7 +77,7 @@ def deliver(
                                          "left pending for a retry, none of them handed over")
                     break
                 lead = leads[row.lead_id]
-                kind = row.options.get("kind", "lead")
+                kind = row.kind
                 if kind == "lead" and lead.suppressed:  # notifications about a lead still reach sales and systems
                     settled.append((row.id, "pending", {"status": "skipped", "error": f"suppressed: {lead.suppressed}"}))
                     result.skipped += 1
@@ -107,6 +111,8 @@ def deliver(
                 client.close()
             settle(connection, settled, alerts.rows)
             connection.commit()
+            if tally is not None:
+                tally.add_attempt(result)
     if result.retryable:
         raise RetryableDelivery(f"{result.retryable} message(s) could not be delivered yet: {failed_calls(result.errors)}", result)
     return result
@@ -120,10 +126,10 @@ def expire_pending(engine: Engine, *, now: datetime) -> int:
     back by an operator); how many. Staff mail never expires: it is retried until it leaves or fails for good."""
     cutoff, hours = now - PENDING_MAX_AGE, f"{PENDING_MAX_AGE.total_seconds() / 3600:g} h"
     with Session(engine) as session:
-        old = session.execute(select(Outbox.id, Outbox.options).where(Outbox.status == "pending", Outbox.created_at < cutoff)).all()
+        old = session.execute(select(Outbox.id, Outbox.kind, Outbox.options).where(Outbox.status == "pending", Outbox.created_at < cutoff)).all()
         written, put_back = [], []
         for row in old:
-            if not is_staff_mail(row.options) and not requeued_since(row.options, cutoff):
+            if not is_staff_mail(row.kind) and not requeued_since(row.options, cutoff):
                 (put_back if (row.options or {}).get(REQUEUED) else written).append(row.id)
         expired = 0
         for error, ids in ((f"expired: still pending {hours} after it was written", written),
@@ -136,15 +142,14 @@ def expire_pending(engine: Engine, *, now: datetime) -> int:
 
 
 def deliver_pending(
-    engine: Engine, settings: Settings, *, now: datetime, transport: Transport | None = None,
-    templates: TemplateLibrary | None = None, batch_size: int | None = None,
+    engine: Engine, settings: Settings, *, now: datetime, templates: TemplateLibrary, transport: Transport | None = None,
+    batch_size: int | None = None,
 ) -> DeliveryResult:
     """Deliver every outbox row still pending from before `now`: a batch whose retries ran out, a crash
     between writing and sending, a hand-off or SLA email written by ingestion or housekeeping.
     Messages to leads pending for longer than PENDING_MAX_AGE expire (failed, with the reason) instead of leaving
     late (staff mail does not: see expire_pending); rows an earlier run left `sending` (it died mid-send) become `unknown` and are named in `cut_off`."""
     transport = transport or make_transport(settings)
-    templates = templates or TemplateLibrary(settings.templates_dir)
     total = DeliveryResult(cut_off=mark_cut_off(engine, now=now))
     total.failed += expire_pending(engine, now=now)
     last_id = 0

@@ -73,7 +73,7 @@ def apply_send_email(effect: SendEmail, at: Applying) -> None:
     at.written.outbox_rows.append(dict(
         enrollment_id=at.enrollment_id, step_id=effect.step_id, visit=effect.visit, lead_id=at.lead.id,
         scenario=at.plan.name, template=effect.template, subject=effect.subject, to_address=at.lead.email,
-        options={"from": effect.from_, "reply_to": effect.reply_to, "preheader": effect.preheader, "kind": "lead"},
+        kind="lead", options={"from": effect.from_, "reply_to": effect.reply_to, "preheader": effect.preheader},
         status="pending", attempts=0, created_at=at.now,
     ))
 
@@ -112,11 +112,11 @@ def apply_notify_someone(effect: NotifySomeone, at: Applying) -> None:
     if effect.email:
         at.written.outbox_rows.append(dict(
             common, template=effect.template or "sales-handoff", subject=effect.subject or HANDOFF_SUBJECT,
-            to_address=effect.email, options={"kind": "internal"},
+            to_address=effect.email, kind="internal", options={},
         ))
     elif effect.webhook:
         at.written.outbox_rows.append(dict(common, template="", subject="", to_address=effect.webhook,
-                                           options={"kind": "webhook"}))
+                                           kind="webhook", options={}))
 
 
 def apply_enroll_into(effect: EnrollInto, at: Applying) -> None:

@@ -28,11 +28,11 @@ from sqlmodel import Session
 from relance.clock import ensure_utc
 from relance.scenario.model import MACHINE_CLICK
 from relance.scoring.ledger import ScoreLedger
+from relance.settings import MACHINE_CLICK_SECONDS  # the rule's default, a setting (RELANCE_MACHINE_CLICK_SECONDS)
 from relance.store.tables import Event, Lead, Outbox, ScoreChange
 
 OPEN, CLICK = "email_opened", "email_clicked"
 ENGAGEMENT = (OPEN, CLICK, MACHINE_CLICK)
-MACHINE_CLICK_SECONDS = 10  # default of RELANCE_MACHINE_CLICK_SECONDS: scanners click within seconds of delivery
 BURST = timedelta(seconds=5)  # no one reads an email and clicks two of its links within 5 s
 
 # Lower-case pieces of the User-Agent of mail-security scanners, link checkers and scripts: a click whose agent holds

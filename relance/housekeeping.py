@@ -1,4 +1,4 @@
-"""The scheduled jobs behind `relance flow sla|reengage` (decay lives in relance.scoring.decay)."""
+"""The scheduled jobs behind `relance flow sla|reengage` (decay lives in relance.decay)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ from relance.enrollment import enroll_leads, event_fact
 from relance.inputs import BadInput, checked_event, checked_instant, checked_profile
 from relance.library import Library
 from relance.plans import current_version_ids, plan_for_version
-from relance.sales import withdraw
+from relance.sales import (HANDOFF_STAGES, hand_off, hot_again, last_rejections, ready_for_sales, sales_ready_since,
+                           withdraw)
 from relance.scenario.model import EventTrigger
 from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import ScoreLedger, move_stage, reach_mql
@@ -216,16 +217,12 @@ class HandoffReads:
         self._actions: dict[int, list[EventFact]] = {}
 
     def rejection(self, lead_id: int) -> Handoff | None:
-        from relance.sales import last_rejections
-
         if self._rejections is None:
             self._rejections = last_rejections(self.session, self.lead_ids | {lead_id})
         return self._rejections.get(lead_id)
 
     def actions(self, lead_id: int) -> list[EventFact]:
         """The lead's sales-ready action since its last rejection (at most one): all `ready_for_sales` looks for."""
-        from relance.sales import sales_ready_since
-
         if lead_id not in self._actions:
             rejection = self.rejection(lead_id)
             self._actions[lead_id] = sales_ready_since(self.session, self.scoring, lead_id,
@@ -238,8 +235,6 @@ def reach_handoff(session: Session, lead: Lead, scoring: ScoringConfig, *, now: 
     """A lead at the hand-off point (score, grade, a sales-ready action) goes to sales at once, unless it cools off
     after a rejection; a "later" lead whose `event` is a sales-ready action goes back to its owner at once. The
     owner's email explains the score from the ledger: `ledger` is written first."""
-    from relance.sales import HANDOFF_STAGES, hand_off, hot_again, ready_for_sales
-
     if event is not None and lead.stage == "later":
         ledger.write()
         hot_again(session, lead, event, scoring=scoring, now=now, cause=cause)

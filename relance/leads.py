@@ -8,11 +8,14 @@ from typing import Any, Iterator, Mapping, Sequence
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
+from relance.clock import SystemClock
 from relance.consent import consent_of
 from relance.store.repo import find_lead
 from relance.scoring.config import ScoringConfig
+from relance.scoring.rules import fit_points, grade_of
 from relance.store.tables import Deal, Enrollment, Event, Handoff, Lead, Outbox, ScoreChange, StageChange, profile_of
 from relance.suppression import entry_of
+from relance.wakes import wake_for_lead_changes
 
 _SUMMARY = ("stage", "score", "fit", "grade", "fields", "tags", "suppressed", "created_at", "updated_at")
 
@@ -78,8 +81,6 @@ def lead_summary(session: Session, *, email: str, scoring: ScoringConfig) -> dic
 
 def fit_and_grade(scoring, profile: Mapping[str, Any]) -> tuple[int, str]:
     """The profile fit and the grade of a lead's profile (a Lead's fields, or a row's)."""
-    from relance.scoring.rules import fit_points, grade_of
-
     fit = fit_points(scoring, profile)
     return fit, grade_of(scoring, fit)
 
@@ -91,9 +92,6 @@ def grade_all(session: Session, scoring, *, emails: Sequence[str] | None = None,
     A chunk at a time: its leads read in one query, graded in Python, the changed ones written in one statement.
     A lead whose grade changes may end a `grade_at_least` wait: it is woken as of `now` (default: the system
     clock, the one `relance import` stamps its rows with)."""
-    from relance.clock import SystemClock
-    from relance.wakes import wake_for_lead_changes
-
     now = now or SystemClock().now()
     session.flush()  # what the session holds unwritten counts (and is not lost by the expiry at the end)
     lead = Lead.__table__

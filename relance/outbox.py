@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, func, or_, select, update
 from sqlmodel import Session
 
-from relance.store.tables import Outbox
+from relance.store.tables import Lead, Outbox, Suppression
 
 VERDICTS = ("pending", "failed")
 UNSETTLED = ("sending", "unknown")
@@ -78,9 +78,9 @@ ALERT_TEMPLATE = "staff-mail-failed"
 _WHAT = {"handoff": "l'email de hand-off", "sla": "l'alerte SLA", "withdrawn": "l'avis de retrait du hand-off"}
 
 
-def is_staff_mail(options: dict | None) -> bool:
+def is_staff_mail(kind: str) -> bool:
     """Mail meant for the team (hand-off, SLA, withdrawn, notify to a person, alerts): never expires."""
-    return (options or {}).get("kind") == "internal"
+    return kind == "internal"
 
 
 def requeued_since(options: dict | None, since: datetime) -> bool:
@@ -97,7 +97,7 @@ def alert_for(row, *, manager: str | None, why: str, now: datetime) -> dict | No
     """The outbox row telling the manager that staff email `row` failed for good, or None: not staff mail, an
     alert itself (an alert about a failed alert is never written), or no manager to tell."""
     options = row.options or {}
-    if not is_staff_mail(options) or options.get("alert_for") or not manager:
+    if not is_staff_mail(row.kind) or options.get("alert_for") or not manager:
         return None
     kind = ((options.get("context") or {}).get("handoff") or {}).get("kind")
     what = _WHAT.get(kind) or f"la notification de l'étape {row.step_id} du scénario {row.scenario}"
@@ -106,7 +106,7 @@ def alert_for(row, *, manager: str | None, why: str, now: datetime) -> dict | No
         enrollment_id=None, step_id=f"alert:{row.id}", visit=0, lead_id=row.lead_id, scenario=row.scenario or "",
         template=ALERT_TEMPLATE, to_address=manager, status="pending", attempts=0, created_at=now,
         subject="Email interne non remis à {{ failed.to }} : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }})",
-        options={"kind": "internal", "alert_for": row.id, "context": {"failed": failed}},
+        kind="internal", options={"alert_for": row.id, "context": {"failed": failed}},
     )
 
 
@@ -114,11 +114,10 @@ def resend(engine: Engine, outbox_ids: list[int], *, now: datetime, note: str = 
     """Put `failed` rows back to `pending` (the next tick or delivery pass sends them), saying so in their error;
     returns the ids put back and one problem line per id left as it is (sent, pending, unknown, skipped,
     suppressed recipient, no such message)."""
-    from relance.store.tables import Lead, Suppression
-
     with Session(engine) as session:
         rows = {r.id: r for r in session.execute(
-            select(Outbox.id, Outbox.status, Outbox.error, Outbox.sent_at, Outbox.options, Outbox.to_address, Lead.suppressed)
+            select(Outbox.id, Outbox.status, Outbox.error, Outbox.sent_at, Outbox.kind, Outbox.options, Outbox.to_address,
+                   Lead.suppressed)
             .join(Lead, Lead.id == Outbox.lead_id).where(Outbox.id.in_(outbox_ids))).all()}
         blocked = dict(session.execute(select(Suppression.email, Suppression.reason).where(
             func.lower(Suppression.email).in_({r.to_address.lower() for r in rows.values()}))).all())
@@ -154,7 +153,7 @@ def _not_resendable(outbox_id: int, row, blocked: dict[str, str]) -> str | None:
                 f"`relance outbox resolve {outbox_id} --as pending|failed`")
     if row.status != "failed":
         return f"outbox {outbox_id} was {row.status} ({row.error or 'no reason kept'}), not resent"
-    reason = blocked.get(row.to_address.lower()) or (row.suppressed if (row.options or {}).get("kind", "lead") == "lead" else None)
+    reason = blocked.get(row.to_address.lower()) or (row.suppressed if row.kind == "lead" else None)
     if reason:
         return f"outbox {outbox_id}: {row.to_address} is suppressed ({reason}), not resent"
     return None
@@ -166,17 +165,15 @@ NEEDS_ATTENTION = ("failed", "unknown", "sending", "pending")
 
 def listing(engine: Engine, *, statuses: tuple[str, ...] = NEEDS_ATTENTION, limit: int = 100) -> tuple[list[dict], int]:
     """Outbox rows in these statuses, newest first (at most `limit`), and how many there are in all."""
-    from relance.store.tables import Lead
-
     where = Outbox.status.in_(statuses)
     with Session(engine) as session:
         total = session.execute(select(func.count()).select_from(Outbox).where(where)).scalar_one()
         rows = session.execute(
-            select(Outbox.id, Outbox.status, Outbox.options, Outbox.to_address, Outbox.template, Outbox.scenario,
+            select(Outbox.id, Outbox.status, Outbox.kind, Outbox.to_address, Outbox.template, Outbox.scenario,
                    Outbox.step_id, Outbox.attempts, Outbox.error, Outbox.created_at, Outbox.sent_at, Lead.email)
             .join(Lead, Lead.id == Outbox.lead_id).where(where).order_by(Outbox.id.desc()).limit(limit)).all()
     return [{
-        "id": r.id, "status": r.status, "kind": (r.options or {}).get("kind", "lead"), "to": r.to_address, "lead": r.email,
+        "id": r.id, "status": r.status, "kind": r.kind, "to": r.to_address, "lead": r.email,
         "template": r.template, "scenario": r.scenario, "step_id": r.step_id, "attempts": r.attempts, "error": r.error,
         "created_at": r.created_at.isoformat() if r.created_at else None, "sent_at": r.sent_at.isoformat() if r.sent_at else None,
     } for r in rows], total

@@ -9,42 +9,13 @@ Imports are lazy so that `relance` imports, runs and tests without Prefect loade
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from relance.prefect_api import PrefectAPIError
 
-__all__ = ["PrefectAPIError", "flow_api", "run_flow", "run_tick", "said_without_traceback", "stop_local_api"]
-
-RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect logs a failed run, traceback attached
-
-
-def said_without_traceback() -> None:
-    """Prefect logs a traceback with every failed task or flow run. relance's own errors (a setting, a setup, a
-    delivery to retry, what a tick left) say in their message what failed and what to do: an operator reading the
-    flow log gets that sentence, not a stack. Any other error keeps its traceback: that one is a bug to report."""
-    for name in RUN_LOGGERS:
-        logger = logging.getLogger(name)
-        if _drop_said_traceback not in logger.filters:
-            logger.addFilter(_drop_said_traceback)
-
-
-def _drop_said_traceback(record: logging.LogRecord) -> bool:
-    error = record.exc_info[1] if record.exc_info else None
-    if error is not None and isinstance(error, _said_errors()):
-        record.exc_info, record.exc_text = None, None
-    return True
-
-
-def _said_errors() -> tuple[type[BaseException], ...]:
-    from relance.delivery import RetryableDelivery
-    from relance.library import SetupError
-    from relance.settings import SettingError
-    from relance.tick import TickError
-
-    return (SettingError, SetupError, TickError, RetryableDelivery, PrefectAPIError)
+__all__ = ["PrefectAPIError", "flow_api", "run_flow", "run_tick", "stop_local_api"]
 
 
 @contextmanager

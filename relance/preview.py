@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from relance.composing import template_context
 from relance.email.message import sender_name
 from relance.email.templates import INTERNAL, SAMPLE_CONTEXT, RenderedEmail, TemplateLibrary
 from relance.library import Library
+from relance.sales import NOTICE_SUBJECTS, staff_notice
 from relance.settings import Settings
 from relance.store.repo import find_lead
-from relance.store.tables import Outbox
+from relance.store.tables import Handoff, Outbox
 
 
 @dataclass(frozen=True)
@@ -34,21 +35,18 @@ def sent_by(library: Library, template: str) -> tuple[str, str, str | None] | No
 
 
 def preview(
-    settings: Settings, library: Library, template: str, *, engine: Engine | None = None, email: str | None = None,
-    subject: str | None = None,
+    settings: Settings, library: Library, template: str, *, templates: TemplateLibrary, engine: Engine | None = None,
+    email: str | None = None, subject: str | None = None,
 ) -> Preview:
     """Render `template` with a stored lead's data (`email`) or the sample lead's; the subject and
     preheader come from the scenario step that sends it unless `subject` is given. Links are shown
     as written (not tracked) and the unsubscribe link is a placeholder: nothing is stored."""
-    templates = TemplateLibrary(settings.templates_dir)
     if templates.path_of(template) is None:  # the folder's own, or relance's default for staff mail
         raise LookupError(f"no template {template!r} in {settings.templates_dir}; there are: {', '.join(templates.names())}")
     step = sent_by(library, template)
     used_by, step_subject, preheader = step if step else (None, None, None)
     staff = template == "sales-handoff"  # relance writes these itself: its own subject, a hand-off's context
     if staff:
-        from relance.sales import NOTICE_SUBJECTS
-
         step_subject = NOTICE_SUBJECTS["handoff"]
     subject = subject or step_subject or f"(no subject: no scenario sends {template!r}; give --subject)"
     scenario, _, step_id = (used_by or "preview/preview").partition("/")
@@ -63,14 +61,12 @@ def preview(
             if lead is None:
                 raise LookupError(f"no lead with email {email!r}")
             options: dict = {"preheader": preheader}
+            kind = "internal" if staff else "lead"
             if staff:  # the lead's latest hand-off; one never handed off shows the sample hand-off
-                from relance.sales import staff_notice
-
                 handoff = latest_handoff(session, lead.id)
                 sample = {k: SAMPLE_CONTEXT[k] for k in ("handoff", "score_explanation", "recent_activity")}
-                options = {"kind": "internal",
-                           "context": staff_notice(session, handoff, lead, kind="handoff")[1] if handoff else sample}
-            row = Outbox(scenario=scenario, step_id=step_id, options=options)
+                options = {"context": staff_notice(session, handoff, lead, kind="handoff")[1] if handoff else sample}
+            row = Outbox(scenario=scenario, step_id=step_id, kind=kind, options=options)
             context = template_context(lead, settings, row, unsubscribe)
             who = lead.email
     rendered = templates.render(template, subject=subject, context=context, preheader=preheader, to_lead=template not in INTERNAL)
@@ -79,8 +75,4 @@ def preview(
 
 def latest_handoff(session: Session, lead_id: int):
     """The lead's most recent hand-off, if any: what `relance preview sales-handoff --lead` shows."""
-    from sqlalchemy import select
-
-    from relance.store.tables import Handoff
-
     return session.exec(select(Handoff).where(Handoff.lead_id == lead_id).order_by(Handoff.id.desc()).limit(1)).scalars().first()

@@ -25,12 +25,12 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from relance.clock import Clock, parse_instant
-from relance.engagement import MACHINE_CLICK_SECONDS, machine_request
+from relance.engagement import machine_request
 from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
 from relance.inputs import checked_email
 from relance.library import Library
 from relance.scenario.model import MACHINE_CLICK
-from relance.settings import SettingError
+from relance.settings import MACHINE_CLICK_SECONDS, SettingError
 from relance.store.repo import normalise_email
 from relance.store.tables import Lead, Outbox
 from relance.suppression import suppress_for_event

@@ -9,8 +9,6 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from relance.engagement import MACHINE_CLICK_SECONDS
-
 
 class SettingError(ValueError):
     """A setting, or the service it points to, cannot work: the message names the setting and says what to do."""
@@ -20,6 +18,7 @@ DEFAULT_SECRET_KEY = "change-me"
 SECRET_KEY_MIN = 32  # characters; what `secrets.token_urlsafe(32)` gives is 43
 API_TOKEN_MIN = 16
 HOW_TO_MAKE_A_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+MACHINE_CLICK_SECONDS = 10  # default of RELANCE_MACHINE_CLICK_SECONDS: scanners click within seconds of delivery
 
 
 class Settings(BaseSettings):

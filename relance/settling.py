@@ -39,6 +39,13 @@ class DeliveryResult:
         self.errors.extend(other.errors)
         self.cut_off.extend(other.cut_off)
 
+    def add_attempt(self, attempt: "DeliveryResult") -> None:
+        """Add what one more attempt at the same messages did: its outcomes add up (a message settles once), what
+        still waits for a retry is what the latest attempt left."""
+        retryable = attempt.retryable
+        self.merge(attempt)
+        self.retryable = retryable
+
 
 def failed_calls(errors: list[str]) -> str:
     """How many calls failed and why, each reason once (`SES unreachable: ... (40 calls)`), the commonest first."""
@@ -119,7 +126,7 @@ class Alerts:
         self._manager: str | None | bool = False  # False: not read yet
 
     def note(self, row, values: dict[str, Any]) -> None:
-        if values.get("status") != "failed" or not is_staff_mail(row.options) or row.options.get("alert_for"):
+        if values.get("status") != "failed" or not is_staff_mail(row.kind) or row.options.get("alert_for"):
             return
         alert = alert_for(row, manager=self.manager(), why=values.get("error") or "", now=self.now)
         if alert is None:

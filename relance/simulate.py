@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from relance.clock import ensure_utc
+from relance.engine.conditions import holds
 from relance.engine.interpreter import advance, enter, state_wait_holds
 from relance.engine.types import EnrollInto, EnrollmentState, EventFact, HandOff, LeadFacts, SendEmail
 from relance.scenario.model import EventTrigger, SegmentTrigger
@@ -220,8 +221,6 @@ def _entry_rules(plan: Plan) -> tuple[str | None, Callable[[LeadFacts], bool] | 
     """(forced stage, segment filter, trigger event to record) for the plan's trigger."""
     trigger = plan.scenario.trigger
     if isinstance(trigger, SegmentTrigger):
-        from relance.engine.conditions import holds
-
         def accepts(lead: LeadFacts) -> bool:
             return holds(trigger.segment, lead=lead, events=[], now=_EPOCH, since=_EPOCH, scenario=plan.name)
 

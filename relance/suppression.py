@@ -61,8 +61,8 @@ def suppress(session: Session, *, email: str, reason: str, source: str, now: dat
 
 def cancel_pending(session: Session, *, lead_id: int, reason: str) -> int:
     """Cancel the lead's marketing emails not yet handed to the transport (internal and webhook ones still go)."""
-    rows = session.execute(select(Outbox.id, Outbox.options).where(Outbox.lead_id == lead_id, Outbox.status == "pending")).all()
-    ids = [row.id for row in rows if (row.options or {}).get("kind", "lead") == "lead"]
+    ids = list(session.execute(select(Outbox.id).where(
+        Outbox.lead_id == lead_id, Outbox.status == "pending", Outbox.kind == "lead")).scalars())
     if ids:
         session.execute(update(Outbox).where(Outbox.id.in_(ids), Outbox.status == "pending")
                         .values(status="skipped", error=f"suppressed: {reason}"))

@@ -31,7 +31,11 @@ LOGGER = logging.getLogger("relance.tick")  # the inline tick's log; the flow's 
 
 
 class TickError(RuntimeError):
-    """The tick could not do all its work; the message says what is left and where."""
+    """The tick could not do all its work; the message says what is left and where, `report` what it did."""
+
+    def __init__(self, message: str, report: TickReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass(frozen=True)
@@ -43,14 +47,15 @@ class TickSteps:
     register: Callable[..., dict[str, int]]  # (engine, settings, *, now, library)
     enroll: Callable[..., int]  # (engine, settings, *, scenario, now, library)
     advance: Callable[..., BatchResult]  # (engine, settings, *, scenario, now, limit, library)
-    deliver: Callable[..., DeliveryResult]  # (engine, settings, *, outbox_ids, now)
-    deliver_leftovers: Callable[..., DeliveryResult]  # (engine, settings, *, now)
+    deliver: Callable[..., DeliveryResult]  # (engine, settings, *, outbox_ids, now, templates, tally)
+    deliver_leftovers: Callable[..., DeliveryResult]  # (engine, settings, *, now, templates)
     count: Callable[..., TickReport]  # (engine, report, *, now, mark)
     publish: Callable[..., Any] = lambda report, engine, *, order, undelivered_batches: None
 
 
-def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library, limit: int,
-             steps: TickSteps, logger: logging.Logger | logging.LoggerAdapter) -> TickReport:
+def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library,
+             templates: TemplateLibrary, limit: int, steps: TickSteps,
+             logger: logging.Logger | logging.LoggerAdapter) -> TickReport:
     """Run one tick of `scenario` with these steps, saying in `logger` what the operator should know."""
     mark = step_log_mark(engine)  # what this tick writes to the step log comes after it: its figures count that
     steps.register(engine, settings, now=now, library=library)
@@ -60,37 +65,41 @@ def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime
     while (batch := steps.advance(engine, settings, scenario=scenario, now=now, limit=limit, library=library)).advanced:
         for problem in batch.failed:
             logger.warning("%s: lead left the scenario on an error: %s", scenario, problem)
-        report.add(batch, _deliver_batch(engine, settings, batch, scenario=scenario, now=now, steps=steps,
-                                         logger=logger, undelivered=undelivered, number=report.batches + 1))
-    _deliver_leftovers(engine, settings, report, now=now, steps=steps, logger=logger)
+        report.add(batch, _deliver_batch(engine, settings, batch, scenario=scenario, now=now, templates=templates,
+                                         steps=steps, logger=logger, undelivered=undelivered, report=report))
+    _deliver_leftovers(engine, settings, report, now=now, templates=templates, steps=steps, logger=logger)
     report = steps.count(engine, report, now=now, mark=mark)
     steps.publish(report, engine, order=library.plans[scenario].order, undelivered_batches=len(undelivered))
     logger.info(summary(report, undelivered_batches=len(undelivered)))
     if undelivered:
-        raise TickError(f"{scenario}: emails not delivered yet, they stay pending for the next tick: " + "; ".join(undelivered))
+        raise TickError(f"{scenario}: emails not delivered yet, they stay pending for the next tick: " + "; ".join(undelivered), report)
     return report
 
 
 def _deliver_batch(engine: Engine, settings: Settings, batch: BatchResult, *, scenario: str, now: datetime,
-                   steps: TickSteps, logger, undelivered: list[str], number: int) -> DeliveryResult:
-    """Deliver one batch's emails; a delivery that fails is noted in `undelivered` and counts nothing."""
+                   templates: TemplateLibrary, steps: TickSteps, logger, undelivered: list[str],
+                   report: TickReport) -> DeliveryResult:
+    """Deliver one batch's emails: what left counts even when the delivery then fails (a retry for the rest, an
+    error): the tally is this tick's, every attempt adds to it. A delivery that fails is noted in `undelivered`,
+    and its messages are counted where they stand once the tick is done (`pending`, see count_tick)."""
+    tally = DeliveryResult()
     if not batch.outbox_ids:  # a batch of waits and branches owes no email
-        return DeliveryResult()
+        return tally
     try:
-        done = steps.deliver(engine, settings, outbox_ids=batch.outbox_ids, now=now)
+        steps.deliver(engine, settings, outbox_ids=batch.outbox_ids, now=now, templates=templates, tally=tally)
     except Exception as exc:  # noqa: BLE001 - the other batches' emails should still leave; the tick fails at the end
-        undelivered.append(f"batch {number} ({len(batch.outbox_ids)} emails): {exc}")
-        return DeliveryResult()
-    if done.unknown or done.failed:
+        undelivered.append(f"batch {report.batches + 1} ({len(batch.outbox_ids)} emails): {exc}")
+        report.undelivered_ids.extend(batch.outbox_ids)
+    if tally.unknown or tally.failed:
         logger.warning("%s: %d message(s) with an unknown outcome (not resent), %d failed: %s", scenario,
-                       done.unknown, done.failed, "; ".join(done.errors[:3]))
-    return done
+                       tally.unknown, tally.failed, "; ".join(tally.errors[:3]))
+    return tally
 
 
-def _deliver_leftovers(engine: Engine, settings: Settings, report: TickReport, *, now: datetime, steps: TickSteps,
-                       logger) -> None:
+def _deliver_leftovers(engine: Engine, settings: Settings, report: TickReport, *, now: datetime,
+                       templates: TemplateLibrary, steps: TickSteps, logger) -> None:
     """Send what earlier runs left pending and the hand-off and SLA emails written since; say what was cut off."""
-    leftovers = steps.deliver_leftovers(engine, settings, now=now)
+    leftovers = steps.deliver_leftovers(engine, settings, now=now, templates=templates)
     report.leftovers, report.cut_off = leftovers.sent, len(leftovers.cut_off)
     if leftovers.cut_off:
         logger.warning("%d message(s) were cut off mid-send by a run that died (outbox %s): their outcome is unknown, "
@@ -119,20 +128,18 @@ def _enroll(engine: Engine, settings: Settings, *, scenario: str, now: datetime,
 
 
 def run_tick_inline(
-    engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library,
-    transport: Transport | None = None, templates: TemplateLibrary | None = None, batch_size: int | None = None,
-    standing: bool = True,
+    engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library, templates: TemplateLibrary,
+    transport: Transport | None = None, batch_size: int | None = None, standing: bool = True,
 ) -> TickReport:
     """The tick `flows/tick.py` runs, with plain functions instead of Prefect tasks (and no retries): for tests,
     benchmarks and the simulator's checks. `standing=False` skips counting where every enrollment stands (`waiting`
     stays None): the benchmarks measure the work that grows with what is due, not with what is enrolled."""
     transport = transport or make_transport(settings)
-    templates = templates or TemplateLibrary(settings.templates_dir)
     steps = TickSteps(
         register=_register, enroll=_enroll, advance=advance_due,
-        deliver=functools.partial(deliver, transport=transport, templates=templates),
-        deliver_leftovers=functools.partial(deliver_pending, transport=transport, templates=templates),
+        deliver=functools.partial(deliver, transport=transport),
+        deliver_leftovers=functools.partial(deliver_pending, transport=transport),
         count=functools.partial(count_tick, standing=standing),
     )
-    return run_tick(engine, settings, scenario=scenario, now=now, library=library,
+    return run_tick(engine, settings, scenario=scenario, now=now, library=library, templates=templates,
                     limit=batch_size or settings.batch_size, steps=steps, logger=LOGGER)

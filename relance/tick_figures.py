@@ -14,8 +14,9 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from relance.advancing import BatchResult
+from relance.report import standing as where_now
 from relance.settling import DeliveryResult
-from relance.store.tables import StepLog
+from relance.store.tables import Outbox, StepLog
 
 
 @dataclass
@@ -30,12 +31,14 @@ class TickReport:
     skipped: int = 0
     failed: int = 0
     unknown: int = 0  # handed over with no answer this tick: may have left, never resent by itself
+    pending: int = 0  # messages of batches whose delivery failed, still pending once the tick is done
     leftovers: int = 0  # other pending messages this tick sent: hand-off and SLA emails, what earlier runs left
     cut_off: int = 0  # messages an earlier run left `sending` (it died mid-send), now `unknown`
     enrollments_failed: int = 0  # enrollments that left on an error of their own (the others went on)
     waiting: int | None = None  # active enrollments of the scenario in a wait after the tick (the enrollments table)
     counts: Counter = field(default_factory=Counter)  # this tick's step-log outcomes: (step_id, outcome) -> n
     standing: dict[str, tuple[int, int]] = field(default_factory=dict)  # step -> (active here, of which waiting), after
+    undelivered_ids: list[int] = field(default_factory=list)  # the outbox rows of batches whose delivery failed
 
     def add(self, batch: BatchResult, delivery: DeliveryResult) -> None:
         """Count one batch and its delivery."""
@@ -53,7 +56,7 @@ class TickReport:
         return {
             "scenario": self.scenario, "entered": self.entered, "advanced": self.advanced, "batches": self.batches,
             "sent": self.sent, "skipped": self.skipped, "failed": self.failed, "unknown": self.unknown,
-            "leftovers": self.leftovers, "cut_off": self.cut_off, "enrollments_failed": self.enrollments_failed,
+            "pending": self.pending, "leftovers": self.leftovers, "cut_off": self.cut_off, "enrollments_failed": self.enrollments_failed,
             "waiting": self.waiting,
         }
 
@@ -67,9 +70,8 @@ def step_log_mark(engine: Engine) -> int:
 def count_tick(engine: Engine, report: TickReport, *, now: datetime, mark: int, standing: bool = True) -> TickReport:
     """Fill in the figures read from the database once the tick's work is done: `entered` (enrollments whose
     first step ran in this tick: a step-log row of this tick, none before it) and, with `standing`, where the
-    scenario's leads stand now (`waiting`, per step: this reads every active enrollment of the scenario)."""
-    from relance.report import standing as where_now
-
+    scenario's leads stand now (`waiting`, per step: this reads every active enrollment of the scenario), and
+    `pending`: the messages of batches whose delivery failed that are still pending."""
     log, earlier = StepLog.__table__, StepLog.__table__.alias("earlier")
     first_steps = (
         select(func.count(func.distinct(log.c.enrollment_id)))
@@ -79,6 +81,9 @@ def count_tick(engine: Engine, report: TickReport, *, now: datetime, mark: int, 
     )
     with Session(engine) as session:
         report.entered = session.execute(first_steps).scalar_one()
+        ids = report.undelivered_ids
+        report.pending = sum(session.execute(select(func.count()).select_from(Outbox).where(
+            Outbox.id.in_(ids[start:start + 500]), Outbox.status == "pending")).scalar_one() for start in range(0, len(ids), 500))
         if standing:
             report.standing = {step: here for (_, step), here in where_now(session, report.scenario).items()}
             report.waiting = sum(waiting for _, waiting in report.standing.values())
@@ -99,6 +104,8 @@ def summary(report: TickReport, *, undelivered_batches: int = 0) -> str:
         words += f", {report.failed} failed"
     if report.unknown:
         words += f", {report.unknown} with an unknown outcome (handed over, no answer: not resent)"
+    if report.pending:
+        words += f", {report.pending} still pending (they go with the next tick)"
     if report.enrollments_failed:
         words += f", {report.enrollments_failed} {'lead' if report.enrollments_failed == 1 else 'leads'} left on an error (see lead show)"
     if report.cut_off:

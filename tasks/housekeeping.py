@@ -13,7 +13,7 @@ from relance.housekeeping import run_reengage, run_sla
 from relance.library import Library
 from relance.plans import sync_scenarios
 from relance.scoring.config import ScoringConfig
-from relance.scoring.decay import decay_scores
+from relance.decay import decay_scores
 from relance.settings import Settings
 
 

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from relance.api.app import create_app
 from relance.cli import app
 from relance.deals import LOST_REASONS, BadValue, Closing, record_deal
+from relance.email.templates import TemplateLibrary
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
 from relance.plans import sync_scenarios
@@ -161,7 +162,7 @@ def test_a_won_deal_wakes_a_wait_on_the_customer_stage(engine, clock, tmp_path, 
         _lead(session, clock)
         session.commit()
     committed(engine, ingest_events, library=library, events=[IncomingEvent("trial_started", EMAIL, clock.now(), {})], now=clock.now())
-    run_tick_inline(engine, settings, scenario="waiter", now=clock.now(), library=library)
+    run_tick_inline(engine, settings, scenario="waiter", now=clock.now(), library=library, templates=TemplateLibrary(settings.templates_dir))
     won_at = clock.advance(timedelta(hours=1))
     with Session(engine) as session:
         record_deal(session, email=EMAIL, closing=Closing("won", amount=10), scoring=library.scoring, now=won_at)

@@ -11,7 +11,7 @@ from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import lead_summary
 from relance.library import Library
 from relance.scoring.config import ScoringConfig
-from relance.scoring.decay import decay_scores
+from relance.decay import decay_scores
 from relance.store.repo import upsert_lead
 from relance.store.tables import Lead
 from tests.units import committed

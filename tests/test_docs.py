@@ -159,7 +159,7 @@ def test_the_reference_lists_every_event_type_and_stage(reference):
 
 def test_the_reference_lists_every_variable_the_runner_gives_templates(reference):
     templates = section(reference, "##", "Templates")
-    context = template_context(Lead(id=1, email="lea@acme.example"), Settings(), Outbox(id=1, options={"kind": "lead"}),
+    context = template_context(Lead(id=1, email="lea@acme.example"), Settings(), Outbox(id=1, kind="lead"),
                                unsubscribe="https://relance.example/u/x")
     for key, value in context.items():
         if key == "lead":

@@ -59,6 +59,7 @@ def test_a_tick_handed_the_library_reads_no_scenario(engine, clock, tmp_path, mo
     from relance import library as library_module
     from sqlmodel import Session
 
+    from relance.email.templates import TemplateLibrary
     from relance.ingest import IncomingEvent, ingest_events
     from relance.plans import sync_scenarios
     from relance.settings import Settings
@@ -82,7 +83,7 @@ def test_a_tick_handed_the_library_reads_no_scenario(engine, clock, tmp_path, mo
 
     real = library_module.scenario_files
     monkeypatch.setattr(library_module, "scenario_files", counted)  # every load_library lists the folder first
-    report = run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), library=library)
+    report = run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), library=library, templates=TemplateLibrary(settings.templates_dir))
     assert report.sent == 1  # the tick did its work...
     assert listed == []  # ...without reading the scenarios again
 

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from relance.api.app import create_app
+from relance.email.templates import TemplateLibrary
 from relance.email.transports import FileTransport
 from relance.leads import lead_summary
 from relance.scoring.config import ScoringConfig
@@ -47,7 +48,7 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
         return response.json()
 
     def tick():
-        return run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), library=library, transport=transport)
+        return run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
 
     def last_email():
         path = max(settings.outbox_dir.glob("*.eml"), key=lambda p: int(p.stem))

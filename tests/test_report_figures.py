@@ -24,6 +24,7 @@ from sqlmodel import Session
 from typer.testing import CliRunner
 
 from relance.cli import app
+from relance.email.templates import TemplateLibrary
 from relance.housekeeping import run_sla
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
@@ -278,7 +279,7 @@ def build_data_set(engine, settings: Settings) -> None:
     moments += [(T0 + timedelta(days=day), "tick") for day in range(4)]
     for at, what in sorted(moments, key=lambda m: (m[0], m[1] == "tick")):
         if what == "tick":
-            run_tick_inline(engine, settings, scenario="nurture", now=at, library=library)
+            run_tick_inline(engine, settings, scenario="nurture", now=at, library=library, templates=TemplateLibrary(settings.templates_dir))
         elif what == "sla":
             committed(engine, run_sla, library=library, now=at)
         elif what == "brink":
@@ -393,7 +394,7 @@ def test_an_unknown_scenario_is_refused_and_one_no_longer_in_the_folder_is_repor
     library = load_library(settings)
     committed(engine, sync_scenarios, now=T0, library=library)
     _ingest(engine, library, T0, _form("n0@acme.example", T0), IncomingEvent("downloaded", "n0@acme.example", T0, {"asset": "guide"}))
-    run_tick_inline(engine, settings, scenario="nurture", now=T0, library=library)
+    run_tick_inline(engine, settings, scenario="nurture", now=T0, library=library, templates=TemplateLibrary(settings.templates_dir))
     engine.dispose()
 
     refused = CliRunner().invoke(app, ["report", "--scenario", "nope"])

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from relance.delivery import deliver
+from relance.email.templates import TemplateLibrary
 from relance.email.transports import FileTransport
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
@@ -108,7 +109,7 @@ def test_a_download_enrolls_sends_waits_and_branches_on_the_open(engine, setting
     assert _download(engine, library, emails, "guide", clock.now()).enrolled == 2
     transport = RecordingTransport()
 
-    report = run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport)
+    report = run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
     assert report.sent == 2 and [m.to for m in transport.sent] == emails
     assert transport.sent[0].subject == "Léa0, votre guide"
     assert "{{" not in transport.sent[0].html and "Léa0" in transport.sent[0].text
@@ -117,9 +118,9 @@ def test_a_download_enrolls_sends_waits_and_branches_on_the_open(engine, setting
     committed(engine, ingest_events, library=library, events=[IncomingEvent("email_opened", emails[0], clock.now() + timedelta(hours=2),
                                                   {"scenario": "nurture", "step_id": "send-guide"})], now=clock.now())
     assert run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=1)), library=library,
-                           transport=transport).sent == 0
+                           transport=transport, templates=TemplateLibrary(settings.templates_dir)).sent == 0
     report = run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=2)), library=library,
-                             transport=transport)
+                             transport=transport, templates=TemplateLibrary(settings.templates_dir))
     assert report.sent == 1 and transport.sent[-1].to == emails[1]
     assert ("opened?", "then") in _path(engine, 0)
     assert "bump" in [step for step, _ in _path(engine, 0)]
@@ -132,17 +133,17 @@ def test_an_awaited_event_wakes_the_lead_before_its_timeout(engine, settings, cl
     emails = _leads(engine, clock.now(), 2)
     _download(engine, library, emails, "guide", clock.now())
     transport = RecordingTransport()
-    run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport)
-    run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=3)), library=library, transport=transport)
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=3)), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
 
     woke = _download(engine, library, emails[:1], "case", clock.advance(timedelta(days=1)))
     assert woke.woken == 1
-    run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport)
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
     with Session(engine) as session:
         statuses = {e.lead_id: (e.status, e.step_id) for e in session.exec(select(Enrollment)).scalars()}
     assert sorted(statuses.values()) == [("active", "wait-case"), ("completed", "done")]
 
-    run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=7)), library=library, transport=transport)
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=7)), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
     assert ("wait-case", "timeout") in _path(engine, 1)
     assert ("got-case", "done") not in _path(engine, 1)
 
@@ -167,18 +168,18 @@ def test_a_worker_stopped_mid_batch_never_sends_anything_twice(engine, settings,
     outbox_dir = tmp_path / "outbox"
     with pytest.raises(SystemExit):
         run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library,
-                        transport=StoppedAfter(outbox_dir, 3))
+                        transport=StoppedAfter(outbox_dir, 3), templates=TemplateLibrary(settings.templates_dir))
     assert len(list(outbox_dir.glob("*.eml"))) == 3
     with Session(engine) as session:
         statuses = sorted(session.exec(select(Outbox.status)).scalars().all())
     assert statuses == ["pending", "pending", "sending", "sent", "sent", "sent"]  # only the one in flight is in doubt
 
     # the tick runs again: the three sent stay sent, the two never tried go now, the one cut off is not resent
-    run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=FileTransport(outbox_dir))
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=FileTransport(outbox_dir), templates=TemplateLibrary(settings.templates_dir))
     recipients = [message_from_bytes(f.read_bytes())["To"] for f in outbox_dir.glob("*.eml")]
     assert len(recipients) == 5 == len(set(recipients))
     later = run_tick_inline(engine, settings, scenario="nurture", now=clock.now() + timedelta(minutes=11), library=library,
-                            transport=FileTransport(outbox_dir))
+                            transport=FileTransport(outbox_dir), templates=TemplateLibrary(settings.templates_dir))
     assert later.cut_off == 1 and len(list(outbox_dir.glob("*.eml"))) == 5  # found, made `unknown`, still not resent
     with Session(engine) as session:
         assert session.exec(select(func.count()).select_from(Outbox).where(Outbox.status == "sent")).one()[0] == 5
@@ -190,19 +191,19 @@ def test_editing_a_live_scenario_keeps_leads_on_the_version_they_entered(engine,
     first, second = _leads(engine, clock.now(), 2)
     _download(engine, library, [first], "guide", clock.now())
     transport = RecordingTransport()
-    run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport)
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
 
     edited = NURTURE.replace("wait: 3d", "wait: 1d").replace("Vous l'avez lu ?", "Nouvelle relance")
     (settings.scenarios_dir / "nurture.yaml").write_text(edited, encoding="utf-8")
     library = load_library(settings)
     committed(engine, sync_scenarios, now=clock.now(), library=library)
     _download(engine, library, [second], "guide", clock.now())
-    run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport)
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
 
-    run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=1, hours=1)), library=library, transport=transport)
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=1, hours=1)), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
     assert [m.subject for m in transport.sent if m.to == second][-1] == "Nouvelle relance"
     assert all(m.subject != "Nouvelle relance" for m in transport.sent if m.to == first)
-    run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=2)), library=library, transport=transport)
+    run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(days=2)), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
     assert [m.subject for m in transport.sent if m.to == first][-1] == "Vous l'avez lu ?"
     with Session(engine) as session:
         versions = {e.lead_id: e.version_id for e in session.exec(select(Enrollment)).scalars()}
@@ -219,7 +220,7 @@ def test_suppressed_addresses_are_never_mailed_and_the_outbox_says_why(engine, s
         session.commit()
     _download(engine, library, emails, "guide", clock.now())
     transport = RecordingTransport()
-    report = run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport)
+    report = run_tick_inline(engine, settings, scenario="nurture", now=clock.now(), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
     assert [m.to for m in transport.sent] == [emails[2]] and report.skipped == 2
     with Session(engine) as session:
         reasons = sorted(o.error for o in session.exec(select(Outbox).where(Outbox.status == "skipped")).scalars())
@@ -254,7 +255,7 @@ def test_a_segment_scenario_mails_the_segment_once_per_reentry_period(engine, se
 
     def tick() -> list[str]:
         transport = RecordingTransport()
-        run_tick_inline(engine, settings, scenario="monthly", now=clock.now(), library=library, transport=transport)
+        run_tick_inline(engine, settings, scenario="monthly", now=clock.now(), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
         return sorted(m.to for m in transport.sent)
 
     assert tick() == emails[:3]
@@ -286,7 +287,7 @@ def test_messages_left_pending_leave_with_the_next_tick_or_expire_after_two_days
 
     transport = RecordingTransport()
     report = run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(minutes=10)),
-                             library=library, transport=transport)
+                             library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
     assert report.leftovers == 3 and report.sent == 0
     assert sorted(m.to for m in transport.sent) == ["claire@example.com", *emails[:2]]
     [note] = [m for m in transport.sent if m.to == "claire@example.com"]
@@ -296,7 +297,7 @@ def test_messages_left_pending_leave_with_the_next_tick_or_expire_after_two_days
     advance_due(engine, settings, scenario="nurture", now=clock.now(), library=library)
     late = RecordingTransport()
     report = run_tick_inline(engine, settings, scenario="nurture", now=clock.advance(timedelta(hours=49)),
-                             library=library, transport=late)
+                             library=library, transport=late, templates=TemplateLibrary(settings.templates_dir))
     assert report.leftovers == 0 and [m.to for m in late.sent if m.to == emails[2]] == []
     with Session(engine) as session:
         expired = session.exec(select(Outbox).where(Outbox.to_address == emails[2])).scalars().one()
@@ -316,7 +317,7 @@ def test_a_score_step_that_crosses_the_mql_line_makes_the_lead_an_mql(engine, tm
     (email,) = _leads(engine, clock.now(), 1)
     _download(engine, library, [email], "guide", clock.now())
 
-    run_tick_inline(engine, settings, scenario="boost", now=clock.now(), library=library, transport=RecordingTransport())
+    run_tick_inline(engine, settings, scenario="boost", now=clock.now(), library=library, transport=RecordingTransport(), templates=TemplateLibrary(settings.templates_dir))
 
     with Session(engine) as session:
         lead = session.exec(select(Lead).where(Lead.email == email)).scalars().one()

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from recording import RecordingTransport  # tests/recording.py
+from relance.email.templates import TemplateLibrary
 from relance.housekeeping import run_reengage
 from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import lead_summary
@@ -129,7 +130,7 @@ def test_a_handoff_step_during_the_cool_off_goes_on_and_its_log_says_why(world, 
     _answer(world, clock, "reject", reason="no-budget", note="back in Q3")
     clock.advance(timedelta(days=1))
     _event(world, clock, "webinar_attended")
-    run_tick_inline(engine, settings, scenario="hand-back", now=clock.now(), library=library)
+    run_tick_inline(engine, settings, scenario="hand-back", now=clock.now(), library=library, templates=TemplateLibrary(settings.templates_dir))
     with Session(engine) as session:
         log = session.exec(select(StepLog).where(StepLog.scenario == "hand-back", StepLog.kind == "handoff")).scalars().one()
     assert log.outcome == "cooling-off"
@@ -138,7 +139,7 @@ def test_a_handoff_step_during_the_cool_off_goes_on_and_its_log_says_why(world, 
 
     clock.advance(timedelta(days=30))  # over: the step needs a sales-ready action after the rejection
     _event(world, clock, "webinar_attended")
-    run_tick_inline(engine, settings, scenario="hand-back", now=clock.now(), library=library)
+    run_tick_inline(engine, settings, scenario="hand-back", now=clock.now(), library=library, templates=TemplateLibrary(settings.templates_dir))
     assert _handoffs(engine) == [("rejected", "claire@example.com")]
     _event(world, clock, "demo_requested")  # ingestion hands it off (the action is new)
     assert _handoffs(engine)[-1][0] == "open"
@@ -170,7 +171,7 @@ def test_a_later_lead_who_turns_hot_goes_back_to_the_same_owner_at_once(world, c
         [note] = session.exec(select(Outbox).where(Outbox.step_id == f"hot-again:{new.id}:karim@example.com")).scalars().all()
         assert note.subject.startswith("Lead en attente redevenu chaud")
     transport = RecordingTransport()  # the next tick sends it, rendered
-    run_tick_inline(engine, world[1], scenario="hand-back", now=clock.now(), library=library, transport=transport)
+    run_tick_inline(engine, world[1], scenario="hand-back", now=clock.now(), library=library, transport=transport, templates=TemplateLibrary(world[1].templates_dir))
     [sent] = [m for m in transport.sent if m.to == "karim@example.com" and "redevenu chaud" in m.subject]
     assert "Paul" in sent.subject and "Il vous revient directement" in sent.text
     assert "vous l'aviez mis en attente (jusqu'au 01/09/2026, signal : demo_requested)" in " ".join(sent.text.split())
@@ -250,7 +251,7 @@ def test_a_scenario_handoff_step_routes_to_its_team(world, clock):
     world = (engine, settings, library)
     _graded(world, clock)
     _event(world, clock, "webinar_attended")
-    run_tick_inline(engine, settings, scenario="hand-back", now=clock.now(), library=library)
+    run_tick_inline(engine, settings, scenario="hand-back", now=clock.now(), library=library, templates=TemplateLibrary(settings.templates_dir))
     with Session(engine) as session:
         [handoff] = session.exec(select(Handoff)).scalars().all()
     assert (handoff.team, handoff.owner, handoff.source) == ("enterprise", "eve@example.com", "hand-back/to-sales")
@@ -355,7 +356,7 @@ def test_an_answer_before_the_hand_off_email_left_cancels_it_and_nothing_stale_i
     assert _staff_mail(engine) == [("handoff", "claire@example.com", "skipped")]
     transport = RecordingTransport()
     run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.advance(timedelta(hours=1)),
-                    library=library, transport=transport)
+                    library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
     assert [m.to for m in transport.sent] == []
     with Session(engine) as session:
         skipped = session.exec(select(Outbox).where(Outbox.step_id.like("handoff:%"))).scalars().one()

@@ -16,7 +16,7 @@ from relance.advancing import advance_due
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
 from relance.plans import sync_scenarios
-from relance.scoring.decay import decay_scores
+from relance.decay import decay_scores
 from relance.settings import Settings
 from relance.store.tables import Lead, ScoreChange
 from tests.units import committed

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from relance.api.app import create_app
 from relance.cli import app as cli
 from relance.email import tracking
+from relance.email.templates import TemplateLibrary
 from relance.email.transports import FileTransport
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
@@ -118,7 +119,7 @@ def _world(engine, clock, tmp_path, db_url, *, key: str):
         session.commit()
     committed(engine, ingest_events, library=library, events=[IncomingEvent("downloaded", "lea@acme.example", clock.now(), {"asset": "livre-blanc-leads"})], now=clock.now())
     run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), library=library,
-                    transport=FileTransport(settings.outbox_dir))
+                    transport=FileTransport(settings.outbox_dir), templates=TemplateLibrary(settings.templates_dir))
     [eml] = list(settings.outbox_dir.glob("*.eml"))
     return library, message_from_bytes(eml.read_bytes(), policy=default)
 

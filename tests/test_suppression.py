@@ -26,6 +26,7 @@ from relance.clock import FrozenClock
 from relance.delivery import deliver_pending
 from relance.email import tracking
 from recording import RecordingTransport  # tests/recording.py
+from relance.email.templates import TemplateLibrary
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import Library, load_library
 from relance.plans import sync_scenarios
@@ -77,8 +78,8 @@ def world(engine, clock, tmp_path, db_url) -> World:
         rows = [
             outbox(lea, "send-guide", "whitepaper-followup", status="sent", message_id="ses-msg-1", sent_at=now, options={}),
             outbox(lea, "reminder", "whitepaper-reminder", options={}),  # kind defaults to "lead"
-            outbox(lea, "notify-owner", "whitepaper-reminder", to=OWNER, options={"kind": "internal"}),
-            outbox(bob, "reminder", "whitepaper-reminder", options={"kind": "lead"}),
+            outbox(lea, "notify-owner", "whitepaper-reminder", to=OWNER, kind="internal"),
+            outbox(bob, "reminder", "whitepaper-reminder", kind="lead"),
         ]
         session.commit()
         return World(engine, settings, library, clock, lea.id, *(row.id for row in rows))
@@ -99,7 +100,7 @@ def assert_suppressed_everywhere(world: World, *, reason: str, source: str, emai
     assert rows[world.sent].status == "sent"  # what already left is left alone
 
     transport = RecordingTransport()
-    delivered = deliver_pending(world.engine, world.settings, now=world.clock.now(), transport=transport)
+    delivered = deliver_pending(world.engine, world.settings, now=world.clock.now(), transport=transport, templates=TemplateLibrary(world.settings.templates_dir))
     assert email not in [sent.to for sent in transport.sent]
     assert sorted(sent.to for sent in transport.sent) == [BOB, OWNER], delivered.errors
     with Session(world.engine) as session:
@@ -346,7 +347,7 @@ def test_an_imported_list_suppresses_leads_and_addresses_not_yet_leads(env, tmp_
     committed(env.engine, ingest_events, library=env.library, events=[IncomingEvent("downloaded", e, now, {"asset": "livre-blanc-leads"})
                                             for e in ("new.prospect@initech.example", "fresh@globex.example")], now=now)
     transport = RecordingTransport()
-    run_tick_inline(env.engine, env.settings, scenario="whitepaper-nurture", now=now, library=env.library, transport=transport)
+    run_tick_inline(env.engine, env.settings, scenario="whitepaper-nurture", now=now, library=env.library, transport=transport, templates=TemplateLibrary(env.settings.templates_dir))
     sent_to = [sent.to for sent in transport.sent]
     assert "fresh@globex.example" in sent_to
     assert "new.prospect@initech.example" not in sent_to and LEA not in sent_to

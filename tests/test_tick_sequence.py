@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import typing
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from sqlmodel import Session
 import flows.tick
 from relance import effects
 from relance.email.message import OutgoingEmail
+from relance.email.templates import TemplateLibrary
 from relance.email.transports import DeliveryError
 from relance.engine.types import Effect
 from relance.library import load_library
@@ -79,17 +81,59 @@ def test_a_batch_refused_for_now_stays_pending_and_the_tick_goes_on_to_the_next_
         with pytest.raises(TickError, match=re.escape(
                 "welcome: emails not delivered yet, they stay pending for the next tick: batch 1 (2 emails): "
                 "1 message(s) could not be delivered yet")):
-            run_tick_inline(engine, settings, scenario="welcome", now=clock.now(), library=library, transport=transport)
+            run_tick_inline(engine, settings, scenario="welcome", now=clock.now(), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
 
     assert sorted(transport.sent) == emails[1:]  # the next batches left, and the refused batch's other email
     with Session(engine) as session:
         pending = session.execute(select(Outbox.to_address).where(Outbox.status == "pending")).scalars().all()
     assert pending == [emails[0]]  # nothing lost: the next tick tries it again
     said = caplog.text
-    assert "welcome: 5 entered, 5 due, 3 batches, 3 sent" in said  # a batch not delivered counts none, as in the flow
+    assert "welcome: 5 entered, 5 due, 3 batches, 4 sent" in said  # the refused batch's other email left: it counts
+    assert "1 still pending (they go with the next tick)" in said
     assert "1 batch not delivered after every retry" in said
     assert "other pending messages (hand-off and SLA emails, what earlier runs left): 0 sent, 0 failed or expired, " \
            "1 still pending (outbox 1 to lead0@acme.example: lead0@acme.example: 451 greylisted" in said
+
+
+class SendsThenRefuses:
+    """Sends the first `n` messages, then refuses every later one: for now (a retry may help) or for good."""
+
+    def __init__(self, n: int, *, retryable: bool) -> None:
+        self.n, self.retryable, self.sent = n, retryable, []
+
+    def send(self, email: OutgoingEmail) -> str:
+        if len(self.sent) >= self.n:
+            raise DeliveryError(f"{email.to}: 421 too many messages, try later" if self.retryable else
+                                f"{email.to}: 554 transaction failed", retryable=self.retryable)
+        self.sent.append(email.to)
+        return f"sent-{len(self.sent)}"
+
+
+@pytest.mark.parametrize("retryable, rest", [(True, "pending"), (False, "failed")], ids=["for-now", "for-good"])
+def test_what_left_before_the_transport_gave_up_counts_as_sent_and_the_rest_as_the_outbox_holds_it(
+        engine, settings, clock, caplog, retryable, rest):
+    with Session(engine) as session:
+        for i in range(5):
+            upsert_lead(session, email=f"lead{i}@acme.example", now=clock.now(), first_name="Léa")
+        session.commit()
+    library = load_library(settings)
+    committed(engine, sync_scenarios, library=library, now=clock.now())
+    transport = SendsThenRefuses(3, retryable=retryable)  # one batch of five: three leave, then the transport gives up
+
+    with caplog.at_level(logging.INFO, logger="relance.tick"):
+        try:
+            report = run_tick_inline(engine, settings, scenario="welcome", now=clock.now(), library=library,
+                                     transport=transport, templates=TemplateLibrary(settings.templates_dir), batch_size=10)
+        except TickError as exc:  # refused for now: the batch is not delivered, the tick says so once its figures are in
+            assert retryable and "batch 1 (5 emails)" in str(exc)
+            report = exc.report
+
+    with Session(engine) as session:
+        rows = Counter(session.execute(select(Outbox.status)).scalars())
+    assert rows == {"sent": 3, rest: 2}
+    assert (report.sent, report.pending, report.failed) == (rows["sent"], rows["pending"], rows["failed"]) == \
+           (3, 2 if retryable else 0, 0 if retryable else 2)
+    assert f"welcome: 5 entered, 5 due, 1 batch, 3 sent, 0 waiting, 2 {'still pending' if retryable else 'failed'}" in caplog.text
 
 
 def test_the_flow_runs_the_same_sequence_with_its_tasks():

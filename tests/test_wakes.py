@@ -15,13 +15,14 @@ import pytest
 from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
+from relance.email.templates import TemplateLibrary
 from relance.importer import import_leads, parse_leads_csv
 from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import grade_all
 from relance.library import load_library
 from relance.plans import sync_scenarios
 from relance.sales import Answer, answer, hand_off
-from relance.scoring.decay import decay_scores
+from relance.decay import decay_scores
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Lead, StepLog
@@ -95,7 +96,7 @@ def _asleep(engine, settings, clock, *events: IncomingEvent, **profile):
         upsert_lead(session, email=EMAIL, now=clock.now(), first_name="Léa", **profile)
         session.commit()
     committed(engine, ingest_events, library=library, events=[*events, IncomingEvent("trial_started", EMAIL, clock.now(), {})], now=clock.now())
-    run_tick_inline(engine, settings, scenario="waiter", now=clock.now(), library=library)
+    run_tick_inline(engine, settings, scenario="waiter", now=clock.now(), library=library, templates=TemplateLibrary(settings.templates_dir))
     assert _path(engine) == [("wait", "entered"), ("wait", "waiting")], "the lead must wait before the change"
     assert _waiter(engine).due_at == clock.now() + timedelta(days=30)
     return library
@@ -115,7 +116,7 @@ def _path(engine) -> list[tuple[str, str]]:
 def _goes_on_at_the_next_tick(engine, settings, library, changed_at) -> None:
     """The wait is due at the change; a tick a minute later takes the lead past it (29 days before its timeout)."""
     assert _waiter(engine).due_at == changed_at, "the change did not wake the wait"
-    run_tick_inline(engine, settings, scenario="waiter", now=changed_at + timedelta(minutes=1), library=library)
+    run_tick_inline(engine, settings, scenario="waiter", now=changed_at + timedelta(minutes=1), library=library, templates=TemplateLibrary(settings.templates_dir))
     assert _path(engine)[2:] == [("wait", "woken"), ("go-on", "set"), ("done", "left")]
     with Session(engine) as session:
         assert session.exec(select(Lead.fields).where(Lead.email == EMAIL)).scalars().one()["went_on"] is True
@@ -135,7 +136,7 @@ def test_an_events_points_wake_a_wait_on_the_lead_state(engine, db_url, tmp_path
     settings = _world(tmp_path, db_url, condition)
     library = _asleep(engine, settings, clock)
     committed(engine, ingest_events, library=library, events=[IncomingEvent("page_visited", EMAIL, clock.now(), {"path": "/tarifs"})], now=clock.advance(timedelta(minutes=30)))
-    run_tick_inline(engine, settings, scenario="waiter", now=clock.advance(timedelta(minutes=1)), library=library)
+    run_tick_inline(engine, settings, scenario="waiter", now=clock.advance(timedelta(minutes=1)), library=library, templates=TemplateLibrary(settings.templates_dir))
     changed_at = clock.advance(timedelta(minutes=30))
     committed(engine, ingest_events, library=library, events=[IncomingEvent("downloaded", EMAIL, changed_at, {"asset": "guide"})], now=changed_at)
     _goes_on_at_the_next_tick(engine, settings, library, changed_at)
@@ -148,7 +149,7 @@ def test_a_change_that_does_not_make_the_condition_hold_leaves_the_wait_asleep(e
     changed_at = clock.advance(timedelta(hours=1))
     committed(engine, ingest_events, library=library, events=[IncomingEvent("email_clicked", EMAIL, changed_at, {})], now=changed_at)  # 5 < 20
     assert _waiter(engine).due_at == deadline
-    run_tick_inline(engine, settings, scenario="waiter", now=changed_at + timedelta(minutes=1), library=library)
+    run_tick_inline(engine, settings, scenario="waiter", now=changed_at + timedelta(minutes=1), library=library, templates=TemplateLibrary(settings.templates_dir))
     assert _path(engine) == [("wait", "entered"), ("wait", "waiting")]
 
 
@@ -203,7 +204,7 @@ def test_a_step_of_another_scenario_wakes_a_wait_on_what_it_changed(engine, db_u
     changed_at = clock.advance(timedelta(hours=1))
     committed(engine, ingest_events, library=library, events=[IncomingEvent("demo_requested", EMAIL, changed_at, {})], now=changed_at)
     assert _waiter(engine).due_at == deadline, "the demo request alone changes nothing awaited"
-    run_tick_inline(engine, settings, scenario="changer", now=changed_at, library=library)
+    run_tick_inline(engine, settings, scenario="changer", now=changed_at, library=library, templates=TemplateLibrary(settings.templates_dir))
     _goes_on_at_the_next_tick(engine, settings, library, changed_at)
 
 
@@ -305,7 +306,7 @@ def test_a_tick_changing_leads_while_their_events_arrive_wakes_every_wait_and_de
     for kind in ("trial_started", "demo_requested"):  # enter the waiter, fall asleep; then enter the changer
         committed(engine, ingest_events, library=library, events=[IncomingEvent(kind, e, now, {}) for e in emails], now=now)
         if kind == "trial_started":
-            run_tick_inline(engine, settings, scenario="waiter", now=now, library=library)
+            run_tick_inline(engine, settings, scenario="waiter", now=now, library=library, templates=TemplateLibrary(settings.templates_dir))
     errors: list[str] = []
 
     def guarded(work):
@@ -321,7 +322,7 @@ def test_a_tick_changing_leads_while_their_events_arrive_wakes_every_wait_and_de
             committed(engine, ingest_events, library=library, events=[IncomingEvent("email_clicked", e, now, {"n": start})
                                             for e in reversed(emails[start:start + 50])], now=now)
 
-    workers = [guarded(lambda: run_tick_inline(engine, settings, scenario="changer", now=now, library=library, batch_size=50)),
+    workers = [guarded(lambda: run_tick_inline(engine, settings, scenario="changer", now=now, library=library, batch_size=50, templates=TemplateLibrary(settings.templates_dir))),
                guarded(clicks)]
     for worker in workers:
         worker.start()

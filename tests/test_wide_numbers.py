@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from relance.api.app import create_app
 from relance.cli import app
+from relance.email.templates import TemplateLibrary
 from relance.inputs import REVENUE_MAX, checked_revenue
 from relance.library import load_library
 from relance.settings import get_settings
@@ -190,6 +191,6 @@ def test_a_score_step_past_two_to_the_31_in_a_tick_is_kept(env, engine, clock):
         session.execute(update(Lead).values(score=INT32 - 10))
         session.commit()
     report = run_tick_inline(engine, settings, scenario="bump", now=clock.now() + timedelta(minutes=1), library=library,
-                             transport=RecordingTransport())
+                             transport=RecordingTransport(), templates=TemplateLibrary(settings.templates_dir))
     assert report.enrollments_failed == 0 and report.advanced == 1
     assert _lead(engine, "near@acme.example").score == INT32 - 10 + 1_000_000

@@ -126,14 +126,14 @@ def preview(
     subject: Optional[str] = typer.Option(None, "--subject", help="Subject (Jinja); default: the scenario step that sends it."),
 ) -> None:
     """Render a template as a lead would receive it: subject and text part here, HTML to --out. Nothing is sent or stored."""
-    from relance.email.templates import RenderError
+    from relance.email.templates import RenderError, TemplateLibrary
     from relance.plans import open_store
     from relance.preview import preview as render_preview
 
     settings = _settings()
     try:
-        shown = render_preview(settings, _library(), template, engine=open_store(settings) if lead else None, email=lead,
-                               subject=subject)
+        shown = render_preview(settings, _library(), template, templates=TemplateLibrary(settings.templates_dir),
+                               engine=open_store(settings) if lead else None, email=lead, subject=subject)
     except (LookupError, RenderError) as exc:
         _fail(str(exc))
     from relance.email.templates import INTERNAL

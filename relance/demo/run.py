@@ -173,7 +173,7 @@ def _engagement_after(engine, now: datetime, rng: random.Random, rates: DemoRate
             select(Outbox, Lead).join(Lead, Lead.id == Outbox.lead_id).where(Outbox.status == "sent", Outbox.sent_at == now)
         ).all()
         for outbox, lead in sent:
-            if outbox.options.get("kind") == "internal":
+            if outbox.kind == "internal":
                 continue
             base = {"scenario": outbox.scenario, "step_id": outbox.step_id, "enrollment_id": outbox.enrollment_id,
                     "outbox_id": outbox.id}

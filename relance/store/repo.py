@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
+from relance.scenario.model import ReentryAfter
 from relance.scenario.plan import Plan
 from relance.store.tables import Enrollment, Event, Lead, Outbox, ScenarioVersion
 
@@ -98,8 +99,6 @@ def insert_enrollments(session: Session, rows: list[dict[str, Any]], *, reentry,
     insert skips it). For `never` and `{after: D}` the inserted rows are checked once more in the
     same transaction against every enrollment committed meanwhile, and withdrawn if one blocks them:
     a worker that enrolled, advanced and completed the lead between our read and our insert."""
-    from relance.scenario.model import ReentryAfter
-
     table = Enrollment.__table__
     statement = insert_ignoring_conflicts(session, table, ["lead_id", "scenario"], where=text("status = 'active'"))
     entered = [tuple(row) for row in session.execute(statement.returning(table.c.id, table.c.lead_id), rows).all()]

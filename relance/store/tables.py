@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
+from sqlalchemy import JSON, CheckConstraint, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from relance.store.types import BigInt, UTCDateTime
@@ -115,12 +115,18 @@ class Enrollment(SQLModel, table=True):
     exit_reason: Optional[str] = None
 
 
+# what an outbox row is: an email to the lead (tracked, with one-click unsubscribe; cancelled if the lead is
+# suppressed), staff mail (hand-off, SLA, withdrawn, notify to a person, alerts: never expires) or a webhook
+OUTBOX_KINDS = ("lead", "internal", "webhook")
+
+
 class Outbox(SQLModel, table=True):
     """One email to send, written before delivery so a retry or a crash never sends twice."""
 
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step_id", "visit", name="uq_outbox_enrollment_step"),
         Index("ix_outbox_status", "status", "created_at"),
+        CheckConstraint("kind IN ('lead', 'internal', 'webhook')", name="ck_outbox_kind"),  # OUTBOX_KINDS
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -131,7 +137,8 @@ class Outbox(SQLModel, table=True):
     scenario: str = ""
     template: str
     subject: str = ""  # the Jinja source until sent, then the rendered subject
-    options: dict = _json(dict)  # from, reply_to, preheader, kind (lead | internal)
+    kind: str = Field(default="lead", max_length=16, sa_column_kwargs={"server_default": "lead"})  # OUTBOX_KINDS
+    options: dict = _json(dict)  # from, reply_to, preheader; staff mail's context and alert_for; requeued_at
     to_address: str
     # pending -> sending -> sent | failed | unknown (it may have left: an operator decides); skipped (suppressed)
     status: str = Field(default="pending", max_length=16)

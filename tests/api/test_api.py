@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from relance.api.app import create_app
+from relance.email.templates import TemplateLibrary
 from relance.email.tracking import sign
 from relance.email.transports import FileTransport
 from relance.ingest import IncomingEvent, ingest_events
@@ -48,7 +49,7 @@ def world(engine, clock, tmp_path, db_url):
         session.commit()
     committed(engine, ingest_events, library=library, events=[IncomingEvent("downloaded", "lea@acme.example", clock.now(), {"asset": "livre-blanc-leads"})], now=clock.now())
     run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), library=library,
-                    transport=FileTransport(settings.outbox_dir))
+                    transport=FileTransport(settings.outbox_dir), templates=TemplateLibrary(settings.templates_dir))
     [eml] = list(settings.outbox_dir.glob("*.eml"))
     message = message_from_bytes(eml.read_bytes(), policy=default)
     client = TestClient(create_app(settings, engine=engine, library=library, clock=clock))
@@ -134,7 +135,7 @@ def test_an_unsubscribe_ends_the_scenario_at_its_next_step(world, clock, tmp_pat
     settings = Settings(database_url=str(engine.url.render_as_string(hide_password=False)), scenarios_dir=ROOT / "scenarios",
                         templates_dir=ROOT / "templates" / "emails", transport="null")
     report = run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.advance(timedelta(days=4)),
-                             library=load_library(settings))
+                             library=load_library(settings), templates=TemplateLibrary(settings.templates_dir))
     assert report.sent == 0 and report.counts[("pause", "exited")] == 1
 
 

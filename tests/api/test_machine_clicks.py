@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from relance.api.app import create_app
 from relance.email import tracking
+from relance.email.templates import TemplateLibrary
 from relance.email.transports import FileTransport
 from relance.engagement import machine_request
 from relance.ingest import IncomingEvent, ingest_events
@@ -93,7 +94,7 @@ class World:
 
     def tick(self):
         return run_tick_inline(self.engine, self.settings, scenario="clicks", now=self.clock.now(), library=self.library,
-                               transport=FileTransport(self.settings.outbox_dir))
+                               transport=FileTransport(self.settings.outbox_dir), templates=TemplateLibrary(self.settings.templates_dir))
 
     def path(self, link: str) -> str:
         return "/c/" + tracking.sign(self.settings.secret_key, kind=tracking.CLICK, outbox_id=self.outbox.id,

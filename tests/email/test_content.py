@@ -288,12 +288,12 @@ def test_a_lead_email_whose_template_lost_its_footer_leaves_with_one_and_staff_m
         lead = upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
         common = dict(lead_id=lead.id, template="promo", scenario="promo", created_at=clock.now())
         rows = [Outbox(**common, subject="Offre", to_address=lead.email, step_id="offer",
-                       options={"kind": "lead", "preheader": "Pour {{ lead.first_name }}"}),
-                Outbox(**common, subject="Lead", to_address="ventes@relance.example", step_id="tell", options={"kind": "internal"})]
+                       kind="lead", options={"preheader": "Pour {{ lead.first_name }}"}),
+                Outbox(**common, subject="Lead", to_address="ventes@relance.example", step_id="tell", kind="internal")]
         session.add_all(rows)
         session.commit()
         ids = [row.id for row in rows]
-    result = deliver(engine, settings, outbox_ids=ids, now=clock.now(), transport=FileTransport(tmp_path / "out"))
+    result = deliver(engine, settings, outbox_ids=ids, now=clock.now(), transport=FileTransport(tmp_path / "out"), templates=TemplateLibrary(settings.templates_dir))
     assert result.sent == 2, result.errors
 
     def parts(outbox_id: int):

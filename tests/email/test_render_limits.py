@@ -143,13 +143,13 @@ def test_at_send_time_only_the_message_past_a_limit_fails_saying_why(engine, db_
             lead = upsert_lead(session, email=email, now=now, first_name="Léa", fields={"n": n})
             session.flush()
             row = Outbox(lead_id=lead.id, step_id="promo", scenario="nurture", template="promo", subject="Pour vous",
-                         to_address=email, options={"kind": "lead"}, created_at=now)
+                         to_address=email, kind="lead", created_at=now)
             session.add(row)
             session.flush()
             ids[email] = row.id
         session.commit()
 
-    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)))
+    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir))
 
     with Session(engine) as session:
         rows = {r.to_address: r for r in session.execute(select(Outbox)).scalars()}

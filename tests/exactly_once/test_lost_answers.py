@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from relance.delivery import deliver_pending
+from relance.email.templates import TemplateLibrary
 from relance.email.transports import make_transport
 from relance.library import load_library
 from relance.plans import sync_scenarios
@@ -57,12 +58,12 @@ def test_lost_answers_are_unknown_never_resent(engine, settings, clock, moto):
     lost = lambda n: "lose_answer" if n % 10 == 3 else "pass"  # one answer in ten never comes back
     with FaultProxy(("127.0.0.1", port), lost, lifetime=600) as proxy:
         ses = make_transport(settings.model_copy(update={"ses_endpoint_url": proxy.url}))
-        report = run_tick_inline(engine, settings, scenario="drip", now=clock.now(), library=library, transport=ses)
+        report = run_tick_inline(engine, settings, scenario="drip", now=clock.now(), library=library, transport=ses, templates=TemplateLibrary(settings.templates_dir))
         assert report.sent + report.unknown == LEADS and report.unknown == LEADS // 10, report.as_dict()
         # the next tick and the leftovers pass find nothing to resend
         later = clock.now() + timedelta(hours=1)
-        run_tick_inline(engine, settings, scenario="drip", now=later, library=library, transport=ses)
-        deliver_pending(engine, settings, now=later, transport=ses)
+        run_tick_inline(engine, settings, scenario="drip", now=later, library=library, transport=ses, templates=TemplateLibrary(settings.templates_dir))
+        deliver_pending(engine, settings, now=later, transport=ses, templates=TemplateLibrary(settings.templates_dir))
     accepted = _accepted(url, prefix)
     assert set(accepted) == set(emails) and set(accepted.values()) == {1}  # all left once, the lost ones too
     with Session(engine) as session:
@@ -80,7 +81,7 @@ def test_a_hanging_endpoint_leaves_the_rest_of_the_batch_pending_not_unknown(eng
         ses = make_transport(settings.model_copy(update={"ses_endpoint_url": proxy.url}))
         # the batch stops after 3 sends without an answer; the leftovers pass tries the 17 left pending, stops after 3
         with pytest.raises(TickError, match=r"batch 1 \(20 emails\): 17 message\(s\) could not be delivered yet"):
-            run_tick_inline(engine, settings, scenario="drip", now=clock.now(), library=library, transport=ses)
+            run_tick_inline(engine, settings, scenario="drip", now=clock.now(), library=library, transport=ses, templates=TemplateLibrary(settings.templates_dir))
     with Session(engine) as session:
         statuses = Counter(session.execute(select(Outbox.status)).scalars())
     assert statuses == {"unknown": 6, "pending": 14}  # each pass stopped feeding it, nothing else was handed over

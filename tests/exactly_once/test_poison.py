@@ -8,6 +8,7 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from recording import RecordingTransport  # tests/recording.py
+from relance.email.templates import TemplateLibrary
 from relance.library import load_library
 from typer.testing import CliRunner
 
@@ -49,7 +50,7 @@ def test_a_bad_address_a_bad_url_and_a_score_overflow_fail_alone(engine, setting
         session.execute(update(Lead).where(Lead.email == emails[20]).values(score=2**63 - 10))  # 64 bits on both backends
         session.commit()
     transport = RecordingTransport()
-    report = run_tick_inline(engine, settings, scenario="hook", now=clock.now(), library=library, transport=transport, batch_size=50)
+    report = run_tick_inline(engine, settings, scenario="hook", now=clock.now(), library=library, transport=transport, batch_size=50, templates=TemplateLibrary(settings.templates_dir))
     assert report.sent == 98 and len(transport.sent) == 98  # the 98 good leads were mailed
     assert report.enrollments_failed == 1 and report.failed >= 1
     with Session(engine) as session:
@@ -58,10 +59,10 @@ def test_a_bad_address_a_bad_url_and_a_score_overflow_fail_alone(engine, setting
         assert [f.lead_id for f in failed] == [overflow] and failed[0].exit_reason.startswith("error at step bump:")
         bad = session.execute(select(Outbox.status, Outbox.error).where(Outbox.to_address.like("mid@x.example%"))).one()
         assert bad.status == "failed" and "line break" in bad.error
-        webhooks = session.execute(select(Outbox.status, Outbox.error).where(Outbox.options["kind"].as_string() == "webhook")).all()
+        webhooks = session.execute(select(Outbox.status, Outbox.error).where(Outbox.kind == "webhook")).all()
         assert len(webhooks) == 99 and {w.status for w in webhooks} == {"failed"} and all(w.error for w in webhooks)
     # nothing is left due or pending: a second tick has nothing to retry, and nobody is mailed twice
-    again = run_tick_inline(engine, settings, scenario="hook", now=clock.now() + timedelta(hours=1), library=library, transport=transport)
+    again = run_tick_inline(engine, settings, scenario="hook", now=clock.now() + timedelta(hours=1), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
     assert again.sent == 0 and again.advanced == 0 and len(transport.sent) == 98
     # the failure is shown where people look
     summary = committed(engine, lead_summary, email=emails[20], scoring=ScoringConfig())

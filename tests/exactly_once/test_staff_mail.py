@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from relance.delivery import deliver_pending
+from relance.email.templates import TemplateLibrary
 from relance.email.transports import FileTransport
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
@@ -43,7 +44,7 @@ def test_the_hand_off_email_carries_no_unsubscribe_nor_tracking_of_the_lead(engi
     library = load_library(settings)
     committed(engine, sync_scenarios, now=clock.now(), library=library)
     _hot_lead(engine, library, clock)
-    deliver_pending(engine, settings, now=clock.now() + timedelta(minutes=3), transport=FileTransport(settings.outbox_dir))
+    deliver_pending(engine, settings, now=clock.now() + timedelta(minutes=3), transport=FileTransport(settings.outbox_dir), templates=TemplateLibrary(settings.templates_dir))
     with Session(engine) as session:
         row = session.execute(select(Outbox.id, Outbox.to_address, Outbox.status).where(Outbox.template == "sales-handoff")).one()
     assert row.status == "sent" and row.to_address.endswith("@example.com")  # the owner, not the lead

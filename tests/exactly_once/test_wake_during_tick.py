@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlmodel import Session
 
+from relance.email.templates import TemplateLibrary
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
 from relance.plans import sync_scenarios
@@ -35,7 +36,7 @@ def test_downloads_posted_while_a_tick_runs_wake_the_leads_it_puts_to_sleep(engi
     finish([start(settings, tmp_path / "out-a", "tick", "guide", clock.now().isoformat(), "100"),
             start(settings, tmp_path / "out-b", "ingest", str(events), later.isoformat())])
     # a minute later every lead has moved on to the thank-you email; none waits out its 7 days
-    report = run_tick_inline(engine, settings, scenario="guide", now=clock.now() + timedelta(minutes=1), library=library)
+    report = run_tick_inline(engine, settings, scenario="guide", now=clock.now() + timedelta(minutes=1), library=library, templates=TemplateLibrary(settings.templates_dir))
     with Session(engine) as session:
         thanked = set(session.execute(select(Outbox.to_address).where(Outbox.step_id == "got-case")).scalars())
     assert len(thanked) == LEADS, f"{LEADS - len(thanked)} leads missed the download they waited for ({report.as_dict()})"

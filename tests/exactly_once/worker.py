@@ -16,6 +16,7 @@ import sys
 import time
 from datetime import datetime
 
+from relance.email.templates import TemplateLibrary
 from relance.email.transports import make_transport
 from relance.ingest import IncomingEvent, ingest_events
 from relance.library import load_library
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> None:
             transport = _Slow(transport, float(os.environ["WORKER_SEND_DELAY"]))
         print("ready", flush=True)
         report = run_tick_inline(engine, settings, scenario=argv[1], now=now, library=library, transport=transport,
-                                 batch_size=int(argv[3]) if len(argv) > 3 else None)
+                                 batch_size=int(argv[3]) if len(argv) > 3 else None, templates=TemplateLibrary(settings.templates_dir))
         print(json.dumps(report.as_dict()))
     elif argv[0] == "ingest":
         now = datetime.fromisoformat(argv[2])

@@ -13,9 +13,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 import tasks.deliver
+from flows.logs import RUN_LOGGERS, _drop_said_traceback, said_without_traceback
 from relance.delivery import RetryableDelivery
 from relance.plans import open_store
-from relance.prefect_adapter import RUN_LOGGERS, _drop_said_traceback, said_without_traceback
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.tick import TickError

@@ -14,6 +14,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from relance.email.transports import DeliveryError
 from relance.plans import open_store
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
@@ -100,7 +101,7 @@ def test_a_tick_enrolls_the_segment_sends_in_batches_and_publishes_the_step_coun
     assert state.is_completed()
     assert state.result() == {
         "scenario": "welcome", "entered": 5, "advanced": 5, "batches": 3, "sent": 5, "skipped": 0, "failed": 0, "leftovers": 0,
-        "unknown": 0, "cut_off": 0, "enrollments_failed": 0, "waiting": 5,
+        "unknown": 0, "pending": 0, "cut_off": 0, "enrollments_failed": 0, "waiting": 5,
     }
     sent = sorted(message_from_bytes(p.read_bytes())["To"] for p in settings.outbox_dir.glob("*.eml"))
     assert sent == emails
@@ -116,6 +117,37 @@ def test_a_tick_enrolls_the_segment_sends_in_batches_and_publishes_the_step_coun
     assert artifact.description.startswith("welcome: 5 entered, 5 due, 3 batches, 5 sent, 5 waiting")
 
 
+class RefusesOnceAfter:
+    """Sends the first `n` messages; each later address is refused for now once (a retry may help), then sent."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.sent, self.refused = n, [], set()
+
+    def send(self, email) -> str:
+        if len(self.sent) >= self.n and email.to not in self.refused:
+            self.refused.add(email.to)
+            raise DeliveryError(f"{email.to}: 451 greylisted, try again later", retryable=True)
+        self.sent.append(email.to)
+        return f"sent-{len(self.sent)}"
+
+
+def test_what_a_delivery_attempt_sent_before_its_retry_counts_in_the_tick(settings: Settings, monkeypatch) -> None:
+    import relance.delivery
+    import tasks.deliver
+    from flows.tick import tick
+
+    emails = _leads(settings, 5)
+    transport = RefusesOnceAfter(2)  # the first attempt sends two and leaves three pending; its retry sends them
+    monkeypatch.setattr(relance.delivery, "make_transport", lambda settings: transport)
+    monkeypatch.setattr(tasks.deliver.deliver_batch, "retry_delay_seconds", [0, 0, 0])
+
+    figures = tick(scenario="welcome", now=NOW.isoformat())
+
+    assert sorted(transport.sent) == emails
+    assert _count(settings, select(func.count()).select_from(Outbox).where(Outbox.status == "sent")) == 5
+    assert (figures["batches"], figures["sent"], figures["pending"], figures["leftovers"]) == (1, 5, 0, 0)
+
+
 def test_a_second_tick_at_the_same_instant_sends_nothing_again(settings: Settings) -> None:
     from flows.tick import tick
 
@@ -126,7 +158,7 @@ def test_a_second_tick_at_the_same_instant_sends_nothing_again(settings: Setting
 
     assert again == {
         "scenario": "welcome", "entered": 0, "advanced": 0, "batches": 0, "sent": 0, "skipped": 0, "failed": 0, "leftovers": 0,
-        "unknown": 0, "cut_off": 0, "enrollments_failed": 0, "waiting": 3,  # still waiting: the first tick put them there
+        "unknown": 0, "pending": 0, "cut_off": 0, "enrollments_failed": 0, "waiting": 3,  # still waiting: the first tick put them there
     }
     assert len(list(settings.outbox_dir.glob("*.eml"))) == 3
     assert _artifact("tick-welcome").description.startswith("welcome: 0 entered, 0 due, 0 batches, 0 sent, 3 waiting")

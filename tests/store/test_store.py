@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+
+import pytest
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
 
 from relance.scenario.model import Scenario
@@ -22,7 +26,7 @@ from relance.store.repo import (
     write_back,
 )
 from relance.scoring.ledger import ScoreLedger
-from relance.store.tables import Enrollment, Event, Lead, ScoreChange
+from relance.store.tables import Enrollment, Event, Lead, Outbox, ScoreChange
 
 PLAN = compile_scenario(Scenario.model_validate(
     {"scenario": "s", "trigger": {"event": "downloaded"}, "steps": [{"id": "a", "send": "t", "subject": "x"}]}
@@ -144,3 +148,48 @@ def test_score_changes_are_written_when_the_ledger_is_and_forgotten_on_rollback(
     session.commit()
     assert session.exec(select(func.count()).select_from(ScoreChange)).one()[0] == 0
     assert session.get(Lead, lead.id).score == 0
+
+
+def test_migration_0007_moves_the_outbox_kind_from_the_json_to_its_column_and_back(db_url, clock):
+    engine = make_engine(db_url)
+    config = alembic_config(engine)
+    command.upgrade(config, "0006")
+    stamp = clock.now().replace(tzinfo=None) if db_url.startswith("sqlite") else clock.now()  # as each backend stores it
+    old = {  # to_address -> the options a row written before 0007 holds
+        "lea@acme.example": {"from": None, "reply_to": None, "preheader": "Pour Léa", "kind": "lead"},
+        "ventes@acme.example": {"kind": "internal", "context": {"handoff": {"kind": "handoff"}}},
+        "https://crm.example/hook": {"kind": "webhook"},
+        "zoe@acme.example": {"preheader": "sans kind"},  # older still: no kind, an email to the lead
+    }
+    with engine.begin() as connection:
+        connection.execute(text(
+            "INSERT INTO lead (email, first_name, last_name, job_title, company, sector, country, timezone, language, source, "
+            "stage, score, fit, grade, fields, tags, created_at, updated_at) VALUES "
+            "('lea@acme.example', 'Léa', '', '', 'ACME', '', 'FR', 'Europe/Paris', 'fr', 's', 'lead', 0, 0, 'D', '{}', '[]', :t, :t)"),
+            {"t": stamp})
+        for visit, (to, options) in enumerate(old.items()):
+            connection.execute(text(
+                "INSERT INTO outbox (step_id, visit, lead_id, scenario, template, subject, options, to_address, status, attempts, "
+                "created_at) SELECT 's', :v, id, 'nurture', 't', 'x', :o, :to, 'pending', 0, :t FROM lead"),
+                {"v": visit, "o": json.dumps(options), "to": to, "t": stamp})
+
+    command.upgrade(config, "head")
+
+    with Session(engine) as session:
+        rows = {r.to_address: (r.kind, r.options) for r in session.exec(select(Outbox)).scalars()}
+    assert rows == {
+        "lea@acme.example": ("lead", {"from": None, "reply_to": None, "preheader": "Pour Léa"}),
+        "ventes@acme.example": ("internal", {"context": {"handoff": {"kind": "handoff"}}}),
+        "https://crm.example/hook": ("webhook", {}),
+        "zoe@acme.example": ("lead", {"preheader": "sans kind"}),
+    }
+    with pytest.raises(IntegrityError), engine.begin() as connection:  # the column holds one of the three kinds only
+        connection.execute(text("UPDATE outbox SET kind = 'pigeon'"))
+
+    command.downgrade(config, "0006")
+
+    with engine.connect() as connection:
+        back = {to: json.loads(o) if isinstance(o, str) else o
+                for to, o in connection.execute(text("SELECT to_address, options FROM outbox")).all()}
+    assert back == {**old, "zoe@acme.example": {"preheader": "sans kind", "kind": "lead"}}
+    engine.dispose()
