@@ -19,7 +19,7 @@ from sqlmodel import Session
 from relance.email.templates import TemplateLibrary
 from relance.engine.interpreter import enter
 from relance.enrollment import lead_facts
-from relance.library import Library, load_library
+from relance.workspace import Workspace, load_workspace
 from relance.plans import current_version_ids, open_store, plan_for_version, sync_scenarios
 from relance.settings import Settings
 from relance.store.db import scratch_postgres
@@ -64,18 +64,18 @@ class World:
 
     settings: Settings
     engine: Engine
-    library: Library
+    workspace: Workspace
     templates: TemplateLibrary
 
 
 def open_world(url: str, work: Path) -> World:
     settings = settings_for(url, work)
     engine = open_store(settings)
-    library = load_library(settings)
+    workspace = load_workspace(settings)
     with Session(engine) as session:
-        sync_scenarios(session, library=library, now=NOW)
+        sync_scenarios(session, workspace=workspace, now=NOW)
         session.commit()
-    return World(settings, engine, library, TemplateLibrary(settings.templates_dir))
+    return World(settings, engine, workspace, TemplateLibrary(settings.templates_dir))
 
 
 def seed(world: World, *, due: dict[datetime, int], waiting: int = 0, start: int = 0) -> int:
@@ -88,7 +88,7 @@ def seed(world: World, *, due: dict[datetime, int], waiting: int = 0, start: int
     slots = [t for t, n in due.items() for _ in range(n)] + [NOW + timedelta(days=60)] * waiting
     lead_table, enrollment_table = Lead.__table__, Enrollment.__table__
     sample = Lead(email="x@bench.example", first_name="Léa", company="ACME", country="FR", created_at=NOW, updated_at=NOW)
-    state = enter(plan, lead_facts(sample, world.library.scoring), NOW)
+    state = enter(plan, lead_facts(sample, world.workspace.scoring), NOW)
     for offset in range(0, len(slots), CHUNK):
         part = slots[offset:offset + CHUNK]
         first = start + offset
@@ -111,7 +111,7 @@ def ingest(world: World, events, *, now: datetime):
     from relance.ingest import ingest_events
 
     with Session(world.engine) as session:
-        result = ingest_events(session, library=world.library, events=events, now=now)
+        result = ingest_events(session, workspace=world.workspace, events=events, now=now)
         session.commit()
     return result
 

@@ -10,12 +10,12 @@ from pathlib import Path
 from relance.email.transports import NullTransport
 from relance.tick import run_tick_inline
 
-from bench.common import NOW, SCENARIO, Stopwatch, World, database, open_world, rate, seed, sent_rows
+from relance.bench.common import NOW, SCENARIO, Stopwatch, World, database, open_world, rate, seed, sent_rows
 
 
 def _first_send(world: World):
     """The template and subject of SCENARIO's first step (a send)."""
-    plan = world.library.plans[SCENARIO]
+    plan = world.workspace.plans[SCENARIO]
     step = plan.steps[plan.first]
     return step.send, step.subject
 
@@ -60,7 +60,7 @@ def _engine_round(work: Path, backend: str, n: int) -> dict:
         seed(world, due={NOW: n})
         transport = NullTransport()
         with Stopwatch() as watch:
-            report = run_tick_inline(world.engine, world.settings, scenario=SCENARIO, now=NOW, library=world.library,
+            report = run_tick_inline(world.engine, world.settings, scenario=SCENARIO, now=NOW, workspace=world.workspace,
                                      transport=transport, templates=world.templates, standing=False)
         written = sent_rows(world)
         world.engine.dispose()

@@ -13,7 +13,7 @@ from relance.ingest import IncomingEvent
 from relance.sales import HANDOFF_STAGES
 from relance.store.tables import Event, Lead, ScoreChange
 
-from bench.common import ingest, NOW, Stopwatch, count, database, open_world, rate, seed
+from relance.bench.common import ingest, NOW, Stopwatch, count, database, open_world, rate, seed
 
 BATCH = 1_000
 PAGES = ["/blog/lead-scoring", "/blog/mjml", "/produit", "/tarifs", "/cas-clients/acme"]
@@ -105,6 +105,6 @@ def _check_hot(world, when: str) -> None:
     """The lead is at the hand-off score and grade and was not handed off: the check ran at every event."""
     with Session(world.engine) as session:
         lead = session.exec(select(Lead).where(Lead.email == HOT)).scalars().one()
-        handoff = world.library.scoring.handoff
-        assert world.library.scoring.meets(handoff, score=lead.score, grade=lead.grade) and lead.stage in HANDOFF_STAGES, (
+        handoff = world.workspace.scoring.handoff
+        assert world.workspace.scoring.meets(handoff, score=lead.score, grade=lead.grade) and lead.stage in HANDOFF_STAGES, (
             f"hot lead {when}: score {lead.score}, grade {lead.grade}, stage {lead.stage}: not a hot lead waiting for a sales-ready action")

@@ -13,7 +13,7 @@ from sqlmodel import Session
 from relance.importer import import_leads, read_leads_csv
 from relance.store.tables import Lead
 
-from bench.common import NOW, Stopwatch, count, database, open_world, rate
+from relance.bench.common import NOW, Stopwatch, count, database, open_world, rate
 
 
 def crm_export(n: int, *, retitled_every: int = 0) -> bytes:
@@ -59,7 +59,7 @@ def _timed(world, data: bytes, n: int) -> dict:
     with Stopwatch() as watch:
         parsed = read_leads_csv(data, source="crm-export")
         with Session(world.engine) as session:
-            summary = import_leads(session, parsed, now=NOW, scoring=world.library.scoring, commit=True)
+            summary = import_leads(session, parsed, now=NOW, scoring=world.workspace.scoring, commit=True)
     assert not parsed.problems and len(parsed.rows) == n, f"import: {parsed.problems[:3]}"
     return {"seconds": round(watch.seconds, 3), "per_s": rate(n, watch.seconds), "created": summary.created,
             "updated": summary.updated}

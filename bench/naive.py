@@ -10,13 +10,13 @@ from relance.advancing import advance_due
 from relance.delivery import deliver
 from relance.email.transports import NullTransport
 
-from bench.common import NOW, SCENARIO, Stopwatch, World, database, open_world, rate, seed, sent_rows
+from relance.bench.common import NOW, SCENARIO, Stopwatch, World, database, open_world, rate, seed, sent_rows
 
 
 @flow(name="naive-send-one-lead", persist_result=False)
 def send_one_lead(world: World, transport: NullTransport) -> int:
     """Claim one due enrollment, advance it, deliver its email: the engine's work for one lead."""
-    batch = advance_due(world.engine, world.settings, scenario=SCENARIO, now=NOW, limit=1, library=world.library)
+    batch = advance_due(world.engine, world.settings, scenario=SCENARIO, now=NOW, limit=1, workspace=world.workspace)
     delivered = deliver(world.engine, world.settings, outbox_ids=batch.outbox_ids, now=NOW, transport=transport,
                         templates=world.templates)
     return delivered.sent

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from bench import emails, events, imports, naive, scaling, ses
-from bench.common import workdir
+from relance.bench import emails, events, imports, naive, scaling, ses
+from relance.bench.common import workdir
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from relance.email.transports import NullTransport
 from relance.tick import run_tick_inline
 
-from bench.common import NOW, SCENARIO, Stopwatch, database, open_world, seed, sent_rows
+from relance.bench.common import NOW, SCENARIO, Stopwatch, database, open_world, seed, sent_rows
 
 DUE = 1_000
 ROUNDS = 3  # three ticks, each with DUE leads due; the median is kept
@@ -29,7 +29,7 @@ def tick_seconds(work: Path, enrolled: int, due: int = DUE) -> dict:
         for at in instants:
             transport = NullTransport()
             with Stopwatch() as watch:
-                report = run_tick_inline(world.engine, world.settings, scenario=SCENARIO, now=at, library=world.library,
+                report = run_tick_inline(world.engine, world.settings, scenario=SCENARIO, now=at, workspace=world.workspace,
                                          transport=transport, templates=world.templates, standing=False)
             assert report.sent == transport.count == due, f"tick among {enrolled}: {report.sent} sent, wanted {due}"
             times.append(watch.seconds)
@@ -47,7 +47,7 @@ def _advance_all(url: str, work: str) -> None:
     """In a child process: advance every due enrollment, then print sent count and peak RSS (KiB) as JSON."""
     world = open_world(url, Path(work))
     transport = NullTransport()
-    report = run_tick_inline(world.engine, world.settings, scenario=SCENARIO, now=NOW, library=world.library,
+    report = run_tick_inline(world.engine, world.settings, scenario=SCENARIO, now=NOW, workspace=world.workspace,
                              transport=transport, templates=world.templates, standing=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"sent": report.sent, "rows": sent_rows(world), "peak_kib": peak}))
@@ -60,7 +60,7 @@ def peak_rss(work: Path, n: int) -> dict:
         seed(world, due={NOW: n})
         world.engine.dispose()
         with Stopwatch() as watch:
-            child = subprocess.run([sys.executable, "-m", "bench.scaling", url, str(work)], capture_output=True, text=True,
+            child = subprocess.run([sys.executable, "-m", "relance.bench.scaling", url, str(work)], capture_output=True, text=True,
                                    cwd=Path(__file__).resolve().parents[1], check=False)
         if child.returncode != 0:
             raise RuntimeError(f"memory run over {n} enrollments failed:\n{child.stderr[-2000:]}")

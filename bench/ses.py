@@ -23,7 +23,7 @@ from relance.delivery import RetryableDelivery, deliver
 from relance.email.pacing import Pacer
 from relance.email.transports import SesTransport
 
-from bench.common import NOW, SCENARIO, Stopwatch, database, open_world, seed, sent_rows
+from relance.bench.common import NOW, SCENARIO, Stopwatch, database, open_world, seed, sent_rows
 
 SENDER = "marketing@relance.example"
 
@@ -87,7 +87,7 @@ def _send_all(world, transport, at) -> tuple[int, float]:
     """A tick's advance + deliver at `at`, delivery retried (as the Prefect task is) until nothing is pending;
     returns the outbox rows now sent and the seconds spent delivering."""
     outbox: list[int] = []
-    while (batch := advance_due(world.engine, world.settings, scenario=SCENARIO, now=at, library=world.library)).advanced:
+    while (batch := advance_due(world.engine, world.settings, scenario=SCENARIO, now=at, workspace=world.workspace)).advanced:
         outbox += batch.outbox_ids
     seconds = 0.0
     for _ in range(20):

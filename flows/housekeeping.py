@@ -1,19 +1,19 @@
 """Scheduled housekeeping flows: score decay, SLA breaches, re-engagement of "later" leads.
 
 Each flow reads its settings, folders and database before its task runs: one it cannot use ends the run Failed
-with the sentence that says so (`flows.refusals`).
+with the sentence that says so (`relance.flows.refusals`).
 """
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.refusals import refuses_bad_setup
-from flows.tick import tick_time
-from relance.library import load_library, load_scoring, scenarios_folder
+from relance.flows.refusals import refuses_bad_setup
+from relance.flows.tick import tick_time
+from relance.workspace import load_workspace, load_scoring, scenarios_folder
 from relance.plans import open_store
 from relance.settings import read_settings, require_signing_keys
-from tasks.housekeeping import decay_task, reengage_task, sla_task
+from relance.tasks.housekeeping import decay_task, reengage_task, sla_task
 
 
 @flow(name="decay")
@@ -36,11 +36,11 @@ def decay(now: str | None = None) -> dict:
 def sla(now: str | None = None) -> dict:
     """Flag handoffs past their SLA target and deadline; tell owners and the manager about missed deadlines."""
     settings, when = read_settings(), tick_time(now)
-    library = load_library(settings)
+    workspace = load_workspace(settings)
     require_signing_keys(settings)  # links it signs (or mail it sends) must not be forgeable
     engine = open_store(settings)
     try:
-        report = sla_task(engine, library, when)
+        report = sla_task(engine, workspace, when)
     finally:
         engine.dispose()
     get_run_logger().info("sla: %s open handoff(s), %s newly past target, %s newly past deadline",
@@ -53,11 +53,11 @@ def sla(now: str | None = None) -> dict:
 def reengage(now: str | None = None) -> dict:
     """Enroll the leads sales said "later" about, on their date, in the re-engagement scenario."""
     settings, when = read_settings(), tick_time(now)
-    library = load_library(settings)
+    workspace = load_workspace(settings)
     require_signing_keys(settings)  # links it signs (or mail it sends) must not be forgeable
     engine = open_store(settings)
     try:
-        enrolled = reengage_task(engine, settings, library, when)
+        enrolled = reengage_task(engine, settings, workspace, when)
     finally:
         engine.dispose()
     get_run_logger().info("reengage: %s lead(s) back in nurturing today", enrolled)

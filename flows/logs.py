@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from relance.delivery import RetryableDelivery
-from relance.library import SetupError
+from relance.workspace import SetupError
 from relance.prefect_api import PrefectAPIError
 from relance.settings import SettingError
 from relance.tick import TickError

@@ -14,7 +14,7 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.states import Failed
 
-from relance.library import SetupError
+from relance.workspace import SetupError
 from relance.settings import SettingError
 
 

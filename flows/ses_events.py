@@ -9,11 +9,11 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
-from flows.refusals import refuses_bad_setup
-from relance.library import load_library
+from relance.flows.refusals import refuses_bad_setup
+from relance.workspace import load_workspace
 from relance.plans import open_store
 from relance.settings import read_settings
-from tasks.ses_events import drain_task
+from relance.tasks.ses_events import drain_task
 
 
 @flow(name="ses-events")
@@ -21,10 +21,10 @@ from tasks.ses_events import drain_task
 def ses_events(queue_url: str, dead_letter_url: str | None = None) -> dict:
     """Store every SES event waiting in the queue; bounces and complaints suppress at once."""
     settings = read_settings()
-    library = load_library(settings)
+    workspace = load_workspace(settings)
     engine = open_store(settings)
     try:
-        drained = drain_task(engine, library, settings, queue_url, dead_letter_url, return_state=True)
+        drained = drain_task(engine, workspace, settings, queue_url, dead_letter_url, return_state=True)
     finally:
         engine.dispose()
     if drained.is_failed():  # the task has said why in its log

@@ -12,17 +12,17 @@ from datetime import datetime
 from prefect import flow, get_run_logger
 from prefect.states import Failed, State
 
-from flows.refusals import refuses_bad_setup
+from relance.flows.refusals import refuses_bad_setup
 from relance.clock import instant_or_now
 from relance.email.templates import TemplateLibrary
-from relance.library import BrokenScenario, load_library
+from relance.workspace import BrokenScenario, load_workspace
 from relance.plans import open_store
 from relance.settings import Settings, read_settings, require_signing_keys
 from relance.tick import TickError, TickSteps, run_tick
-from tasks.advance import advance_batch
-from tasks.deliver import deliver_batch, deliver_leftovers
-from tasks.enroll import enroll, register_scenarios
-from tasks.report import count_tick, publish_not_run, publish_report
+from relance.tasks.advance import advance_batch
+from relance.tasks.deliver import deliver_batch, deliver_leftovers
+from relance.tasks.enroll import enroll, register_scenarios
+from relance.tasks.artifacts import count_tick, publish_not_run, publish_report
 
 TASKS = TickSteps(register=register_scenarios, enroll=enroll, advance=advance_batch, deliver=deliver_batch,
                   deliver_leftovers=deliver_leftovers, count=count_tick, publish=publish_report)
@@ -55,18 +55,18 @@ def tick(scenario: str, now: str | None = None, batch_size: int | None = None) -
     logger = get_run_logger()
     when = tick_time(now)
     settings = read_settings()  # read per run: a worker serves runs with whatever RELANCE_* it has now
-    library = load_library(settings)
+    workspace = load_workspace(settings)
     require_signing_keys(settings)  # links it signs (or mail it sends) must not be forgeable
-    if scenario in library.waiting:
-        return not_run(library.waiting[scenario], settings, logger)
-    if scenario not in library.plans:
-        known = ", ".join(sorted(library.plans)) or "none"
+    if scenario in workspace.waiting:
+        return not_run(workspace.waiting[scenario], settings, logger)
+    if scenario not in workspace.plans:
+        known = ", ".join(sorted(workspace.plans)) or "none"
         raise TickError(f"no scenario named {scenario!r} in {settings.scenarios_dir} (found: {known})")
-    for broken in library.broken:  # the others run on; the operator hears of it in every tick's log
+    for broken in workspace.broken:  # the others run on; the operator hears of it in every tick's log
         logger.warning("%s", broken.warning())
     engine = open_store(settings)
     try:
-        report = run_tick(engine, settings, scenario=scenario, now=when, library=library,
+        report = run_tick(engine, settings, scenario=scenario, now=when, workspace=workspace,
                           templates=TemplateLibrary(settings.templates_dir), limit=batch_size or settings.batch_size, steps=TASKS, logger=logger)
     finally:
         engine.dispose()

@@ -20,7 +20,7 @@ from relance.effects import CHANGES_LEAD, Applying, Written, apply_effect
 from relance.engine.interpreter import advance
 from relance.engine.types import Effect
 from relance.enrollment import enroll_leads, events_of, lead_facts, state_of, state_values
-from relance.library import Library
+from relance.workspace import Workspace
 from relance.plans import current_version_ids, plan_for_version
 from relance.sales import last_rejections, ready_for_sales
 from relance.scenario.plan import Plan
@@ -48,7 +48,7 @@ class BatchResult:
 
 
 def advance_due(
-    engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library, limit: int | None = None,
+    engine: Engine, settings: Settings, *, scenario: str, now: datetime, workspace: Workspace, limit: int | None = None,
 ) -> BatchResult:
     """Claim one batch of due enrollments and advance them, in one transaction.
 
@@ -64,7 +64,7 @@ def advance_due(
     attempt (claim, advance, commit), then one per half after a rollback; the caller (the tick's advance task)
     owns none of them, and the emails the batch wrote are sent after its commit.
     """
-    return _advance_splitting(engine, None, limit=limit or settings.batch_size, scenario=scenario, library=library,
+    return _advance_splitting(engine, None, limit=limit or settings.batch_size, scenario=scenario, workspace=workspace,
                               now=now)
 
 
@@ -73,14 +73,14 @@ def _not_the_batchs_fault(exc: Exception) -> bool:
     return isinstance(exc, (OperationalError, InterfaceError)) or getattr(exc, "connection_invalidated", False)
 
 
-def _advance_splitting(engine: Engine, ids: list[int] | None, *, limit: int, scenario: str, library: Library,
+def _advance_splitting(engine: Engine, ids: list[int] | None, *, limit: int, scenario: str, workspace: Workspace,
                        now: datetime) -> BatchResult:
     """Claim these enrollments (or the next `limit` due) and advance them; if one cannot be advanced, roll back
     and advance each half the same way, so the culprit ends up alone and leaves as failed."""
     with Session(engine) as session:
         claimed = claim_due_enrollments(session, scenario=scenario, now=now, limit=limit, ids=ids)
         try:
-            return _advance_claimed(session, claimed, library=library, now=now)
+            return _advance_claimed(session, claimed, workspace=workspace, now=now)
         except Exception as exc:  # noqa: BLE001 - sorted out here
             session.rollback()
             if _not_the_batchs_fault(exc):
@@ -90,7 +90,7 @@ def _advance_splitting(engine: Engine, ids: list[int] | None, *, limit: int, sce
     ids = [row.id for row in claimed]
     result = BatchResult()
     for half in (ids[: len(ids) // 2], ids[len(ids) // 2:]):
-        result.merge(_advance_splitting(engine, half, limit=len(half), scenario=scenario, library=library,
+        result.merge(_advance_splitting(engine, half, limit=len(half), scenario=scenario, workspace=workspace,
                                         now=now))
     return result
 
@@ -115,9 +115,9 @@ def _fail_enrollment(session: Session, enrollment_id: int, exc: Exception, *, sc
     return result
 
 
-def _advance_claimed(session: Session, claimed: Sequence[Row], *, library: Library, now: datetime) -> BatchResult:
+def _advance_claimed(session: Session, claimed: Sequence[Row], *, workspace: Workspace, now: datetime) -> BatchResult:
     """Advance claimed enrollments and commit; raises (nothing committed) if any of them cannot be."""
-    scoring = library.scoring
+    scoring = workspace.scoring
     result = BatchResult()
     leads = {lead.id: lead for lead in session.execute(
         select(*Lead.__table__.c).where(Lead.id.in_({e.lead_id for e in claimed}))).all()}
@@ -154,7 +154,7 @@ def _advance_claimed(session: Session, claimed: Sequence[Row], *, library: Libra
         result.advanced += 1
     write_back(session, Enrollment.__table__, updates)
     insert_rows(session, StepLog.__table__, step_logs)
-    outbox_rows = _apply_effects(session, effects, library=library, now=now)
+    outbox_rows = _apply_effects(session, effects, workspace=workspace, now=now)
     new_ids = insert_outbox_rows(session, outbox_rows)
     session.commit()
     if len(new_ids) < len(outbox_rows):  # some were there already: a crashed run left them pending, send them now
@@ -171,10 +171,10 @@ def _advance_claimed(session: Session, claimed: Sequence[Row], *, library: Libra
 _Pending = tuple[Effect, int, Any, dict[str, Any], Plan]  # (effect, enrollment id, lead row, memory, plan)
 
 
-def _apply_effects(session: Session, effects: Sequence[_Pending], *, library: Library, now: datetime) -> list[dict[str, Any]]:
+def _apply_effects(session: Session, effects: Sequence[_Pending], *, workspace: Workspace, now: datetime) -> list[dict[str, Any]]:
     """Apply a batch's effects, wake the waits its lead changes may end, enroll whom `enroll` steps name;
     returns the outbox rows to write."""
-    scoring = library.scoring
+    scoring = workspace.scoring
     # leads are read as plain rows; the few an effect changes (score, stage, fields, hand-off) as models
     changing = {lead.id for effect, _, lead, _, _ in effects if isinstance(effect, CHANGES_LEAD)}
     models = {m.id: m for m in session.exec(select(Lead).where(Lead.id.in_(changing))).scalars()} if changing else {}
@@ -192,7 +192,7 @@ def _apply_effects(session: Session, effects: Sequence[_Pending], *, library: Li
     for target, lead in written.enroll_into:
         by_target[target].append(lead)
     for target, leads_in in sorted(by_target.items()):  # one bulk enrollment per target scenario
-        if (target in library.plans or target in library.waiting) and target in versions:  # a broken file: its last version
+        if (target in workspace.plans or target in workspace.waiting) and target in versions:  # a broken file: its last version
             enroll_leads(session, plan=plan_for_version(session, versions[target]), version_id=versions[target],
                          leads=leads_in, scoring=scoring, now=now)
     return written.outbox_rows

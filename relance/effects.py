@@ -13,14 +13,14 @@ from typing import Any, assert_never
 
 from sqlmodel import Session
 
-from relance.engine.types import AdjustScore, ChangeLead, Effect, EnrollInto, HandOff, NotifySomeone, SendEmail
-from relance.sales import hand_off
+from relance.engine.types import AdjustScore, ChangeLead, Effect, EnrollInto, OpenHandoff, NotifySomeone, SendEmail
+from relance.sales import open_handoff
 from relance.scenario.plan import Plan
 from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import ScoreLedger, move_stage, reach_mql
 from relance.store.tables import Lead
 
-CHANGES_LEAD = (AdjustScore, ChangeLead, HandOff)  # effects after which a wait on the lead's state may hold
+CHANGES_LEAD = (AdjustScore, ChangeLead, OpenHandoff)  # effects after which a wait on the lead's state may hold
 
 HANDOFF_SUBJECT = "Lead à suivre : {{ lead.first_name }} {{ lead.last_name }} ({{ lead.company }})"
 
@@ -58,8 +58,8 @@ def apply_effect(effect: Effect, at: Applying) -> None:
             apply_adjust_score(effect, at)
         case ChangeLead():
             apply_change_lead(effect, at)
-        case HandOff():
-            apply_hand_off(effect, at)
+        case OpenHandoff():
+            apply_open_handoff(effect, at)
         case NotifySomeone():
             apply_notify_someone(effect, at)
         case EnrollInto():
@@ -96,12 +96,12 @@ def apply_change_lead(effect: ChangeLead, at: Applying) -> None:
     lead.updated_at = at.now
 
 
-def apply_hand_off(effect: HandOff, at: Applying) -> None:
+def apply_open_handoff(effect: OpenHandoff, at: Applying) -> None:
     """The lead goes to sales (relance.sales writes the hand-off and its notice, which explains the score from the
     ledger: the batch's points so far are written first)."""
     at.ledger.write()
-    hand_off(at.session, at.lead, scoring=at.scoring, now=at.now, source=f"{at.plan.name}/{effect.step_id}",
-             owner=effect.owner, team=effect.team)
+    open_handoff(at.session, at.lead, scoring=at.scoring, now=at.now, source=f"{at.plan.name}/{effect.step_id}",
+                 owner=effect.owner, team=effect.team)
 
 
 def apply_notify_someone(effect: NotifySomeone, at: Applying) -> None:

@@ -17,7 +17,7 @@ from relance.engine.conditions import holds
 from relance.engine.interpreter import enter
 from relance.engine.triggers import may_enter
 from relance.engine.types import EnrollmentState, EventFact, LeadFacts
-from relance.library import Library
+from relance.workspace import Workspace
 from relance.plans import current_version_ids
 from relance.scenario.model import EVENT_CONDITIONS, SegmentTrigger, nested
 from relance.scenario.plan import Plan
@@ -133,13 +133,13 @@ def enroll_leads(
     return len(entered)
 
 
-def enroll_due(session: Session, *, scenario: str, library: Library, now: datetime, batch_size: int,
+def enroll_due(session: Session, *, scenario: str, workspace: Workspace, now: datetime, batch_size: int,
                commit: bool = False) -> int:
     """Segment triggers: enroll every lead that newly matches; event triggers enroll at ingestion.
 
     `batch_size` leads at a time, in the caller's transaction; with `commit`, each chunk is committed as it is
     written (what the tick does: a big segment holds no lock for long), as `import_leads` does."""
-    plan = library.plans[scenario]
+    plan = workspace.plans[scenario]
     trigger = plan.scenario.trigger
     if not isinstance(trigger, SegmentTrigger):
         return 0
@@ -161,10 +161,10 @@ def enroll_due(session: Session, *, scenario: str, library: Library, now: dateti
         events = events_of(session, [l.id for l in leads], now - timedelta(days=3650)) if needs_events else {}
         matching = [
             lead for lead in leads
-            if holds(trigger.segment, lead=lead_facts(lead, library.scoring), events=events.get(lead.id, []),
+            if holds(trigger.segment, lead=lead_facts(lead, workspace.scoring), events=events.get(lead.id, []),
                      now=now, since=lead.created_at, scenario=scenario)
         ]
-        entered += enroll_leads(session, plan=plan, version_id=version_id, leads=matching, scoring=library.scoring, now=now)
+        entered += enroll_leads(session, plan=plan, version_id=version_id, leads=matching, scoring=workspace.scoring, now=now)
         if commit:
             session.commit()
     session.flush()

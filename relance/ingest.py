@@ -19,9 +19,9 @@ from relance.engine.triggers import event_triggers
 from relance.engine.types import EventFact
 from relance.enrollment import enroll_leads, event_fact
 from relance.inputs import BadInput, checked_event, checked_instant, checked_profile
-from relance.library import Library
+from relance.workspace import Workspace
 from relance.plans import current_version_ids, plan_for_version
-from relance.sales import (HANDOFF_STAGES, hand_off, hot_again, last_rejections, ready_for_sales, sales_ready_since,
+from relance.sales import (HANDOFF_STAGES, open_handoff, hot_again, last_rejections, ready_for_sales, sales_ready_since,
                            withdraw)
 from relance.scenario.model import EventTrigger
 from relance.scoring.config import ScoringConfig
@@ -78,7 +78,7 @@ class IngestResult:
 
 
 def ingest_events(
-    session: Session, *, library: Library, events: Sequence[IncomingEvent], now: datetime, channel: str = "event",
+    session: Session, *, workspace: Workspace, events: Sequence[IncomingEvent], now: datetime, channel: str = "event",
     machine_click_seconds: float = MACHINE_CLICK_SECONDS,
 ) -> IngestResult:
     """Store a batch of events in the caller's transaction (it commits); replays are counted, not stored again.
@@ -93,7 +93,7 @@ def ingest_events(
         check_event(incoming, now, index=index)
     with session.no_autoflush:
         versions = current_version_ids(session)
-        triggers = event_triggered(session, library, versions)
+        triggers = event_triggered(session, workspace, versions)
         emails = {incoming.email.strip().lower() for incoming in events}
         leads = {lead.email: lead for lead in session.exec(select(Lead).where(Lead.email.in_(emails))).scalars()}
         rows: list[dict[str, Any]] = []
@@ -107,7 +107,7 @@ def ingest_events(
                 profile = checked_profile(incoming.properties)  # checked before anything was stored: cannot fail now
                 lead = leads[email] = upsert_lead(session, email=email, now=now, source=profile.pop("source", ""), **profile)
                 honour_list(session, lead)  # an address on the suppression list becomes a lead never mailed
-                grade_lead(lead, library.scoring)
+                grade_lead(lead, workspace.scoring)
                 session.flush()
             try:
                 consents.append(record_of(incoming.type, incoming.properties, occurred_at=incoming.occurred_at, channel=channel))
@@ -122,7 +122,7 @@ def ingest_events(
         ledger = ScoreLedger(session)  # the batch's score changes, written in one INSERT below (and when read)
         engagement = Engagement(session, {row["lead_id"] for row in new if row["type"] in ENGAGEMENT},
                                 window=timedelta(seconds=machine_click_seconds), ledger=ledger)
-        reads = HandoffReads(session, library.scoring, {row["lead_id"] for row in rows})
+        reads = HandoffReads(session, workspace.scoring, {row["lead_id"] for row in rows})
         entering: dict[tuple[str, datetime | None], list[Lead]] = defaultdict(list)
         changed: set[int] = set()  # leads with a new event
         for incoming, row, consent in zip(events, rows, consents):
@@ -143,7 +143,7 @@ def ingest_events(
                 result.suppressed += suppress_for_event(session, email=lead.email, event_type=event.type,
                                                         properties=event.properties, channel=channel, now=now)
                 withdraw(session, lead, now=now, cause=event.type)
-            score_event(session, ledger=ledger, lead=lead, event=event, scoring=library.scoring, now=now, reads=reads)
+            score_event(session, ledger=ledger, lead=lead, event=event, scoring=workspace.scoring, now=now, reads=reads)
             fact = event_fact(event)
             for name, trigger in triggers.items():
                 if event_triggers(trigger, fact):
@@ -152,11 +152,11 @@ def ingest_events(
             changed.add(lead.id)
         ledger.write()
         # the points, MQL crossings and hand-offs of the batch may end waits on the leads' state
-        result.woken += wake_for_lead_changes(session, changed, scoring=library.scoring, now=now)
+        result.woken += wake_for_lead_changes(session, changed, scoring=workspace.scoring, now=now)
         for (name, due_at), leads_in in sorted(entering.items(), key=lambda item: (item[0][0], item[0][1] or now)):
             result.enrolled += enroll_leads(  # one bulk enrollment per scenario (and re-engage date)
                 session, plan=plan_for_version(session, versions[name]), version_id=versions[name],
-                leads=leads_in, scoring=library.scoring, now=now, due_at=due_at,
+                leads=leads_in, scoring=workspace.scoring, now=now, due_at=due_at,
             )
         session.flush()  # what the batch did is in the caller's transaction, for it to read or commit
     return result
@@ -173,11 +173,11 @@ def keep_consent(session: Session, lead: Lead, record: dict[str, Any], *, now: d
     return int(new)
 
 
-def event_triggered(session: Session, library: Library, versions: dict[str, int]) -> dict[str, EventTrigger]:
+def event_triggered(session: Session, workspace: Workspace, versions: dict[str, int]) -> dict[str, EventTrigger]:
     """The event triggers of the registered scenarios, by name. A scenario whose file is broken keeps the trigger of
     its last registered version: the leads it would enroll enter that version and wait until the file is fixed."""
-    plans = {name: plan for name, plan in library.plans.items() if name in versions}
-    plans.update({name: plan_for_version(session, versions[name]) for name in library.waiting if name in versions})
+    plans = {name: plan for name, plan in workspace.plans.items() if name in versions}
+    plans.update({name: plan_for_version(session, versions[name]) for name in workspace.waiting if name in versions})
     return {name: plan.scenario.trigger for name, plan in plans.items() if isinstance(plan.scenario.trigger, EventTrigger)}
 
 
@@ -245,7 +245,7 @@ def reach_handoff(session: Session, lead: Lead, scoring: ScoringConfig, *, now: 
                             rejection=reads.rejection(lead.id), now=now)
     if ready is True:
         ledger.write()
-        hand_off(session, lead, scoring=scoring, now=now, source=f"event:{cause}")
+        open_handoff(session, lead, scoring=scoring, now=now, source=f"event:{cause}")
 
 
 def lock_leads(session: Session, lead_ids: set[int]) -> None:

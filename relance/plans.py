@@ -12,7 +12,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from relance.library import Library
+from relance.workspace import Workspace
 from relance.scenario.plan import Plan, plan_from_definition
 from relance.settings import SettingError, Settings
 from relance.store.db import StoreUnavailable, make_engine, migrate
@@ -55,12 +55,12 @@ def plan_for_version(session: Session, version_id: int) -> Plan:
     return plan
 
 
-def sync_scenarios(session: Session, *, library: Library, now: datetime) -> dict[str, int]:
+def sync_scenarios(session: Session, *, workspace: Workspace, now: datetime) -> dict[str, int]:
     """Register the current version of every scenario in the folder, in the caller's transaction (it commits);
     name -> version id."""
     return {
-        name: ensure_scenario_version(session, plan=plan, source_path=str(library.paths[name]), now=now).id
-        for name, plan in library.plans.items()
+        name: ensure_scenario_version(session, plan=plan, source_path=str(workspace.paths[name]), now=now).id
+        for name, plan in workspace.plans.items()
     }
 
 

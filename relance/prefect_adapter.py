@@ -55,8 +55,8 @@ def run_tick(scenario: str, *, now: str | None = None, batch_size: int | None = 
 
 
 def run_flow(module: str, name: str, **parameters: Any) -> Any:
-    """One flow run of `flows/housekeeping.py:<name>` (`module` is "flows.housekeeping", the one it may name)."""
-    if module != "flows.housekeeping":
+    """One flow run of `flows/housekeeping.py:<name>` (`module` is "relance.flows.housekeeping", the one it may name)."""
+    if module != "relance.flows.housekeeping":
         raise ValueError(f"run_flow runs the housekeeping flows, not {module}")
     with flow_api(lambda: getattr(_housekeeping_flows(), name)) as flow:
         return flow(**parameters)
@@ -64,14 +64,14 @@ def run_flow(module: str, name: str, **parameters: Any) -> Any:
 
 def _tick_flow() -> Any:
     """The tick flow, imported here (not at the top) so that `relance` imports without Prefect."""
-    from flows.tick import tick
+    from relance.flows.tick import tick
 
     return tick
 
 
 def _housekeeping_flows() -> Any:
     """The housekeeping flows' module, imported here for the same reason."""
-    from flows import housekeeping
+    from relance.flows import housekeeping
 
     return housekeeping
 

@@ -10,7 +10,7 @@ from sqlmodel import Session
 from relance.composing import template_context
 from relance.email.message import sender_name
 from relance.email.templates import INTERNAL, SAMPLE_CONTEXT, RenderedEmail, TemplateLibrary
-from relance.library import Library
+from relance.workspace import Workspace
 from relance.sales import NOTICE_SUBJECTS, staff_notice
 from relance.settings import Settings
 from relance.store.repo import find_lead
@@ -24,9 +24,9 @@ class Preview:
     lead: str  # whose data filled it in
 
 
-def sent_by(library: Library, template: str) -> tuple[str, str, str | None] | None:
+def sent_by(workspace: Workspace, template: str) -> tuple[str, str, str | None] | None:
     """The first scenario step that sends this template: ("scenario/step", subject, preheader)."""
-    for name, plan in sorted(library.plans.items()):
+    for name, plan in sorted(workspace.plans.items()):
         for step_id in plan.order:
             step = plan.steps[step_id]
             if getattr(step, "send", None) == template:
@@ -35,7 +35,7 @@ def sent_by(library: Library, template: str) -> tuple[str, str, str | None] | No
 
 
 def preview(
-    settings: Settings, library: Library, template: str, *, templates: TemplateLibrary, engine: Engine | None = None,
+    settings: Settings, workspace: Workspace, template: str, *, templates: TemplateLibrary, engine: Engine | None = None,
     email: str | None = None, subject: str | None = None,
 ) -> Preview:
     """Render `template` with a stored lead's data (`email`) or the sample lead's; the subject and
@@ -43,7 +43,7 @@ def preview(
     as written (not tracked) and the unsubscribe link is a placeholder: nothing is stored."""
     if templates.path_of(template) is None:  # the folder's own, or relance's default for staff mail
         raise LookupError(f"no template {template!r} in {settings.templates_dir}; there are: {', '.join(templates.names())}")
-    step = sent_by(library, template)
+    step = sent_by(workspace, template)
     used_by, step_subject, preheader = step if step else (None, None, None)
     staff = template == "sales-handoff"  # relance writes these itself: its own subject, a hand-off's context
     if staff:

@@ -75,7 +75,7 @@ def _first_owner(session: Session, handoff: Handoff) -> str:
     return handoff.owner
 
 
-def hand_off(
+def open_handoff(
     session: Session, lead: Lead, *, scoring: ScoringConfig, now: datetime, source: str,
     owner: str | None = None, team: str | None = None, notice: str = "handoff", why: str | None = None,
 ) -> Handoff | None:
@@ -171,8 +171,8 @@ def hot_again(session: Session, lead: Lead, event, *, scoring: ScoringConfig, no
         return None  # an action from before sales said "later" was seen by sales already
     source = f"event:{cause}" + (f" (later until {later.later_until:%Y-%m-%d})" if later is not None else "")
     why = (f"jusqu'au {later.later_until:%d/%m/%Y}" if later is not None and later.later_until else "") + f", signal : {cause}"
-    handoff = hand_off(session, lead, scoring=scoring, now=now, source=source, notice="hot-again", why=why.lstrip(", "),
-                       owner=later.owner if later is not None else None, team=later.team if later is not None else None)
+    handoff = open_handoff(session, lead, scoring=scoring, now=now, source=source, notice="hot-again", why=why.lstrip(", "),
+                           owner=later.owner if later is not None else None, team=later.team if later is not None else None)
     if handoff is not None and later is not None and later.reengaged_at is None:
         later.reengaged_at = now
     return handoff

@@ -28,7 +28,7 @@ from relance.clock import Clock, parse_instant
 from relance.engagement import machine_request
 from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
 from relance.inputs import checked_email
-from relance.library import Library
+from relance.workspace import Workspace
 from relance.scenario.model import MACHINE_CLICK
 from relance.settings import MACHINE_CLICK_SECONDS, SettingError
 from relance.store.repo import normalise_email
@@ -139,7 +139,7 @@ def _is_email(text: str) -> bool:
     return True
 
 
-def handle(session: Session, *, library: Library, body: str, now: datetime, report: DrainReport,
+def handle(session: Session, *, workspace: Workspace, body: str, now: datetime, report: DrainReport,
            machine_click_seconds: float = MACHINE_CLICK_SECONDS) -> None:
     """Store one SQS message body in the caller's transaction, begun for this message; raises BadMessage when it
     must be set aside.
@@ -151,7 +151,7 @@ def handle(session: Session, *, library: Library, body: str, now: datetime, repo
     event = parse_ses_message(body)
     incoming, recipients = _incoming(session, event)
     try:
-        result = ingest_events(session, library=library, events=[incoming], now=now, channel="ses",
+        result = ingest_events(session, workspace=workspace, events=[incoming], now=now, channel="ses",
                                machine_click_seconds=machine_click_seconds)
     except BadEvent as exc:  # checked as every event is (relance.inputs): e.g. a timestamp in year 9999
         session.rollback()
@@ -177,7 +177,7 @@ def _suppress_recipients(session: Session, addresses: list[str], *, event: Incom
 
 
 def drain(
-    session: Session, *, library: Library, sqs, queue_url: str, clock: Clock, once: bool = True,
+    session: Session, *, workspace: Workspace, sqs, queue_url: str, clock: Clock, once: bool = True,
     dead_letter_url: str | None = None, set_aside_dir: Path | None = None, wait_seconds: int = 1,
     machine_click_seconds: float = MACHINE_CLICK_SECONDS,
 ) -> DrainReport:
@@ -195,7 +195,7 @@ def drain(
             return report
         for message in messages:
             try:
-                handle(session, library=library, body=message["Body"], now=clock.now(), report=report,
+                handle(session, workspace=workspace, body=message["Body"], now=clock.now(), report=report,
                        machine_click_seconds=machine_click_seconds)
             except BadMessage as exc:
                 _set_aside(sqs, message, str(exc), dead_letter_url=dead_letter_url, directory=set_aside_dir)

@@ -138,7 +138,7 @@ class Alerts:
     def manager(self) -> str | None:
         if self._manager is False:
             try:
-                from relance.library import read_scoring
+                from relance.workspace import read_scoring
 
                 manager = read_scoring(self.settings.scenarios_dir)[0].sales.manager
             except Exception as exc:  # noqa: BLE001 - a broken scoring.yaml must not stop the sending

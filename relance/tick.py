@@ -21,7 +21,7 @@ from relance.delivery import deliver, deliver_pending
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import Transport, make_transport
 from relance.enrollment import enroll_due
-from relance.library import Library
+from relance.workspace import Workspace
 from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.settling import DeliveryResult
@@ -44,32 +44,32 @@ class TickSteps:
     (delivery with its retries), `run_tick_inline` the plain functions. A step that raises ends the tick, except
     a batch's delivery: its emails stay pending, the tick goes on and ends with a TickError naming it."""
 
-    register: Callable[..., dict[str, int]]  # (engine, settings, *, now, library)
-    enroll: Callable[..., int]  # (engine, settings, *, scenario, now, library)
-    advance: Callable[..., BatchResult]  # (engine, settings, *, scenario, now, limit, library)
+    register: Callable[..., dict[str, int]]  # (engine, settings, *, now, workspace)
+    enroll: Callable[..., int]  # (engine, settings, *, scenario, now, workspace)
+    advance: Callable[..., BatchResult]  # (engine, settings, *, scenario, now, limit, workspace)
     deliver: Callable[..., DeliveryResult]  # (engine, settings, *, outbox_ids, now, templates, tally)
     deliver_leftovers: Callable[..., DeliveryResult]  # (engine, settings, *, now, templates)
     count: Callable[..., TickReport]  # (engine, report, *, now, mark)
     publish: Callable[..., Any] = lambda report, engine, *, order, undelivered_batches: None
 
 
-def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library,
+def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime, workspace: Workspace,
              templates: TemplateLibrary, limit: int, steps: TickSteps,
              logger: logging.Logger | logging.LoggerAdapter) -> TickReport:
     """Run one tick of `scenario` with these steps, saying in `logger` what the operator should know."""
     mark = step_log_mark(engine)  # what this tick writes to the step log comes after it: its figures count that
-    steps.register(engine, settings, now=now, library=library)
+    steps.register(engine, settings, now=now, workspace=workspace)
     report = TickReport(scenario=scenario)
-    steps.enroll(engine, settings, scenario=scenario, now=now, library=library)
+    steps.enroll(engine, settings, scenario=scenario, now=now, workspace=workspace)
     undelivered: list[str] = []
-    while (batch := steps.advance(engine, settings, scenario=scenario, now=now, limit=limit, library=library)).advanced:
+    while (batch := steps.advance(engine, settings, scenario=scenario, now=now, limit=limit, workspace=workspace)).advanced:
         for problem in batch.failed:
             logger.warning("%s: lead left the scenario on an error: %s", scenario, problem)
         report.add(batch, _deliver_batch(engine, settings, batch, scenario=scenario, now=now, templates=templates,
                                          steps=steps, logger=logger, undelivered=undelivered, report=report))
     _deliver_leftovers(engine, settings, report, now=now, templates=templates, steps=steps, logger=logger)
     report = steps.count(engine, report, now=now, mark=mark)
-    steps.publish(report, engine, order=library.plans[scenario].order, undelivered_batches=len(undelivered))
+    steps.publish(report, engine, order=workspace.plans[scenario].order, undelivered_batches=len(undelivered))
     logger.info(summary(report, undelivered_batches=len(undelivered)))
     if undelivered:
         raise TickError(f"{scenario}: emails not delivered yet, they stay pending for the next tick: " + "; ".join(undelivered), report)
@@ -112,23 +112,23 @@ def _deliver_leftovers(engine: Engine, settings: Settings, report: TickReport, *
                     f" ({'; '.join(leftovers.errors[:3])})" if leftovers.errors else "")
 
 
-def _register(engine: Engine, settings: Settings, *, now: datetime, library: Library) -> dict[str, int]:
+def _register(engine: Engine, settings: Settings, *, now: datetime, workspace: Workspace) -> dict[str, int]:
     """The inline tick's register step, one transaction (the flow's task owns its own the same way)."""
     with Session(engine) as session:
-        ids = sync_scenarios(session, library=library, now=now)
+        ids = sync_scenarios(session, workspace=workspace, now=now)
         session.commit()
     return ids
 
 
-def _enroll(engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library) -> int:
+def _enroll(engine: Engine, settings: Settings, *, scenario: str, now: datetime, workspace: Workspace) -> int:
     """The inline tick's enroll step: a transaction per chunk of leads (as the flow's task)."""
     with Session(engine) as session:
-        return enroll_due(session, scenario=scenario, library=library, now=now, batch_size=settings.batch_size,
+        return enroll_due(session, scenario=scenario, workspace=workspace, now=now, batch_size=settings.batch_size,
                           commit=True)
 
 
 def run_tick_inline(
-    engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library, templates: TemplateLibrary,
+    engine: Engine, settings: Settings, *, scenario: str, now: datetime, workspace: Workspace, templates: TemplateLibrary,
     transport: Transport | None = None, batch_size: int | None = None, standing: bool = True,
 ) -> TickReport:
     """The tick `flows/tick.py` runs, with plain functions instead of Prefect tasks (and no retries): for tests,
@@ -141,5 +141,5 @@ def run_tick_inline(
         deliver_leftovers=functools.partial(deliver_pending, transport=transport),
         count=functools.partial(count_tick, standing=standing),
     )
-    return run_tick(engine, settings, scenario=scenario, now=now, library=library, templates=templates,
+    return run_tick(engine, settings, scenario=scenario, now=now, workspace=workspace, templates=templates,
                     limit=batch_size or settings.batch_size, steps=steps, logger=LOGGER)

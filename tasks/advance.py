@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
 
 from relance.advancing import BatchResult, advance_due
-from relance.library import Library
+from relance.workspace import Workspace
 from relance.settings import Settings
 
 
@@ -17,7 +17,7 @@ from relance.settings import Settings
 # and the next tick claims the same enrollments again.
 @task(name="advance-batch", task_run_name="advance-{scenario}", cache_policy=NO_CACHE)
 def advance_batch(
-    engine: Engine, settings: Settings, *, scenario: str, now: datetime, limit: int, library: Library
+    engine: Engine, settings: Settings, *, scenario: str, now: datetime, limit: int, workspace: Workspace
 ) -> BatchResult:
     """Claim up to `limit` due enrollments and advance them; the emails they owe go to the outbox."""
-    return advance_due(engine, settings, scenario=scenario, now=now, limit=limit, library=library)
+    return advance_due(engine, settings, scenario=scenario, now=now, limit=limit, workspace=workspace)

@@ -10,24 +10,24 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from relance.enrollment import enroll_due
-from relance.library import Library
+from relance.workspace import Workspace
 from relance.plans import sync_scenarios
 from relance.settings import Settings
 
 
 # NO_CACHE: these write to the database; a cached result would skip the write.
 @task(name="register-scenarios", cache_policy=NO_CACHE)
-def register_scenarios(engine: Engine, settings: Settings, *, now: datetime, library: Library) -> dict[str, int]:
+def register_scenarios(engine: Engine, settings: Settings, *, now: datetime, workspace: Workspace) -> dict[str, int]:
     """Store the current version of every scenario in the folder; name -> version id."""
     with Session(engine) as session:
-        ids = sync_scenarios(session, library=library, now=now)
+        ids = sync_scenarios(session, workspace=workspace, now=now)
         session.commit()
     return ids
 
 
 @task(name="enroll", task_run_name="enroll-{scenario}", cache_policy=NO_CACHE)
-def enroll(engine: Engine, settings: Settings, *, scenario: str, now: datetime, library: Library) -> int:
+def enroll(engine: Engine, settings: Settings, *, scenario: str, now: datetime, workspace: Workspace) -> int:
     """Enroll every lead that newly matches the scenario's segment trigger; how many entered."""
     with Session(engine) as session:  # one transaction per chunk of leads, committed as it goes
-        return enroll_due(session, scenario=scenario, library=library, now=now, batch_size=settings.batch_size,
+        return enroll_due(session, scenario=scenario, workspace=workspace, now=now, batch_size=settings.batch_size,
                           commit=True)

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from relance.housekeeping import run_reengage, run_sla
-from relance.library import Library
+from relance.workspace import Workspace
 from relance.plans import sync_scenarios
 from relance.scoring.config import ScoringConfig
 from relance.decay import decay_scores
@@ -26,20 +26,20 @@ def decay_task(engine: Engine, scoring: ScoringConfig, when: datetime, batch_siz
 
 
 @task(name="flag-sla", cache_policy=NO_CACHE)
-def sla_task(engine: Engine, library: Library, when: datetime):
+def sla_task(engine: Engine, workspace: Workspace, when: datetime):
     """Flag the open hand-offs past their target or deadline; tell whom scoring.yaml names."""
     with Session(engine) as session:
-        report = run_sla(session, library=library, now=when)
+        report = run_sla(session, workspace=workspace, now=when)
         session.commit()
     return report
 
 
 @task(name="reengage-later-leads", cache_policy=NO_CACHE)
-def reengage_task(engine: Engine, settings: Settings, library: Library, when: datetime) -> int:
+def reengage_task(engine: Engine, settings: Settings, workspace: Workspace, when: datetime) -> int:
     """Register the scenarios, then enroll the "later" leads whose date has come; how many."""
     with Session(engine) as session:
-        sync_scenarios(session, library=library, now=when)
+        sync_scenarios(session, workspace=workspace, now=when)
         session.commit()
-        enrolled = run_reengage(session, library=library, now=when)
+        enrolled = run_reengage(session, workspace=workspace, now=when)
         session.commit()
     return enrolled

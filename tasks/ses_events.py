@@ -9,20 +9,20 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from relance.clock import SystemClock
-from relance.library import Library
+from relance.workspace import Workspace
 from relance.ses_events import drain
 from relance.settings import SettingError, Settings
 
 
 @task(name="drain-ses-events", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
-def drain_task(engine: Engine, library: Library, settings: Settings, queue_url: str, dead_letter_url: str | None):
+def drain_task(engine: Engine, workspace: Workspace, settings: Settings, queue_url: str, dead_letter_url: str | None):
     """Store every event waiting in the queue (bounces and complaints suppress at once); what was done."""
     import boto3
 
     sqs = boto3.client("sqs", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url)
     try:
         with Session(engine) as session:  # drain commits each message before it leaves the queue
-            return drain(session, library=library, sqs=sqs, queue_url=queue_url, clock=SystemClock(), once=True,
+            return drain(session, workspace=workspace, sqs=sqs, queue_url=queue_url, clock=SystemClock(), once=True,
                          dead_letter_url=dead_letter_url, machine_click_seconds=settings.machine_click_seconds)
     except SettingError as exc:  # the queue is out of reach or refuses: retried, and said, without a traceback
         return Failed(message=str(exc))

@@ -19,10 +19,10 @@ from sqlalchemy import create_engine, text
 from sqlmodel import Session, func, select as query
 from typer.testing import CliRunner
 
-from bench.imports import crm_export
+from relance.bench.imports import crm_export
 from relance.cli import app
 from relance.importer import import_leads, read_leads_csv
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import open_store
 from relance.settings import get_settings
 from relance.store.tables import Lead
@@ -38,7 +38,7 @@ def test_a_crm_export_imports_in_time_linear_in_its_rows(env, db_url) -> None:
     """Every row of a big export goes in, graded; a file three times bigger, into a table already holding the
     first, costs no more per row (the rate itself is `relance bench`'s `import_rows_per_s`, in README)."""
     settings = get_settings()
-    engine, scoring = open_store(settings), load_library(settings).scoring
+    engine, scoring = open_store(settings), load_workspace(settings).scoring
     header, *rows = crm_export(ROWS).decode("utf-8").splitlines(keepends=True)
     first, rest = rows[: ROWS // 4], rows[ROWS // 4:]
 

@@ -109,14 +109,14 @@ def test_sales_answers_from_the_command_line_and_a_refusal_for_a_closed_handoff(
     from sqlmodel import Session
 
     from relance.plans import open_store
-    from relance.sales import hand_off
+    from relance.sales import open_handoff
     from relance.scoring.config import ScoringConfig
     from relance.store.repo import upsert_lead
 
     engine = open_store(get_settings())
     with Session(engine) as session:
         lead = upsert_lead(session, email="lea@acme.example", now=datetime.now(timezone.utc))
-        hand_off(session, lead, scoring=ScoringConfig(), now=datetime.now(timezone.utc), source="test")
+        open_handoff(session, lead, scoring=ScoringConfig(), now=datetime.now(timezone.utc), source="test")
         session.commit()
     result = relance("sales", "later", "lea@acme.example", "--until", "2099-01-15", "--by", "karim@example.com")
     assert result.exit_code == 0 and "hand-off later until 2099-01-15" in result.output
@@ -363,7 +363,7 @@ def test_preview_shows_relances_own_staff_templates_without_a_lead_footer(env):
     assert "Subject: Lead à contacter avant le " in result.output and "relance's staff email" in result.output
 
 
-def test_preview_of_the_hand_off_email_for_a_lead_shows_its_own_hand_off(env):
+def test_preview_of_the_handoff_email_for_a_lead_shows_its_own_handoff(env):
     csv = env / "leads.csv"
     csv.write_text("email,first_name,last_name,company,job_title,sector,company_revenue,country\n"
                    "zoe@acme.example,Zoé,Roux,ACME,Directrice marketing,saas,20000000,FR\n", encoding="utf-8")

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from relance.api.app import create_app
 from relance.cli import app
 from relance.ingest import BadEvent, IncomingEvent, ingest_events
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Lead, Suppression
@@ -30,7 +30,7 @@ EMAIL = "lea@acme.example"
 
 @pytest.fixture
 def settings(tmp_path, monkeypatch, db_url) -> Settings:
-    """The shipped scenarios and templates, this test's database, for the library, the CLI and the API."""
+    """The shipped scenarios and templates, this test's database, for the workspace, the CLI and the API."""
     shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
     shutil.copytree(ROOT / "templates" / "emails", tmp_path / "templates")
     for name, value in {"RELANCE_DATABASE_URL": db_url, "RELANCE_SCENARIOS_DIR": str(tmp_path / "scenarios"),
@@ -59,15 +59,15 @@ def _form(when, key, **consent) -> IncomingEvent:
 
 
 def test_a_form_for_a_known_lead_keeps_its_consent_and_every_record_before_it(engine, settings, clock):
-    library = load_library(settings)
+    workspace = load_workspace(settings)
     _known_lead(engine, clock)
     t0 = clock.now()
-    committed(engine, ingest_events, library=library, events=[_form(t0, "f1", source="page webinar", wording="J'accepte les emails.")], now=t0, channel="api")
+    committed(engine, ingest_events, workspace=workspace, events=[_form(t0, "f1", source="page webinar", wording="J'accepte les emails.")], now=t0, channel="api")
     later = t0 + timedelta(days=3)
-    committed(engine, ingest_events, library=library, events=[_form(later, "f2", source="page tarifs", wording="J'accepte les emails et les appels.")], now=later, channel="cli")
-    committed(engine, ingest_events, library=library, events=[_form(later, "f2", source="page tarifs", wording="J'accepte les emails et les appels.")], now=later + timedelta(hours=1), channel="cli")  # a replay of the same form: no new record
+    committed(engine, ingest_events, workspace=workspace, events=[_form(later, "f2", source="page tarifs", wording="J'accepte les emails et les appels.")], now=later, channel="cli")
+    committed(engine, ingest_events, workspace=workspace, events=[_form(later, "f2", source="page tarifs", wording="J'accepte les emails et les appels.")], now=later + timedelta(hours=1), channel="cli")  # a replay of the same form: no new record
     older = t0 - timedelta(days=1)  # a form that reached relance late: it takes its place in time, not the newest
-    committed(engine, ingest_events, library=library, events=[_form(older, "f0", source="salon", wording="Oui.", at=older.isoformat())], now=later + timedelta(hours=2), channel="api")
+    committed(engine, ingest_events, workspace=workspace, events=[_form(older, "f0", source="salon", wording="Oui.", at=older.isoformat())], now=later + timedelta(hours=2), channel="api")
 
     fields = _fields(engine)
     history = fields["consent_history"]
@@ -79,10 +79,10 @@ def test_a_form_for_a_known_lead_keeps_its_consent_and_every_record_before_it(en
 
 
 def test_a_withdrawal_is_recorded_and_stops_every_email(engine, settings, clock):
-    library = load_library(settings)
-    committed(engine, ingest_events, library=library, events=[_form(clock.now(), "f1", source="page webinar", wording="J'accepte.")], now=clock.now())
+    workspace = load_workspace(settings)
+    committed(engine, ingest_events, workspace=workspace, events=[_form(clock.now(), "f1", source="page webinar", wording="J'accepte.")], now=clock.now())
     at = clock.now() + timedelta(days=1)
-    committed(engine, ingest_events, library=library, events=[_form(at, "f2", source="préférences", wording="Je ne veux plus d'emails.", granted="false")], now=at, channel="api")
+    committed(engine, ingest_events, workspace=workspace, events=[_form(at, "f2", source="préférences", wording="Je ne veux plus d'emails.", granted="false")], now=at, channel="api")
     fields = _fields(engine)
     assert [r["granted"] for r in fields["consent_history"]] == [True, False] and fields["consent"]["granted"] is False
     with Session(engine) as session:
@@ -99,17 +99,17 @@ def test_consent_kept_before_there_was_a_history_is_its_first_record(engine, set
         lead.fields = {"consent": {"source": "ancien formulaire", "wording": "Oui.", "at": clock.now().isoformat()}, "sector": "x"}
         session.commit()
     at = clock.now() + timedelta(days=1)
-    committed(engine, ingest_events, library=load_library(settings), events=[_form(at, "f1", source="nouveau", wording="Oui !")], now=at)
+    committed(engine, ingest_events, workspace=load_workspace(settings), events=[_form(at, "f1", source="nouveau", wording="Oui !")], now=at)
     fields = _fields(engine)
     assert [r["source"] for r in fields["consent_history"]] == ["ancien formulaire", "nouveau"]
     assert fields["consent_history"][0]["granted"] is True and fields["sector"] == "x"
 
 
 def test_an_unreadable_consent_is_refused_and_nothing_is_stored(engine, settings, clock):
-    library = load_library(settings)
+    workspace = load_workspace(settings)
     for bad, field in (({"at": "yesterday"}, "consent_at"), ({"granted": "maybe"}, "consent_granted")):
         with pytest.raises(BadEvent) as refused:
-            committed(engine, ingest_events, library=library, events=[_form(clock.now(), "f-bad", source="x", wording="y", **bad)], now=clock.now())
+            committed(engine, ingest_events, workspace=workspace, events=[_form(clock.now(), "f-bad", source="x", wording="y", **bad)], now=clock.now())
         assert refused.value.field == field and refused.value.email == EMAIL
         assert str(refused.value).startswith(f"form_submitted for {EMAIL}: {field}")
     with Session(engine) as session:
@@ -151,7 +151,7 @@ def test_lead_show_says_when_no_consent_is_recorded(engine, settings, clock):
 
 def test_post_events_with_consent_for_a_known_lead(engine, settings, clock):
     _known_lead(engine, clock)
-    client = TestClient(create_app(settings, engine=engine, library=load_library(settings), clock=clock))
+    client = TestClient(create_app(settings, engine=engine, workspace=load_workspace(settings), clock=clock))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     given = {"type": "form_submitted", "email": EMAIL, "properties": {"form": "webinar-mars"},
              "consent": {"source": "formulaire webinar", "wording": "J'accepte de recevoir des emails."}}

@@ -17,9 +17,9 @@ from relance.cli import app
 from relance.deals import LOST_REASONS, BadValue, Closing, record_deal
 from relance.email.templates import TemplateLibrary
 from relance.ingest import IncomingEvent, ingest_events
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
-from relance.sales import Answer, NoSuchLead, answer, hand_off
+from relance.sales import Answer, NoSuchLead, answer, open_handoff
 from relance.scoring.config import ScoringConfig
 from relance.settings import Settings, get_settings
 from relance.store.repo import find_lead, upsert_lead
@@ -49,7 +49,7 @@ def _won(session, clock, email=EMAIL, **kw) -> Deal:
 
 def test_a_won_deal_after_an_accepted_handoff_makes_a_customer_and_says_who_and_how_much(session, clock):
     lead = _lead(session, clock)
-    hand_off(session, lead, scoring=SCORING, now=clock.now(), source="test")
+    open_handoff(session, lead, scoring=SCORING, now=clock.now(), source="test")
     answer(session, email=EMAIL, reply=Answer("accept", "claire@example.com"), scoring=SCORING, now=clock.now())
     deal = _won(session, clock, amount=12000, margin=4500, note="licence annuelle")
     session.commit()
@@ -61,7 +61,7 @@ def test_a_won_deal_after_an_accepted_handoff_makes_a_customer_and_says_who_and_
 
 def test_a_deal_won_on_an_open_handoff_answers_it_as_accepted_first(session, clock):
     lead = _lead(session, clock)
-    handoff = hand_off(session, lead, scoring=SCORING, now=clock.now(), source="test")
+    handoff = open_handoff(session, lead, scoring=SCORING, now=clock.now(), source="test")
     clock.advance(timedelta(hours=1))
     _won(session, clock, amount=900, margin=300, on=clock.now() - timedelta(days=2))
     session.commit()
@@ -88,7 +88,7 @@ def test_a_lead_never_handed_off_can_be_won(session, clock):
 
 def test_a_lost_deal_sends_the_lead_back_to_nurturing_with_its_reason(session, clock):
     lead = _lead(session, clock)
-    hand_off(session, lead, scoring=SCORING, now=clock.now(), source="test")
+    open_handoff(session, lead, scoring=SCORING, now=clock.now(), source="test")
     deal = record_deal(session, email=EMAIL, closing=Closing("lost", "karim@example.com", reason="competitor", note="parti chez X"),
                        scoring=SCORING, now=clock.now())
     session.commit()
@@ -121,7 +121,7 @@ def test_a_lost_upsell_keeps_the_customer_and_a_lead_that_left_stays_out(session
 ])
 def test_impossible_deals_are_refused_naming_the_value_and_nothing_changes(session, clock, closing, field, message):
     lead = _lead(session, clock)
-    hand_off(session, lead, scoring=SCORING, now=clock.now(), source="test")
+    open_handoff(session, lead, scoring=SCORING, now=clock.now(), source="test")
     with pytest.raises(BadValue, match=message.replace("(", r"\(").replace(")", r"\)")) as refused:
         record_deal(session, email=EMAIL, closing=closing, scoring=SCORING, now=clock.now())
     assert refused.value.field == field
@@ -156,16 +156,16 @@ def test_a_won_deal_wakes_a_wait_on_the_customer_stage(engine, clock, tmp_path, 
     (tmp_path / "scenarios" / "waiter.yaml").write_text(WAITER, encoding="utf-8")
     settings = Settings(database_url=db_url, scenarios_dir=tmp_path / "scenarios", templates_dir=tmp_path / "templates",
                         outbox_dir=tmp_path / "outbox", transport="null")
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     with Session(engine) as session:
         _lead(session, clock)
         session.commit()
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("trial_started", EMAIL, clock.now(), {})], now=clock.now())
-    run_tick_inline(engine, settings, scenario="waiter", now=clock.now(), library=library, templates=TemplateLibrary(settings.templates_dir))
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("trial_started", EMAIL, clock.now(), {})], now=clock.now())
+    run_tick_inline(engine, settings, scenario="waiter", now=clock.now(), workspace=workspace, templates=TemplateLibrary(settings.templates_dir))
     won_at = clock.advance(timedelta(hours=1))
     with Session(engine) as session:
-        record_deal(session, email=EMAIL, closing=Closing("won", amount=10), scoring=library.scoring, now=won_at)
+        record_deal(session, email=EMAIL, closing=Closing("won", amount=10), scoring=workspace.scoring, now=won_at)
         session.commit()
         assert session.exec(select(Enrollment.due_at)).scalars().one() == won_at
 
@@ -241,12 +241,12 @@ def test_the_option_of_a_bad_date_is_named(env):
 def api(engine, clock, tmp_path, db_url):
     settings = Settings(database_url=db_url, scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails",
                         outbox_dir=tmp_path / "outbox", api_token="t0ken", transport="null")
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     with Session(engine) as session:
         _lead(session, clock)
         session.commit()
-    return TestClient(create_app(settings, engine=engine, library=library, clock=clock))
+    return TestClient(create_app(settings, engine=engine, workspace=workspace, clock=clock))
 
 
 AUTH = {"Authorization": "Bearer t0ken"}

@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import lead_summary
-from relance.library import Library
+from relance.workspace import Workspace
 from relance.scoring.config import ScoringConfig
 from relance.decay import decay_scores
 from relance.store.repo import upsert_lead
@@ -28,9 +28,9 @@ def _setup(engine, clock):
         upsert_lead(session, email="idle@acme.example", now=clock.now())
         upsert_lead(session, email="busy@acme.example", now=clock.now())
         session.commit()
-    library = Library(scoring=SCORING)
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("demo_requested", e, clock.now(), {}) for e in ("idle@acme.example", "busy@acme.example")], now=clock.now())
-    return library
+    workspace = Workspace(scoring=SCORING)
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("demo_requested", e, clock.now(), {}) for e in ("idle@acme.example", "busy@acme.example")], now=clock.now())
+    return workspace
 
 
 def _scores(engine):
@@ -39,9 +39,9 @@ def _scores(engine):
 
 
 def test_idle_scores_fade_each_period_and_active_ones_do_not(engine, clock):
-    library = _setup(engine, clock)
+    workspace = _setup(engine, clock)
     assert committed(engine, decay_scores, scoring=SCORING, now=clock.advance(timedelta(days=29))).leads == 0
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("page_visited", "busy@acme.example", clock.now(), {"path": "/"})], now=clock.now())
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("page_visited", "busy@acme.example", clock.now(), {"path": "/"})], now=clock.now())
     report = committed(engine, decay_scores, scoring=SCORING, now=clock.advance(timedelta(days=1)))
     assert (report.leads, report.points) == (1, -12)  # 25 % of 50, rounded
     assert _scores(engine) == {"idle": 38, "busy": 60}

@@ -47,16 +47,16 @@ def test_test_doubles_and_one_off_scripts_are_not_shipped():
     "relance.tick:run_tick_inline", "relance.plans:sync_scenarios", "relance.enrollment:enroll_due",
     "relance.advancing:advance_due",
 ])
-def test_the_services_of_a_tick_are_handed_the_library_and_never_read_it_behind_the_callers_back(service):
-    """A missing library used to be read again from disk, silently: every scenario parsed and validated once more."""
+def test_the_services_of_a_tick_are_handed_the_workspace_and_never_read_it_behind_the_callers_back(service):
+    """A missing workspace used to be read again from disk, silently: every scenario parsed and validated once more."""
     module, name = service.split(":")
-    library = inspect.signature(getattr(importlib.import_module(module), name)).parameters["library"]
-    assert library.kind is inspect.Parameter.KEYWORD_ONLY and library.default is inspect.Parameter.empty
+    workspace = inspect.signature(getattr(importlib.import_module(module), name)).parameters["workspace"]
+    assert workspace.kind is inspect.Parameter.KEYWORD_ONLY and workspace.default is inspect.Parameter.empty
 
 
-def test_a_tick_handed_the_library_reads_no_scenario(engine, clock, tmp_path, monkeypatch):
-    """The caller loads the library once; the tick, its enrollment, advancing and delivery use that one."""
-    from relance import library as library_module
+def test_a_tick_handed_the_workspace_reads_no_scenario(engine, clock, tmp_path, monkeypatch):
+    """The caller loads the workspace once; the tick, its enrollment, advancing and delivery use that one."""
+    from relance import workspace as workspace_module
     from sqlmodel import Session
 
     from relance.email.templates import TemplateLibrary
@@ -68,12 +68,12 @@ def test_a_tick_handed_the_library_reads_no_scenario(engine, clock, tmp_path, mo
 
     settings = Settings(database_url=engine.url.render_as_string(hide_password=False), scenarios_dir=ROOT / "scenarios",
                         templates_dir=ROOT / "templates" / "emails", transport="null", outbox_dir=tmp_path / "outbox")
-    library = library_module.load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    workspace = workspace_module.load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     with Session(engine) as session:
         upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
         session.commit()
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("downloaded", "lea@acme.example", clock.now(),
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("downloaded", "lea@acme.example", clock.now(),
                                                   {"asset": "livre-blanc-leads"})], now=clock.now())
     listed: list[object] = []
 
@@ -81,14 +81,14 @@ def test_a_tick_handed_the_library_reads_no_scenario(engine, clock, tmp_path, mo
         listed.append(args)
         return real(*args, **kwargs)
 
-    real = library_module.scenario_files
-    monkeypatch.setattr(library_module, "scenario_files", counted)  # every load_library lists the folder first
-    report = run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), library=library, templates=TemplateLibrary(settings.templates_dir))
+    real = workspace_module.scenario_files
+    monkeypatch.setattr(workspace_module, "scenario_files", counted)  # every load_workspace lists the folder first
+    report = run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), workspace=workspace, templates=TemplateLibrary(settings.templates_dir))
     assert report.sent == 1  # the tick did its work...
     assert listed == []  # ...without reading the scenarios again
 
 
 def test_the_flows_are_imported_by_name_in_the_code_not_looked_up_from_a_string():
-    """`from flows.tick import tick` is what a reader (and a refactoring tool) follows; importlib hid it."""
+    """`from relance.flows.tick import tick` is what a reader (and a refactoring tool) follows; importlib hid it."""
     for path in (ROOT / "relance").rglob("*.py"):
         assert "import_module(" not in path.read_text(encoding="utf-8"), path.relative_to(ROOT)

@@ -20,7 +20,7 @@ from relance.email.templates import TemplateLibrary
 from relance.email.transports import FileTransport
 from relance.leads import lead_summary
 from relance.scoring.config import ScoringConfig
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.ses_events import drain
 from relance.settings import Settings
@@ -36,9 +36,9 @@ EMAIL = "claire.dubois@acme-saas.example"
 def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(engine, db_url, clock, sqs, tmp_path):
     settings = Settings(database_url=db_url, scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails",
                         outbox_dir=tmp_path / "outbox", secret_key="e2e-secret", public_url="https://t.example", api_token=TOKEN)
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
-    api = TestClient(create_app(settings, engine=engine, library=library, clock=clock))
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
+    api = TestClient(create_app(settings, engine=engine, workspace=workspace, clock=clock))
     transport = FileTransport(settings.outbox_dir)
     queue = sqs.create_queue(QueueName=f"e2e-{engine.dialect.name}")["QueueUrl"]
 
@@ -48,7 +48,7 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
         return response.json()
 
     def tick():
-        return run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
+        return run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), workspace=workspace, transport=transport, templates=TemplateLibrary(settings.templates_dir))
 
     def last_email():
         path = max(settings.outbox_dir.glob("*.eml"), key=lambda p: int(p.stem))
@@ -71,7 +71,7 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
         event = {"eventType": kind, "mail": {"messageId": message_id, "destination": [EMAIL], "timestamp": "2026-01-05T09:00:00Z"},
                  kind.lower(): {"timestamp": "2026-01-05T11:00:00Z"}}
         sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"Type": "Notification", "Message": json.dumps(event)}))
-    assert committed(engine, drain, library=library, sqs=sqs, queue_url=queue, clock=clock, wait_seconds=0).duplicates == 1
+    assert committed(engine, drain, workspace=workspace, sqs=sqs, queue_url=queue, clock=clock, wait_seconds=0).duplicates == 1
 
     # the tracked click redirects and scores; three days later the open sends the case study
     click = re.search(r'href="https://t\.example(/c/[^"]+)"', next(p.get_content() for p in guide.iter_parts() if p.get_content_type() == "text/html")).group(1)
@@ -97,7 +97,7 @@ def test_a_lead_is_scored_graded_woken_and_suppressed_from_what_it_really_does(e
     complaint = {"eventType": "Complaint", "mail": {"messageId": message_id, "destination": [EMAIL], "timestamp": "2026-01-05T09:00:00Z"},
                  "complaint": {"timestamp": "2026-01-08T12:00:00Z", "complainedRecipients": [{"emailAddress": EMAIL}]}}
     sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(complaint))
-    assert committed(engine, drain, library=library, sqs=sqs, queue_url=queue, clock=clock, wait_seconds=0).suppressed == 1
+    assert committed(engine, drain, workspace=workspace, sqs=sqs, queue_url=queue, clock=clock, wait_seconds=0).suppressed == 1
     unsubscribe = guide["List-Unsubscribe"].strip("<>").removeprefix("https://t.example")
     assert api.post(unsubscribe, content="List-Unsubscribe=One-Click").status_code == 200
     lead = committed(engine, lead_summary, email=EMAIL, scoring=ScoringConfig())

@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from relance.engine.types import EventFact
 from relance.ingest import IncomingEvent, ingest_events
-from relance.library import Library
+from relance.workspace import Workspace
 from relance.sales import sales_ready_since
 from relance.scoring.config import ScoringConfig
 from relance.scoring.rules import is_sales_ready
@@ -43,7 +43,7 @@ def _visits(n: int, at: datetime, prefix: str) -> list[IncomingEvent]:
             for i in range(n)]
 
 
-def _statements(engine, library: Library, events: list[IncomingEvent], now: datetime) -> int:
+def _statements(engine, workspace: Workspace, events: list[IncomingEvent], now: datetime) -> int:
     """How many SQL statements ingesting this batch sends to the database."""
     sent: list[str] = []
 
@@ -52,7 +52,7 @@ def _statements(engine, library: Library, events: list[IncomingEvent], now: date
 
     sa_event.listen(engine, "before_cursor_execute", count)
     try:
-        assert committed(engine, ingest_events, library=library, events=events, now=now).stored == len(events)
+        assert committed(engine, ingest_events, workspace=workspace, events=events, now=now).stored == len(events)
     finally:
         sa_event.remove(engine, "before_cursor_execute", count)
     return len(sent)
@@ -64,28 +64,28 @@ def _lead(engine) -> Lead:
 
 
 def test_a_hot_leads_batch_costs_the_same_statements_whatever_its_size_and_history(engine, clock):
-    library, now = Library(scoring=SCORING), clock.now()
+    workspace, now = Workspace(scoring=SCORING), clock.now()
     form = IncomingEvent("form_submitted", EMAIL, now, {"job_title": "Directrice marketing", "sector": "saas"}, "form")
-    committed(engine, ingest_events, library=library, events=[form, *_visits(100, now, "warm")], now=now)
+    committed(engine, ingest_events, workspace=workspace, events=[form, *_visits(100, now, "warm")], now=now)
     assert (_lead(engine).score, _lead(engine).grade, _lead(engine).stage) == (100, "B", "mql")  # hot, nothing sales-ready
 
-    small = _statements(engine, library, _visits(50, now + timedelta(hours=1), "a"), now)
-    large = _statements(engine, library, _visits(500, now + timedelta(hours=2), "b"), now)
-    committed(engine, ingest_events, library=library, events=_visits(2_000, now + timedelta(hours=3), "c"), now=now)
-    small_again = _statements(engine, library, _visits(50, now + timedelta(hours=4), "d"), now)
+    small = _statements(engine, workspace, _visits(50, now + timedelta(hours=1), "a"), now)
+    large = _statements(engine, workspace, _visits(500, now + timedelta(hours=2), "b"), now)
+    committed(engine, ingest_events, workspace=workspace, events=_visits(2_000, now + timedelta(hours=3), "c"), now=now)
+    small_again = _statements(engine, workspace, _visits(50, now + timedelta(hours=4), "d"), now)
     # constant per batch: neither the 10x larger batch nor the 20x longer history asks the database more
     assert small == large == small_again
     assert (_lead(engine).score, _lead(engine).stage) == (100 + 50 + 500 + 2_000 + 50, "mql")
 
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("demo_requested", EMAIL, now + timedelta(hours=5), {}, "demo")], now=now)
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("demo_requested", EMAIL, now + timedelta(hours=5), {}, "demo")], now=now)
     assert _lead(engine).stage == "sql-pending"  # the first sales-ready action hands it off, as before
 
 
 def test_a_sales_ready_action_later_in_the_batch_hands_off_the_lead_that_turns_hot_earlier(engine, clock):
-    library, now = Library(scoring=SCORING), clock.now()
+    workspace, now = Workspace(scoring=SCORING), clock.now()
     form = IncomingEvent("form_submitted", EMAIL, now, {"job_title": "Directrice marketing", "sector": "saas"}, "form")
     pricing = IncomingEvent("page_visited", EMAIL, now + timedelta(hours=1), {"url": "https://acme.example/tarifs?x=1"}, "p")
-    committed(engine, ingest_events, library=library, events=[form, *_visits(300, now, "v"), pricing], now=now)
+    committed(engine, ingest_events, workspace=workspace, events=[form, *_visits(300, now, "v"), pricing], now=now)
     assert _lead(engine).stage == "sql-pending"
 
 
@@ -149,9 +149,9 @@ def test_sales_ready_since_counts_only_actions_after_the_rejection(session, cloc
 
 
 def test_only_the_first_open_of_each_email_scores_in_a_hot_leads_batch(engine, clock):
-    library, now = Library(scoring=SCORING), clock.now()
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("form_submitted", EMAIL, now, {}, "form")], now=now)
+    workspace, now = Workspace(scoring=SCORING), clock.now()
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("form_submitted", EMAIL, now, {}, "form")], now=now)
     opens = [IncomingEvent("email_opened", EMAIL, now + timedelta(seconds=i), {"outbox_id": i % 5}, f"o{i}") for i in range(400)]
-    committed(engine, ingest_events, library=library, events=opens[:200], now=now)
-    committed(engine, ingest_events, library=library, events=opens[200:], now=now)
+    committed(engine, ingest_events, workspace=workspace, events=opens[:200], now=now)
+    committed(engine, ingest_events, workspace=workspace, events=opens[200:], now=now)
     assert _lead(engine).score == 5  # five emails, each opened first once (a list as outbox_id is refused at the door)

@@ -11,11 +11,11 @@ from sqlmodel import Session
 
 from relance.engine.types import EventFact, LeadFacts
 from relance.ingest import IncomingEvent, ingest_events
-from relance.library import Library
+from relance.workspace import Workspace
 from relance.scenario.model import Scenario
 from relance.scenario.plan import compile_scenario
 from relance.scoring.config import ScoringConfig
-from relance.simulate import _Simulation
+from relance.simulation.simulator import _Simulation
 from relance.simulation.rates import EngagementRates
 from relance.store.tables import Lead
 from tests.units import committed
@@ -52,9 +52,9 @@ def _simulated_score(stream, start) -> int:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(stream=st.lists(EVENTS, min_size=1, max_size=6))
 def test_the_simulator_and_ingestion_score_the_same_events_the_same(engine, clock, stream):
-    library, now, email = Library(scoring=SCORING), clock.now(), f"lead{next(_emails)}@acme.example"
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("form_submitted", email, now, {})], now=now)
-    committed(engine, ingest_events, library=library, events=[IncomingEvent(kind, email, now + timedelta(minutes=i), dict(p))
+    workspace, now, email = Workspace(scoring=SCORING), clock.now(), f"lead{next(_emails)}@acme.example"
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("form_submitted", email, now, {})], now=now)
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent(kind, email, now + timedelta(minutes=i), dict(p))
                                     for i, (kind, p) in enumerate(stream)], now=now + timedelta(hours=1))
     with Session(engine) as session:
         stored = session.exec(select(Lead.score).where(Lead.email == email)).scalar_one()

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from relance.cli import app
 from relance.delivery import deliver_pending
 from relance.email.templates import TemplateLibrary
-from relance.library import load_scoring
-from relance.sales import hand_off
+from relance.workspace import load_scoring
+from relance.sales import open_handoff
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Lead, Outbox
@@ -57,7 +57,7 @@ def _handed_off(engine, folder: Path, now, email="zoe@acme.example") -> int:
     with Session(engine) as session:
         lead = upsert_lead(session, email=email, now=now, first_name="Zoé", last_name="Martin", company="ACME")
         session.flush()
-        hand_off(session, lead, scoring=load_scoring(folder / "scenarios"), now=now, source="test")
+        open_handoff(session, lead, scoring=load_scoring(folder / "scenarios"), now=now, source="test")
         session.commit()
         return session.execute(select(Outbox.id).where(Outbox.lead_id == lead.id, Outbox.template == "sales-handoff")).scalar_one()
 
@@ -90,7 +90,7 @@ def _text(message: Message) -> str:
 # --------------------------------------------------------------------------- relance's default internal templates
 
 
-def test_a_templates_folder_without_sales_handoff_sends_the_hand_off_from_relances_default(engine, db_url, folder, clock):
+def test_a_templates_folder_without_sales_handoff_sends_the_handoff_from_relances_default(engine, db_url, folder, clock):
     settings = _settings(folder, db_url)
     handoff = _handed_off(engine, folder, clock.now())
     deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir))
@@ -153,7 +153,7 @@ def test_validate_says_which_internal_templates_are_in_use_and_checks_the_folder
 BROKEN = "<mjml><mj-body><mj-section><mj-column><mj-text>{{ handoff.owner_phone }}</mj-text></mj-column></mj-section></mj-body></mjml>"
 
 
-def test_a_hand_off_email_still_pending_after_two_days_is_sent_while_a_nurture_email_expires(engine, db_url, folder, clock):
+def test_a_handoff_email_still_pending_after_two_days_is_sent_while_a_nurture_email_expires(engine, db_url, folder, clock):
     settings = _settings(folder, db_url)
     handoff = _handed_off(engine, folder, clock.now())  # written, then no delivery ran for two days
     nurture = _marketing(engine, clock.now())
@@ -204,7 +204,7 @@ def smtp_server():
         controller.stop()
 
 
-def test_a_hand_off_email_refused_for_good_alerts_the_manager_with_one_email(engine, db_url, folder, clock, smtp_server):
+def test_a_handoff_email_refused_for_good_alerts_the_manager_with_one_email(engine, db_url, folder, clock, smtp_server):
     port, mailbox = smtp_server({OWNER})
     settings = _settings(folder, db_url, transport="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_timeout=5)
     handoff = _handed_off(engine, folder, clock.now())
@@ -236,7 +236,7 @@ def test_an_alert_that_fails_is_not_alerted_about(engine, db_url, folder, clock,
     assert rows[handoff + 1].options["alert_for"] == handoff and mailbox.received == []
 
 
-def test_a_hand_off_email_that_cannot_be_built_alerts_the_manager(engine, db_url, folder, clock):
+def test_a_handoff_email_that_cannot_be_built_alerts_the_manager(engine, db_url, folder, clock):
     settings = _settings(folder, db_url)
     (folder / "templates" / "sales-handoff.mjml").write_text(BROKEN, encoding="utf-8")
     handoff = _handed_off(engine, folder, clock.now())
@@ -250,7 +250,7 @@ def test_a_hand_off_email_that_cannot_be_built_alerts_the_manager(engine, db_url
 # --------------------------------------------------------------------------- the operator: list and resend
 
 
-def test_an_operator_finds_a_failed_hand_off_email_and_resends_it_once_the_template_is_fixed(engine, db_url, folder, clock, cli):
+def test_an_operator_finds_a_failed_handoff_email_and_resends_it_once_the_template_is_fixed(engine, db_url, folder, clock, cli):
     settings = _settings(folder, db_url)
     own = folder / "templates" / "sales-handoff.mjml"
     own.write_text(BROKEN, encoding="utf-8")

@@ -27,7 +27,7 @@ from relance.cli import app
 from relance.email.templates import TemplateLibrary
 from relance.housekeeping import run_sla
 from relance.ingest import IncomingEvent, ingest_events
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import open_store, sync_scenarios
 from relance.report import build_report
 from relance.sales import Answer, answer
@@ -237,8 +237,8 @@ def _form(email: str, at: datetime, **profile: Any) -> IncomingEvent:
                                                         "consent_wording": "J'accepte.", **profile}, f"form:{email}")
 
 
-def _ingest(engine, library, at: datetime, *events: IncomingEvent) -> None:
-    committed(engine, ingest_events, library=library, events=list(events), now=at, channel="test")
+def _ingest(engine, workspace, at: datetime, *events: IncomingEvent) -> None:
+    committed(engine, ingest_events, workspace=workspace, events=list(events), now=at, channel="test")
 
 
 # hand-offs: (opened after T0, the answer: (verdict, reason, hours after opening) or None for none)
@@ -257,8 +257,8 @@ HANDOFFS = {
 
 
 def build_data_set(engine, settings: Settings) -> None:
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=T0 - timedelta(days=5), library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=T0 - timedelta(days=5), workspace=workspace)
     moments: list[tuple[datetime, Any]] = []
     for day, leads in ((0, range(6)), (1, (6, 7)), (3, (8, 9))):  # the nurture: forms, then the guide downloaded
         at = T0 + timedelta(days=day) - H
@@ -279,15 +279,15 @@ def build_data_set(engine, settings: Settings) -> None:
     moments += [(T0 + timedelta(days=day), "tick") for day in range(4)]
     for at, what in sorted(moments, key=lambda m: (m[0], m[1] == "tick")):
         if what == "tick":
-            run_tick_inline(engine, settings, scenario="nurture", now=at, library=library, templates=TemplateLibrary(settings.templates_dir))
+            run_tick_inline(engine, settings, scenario="nurture", now=at, workspace=workspace, templates=TemplateLibrary(settings.templates_dir))
         elif what == "sla":
-            committed(engine, run_sla, library=library, now=at)
+            committed(engine, run_sla, workspace=workspace, now=at)
         elif what == "brink":
             _to_the_brink(engine, [f"n{n}@acme.example" for n in range(3, 8)])
         elif isinstance(what, list):
-            _ingest(engine, library, at, *what)
+            _ingest(engine, workspace, at, *what)
         else:
-            _answer(engine, library, at, *what)
+            _answer(engine, workspace, at, *what)
 
 
 def _to_the_brink(engine, emails: list[str]) -> None:
@@ -302,17 +302,17 @@ def _to_the_brink(engine, emails: list[str]) -> None:
         session.commit()
 
 
-def _answer(engine, library, at: datetime, email: str, reply: tuple) -> None:
+def _answer(engine, workspace, at: datetime, email: str, reply: tuple) -> None:
     verdict, reason, _ = reply
     if verdict == "unsubscribed":
-        return _ingest(engine, library, at, IncomingEvent("unsubscribed", email, at))
+        return _ingest(engine, workspace, at, IncomingEvent("unsubscribed", email, at))
     with Session(engine) as session:
         if verdict == "won":
             move_stage(session, find_lead(session, email), "customer", now=at, by="crm", reason="contrat signé")
         else:
             until = at + timedelta(days=30) if verdict == "later" else None
             answer(session, email=email, reply=Answer(verdict, "claire@example.com", reason=reason, until=until),
-                   scoring=library.scoring, now=at)
+                   scoring=workspace.scoring, now=at)
         session.commit()
 
 
@@ -369,7 +369,7 @@ def test_the_printed_report_is_self_consistent(tmp_path, monkeypatch, db_url) ->
 
 def test_a_late_answer_is_a_breach_whether_or_not_the_sla_flow_ran(engine, clock) -> None:
     """The smallest case of the demo's "within deadline 81.8 %" beside "breaches 0"."""
-    from relance.sales import hand_off
+    from relance.sales import open_handoff
     from relance.scoring.config import ScoringConfig
     from relance.store.repo import upsert_lead
 
@@ -377,7 +377,7 @@ def test_a_late_answer_is_a_breach_whether_or_not_the_sla_flow_ran(engine, clock
     with Session(engine) as session:
         lead = upsert_lead(session, email="late@globex.example", now=clock.now())
         session.flush()
-        hand_off(session, lead, scoring=scoring, now=clock.now(), source="test")
+        open_handoff(session, lead, scoring=scoring, now=clock.now(), source="test")
         answer(session, email=lead.email, reply=Answer("accept", "claire@example.com"), scoring=scoring,
                now=clock.now() + timedelta(hours=60))  # the deadline was at 48 h; no SLA flow ran
         session.commit()
@@ -391,10 +391,10 @@ def test_a_late_answer_is_a_breach_whether_or_not_the_sla_flow_ran(engine, clock
 def test_an_unknown_scenario_is_refused_and_one_no_longer_in_the_folder_is_reported(tmp_path, monkeypatch, db_url) -> None:
     settings = _settings(tmp_path, monkeypatch, db_url)
     engine = open_store(settings)
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=T0, library=library)
-    _ingest(engine, library, T0, _form("n0@acme.example", T0), IncomingEvent("downloaded", "n0@acme.example", T0, {"asset": "guide"}))
-    run_tick_inline(engine, settings, scenario="nurture", now=T0, library=library, templates=TemplateLibrary(settings.templates_dir))
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=T0, workspace=workspace)
+    _ingest(engine, workspace, T0, _form("n0@acme.example", T0), IncomingEvent("downloaded", "n0@acme.example", T0, {"asset": "guide"}))
+    run_tick_inline(engine, settings, scenario="nurture", now=T0, workspace=workspace, templates=TemplateLibrary(settings.templates_dir))
     engine.dispose()
 
     refused = CliRunner().invoke(app, ["report", "--scenario", "nope"])

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from relance.leads import lead_summary
-from relance.sales import Answer, SalesError, answer, hand_off
+from relance.sales import Answer, SalesError, answer, open_handoff
 from relance.scoring.config import ScoringConfig
 from relance.store.repo import upsert_lead
 from relance.store.tables import Handoff, Outbox
@@ -29,7 +29,7 @@ def _lead(session, clock, email="lea@acme.example", **profile):
 
 def test_a_handoff_has_an_owner_round_robin_an_sla_and_a_notification(session, clock):
     leads = [_lead(session, clock, f"l{i}@acme.example") for i in range(3)]
-    handoffs = [hand_off(session, lead, scoring=SCORING, now=clock.now(), source="test") for lead in leads]
+    handoffs = [open_handoff(session, lead, scoring=SCORING, now=clock.now(), source="test") for lead in leads]
     assert [h.owner for h in handoffs] == ["claire@example.com", "karim@example.com", "claire@example.com"]
     assert handoffs[0].deadline_at == clock.now() + timedelta(hours=48)
     assert handoffs[0].target_at == clock.now() + timedelta(hours=2)
@@ -40,14 +40,14 @@ def test_a_handoff_has_an_owner_round_robin_an_sla_and_a_notification(session, c
 
 def test_never_two_open_handoffs_for_one_lead(session, clock):
     lead = _lead(session, clock)
-    assert hand_off(session, lead, scoring=SCORING, now=clock.now(), source="a") is not None
-    assert hand_off(session, lead, scoring=SCORING, now=clock.now(), source="b") is None
+    assert open_handoff(session, lead, scoring=SCORING, now=clock.now(), source="a") is not None
+    assert open_handoff(session, lead, scoring=SCORING, now=clock.now(), source="b") is None
     assert len(session.exec(select(Handoff)).scalars().all()) == 1
 
 
 def test_accept_records_bant_and_moves_to_sql(session, clock, engine):
     lead = _lead(session, clock)
-    hand_off(session, lead, scoring=SCORING, now=clock.now(), source="test")
+    open_handoff(session, lead, scoring=SCORING, now=clock.now(), source="test")
     bant = {"budget": "40 k€", "authority": "CMO", "need": "scoring", "timing": "T3"}
     answer(session, email="LEA@acme.example", reply=Answer("accept", "claire@example.com", bant=bant), scoring=SCORING,
            now=clock.advance(timedelta(hours=1)))
@@ -60,7 +60,7 @@ def test_accept_records_bant_and_moves_to_sql(session, clock, engine):
 
 def test_reject_needs_a_known_reason_and_sends_the_lead_back_to_nurturing(session, clock):
     lead = _lead(session, clock)
-    hand_off(session, lead, scoring=SCORING, now=clock.now(), source="test")
+    open_handoff(session, lead, scoring=SCORING, now=clock.now(), source="test")
     with pytest.raises(SalesError, match="reason among no-budget"):
         answer(session, email=lead.email, reply=Answer("reject", "karim@example.com", reason="meh"), scoring=SCORING, now=clock.now())
     handoff = answer(session, email=lead.email, reply=Answer("reject", "karim@example.com", reason="no-budget", note="gel des budgets"),
@@ -70,7 +70,7 @@ def test_reject_needs_a_known_reason_and_sends_the_lead_back_to_nurturing(sessio
 
 def test_later_defaults_to_the_configured_delay_and_refuses_past_dates(session, clock):
     lead = _lead(session, clock)
-    hand_off(session, lead, scoring=SCORING, now=clock.now(), source="test")
+    open_handoff(session, lead, scoring=SCORING, now=clock.now(), source="test")
     with pytest.raises(SalesError, match="not in the future"):
         answer(session, email=lead.email, reply=Answer("later", "claire@example.com", until=clock.now() - timedelta(days=1)),
                scoring=SCORING, now=clock.now())
@@ -82,7 +82,7 @@ def test_answers_to_a_closed_or_missing_handoff_are_refused(session, clock):
     lead = _lead(session, clock)
     with pytest.raises(SalesError, match="never handed to sales"):
         answer(session, email=lead.email, reply=Answer("accept", "x@example.com"), scoring=SCORING, now=clock.now())
-    hand_off(session, lead, scoring=SCORING, now=clock.now(), source="test")
+    open_handoff(session, lead, scoring=SCORING, now=clock.now(), source="test")
     answer(session, email=lead.email, reply=Answer("accept", "claire@example.com"), scoring=SCORING, now=clock.now())
     with pytest.raises(SalesError, match="is closed: accepted"):
         answer(session, email=lead.email, reply=Answer("reject", "karim@example.com", reason="other"), scoring=SCORING, now=clock.now())
@@ -90,5 +90,5 @@ def test_answers_to_a_closed_or_missing_handoff_are_refused(session, clock):
         answer(session, email="ghost@x.example", reply=Answer("accept", "x"), scoring=SCORING, now=clock.now())
     with pytest.raises(SalesError, match="unknown BANT"):
         lead2 = _lead(session, clock, "b@acme.example")
-        hand_off(session, lead2, scoring=SCORING, now=clock.now(), source="t")
+        open_handoff(session, lead2, scoring=SCORING, now=clock.now(), source="t")
         answer(session, email=lead2.email, reply=Answer("accept", "x", bant={"budjet": "1"}), scoring=SCORING, now=clock.now())

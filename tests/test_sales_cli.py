@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from relance.api.app import create_app
 from relance.cli import app
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import open_store
 from relance.settings import Settings, get_settings
 from relance.store.tables import Handoff, Outbox
@@ -155,8 +155,8 @@ def test_validate_names_a_bad_team_in_scoring_yaml_at_its_line(env):
 def api(engine, clock, tmp_path, db_url):
     settings = Settings(database_url=db_url, scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails",
                         outbox_dir=tmp_path / "outbox", secret_key="k" * 32, api_token=TOKEN)
-    library = load_library(settings)
-    client = TestClient(create_app(settings, engine=engine, library=library, clock=clock))
+    workspace = load_workspace(settings)
+    client = TestClient(create_app(settings, engine=engine, workspace=workspace, clock=clock))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     form = {"type": "form_submitted", "email": ZOE, "properties": {
         "first_name": "Zoé", "company": "ACME", "job_title": "Directrice marketing", "sector": "saas",

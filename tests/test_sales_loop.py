@@ -17,10 +17,10 @@ from relance.email.templates import TemplateLibrary
 from relance.housekeeping import run_reengage
 from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import lead_summary
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.report import sla
-from relance.sales import Answer, SalesError, answer, flag_sla, hand_off
+from relance.sales import Answer, SalesError, answer, flag_sla, open_handoff
 from relance.scoring.config import ScoringConfig
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
@@ -38,21 +38,21 @@ HOT_AGAIN = "hand-back.yaml"
 
 @pytest.fixture
 def world(engine, clock, tmp_path, db_url):
-    """The shipped scenarios plus one that hands a lead to sales when it attends a webinar; the library over them."""
+    """The shipped scenarios plus one that hands a lead to sales when it attends a webinar; the workspace over them."""
     shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
     (tmp_path / "scenarios" / HOT_AGAIN).write_text(
         "scenario: hand-back\ntrigger: {event: webinar_attended}\nreentry: always\nsteps:\n"
         "  - id: to-sales\n    handoff: sales\n", encoding="utf-8")
     settings = Settings(database_url=db_url, scenarios_dir=tmp_path / "scenarios", templates_dir=ROOT / "templates" / "emails",
                         outbox_dir=tmp_path / "outbox", secret_key="k" * 32)
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
-    return engine, settings, library
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
+    return engine, settings, workspace
 
 
 def _event(world, clock, type_, email=ZOE, **properties):
-    engine, _, library = world
-    return committed(engine, ingest_events, library=library, events=[IncomingEvent(type_, email, clock.now(), properties)], now=clock.now())
+    engine, _, workspace = world
+    return committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent(type_, email, clock.now(), properties)], now=clock.now())
 
 
 def _handoffs(engine, email=ZOE):
@@ -62,9 +62,9 @@ def _handoffs(engine, email=ZOE):
 
 
 def _answer(world, clock, verdict, email=ZOE, **kw):
-    engine, _, library = world
+    engine, _, workspace = world
     with Session(engine) as session:
-        handoff = answer(session, email=email, reply=Answer(verdict, "claire@example.com", **kw), scoring=library.scoring, now=clock.now())
+        handoff = answer(session, email=email, reply=Answer(verdict, "claire@example.com", **kw), scoring=workspace.scoring, now=clock.now())
         session.commit()
         return handoff.id
 
@@ -124,13 +124,13 @@ def test_the_cool_off_lasts_what_scoring_yaml_says():
 
 
 def test_a_handoff_step_during_the_cool_off_goes_on_and_its_log_says_why(world, clock):
-    engine, settings, library = world
+    engine, settings, workspace = world
     _graded(world, clock)
     _event(world, clock, "demo_requested")
     _answer(world, clock, "reject", reason="no-budget", note="back in Q3")
     clock.advance(timedelta(days=1))
     _event(world, clock, "webinar_attended")
-    run_tick_inline(engine, settings, scenario="hand-back", now=clock.now(), library=library, templates=TemplateLibrary(settings.templates_dir))
+    run_tick_inline(engine, settings, scenario="hand-back", now=clock.now(), workspace=workspace, templates=TemplateLibrary(settings.templates_dir))
     with Session(engine) as session:
         log = session.exec(select(StepLog).where(StepLog.scenario == "hand-back", StepLog.kind == "handoff")).scalars().one()
     assert log.outcome == "cooling-off"
@@ -139,7 +139,7 @@ def test_a_handoff_step_during_the_cool_off_goes_on_and_its_log_says_why(world, 
 
     clock.advance(timedelta(days=30))  # over: the step needs a sales-ready action after the rejection
     _event(world, clock, "webinar_attended")
-    run_tick_inline(engine, settings, scenario="hand-back", now=clock.now(), library=library, templates=TemplateLibrary(settings.templates_dir))
+    run_tick_inline(engine, settings, scenario="hand-back", now=clock.now(), workspace=workspace, templates=TemplateLibrary(settings.templates_dir))
     assert _handoffs(engine) == [("rejected", "claire@example.com")]
     _event(world, clock, "demo_requested")  # ingestion hands it off (the action is new)
     assert _handoffs(engine)[-1][0] == "open"
@@ -149,11 +149,11 @@ def test_a_handoff_step_during_the_cool_off_goes_on_and_its_log_says_why(world, 
 
 
 def test_a_later_lead_who_turns_hot_goes_back_to_the_same_owner_at_once(world, clock):
-    engine, _, library = world
+    engine, _, workspace = world
     _graded(world, clock, email="paul@globex.example", first_name="Paul", company="Globex")  # grade D: no threshold here
     with Session(engine) as session:
         lead = session.exec(select(Lead).where(Lead.email == "paul@globex.example")).scalars().one()
-        hand_off(session, lead, scoring=library.scoring, now=clock.now(), source="test", owner="karim@example.com")
+        open_handoff(session, lead, scoring=workspace.scoring, now=clock.now(), source="test", owner="karim@example.com")
         session.commit()
     _answer(world, clock, "later", email="paul@globex.example", until=datetime(2026, 9, 1, tzinfo=timezone.utc))
     clock.advance(timedelta(days=3))
@@ -171,13 +171,13 @@ def test_a_later_lead_who_turns_hot_goes_back_to_the_same_owner_at_once(world, c
         [note] = session.exec(select(Outbox).where(Outbox.step_id == f"hot-again:{new.id}:karim@example.com")).scalars().all()
         assert note.subject.startswith("Lead en attente redevenu chaud")
     transport = RecordingTransport()  # the next tick sends it, rendered
-    run_tick_inline(engine, world[1], scenario="hand-back", now=clock.now(), library=library, transport=transport, templates=TemplateLibrary(world[1].templates_dir))
+    run_tick_inline(engine, world[1], scenario="hand-back", now=clock.now(), workspace=workspace, transport=transport, templates=TemplateLibrary(world[1].templates_dir))
     [sent] = [m for m in transport.sent if m.to == "karim@example.com" and "redevenu chaud" in m.subject]
     assert "Paul" in sent.subject and "Il vous revient directement" in sent.text
     assert "vous l'aviez mis en attente (jusqu'au 01/09/2026, signal : demo_requested)" in " ".join(sent.text.split())
     assert "event:" not in sent.text  # no internal wording in the sentence
     clock.advance(timedelta(days=300))
-    assert committed(engine, run_reengage, library=library, now=clock.now()) == 0  # re-engaged already: not enrolled again
+    assert committed(engine, run_reengage, workspace=workspace, now=clock.now()) == 0  # re-engaged already: not enrolled again
 
 
 # --------------------------------------------------------------------------- 3. team routing
@@ -212,14 +212,14 @@ def test_leads_go_to_the_first_matching_team_round_robin_inside_it_else_to_the_p
         ("f@x.example", dict(country="US")),
         ("g@x.example", dict(country="US")),
     ]
-    handoffs = [hand_off(session, _plain_lead(session, clock, email, **p), scoring=scoring, now=clock.now(), source="t")
+    handoffs = [open_handoff(session, _plain_lead(session, clock, email, **p), scoring=scoring, now=clock.now(), source="t")
                 for email, p in profiles]
     assert [(h.team, h.owner) for h in handoffs] == [
         ("france", "claire@example.com"), ("france", "camille@example.com"), ("france", "claire@example.com"),
         ("saas", "sam@example.com"), (None, "karim@example.com"), (None, "kevin@example.com"), (None, "karim@example.com"),
     ]
-    named = hand_off(session, _plain_lead(session, clock, "h@x.example", country="FR"), scoring=scoring, now=clock.now(),
-                     source="t", team="enterprise")
+    named = open_handoff(session, _plain_lead(session, clock, "h@x.example", country="FR"), scoring=scoring, now=clock.now(),
+                         source="t", team="enterprise")
     assert (named.team, named.owner) == ("enterprise", "eve@example.com")  # a step's team wins over `where`
 
 
@@ -246,12 +246,12 @@ def test_a_scenario_handoff_step_routes_to_its_team(world, clock):
     (settings.scenarios_dir / HOT_AGAIN).write_text(
         "scenario: hand-back\ntrigger: {event: webinar_attended}\nsteps:\n"
         "  - id: bump\n    score: +60\n  - id: to-sales\n    handoff: sales\n    team: enterprise\n", encoding="utf-8")
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
-    world = (engine, settings, library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
+    world = (engine, settings, workspace)
     _graded(world, clock)
     _event(world, clock, "webinar_attended")
-    run_tick_inline(engine, settings, scenario="hand-back", now=clock.now(), library=library, templates=TemplateLibrary(settings.templates_dir))
+    run_tick_inline(engine, settings, scenario="hand-back", now=clock.now(), workspace=workspace, templates=TemplateLibrary(settings.templates_dir))
     with Session(engine) as session:
         [handoff] = session.exec(select(Handoff)).scalars().all()
     assert (handoff.team, handoff.owner, handoff.source) == ("enterprise", "eve@example.com", "hand-back/to-sales")
@@ -265,7 +265,7 @@ def test_reassign_changes_the_owner_tells_the_new_one_and_lead_show_keeps_the_tr
 
     scoring = ScoringConfig.model_validate(TEAMS)
     lead = _plain_lead(session, clock, "lea@acme.example", first_name="Léa", country="US")
-    hand_off(session, lead, scoring=scoring, now=clock.now(), source="t")
+    open_handoff(session, lead, scoring=scoring, now=clock.now(), source="t")
     session.commit()
     handoff = reassign(session, email="LEA@acme.example", to="sam@example.com", by="direction@example.com",
                        now=clock.advance(timedelta(hours=1)))
@@ -291,7 +291,7 @@ def test_reassign_refusals_say_what_is_wrong_in_one_sentence(session, clock):
         reassign(session, email=lead.email, to="sam@example.com", by="x", now=clock.now())
     with pytest.raises(SalesError, match="no lead with email 'ghost@x.example'"):
         reassign(session, email="ghost@x.example", to="sam@example.com", by="x", now=clock.now())
-    hand_off(session, lead, scoring=scoring, now=clock.now(), source="t")
+    open_handoff(session, lead, scoring=scoring, now=clock.now(), source="t")
     with pytest.raises(SalesError, match="the new owner must be an email address"):
         reassign(session, email=lead.email, to="sam", by="x", now=clock.now())
     with pytest.raises(SalesError, match="already owned by karim@example.com"):
@@ -304,10 +304,10 @@ def test_open_handoffs_are_listed_by_deadline_with_the_time_left(session, clock)
     scoring = ScoringConfig.model_validate(TEAMS)
     start = clock.now()
     for i, email in enumerate(["old@x.example", "new@x.example"]):
-        hand_off(session, _plain_lead(session, clock, email, company=f"C{i}", country="US"), scoring=scoring,
-                 now=clock.advance(timedelta(hours=i)), source="t")
+        open_handoff(session, _plain_lead(session, clock, email, company=f"C{i}", country="US"), scoring=scoring,
+                     now=clock.advance(timedelta(hours=i)), source="t")
     accepted = _plain_lead(session, clock, "done@x.example")
-    hand_off(session, accepted, scoring=scoring, now=start, source="t")
+    open_handoff(session, accepted, scoring=scoring, now=start, source="t")
     answer(session, email="done@x.example", reply=Answer("accept", "x"), scoring=scoring, now=clock.now())
     later = start + timedelta(hours=48, minutes=30)
     rows = open_handoffs(session, now=later)
@@ -325,7 +325,7 @@ def test_open_handoffs_are_listed_by_deadline_with_the_time_left(session, clock)
 def test_a_missed_2h_target_alerts_the_owner_once_when_scoring_yaml_asks(session, clock, alert):
     scoring = ScoringConfig.model_validate({**TEAMS, "sla": {"contact_within": "48h", "target": "2h", "alert_on_target": alert}})
     lead = _plain_lead(session, clock, "lea@acme.example", first_name="Léa", country="US")
-    handoff = hand_off(session, lead, scoring=scoring, now=clock.now(), source="t")
+    handoff = open_handoff(session, lead, scoring=scoring, now=clock.now(), source="t")
     assert flag_sla(session, scoring=scoring, now=clock.advance(timedelta(hours=1))).target_missed == 0
     assert flag_sla(session, scoring=scoring, now=clock.advance(timedelta(hours=2))).target_missed == 1
     flag_sla(session, scoring=scoring, now=clock.advance(timedelta(hours=1)))
@@ -345,9 +345,9 @@ def _staff_mail(engine):
 
 
 @pytest.mark.parametrize("verdict, kw", [("accept", {}), ("reject", {"reason": "no-budget"}), ("later", {})])
-def test_an_answer_before_the_hand_off_email_left_cancels_it_and_nothing_stale_is_sent(world, clock, verdict, kw):
+def test_an_answer_before_the_handoff_email_left_cancels_it_and_nothing_stale_is_sent(world, clock, verdict, kw):
     """The email says 'call this lead before DATE': once sales answered, it must not reach the owner days later."""
-    engine, settings, library = world
+    engine, settings, workspace = world
     _graded(world, clock)
     _event(world, clock, "demo_requested")  # handed off: the email waits for the next delivery
     assert _staff_mail(engine) == [("handoff", "claire@example.com", "pending")]
@@ -356,7 +356,7 @@ def test_an_answer_before_the_hand_off_email_left_cancels_it_and_nothing_stale_i
     assert _staff_mail(engine) == [("handoff", "claire@example.com", "skipped")]
     transport = RecordingTransport()
     run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.advance(timedelta(hours=1)),
-                    library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
+                    workspace=workspace, transport=transport, templates=TemplateLibrary(settings.templates_dir))
     assert [m.to for m in transport.sent] == []
     with Session(engine) as session:
         skipped = session.exec(select(Outbox).where(Outbox.step_id.like("handoff:%"))).scalars().one()

@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from relance.advancing import advance_due
 from relance.ingest import IncomingEvent, ingest_events
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.decay import decay_scores
 from relance.settings import Settings
@@ -50,7 +50,7 @@ ACTION = st.one_of(
 )
 
 
-def _library(tmp_path: Path, db_url: str):
+def _workspace(tmp_path: Path, db_url: str):
     scenarios = tmp_path / "scenarios"
     if not scenarios.exists():
         scenarios.mkdir()
@@ -60,9 +60,9 @@ def _library(tmp_path: Path, db_url: str):
         (scenarios / "boost.yaml").write_text(BOOST, encoding="utf-8")
     settings = Settings(database_url=db_url, scenarios_dir=scenarios, templates_dir=ROOT / "templates" / "emails",
                         outbox_dir=tmp_path / "outbox", secret_key="k" * 32, public_url="https://t.relance.example")
-    library = load_library(settings)
-    assert "boost" in library.plans and library.scoring.decay.every == timedelta(days=2)
-    return settings, library
+    workspace = load_workspace(settings)
+    assert "boost" in workspace.plans and workspace.scoring.decay.every == timedelta(days=2)
+    return settings, workspace
 
 
 def _incoming(event: tuple, now, keys) -> IncomingEvent:
@@ -93,15 +93,15 @@ def _explained(engine) -> None:
 
 
 def test_every_score_is_the_sum_of_its_ledger_rows(engine, db_url, clock, tmp_path):
-    settings, library = _library(tmp_path, db_url)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    settings, workspace = _workspace(tmp_path, db_url)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     keys = itertools.count()
     profile = {"first_name": "Léa", "job_title": "Directrice marketing", "sector": "saas", "country": "FR"}
-    committed(engine, ingest_events, library=library, now=clock.now(),
+    committed(engine, ingest_events, workspace=workspace, now=clock.now(),
               events=[IncomingEvent("form_submitted", email, clock.now(), profile, f"form-{email}") for email in LEADS])
     click = {"scenario": "boost", "step_id": "mail-0"}  # a click that scores, then a scanner's second link 2 s later:
     for link, at in ((LINKS[0], clock.now()), (LINKS[1], clock.now() + timedelta(seconds=2))):  # points taken back
-        committed(engine, ingest_events, library=library, now=clock.now() + timedelta(seconds=10),
+        committed(engine, ingest_events, workspace=workspace, now=clock.now() + timedelta(seconds=10),
                   events=[IncomingEvent("email_clicked", LEADS[0], at, {**click, "link": link}, f"click-{link}")])
     _explained(engine)
     with Session(engine) as session:
@@ -117,13 +117,13 @@ def test_every_score_is_the_sum_of_its_ledger_rows(engine, db_url, clock, tmp_pa
             if kind.startswith("events"):
                 now = clock.advance(timedelta(minutes=0 if kind == "events again" else 1))
                 events = [_incoming(event, now, keys) for event in what]
-                committed(engine, ingest_events, library=library, events=events, now=now + timedelta(seconds=10))
+                committed(engine, ingest_events, workspace=workspace, events=events, now=now + timedelta(seconds=10))
             elif kind == "tick":
                 now = clock.advance(timedelta(hours=what))
-                while advance_due(engine, settings, scenario="boost", now=now, library=library).advanced:
+                while advance_due(engine, settings, scenario="boost", now=now, workspace=workspace).advanced:
                     pass
             else:
-                committed(engine, decay_scores, scoring=library.scoring, now=clock.advance(timedelta(days=what)))
+                committed(engine, decay_scores, scoring=workspace.scoring, now=clock.advance(timedelta(days=what)))
             _explained(engine)
         with Session(engine) as session:
             causes = set(session.exec(select(ScoreChange.cause)).scalars())

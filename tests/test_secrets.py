@@ -26,7 +26,7 @@ from relance.email import tracking
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import FileTransport
 from relance.ingest import IncomingEvent, ingest_events
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.tick import run_tick_inline
 from relance.settings import (DEFAULT_SECRET_KEY, SettingError, Settings, get_settings, require_api_token,
@@ -112,21 +112,21 @@ def _world(engine, clock, tmp_path, db_url, *, key: str):
     """One lead mailed by the shipped white-paper scenario, its links signed with `key`: the lead, the email."""
     settings = Settings(database_url=db_url, scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails",
                         outbox_dir=tmp_path / "outbox", secret_key=key, public_url=PUBLIC, api_token=TOKEN)
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     with Session(engine) as session:
         upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
         session.commit()
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("downloaded", "lea@acme.example", clock.now(), {"asset": "livre-blanc-leads"})], now=clock.now())
-    run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), library=library,
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("downloaded", "lea@acme.example", clock.now(), {"asset": "livre-blanc-leads"})], now=clock.now())
+    run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), workspace=workspace,
                     transport=FileTransport(settings.outbox_dir), templates=TemplateLibrary(settings.templates_dir))
     [eml] = list(settings.outbox_dir.glob("*.eml"))
-    return library, message_from_bytes(eml.read_bytes(), policy=default)
+    return workspace, message_from_bytes(eml.read_bytes(), policy=default)
 
 
-def _api(engine, library, clock, **keys) -> TestClient:
+def _api(engine, workspace, clock, **keys) -> TestClient:
     settings = Settings(public_url=PUBLIC, api_token=TOKEN, **keys)
-    return TestClient(create_app(settings, engine=engine, library=library, clock=clock))
+    return TestClient(create_app(settings, engine=engine, workspace=workspace, clock=clock))
 
 
 def _click_path(message) -> str:
@@ -140,13 +140,13 @@ def _stored(engine, model, **where):
 
 
 def test_links_forged_with_the_default_key_open_no_redirect_and_unsubscribe_nobody(engine, clock, tmp_path, db_url):
-    library, _ = _world(engine, clock, tmp_path, db_url, key=NEW_KEY)
+    workspace, _ = _world(engine, clock, tmp_path, db_url, key=NEW_KEY)
     [lead] = _stored(engine, Lead, email="lea@acme.example")
     [outbox] = _stored(engine, Outbox)
     identity = dict(outbox_id=outbox.id, lead_id=lead.id, email=lead.email)
     click = tracking.sign(DEFAULT_SECRET_KEY, kind=tracking.CLICK, link="https://evil.example/phish", **identity)
     leave = tracking.sign(DEFAULT_SECRET_KEY, kind=tracking.UNSUBSCRIBE, **identity)
-    api = _api(engine, library, clock, secret_key=NEW_KEY)
+    api = _api(engine, workspace, clock, secret_key=NEW_KEY)
 
     assert api.get(f"/c/{click}", follow_redirects=False).status_code == 404
     assert api.post(f"/u/{leave}", content="List-Unsubscribe=One-Click",
@@ -156,14 +156,14 @@ def test_links_forged_with_the_default_key_open_no_redirect_and_unsubscribe_nobo
 
 
 def test_after_a_key_rotation_links_already_sent_still_work_and_stop_once_the_old_key_is_dropped(engine, clock, tmp_path, db_url):
-    library, message = _world(engine, clock, tmp_path, db_url, key=OLD_KEY)
+    workspace, message = _world(engine, clock, tmp_path, db_url, key=OLD_KEY)
     path = _click_path(message)
 
-    dropped = _api(engine, library, clock, secret_key=NEW_KEY)
+    dropped = _api(engine, workspace, clock, secret_key=NEW_KEY)
     assert dropped.get(path, follow_redirects=False).status_code == 404
     assert _stored(engine, Event, type="email_clicked") == []
 
-    rotated = _api(engine, library, clock, secret_key=NEW_KEY, secret_keys_old=OLD_KEY)
+    rotated = _api(engine, workspace, clock, secret_key=NEW_KEY, secret_keys_old=OLD_KEY)
     clock.advance(timedelta(minutes=5))  # a person's click, not a mail scanner's seconds after sending
     response = rotated.get(path, follow_redirects=False, headers={"User-Agent": BROWSER})
     assert response.status_code == 302 and response.headers["location"].startswith("https://relance.example/")
@@ -204,7 +204,7 @@ def test_a_token_verifies_under_any_list_holding_its_key_and_under_no_list_witho
     ("", False),
 ])
 def test_a_bearer_token_is_the_token_exactly(engine, clock, header, accepted):
-    api = _api(engine, load_library(Settings(scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails")),
+    api = _api(engine, load_workspace(Settings(scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails")),
                clock, secret_key=NEW_KEY)
     event = {"type": "form_submitted", "email": "tom@acme.example", "properties": {"form": "contact"}}
     response = api.post("/events", json=event, headers={"Authorization": header})
@@ -220,7 +220,7 @@ def test_tokens_and_link_signatures_are_compared_in_constant_time(engine, clock,
     compared: list[tuple] = []
     real = hmac.compare_digest
     monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
-    api = _api(engine, load_library(Settings(scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails")),
+    api = _api(engine, load_workspace(Settings(scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails")),
                clock, secret_key=NEW_KEY, secret_keys_old=OLD_KEY)
     api.post("/events", json=[], headers={"Authorization": "Bearer wrong-token-of-the-same-size"})
     assert (b"wrong-token-of-the-same-size", TOKEN.encode()) in compared

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from relance.clock import ensure_utc
-from relance.library import Library, load_library
+from relance.workspace import Workspace, load_workspace
 from relance.plans import sync_scenarios
 from relance.scoring.config import ScoringConfig
 from relance.ses_events import drain
@@ -49,11 +49,11 @@ def lead(engine, clock):
         return lead.id
 
 
-LIBRARY = Library(scoring=ScoringConfig.model_validate({"behaviour": {"email_opened": 1, "email_clicked": 3}}))
+LIBRARY = Workspace(scoring=ScoringConfig.model_validate({"behaviour": {"email_opened": 1, "email_clicked": 3}}))
 
 
 def _drain(engine, sqs, queue, clock, tmp_path):
-    return committed(engine, drain, library=LIBRARY, sqs=sqs, queue_url=queue, clock=clock, set_aside_dir=tmp_path / "aside", wait_seconds=0)
+    return committed(engine, drain, workspace=LIBRARY, sqs=sqs, queue_url=queue, clock=clock, set_aside_dir=tmp_path / "aside", wait_seconds=0)
 
 
 def _lead(engine):
@@ -136,7 +136,7 @@ def test_events_relance_would_refuse_from_any_door_are_set_aside_with_the_field_
 def test_a_dead_letter_queue_receives_what_is_set_aside(engine, sqs, queue, lead, clock, tmp_path):
     dead = sqs.create_queue(QueueName="ses-dead-letter")["QueueUrl"]
     sqs.send_message(QueueUrl=queue, MessageBody="{not json")
-    committed(engine, drain, library=LIBRARY, sqs=sqs, queue_url=queue, clock=clock, dead_letter_url=dead, wait_seconds=0)
+    committed(engine, drain, workspace=LIBRARY, sqs=sqs, queue_url=queue, clock=clock, dead_letter_url=dead, wait_seconds=0)
     [kept] = sqs.receive_message(QueueUrl=dead, MessageAttributeNames=["All"], WaitTimeSeconds=0)["Messages"]
     assert kept["Body"] == "{not json" and kept["MessageAttributes"]["reason"]["StringValue"].startswith("not JSON")
     sqs.delete_queue(QueueUrl=dead)
@@ -173,14 +173,14 @@ def test_a_drain_that_runs_for_days_stores_each_message_at_the_time_it_is_handle
     (tmp_path / "scenarios").mkdir()
     (tmp_path / "scenarios" / "follow.yaml").write_text(FOLLOW, encoding="utf-8")
     settings = Settings(database_url=db_url, scenarios_dir=tmp_path / "scenarios", templates_dir=tmp_path / "templates")
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     started = clock.now()
     sqs.send_message(QueueUrl=queue, MessageBody=sns(ses("Open", "ses-msg-1", "2026-01-05T09:30:00Z")))
     later = [sns(ses("Click", "ses-msg-1", "2026-01-06T09:30:00Z", link="https://relance.example/etude")),
              sns(ses("Delivery", "ses-msg-1", "2026-01-07T09:30:00Z"))]
 
-    report = committed(engine, drain, library=library, sqs=LongPolls(sqs, queue, clock, later), queue_url=queue, clock=clock, set_aside_dir=tmp_path / "aside", wait_seconds=0)
+    report = committed(engine, drain, workspace=workspace, sqs=LongPolls(sqs, queue, clock, later), queue_url=queue, clock=clock, set_aside_dir=tmp_path / "aside", wait_seconds=0)
 
     assert (report.stored, report.deleted) == (3, 3)
     with Session(engine) as session:

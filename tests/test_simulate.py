@@ -167,7 +167,7 @@ def test_arrivals_spread_over_the_window_in_order_or_all_at_start():
 
 
 def run(plan: Plan, leads: int = 200, days: int = 30, seed: int = 11, **rates: float):
-    from relance.simulate import simulate
+    from relance.simulation.simulator import simulate
 
     return simulate(plan, leads=leads, days=days, seed=seed, rates=EngagementRates(**rates), start=START)
 
@@ -222,7 +222,7 @@ def test_an_awaited_download_wakes_the_lead_before_the_timeout():
             {"id": "done", "end": True},
         ],
     })
-    from relance.simulate import simulate
+    from relance.simulation.simulator import simulate
 
     report = simulate(plan, leads=100, days=3, seed=4, start=START, spread=timedelta(0),
                       rates=EngagementRates(**{**QUIET, "download_rate": 1.0, "action_delay_hours": 2.0}))
@@ -259,7 +259,7 @@ def test_a_segment_trigger_only_enters_leads_that_match_it():
 
 
 def test_the_report_renders_every_step_in_plan_order_and_serialises_to_json(nurture):
-    from relance.simulate import render_report
+    from relance.simulation.simulator import render_report
 
     report = run(nurture, leads=50, days=20)
     console = Console(record=True, width=200)
@@ -274,7 +274,7 @@ def test_the_report_renders_every_step_in_plan_order_and_serialises_to_json(nurt
 
 
 def test_a_horizon_of_zero_days_is_refused_with_a_clear_message(nurture):
-    from relance.simulate import simulate
+    from relance.simulation.simulator import simulate
 
     with pytest.raises(ValueError, match="--days must be at least 1"):
         simulate(nurture, leads=10, days=0, seed=1, start=START)
@@ -295,7 +295,7 @@ def test_simulated_events_earn_the_behaviour_points_of_scoring_yaml():
     scoring = ScoringConfig.model_validate(
         {"behaviour": {"email_opened": 1000}, "handoff": {"score_at_least": 1000, "grade_at_least": "D"}}
     )
-    from relance.simulate import simulate
+    from relance.simulation.simulator import simulate
 
     rates = EngagementRates(**{**QUIET, "open_rate": 1.0, "open_delay_hours": 0.5})
     report = simulate(plan, leads=80, days=5, seed=2, start=START, spread=timedelta(0), rates=rates, scoring=scoring)
@@ -318,7 +318,7 @@ def test_a_wait_on_the_score_wakes_as_soon_as_simulated_events_raise_it():
         ],
     })
     scoring = ScoringConfig.model_validate({"behaviour": {"email_opened": 100}})  # synthetic leads start below 45
-    from relance.simulate import simulate
+    from relance.simulation.simulator import simulate
 
     rates = EngagementRates(**{**QUIET, "open_rate": 1.0, "open_delay_hours": 2.0})
     report = simulate(plan, leads=60, days=5, seed=3, start=START, spread=timedelta(0), rates=rates, scoring=scoring)
@@ -346,7 +346,7 @@ def test_a_wait_on_the_stage_wakes_when_simulated_points_cross_the_mql_line_or_t
         "behaviour": {"email_opened": 100}, "mql": {"score_at_least": 100, "grade_at_least": "D"},
         "handoff": {"score_at_least": handoff, "grade_at_least": "D"},
     })
-    from relance.simulate import simulate
+    from relance.simulation.simulator import simulate
 
     rates = EngagementRates(**{**QUIET, "open_rate": 1.0, "open_delay_hours": 2.0})
     report = simulate(plan, leads=60, days=5, seed=3, start=START, spread=timedelta(0), rates=rates, scoring=scoring)

@@ -28,7 +28,7 @@ from relance.email import tracking
 from recording import RecordingTransport  # tests/recording.py
 from relance.email.templates import TemplateLibrary
 from relance.ingest import IncomingEvent, ingest_events
-from relance.library import Library, load_library
+from relance.workspace import Workspace, load_workspace
 from relance.plans import sync_scenarios
 from relance.ses_events import drain
 from relance.settings import Settings, get_settings
@@ -48,7 +48,7 @@ OWNER = "jeanne@relance.example"  # the sales rep an internal email about Léa g
 class World:
     engine: Engine
     settings: Settings
-    library: Library
+    workspace: Workspace
     clock: FrozenClock
     lea: int
     sent: int  # the email Léa received (its links carry the unsubscribe token, SES knows its message id)
@@ -62,8 +62,8 @@ def world(engine, clock, tmp_path, db_url) -> World:
     settings = Settings(database_url=db_url, scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails",
                         outbox_dir=tmp_path / "outbox", secret_key="k" * 32, public_url="https://t.relance.example",
                         api_token=TOKEN)
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     now = clock.now()
     with Session(engine) as session:
         lea = upsert_lead(session, email=LEA, now=now, first_name="Léa", company="ACME")
@@ -82,7 +82,7 @@ def world(engine, clock, tmp_path, db_url) -> World:
             outbox(bob, "reminder", "whitepaper-reminder", kind="lead"),
         ]
         session.commit()
-        return World(engine, settings, library, clock, lea.id, *(row.id for row in rows))
+        return World(engine, settings, workspace, clock, lea.id, *(row.id for row in rows))
 
 
 def assert_suppressed_everywhere(world: World, *, reason: str, source: str, email: str = LEA) -> None:
@@ -128,7 +128,7 @@ SUPPRESSING = [("unsubscribed", {}, "unsubscribed"), ("email_bounced", {"bounce_
 
 
 def test_the_one_click_link_suppresses_through_the_event_once_and_keeps_rfc_8058(world):
-    client = TestClient(create_app(world.settings, engine=world.engine, library=world.library, clock=world.clock))
+    client = TestClient(create_app(world.settings, engine=world.engine, workspace=world.workspace, clock=world.clock))
     url = tracking.unsubscribe_url(public_url=world.settings.public_url, secret=world.settings.secret_key,
                                    outbox_id=world.sent, lead_id=world.lea, email=LEA)
     path = url.removeprefix("https://t.relance.example")
@@ -197,7 +197,7 @@ def test_relance_suppress_add_list_and_lead_show(env):
 
 
 def _post(world: World, body):
-    client = TestClient(create_app(world.settings, engine=world.engine, library=world.library, clock=world.clock))
+    client = TestClient(create_app(world.settings, engine=world.engine, workspace=world.workspace, clock=world.clock))
     return client.post("/events", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
 
 
@@ -266,7 +266,7 @@ def queue(sqs, request):
 
 
 def _drain(world: World, sqs, queue, tmp_path):
-    return committed(world.engine, drain, library=world.library, sqs=sqs, queue_url=queue, clock=world.clock, set_aside_dir=tmp_path / "aside", wait_seconds=0)
+    return committed(world.engine, drain, workspace=world.workspace, sqs=sqs, queue_url=queue, clock=world.clock, set_aside_dir=tmp_path / "aside", wait_seconds=0)
 
 
 def test_an_ses_permanent_bounce_suppresses_the_lead_and_every_address_it_names(world, sqs, queue, tmp_path):
@@ -344,10 +344,10 @@ def test_an_imported_list_suppresses_leads_and_addresses_not_yet_leads(env, tmp_
 
     # and a scenario it triggers mails the other new lead, never it
     now = env.clock.now()
-    committed(env.engine, ingest_events, library=env.library, events=[IncomingEvent("downloaded", e, now, {"asset": "livre-blanc-leads"})
+    committed(env.engine, ingest_events, workspace=env.workspace, events=[IncomingEvent("downloaded", e, now, {"asset": "livre-blanc-leads"})
                                             for e in ("new.prospect@initech.example", "fresh@globex.example")], now=now)
     transport = RecordingTransport()
-    run_tick_inline(env.engine, env.settings, scenario="whitepaper-nurture", now=now, library=env.library, transport=transport, templates=TemplateLibrary(env.settings.templates_dir))
+    run_tick_inline(env.engine, env.settings, scenario="whitepaper-nurture", now=now, workspace=env.workspace, transport=transport, templates=TemplateLibrary(env.settings.templates_dir))
     sent_to = [sent.to for sent in transport.sent]
     assert "fresh@globex.example" in sent_to
     assert "new.prospect@initech.example" not in sent_to and LEA not in sent_to

@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-import flows.tick
+import relance.flows.tick
 from relance import effects
 from relance.email.message import OutgoingEmail
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import DeliveryError
 from relance.engine.types import Effect
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
@@ -73,15 +73,15 @@ def test_a_batch_refused_for_now_stays_pending_and_the_tick_goes_on_to_the_next_
         for email in emails:
             upsert_lead(session, email=email, now=clock.now(), first_name="Léa")
         session.commit()
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     transport = Greylisting(refused=emails[0])  # in the first batch of two
 
     with caplog.at_level(logging.INFO, logger="relance.tick"):
         with pytest.raises(TickError, match=re.escape(
                 "welcome: emails not delivered yet, they stay pending for the next tick: batch 1 (2 emails): "
                 "1 message(s) could not be delivered yet")):
-            run_tick_inline(engine, settings, scenario="welcome", now=clock.now(), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
+            run_tick_inline(engine, settings, scenario="welcome", now=clock.now(), workspace=workspace, transport=transport, templates=TemplateLibrary(settings.templates_dir))
 
     assert sorted(transport.sent) == emails[1:]  # the next batches left, and the refused batch's other email
     with Session(engine) as session:
@@ -116,13 +116,13 @@ def test_what_left_before_the_transport_gave_up_counts_as_sent_and_the_rest_as_t
         for i in range(5):
             upsert_lead(session, email=f"lead{i}@acme.example", now=clock.now(), first_name="Léa")
         session.commit()
-    library = load_library(settings)
-    committed(engine, sync_scenarios, library=library, now=clock.now())
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, workspace=workspace, now=clock.now())
     transport = SendsThenRefuses(3, retryable=retryable)  # one batch of five: three leave, then the transport gives up
 
     with caplog.at_level(logging.INFO, logger="relance.tick"):
         try:
-            report = run_tick_inline(engine, settings, scenario="welcome", now=clock.now(), library=library,
+            report = run_tick_inline(engine, settings, scenario="welcome", now=clock.now(), workspace=workspace,
                                      transport=transport, templates=TemplateLibrary(settings.templates_dir), batch_size=10)
         except TickError as exc:  # refused for now: the batch is not delivered, the tick says so once its figures are in
             assert retryable and "batch 1 (5 emails)" in str(exc)
@@ -137,9 +137,9 @@ def test_what_left_before_the_transport_gave_up_counts_as_sent_and_the_rest_as_t
 
 
 def test_the_flow_runs_the_same_sequence_with_its_tasks():
-    assert isinstance(flows.tick.TASKS, TickSteps)
-    assert flows.tick.TASKS.deliver.retries == 3  # the inline tick has no retries: the rest is the same sequence
-    assert "run_tick(" in Path(flows.tick.__file__).read_text(encoding="utf-8")
+    assert isinstance(relance.flows.tick.TASKS, TickSteps)
+    assert relance.flows.tick.TASKS.deliver.retries == 3  # the inline tick has no retries: the rest is the same sequence
+    assert "run_tick(" in Path(relance.flows.tick.__file__).read_text(encoding="utf-8")
     assert run_tick.__module__ == "relance.tick"
 
 

@@ -19,9 +19,9 @@ from relance.email.templates import TemplateLibrary
 from relance.importer import import_leads, parse_leads_csv
 from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import grade_all
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
-from relance.sales import Answer, answer, hand_off
+from relance.sales import Answer, answer, open_handoff
 from relance.decay import decay_scores
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
@@ -89,17 +89,17 @@ def _world(tmp_path: Path, db_url: str, condition: str) -> Settings:
 
 
 def _asleep(engine, settings, clock, *events: IncomingEvent, **profile):
-    """The lead, after `events`, enters the waiter and falls asleep at `wait`; returns the library."""
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    """The lead, after `events`, enters the waiter and falls asleep at `wait`; returns the workspace."""
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     with Session(engine) as session:
         upsert_lead(session, email=EMAIL, now=clock.now(), first_name="Léa", **profile)
         session.commit()
-    committed(engine, ingest_events, library=library, events=[*events, IncomingEvent("trial_started", EMAIL, clock.now(), {})], now=clock.now())
-    run_tick_inline(engine, settings, scenario="waiter", now=clock.now(), library=library, templates=TemplateLibrary(settings.templates_dir))
+    committed(engine, ingest_events, workspace=workspace, events=[*events, IncomingEvent("trial_started", EMAIL, clock.now(), {})], now=clock.now())
+    run_tick_inline(engine, settings, scenario="waiter", now=clock.now(), workspace=workspace, templates=TemplateLibrary(settings.templates_dir))
     assert _path(engine) == [("wait", "entered"), ("wait", "waiting")], "the lead must wait before the change"
     assert _waiter(engine).due_at == clock.now() + timedelta(days=30)
-    return library
+    return workspace
 
 
 def _waiter(engine) -> Enrollment:
@@ -113,10 +113,10 @@ def _path(engine) -> list[tuple[str, str]]:
         return [(r.step_id, r.outcome) for r in rows]
 
 
-def _goes_on_at_the_next_tick(engine, settings, library, changed_at) -> None:
+def _goes_on_at_the_next_tick(engine, settings, workspace, changed_at) -> None:
     """The wait is due at the change; a tick a minute later takes the lead past it (29 days before its timeout)."""
     assert _waiter(engine).due_at == changed_at, "the change did not wake the wait"
-    run_tick_inline(engine, settings, scenario="waiter", now=changed_at + timedelta(minutes=1), library=library, templates=TemplateLibrary(settings.templates_dir))
+    run_tick_inline(engine, settings, scenario="waiter", now=changed_at + timedelta(minutes=1), workspace=workspace, templates=TemplateLibrary(settings.templates_dir))
     assert _path(engine)[2:] == [("wait", "woken"), ("go-on", "set"), ("done", "left")]
     with Session(engine) as session:
         assert session.exec(select(Lead.fields).where(Lead.email == EMAIL)).scalars().one()["went_on"] is True
@@ -134,22 +134,22 @@ def _goes_on_at_the_next_tick(engine, settings, library, changed_at) -> None:
 ])
 def test_an_events_points_wake_a_wait_on_the_lead_state(engine, db_url, tmp_path, clock, condition):
     settings = _world(tmp_path, db_url, condition)
-    library = _asleep(engine, settings, clock)
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("page_visited", EMAIL, clock.now(), {"path": "/tarifs"})], now=clock.advance(timedelta(minutes=30)))
-    run_tick_inline(engine, settings, scenario="waiter", now=clock.advance(timedelta(minutes=1)), library=library, templates=TemplateLibrary(settings.templates_dir))
+    workspace = _asleep(engine, settings, clock)
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("page_visited", EMAIL, clock.now(), {"path": "/tarifs"})], now=clock.advance(timedelta(minutes=30)))
+    run_tick_inline(engine, settings, scenario="waiter", now=clock.advance(timedelta(minutes=1)), workspace=workspace, templates=TemplateLibrary(settings.templates_dir))
     changed_at = clock.advance(timedelta(minutes=30))
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("downloaded", EMAIL, changed_at, {"asset": "guide"})], now=changed_at)
-    _goes_on_at_the_next_tick(engine, settings, library, changed_at)
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("downloaded", EMAIL, changed_at, {"asset": "guide"})], now=changed_at)
+    _goes_on_at_the_next_tick(engine, settings, workspace, changed_at)
 
 
 def test_a_change_that_does_not_make_the_condition_hold_leaves_the_wait_asleep(engine, db_url, tmp_path, clock):
     settings = _world(tmp_path, db_url, "{score_at_least: 20}")
-    library = _asleep(engine, settings, clock)
+    workspace = _asleep(engine, settings, clock)
     deadline = _waiter(engine).due_at
     changed_at = clock.advance(timedelta(hours=1))
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("email_clicked", EMAIL, changed_at, {})], now=changed_at)  # 5 < 20
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("email_clicked", EMAIL, changed_at, {})], now=changed_at)  # 5 < 20
     assert _waiter(engine).due_at == deadline
-    run_tick_inline(engine, settings, scenario="waiter", now=changed_at + timedelta(minutes=1), library=library, templates=TemplateLibrary(settings.templates_dir))
+    run_tick_inline(engine, settings, scenario="waiter", now=changed_at + timedelta(minutes=1), workspace=workspace, templates=TemplateLibrary(settings.templates_dir))
     assert _path(engine) == [("wait", "entered"), ("wait", "waiting")]
 
 
@@ -163,16 +163,16 @@ def test_a_change_that_does_not_make_the_condition_hold_leaves_the_wait_asleep(e
 ])
 def test_a_sales_answer_wakes_a_wait_on_the_stage(engine, db_url, tmp_path, clock, verdict, condition):
     settings = _world(tmp_path, db_url, condition)
-    library = _asleep(engine, settings, clock)
+    workspace = _asleep(engine, settings, clock)
     with Session(engine) as session:
         lead = session.exec(select(Lead).where(Lead.email == EMAIL)).scalars().one()
-        hand_off(session, lead, scoring=library.scoring, now=clock.now(), source="test")
+        open_handoff(session, lead, scoring=workspace.scoring, now=clock.now(), source="test")
         session.commit()
     changed_at = clock.advance(timedelta(hours=1))
     with Session(engine) as session:
-        answer(session, email=EMAIL, reply=verdict, scoring=library.scoring, now=changed_at)
+        answer(session, email=EMAIL, reply=verdict, scoring=workspace.scoring, now=changed_at)
         session.commit()
-    _goes_on_at_the_next_tick(engine, settings, library, changed_at)
+    _goes_on_at_the_next_tick(engine, settings, workspace, changed_at)
 
 
 # --------------------------------------------------------------------------- decay
@@ -181,10 +181,10 @@ def test_a_sales_answer_wakes_a_wait_on_the_stage(engine, db_url, tmp_path, cloc
 @pytest.mark.parametrize("condition", ["{not: {score_at_least: 10}}", "{temperature: cold}"])
 def test_decay_wakes_a_wait_for_the_score_to_fall(engine, db_url, tmp_path, clock, condition):
     settings = _world(tmp_path, db_url, condition)
-    library = _asleep(engine, settings, clock, IncomingEvent("downloaded", EMAIL, clock.now(), {"asset": "guide"}))
+    workspace = _asleep(engine, settings, clock, IncomingEvent("downloaded", EMAIL, clock.now(), {"asset": "guide"}))
     changed_at = clock.advance(timedelta(days=8))  # idle a week: 45 points lose 80 %
-    assert committed(engine, decay_scores, scoring=library.scoring, now=changed_at).leads == 1
-    _goes_on_at_the_next_tick(engine, settings, library, changed_at)
+    assert committed(engine, decay_scores, scoring=workspace.scoring, now=changed_at).leads == 1
+    _goes_on_at_the_next_tick(engine, settings, workspace, changed_at)
 
 
 # --------------------------------------------------------------------------- a step of another scenario
@@ -199,13 +199,13 @@ def test_decay_wakes_a_wait_for_the_score_to_fall(engine, db_url, tmp_path, cloc
 ])
 def test_a_step_of_another_scenario_wakes_a_wait_on_what_it_changed(engine, db_url, tmp_path, clock, condition):
     settings = _world(tmp_path, db_url, condition)
-    library = _asleep(engine, settings, clock)
+    workspace = _asleep(engine, settings, clock)
     deadline = _waiter(engine).due_at
     changed_at = clock.advance(timedelta(hours=1))
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("demo_requested", EMAIL, changed_at, {})], now=changed_at)
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("demo_requested", EMAIL, changed_at, {})], now=changed_at)
     assert _waiter(engine).due_at == deadline, "the demo request alone changes nothing awaited"
-    run_tick_inline(engine, settings, scenario="changer", now=changed_at, library=library, templates=TemplateLibrary(settings.templates_dir))
-    _goes_on_at_the_next_tick(engine, settings, library, changed_at)
+    run_tick_inline(engine, settings, scenario="changer", now=changed_at, workspace=workspace, templates=TemplateLibrary(settings.templates_dir))
+    _goes_on_at_the_next_tick(engine, settings, workspace, changed_at)
 
 
 # --------------------------------------------------------------------------- a CSV import
@@ -214,17 +214,17 @@ def test_a_step_of_another_scenario_wakes_a_wait_on_what_it_changed(engine, db_u
 @pytest.mark.parametrize("grading", ["as the rows are written", "afterwards"])
 def test_a_csv_import_that_raises_the_grade_wakes_a_wait_on_the_grade(engine, db_url, tmp_path, clock, grading):
     settings = _world(tmp_path, db_url, "{grade_at_least: B}")
-    library = _asleep(engine, settings, clock, job_title="Stagiaire")
+    workspace = _asleep(engine, settings, clock, job_title="Stagiaire")
     changed_at = clock.advance(timedelta(hours=1))
     parsed = parse_leads_csv(f"email,job_title\n{EMAIL},Directrice marketing\n", source=None)
     with Session(engine) as session:
         if grading == "as the rows are written":  # what `relance import` does, on the test's clock
-            import_leads(session, parsed, now=changed_at, scoring=library.scoring, commit=True)
+            import_leads(session, parsed, now=changed_at, scoring=workspace.scoring, commit=True)
         else:  # a scoring.yaml changed: grade_all
             import_leads(session, parsed, now=changed_at)
-            grade_all(session, library.scoring, emails=[row.email for row in parsed.rows], now=changed_at)
+            grade_all(session, workspace.scoring, emails=[row.email for row in parsed.rows], now=changed_at)
         session.commit()
-    _goes_on_at_the_next_tick(engine, settings, library, changed_at)
+    _goes_on_at_the_next_tick(engine, settings, workspace, changed_at)
 
 
 # --------------------------------------------------------------------------- the HTTP API
@@ -244,17 +244,17 @@ def test_what_the_api_changes_of_a_lead_wakes_a_wait_on_it(engine, db_url, tmp_p
     from relance.api.app import create_app
 
     settings = _world(tmp_path, db_url, condition).model_copy(update={"api_token": "t" * 32, "secret_key": "k" * 32})
-    library = _asleep(engine, settings, clock)
+    workspace = _asleep(engine, settings, clock)
     if handed_off:
         with Session(engine) as session:
             lead = session.exec(select(Lead).where(Lead.email == EMAIL)).scalars().one()
-            hand_off(session, lead, scoring=library.scoring, now=clock.now(), source="test")
+            open_handoff(session, lead, scoring=workspace.scoring, now=clock.now(), source="test")
             session.commit()
     changed_at = clock.advance(timedelta(hours=1))
-    client = TestClient(create_app(settings, engine=engine, library=library, clock=clock))
+    client = TestClient(create_app(settings, engine=engine, workspace=workspace, clock=clock))
     response = client.post(path, json=body, headers={"Authorization": "Bearer " + "t" * 32})
     assert response.status_code == 200, response.text
-    _goes_on_at_the_next_tick(engine, settings, library, changed_at)
+    _goes_on_at_the_next_tick(engine, settings, workspace, changed_at)
 
 
 # --------------------------------------------------------------------------- a wake racing a tick
@@ -264,7 +264,7 @@ def test_a_wake_waits_for_the_tick_advancing_the_enrollment_and_never_undoes_its
     """A tick times the wait out (moving the lead on to a 3-day pause) while, on a clock a minute behind, a change
     raises the score: the wake waits for the tick's commit, then sees the pause and leaves it alone."""
     settings = _world(tmp_path, db_url, "{score_at_least: 20}")
-    library = _asleep(engine, settings, clock)
+    workspace = _asleep(engine, settings, clock)
     enrollment = _waiter(engine)
     deadline = enrollment.due_at
     pause_until = deadline + timedelta(days=3)
@@ -277,7 +277,7 @@ def test_a_wake_waits_for_the_tick_advancing_the_enrollment_and_never_undoes_its
         def change() -> None:
             with Session(engine) as session:
                 session.execute(update(Lead).where(Lead.id == enrollment.lead_id).values(score=25))
-                woken.append(wake_for_lead_changes(session, [enrollment.lead_id], scoring=library.scoring,
+                woken.append(wake_for_lead_changes(session, [enrollment.lead_id], scoring=workspace.scoring,
                                                    now=deadline - timedelta(minutes=1)))
                 session.commit()
 
@@ -296,17 +296,17 @@ def test_a_tick_changing_leads_while_their_events_arrive_wakes_every_wait_and_de
     """The changer's tick tags 400 leads while clicks of the same leads are ingested: neither waits for the other
     in a cycle (no deadlock error), and every waiter wakes, whichever of the two held its enrollment."""
     settings = _world(tmp_path, db_url, "{tag: vip}")
-    library = load_library(settings)
+    workspace = load_workspace(settings)
     now = clock.now()
-    committed(engine, sync_scenarios, now=now, library=library)
+    committed(engine, sync_scenarios, now=now, workspace=workspace)
     emails = [f"lead{i}@acme.example" for i in range(400)]
     with Session(engine) as session:
         session.execute(insert(Lead), [dict(email=e, created_at=now, updated_at=now, fields={}, tags=[]) for e in emails])
         session.commit()
     for kind in ("trial_started", "demo_requested"):  # enter the waiter, fall asleep; then enter the changer
-        committed(engine, ingest_events, library=library, events=[IncomingEvent(kind, e, now, {}) for e in emails], now=now)
+        committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent(kind, e, now, {}) for e in emails], now=now)
         if kind == "trial_started":
-            run_tick_inline(engine, settings, scenario="waiter", now=now, library=library, templates=TemplateLibrary(settings.templates_dir))
+            run_tick_inline(engine, settings, scenario="waiter", now=now, workspace=workspace, templates=TemplateLibrary(settings.templates_dir))
     errors: list[str] = []
 
     def guarded(work):
@@ -319,10 +319,10 @@ def test_a_tick_changing_leads_while_their_events_arrive_wakes_every_wait_and_de
 
     def clicks() -> None:
         for start in range(0, len(emails), 50):
-            committed(engine, ingest_events, library=library, events=[IncomingEvent("email_clicked", e, now, {"n": start})
+            committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("email_clicked", e, now, {"n": start})
                                             for e in reversed(emails[start:start + 50])], now=now)
 
-    workers = [guarded(lambda: run_tick_inline(engine, settings, scenario="changer", now=now, library=library, batch_size=50, templates=TemplateLibrary(settings.templates_dir))),
+    workers = [guarded(lambda: run_tick_inline(engine, settings, scenario="changer", now=now, workspace=workspace, batch_size=50, templates=TemplateLibrary(settings.templates_dir))),
                guarded(clicks)]
     for worker in workers:
         worker.start()

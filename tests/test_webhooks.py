@@ -16,7 +16,7 @@ from relance.advancing import advance_due
 from relance.delivery import RetryableDelivery, deliver
 from relance.email.templates import TemplateLibrary
 from relance.ingest import IncomingEvent, ingest_events
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
@@ -77,13 +77,13 @@ def settings(tmp_path: Path, db_url: str, receiver: Receiver) -> Settings:
 
 
 def _request_demo(engine, settings, clock, email: str) -> list[int]:
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     with Session(engine) as session:
         upsert_lead(session, email=email, now=clock.now(), first_name="Léa", company="ACME")
         session.commit()
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("demo_requested", email, clock.now())], now=clock.now())
-    return advance_due(engine, settings, scenario="hooked", now=clock.now(), library=library).outbox_ids
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("demo_requested", email, clock.now())], now=clock.now())
+    return advance_due(engine, settings, scenario="hooked", now=clock.now(), workspace=workspace).outbox_ids
 
 
 def test_a_webhook_posts_the_lead_once_signed_and_with_an_idempotency_key(engine, settings, clock, receiver):

@@ -20,7 +20,7 @@ from relance.api.app import create_app
 from relance.cli import app
 from relance.email.templates import TemplateLibrary
 from relance.inputs import REVENUE_MAX, checked_revenue
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.settings import get_settings
 from relance.store.db import alembic_config, make_engine
 from relance.store.repo import upsert_lead
@@ -50,8 +50,8 @@ def api(env, engine, clock):
     scoring.write_text(scoring.read_text(encoding="utf-8").replace(
         "  demo_requested: 50\n", "  demo_requested: 50\n  contract_signed: 1000000\n  contract_broken: -1000000\n"), encoding="utf-8")
     settings = get_settings().model_copy(update={"api_token": TOKEN, "transport": "null"})
-    library = load_library(settings)
-    return TestClient(create_app(settings, engine=engine, library=library, clock=clock), raise_server_exceptions=False)
+    workspace = load_workspace(settings)
+    return TestClient(create_app(settings, engine=engine, workspace=workspace, clock=clock), raise_server_exceptions=False)
 
 
 # --------------------------------------------------------------------------- revenue
@@ -183,14 +183,14 @@ def test_a_score_step_past_two_to_the_31_in_a_tick_is_kept(env, engine, clock):
     (env / "scenarios" / "bump.yaml").write_text(
         "scenario: bump\ntrigger: {segment: {stage_in: [lead]}}\nsteps:\n  - id: bump\n    score: +1000000\n", encoding="utf-8")
     settings = get_settings().model_copy(update={"transport": "null"})
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     with Session(engine) as session:
         upsert_lead(session, email="near@acme.example", now=clock.now())
         session.commit()
         session.execute(update(Lead).values(score=INT32 - 10))
         session.commit()
-    report = run_tick_inline(engine, settings, scenario="bump", now=clock.now() + timedelta(minutes=1), library=library,
+    report = run_tick_inline(engine, settings, scenario="bump", now=clock.now() + timedelta(minutes=1), workspace=workspace,
                              transport=RecordingTransport(), templates=TemplateLibrary(settings.templates_dir))
     assert report.enrollments_failed == 0 and report.advanced == 1
     assert _lead(engine, "near@acme.example").score == INT32 - 10 + 1_000_000

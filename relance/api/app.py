@@ -35,7 +35,7 @@ from relance.deals import LOST_REASONS, MONEY_MAX, Closing, record_deal
 from relance.email import tracking
 from relance.engagement import machine_request
 from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
-from relance.library import Library
+from relance.workspace import Workspace
 from relance.sales import (BANT_FIELDS, REJECT_REASONS, Answer, BadAnswer, HandoffClosed, NoSuchLead, answer, open_handoffs,
                            reassign)
 from relance.scenario.model import MACHINE_CLICK
@@ -390,7 +390,7 @@ def _bears(authorization: str | None, token: str) -> bool:
     return scheme.lower() == "bearer" and right_token
 
 
-def create_app(settings: Settings, *, engine: Engine, library: Library, clock: Clock | None = None) -> FastAPI:
+def create_app(settings: Settings, *, engine: Engine, workspace: Workspace, clock: Clock | None = None) -> FastAPI:
     """The app over one database and one scenarios folder."""
     clock = clock or SystemClock()
     app = FastAPI(title="relance", description="Tracking, unsubscribe and event intake of relance.", version="0.1.0")
@@ -414,7 +414,7 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
         properties = {"scenario": row.scenario, "step_id": row.step_id, "enrollment_id": row.enrollment_id,
                       "outbox_id": row.id, **extra}
         with Session(engine) as session:
-            ingest_events(session, library=library, events=[IncomingEvent(type_, lead.email, clock.now(), properties, key)],
+            ingest_events(session, workspace=workspace, events=[IncomingEvent(type_, lead.email, clock.now(), properties, key)],
                           now=clock.now(), channel="link", machine_click_seconds=settings.machine_click_seconds)
             session.commit()
 
@@ -505,7 +505,7 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
             incoming.append(IncomingEvent(item.type, item.email, ensure_utc(item.occurred_at or now), properties, item.idempotency_key))
         try:
             with Session(engine) as session:
-                result = ingest_events(session, library=library, events=incoming, now=now, channel="api")
+                result = ingest_events(session, workspace=workspace, events=incoming, now=now, channel="api")
                 session.commit()
         except UnknownLead as exc:
             index = next(i for i, e in enumerate(incoming) if e.email.strip().lower() in str(exc))
@@ -515,7 +515,7 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
                                        "type": "bad_property" if exc.loc[0] == "properties" else "bad_event"}]) from exc
         return {"stored": result.stored, "duplicates": result.duplicates, "enrolled": result.enrolled, "woken": result.woken}
 
-    _deal_routes(app, engine, library, clock, bearer)  # before /sales/{email}/{verdict}, which would take won and lost
+    _deal_routes(app, engine, workspace, clock, bearer)  # before /sales/{email}/{verdict}, which would take won and lost
 
     @app.get("/sales/handoffs", tags=["sales"], dependencies=[Depends(bearer)], response_model=list[OpenHandoff],
              responses=answers(*SECURED))
@@ -545,7 +545,7 @@ def create_app(settings: Settings, *, engine: Engine, library: Library, clock: C
                        until=ensure_utc(body.until) if body.until else None)
         with Session(engine) as session:
             with sales_errors():
-                handoff = answer(session, email=email, reply=reply, scoring=library.scoring, now=clock.now())
+                handoff = answer(session, email=email, reply=reply, scoring=workspace.scoring, now=clock.now())
             session.commit()
             return {"email": email.lower(), "status": handoff.status, "owner": handoff.owner,
                     "later_until": handoff.later_until.isoformat() if handoff.later_until else None}
@@ -566,13 +566,13 @@ def sales_errors() -> Iterator[None]:
         raise HTTPException(422, [{"loc": ["body", exc.field], "msg": str(exc), "type": "bad_answer"}]) from exc
 
 
-def _deal_routes(app: FastAPI, engine: Engine, library: Library, clock: Clock, bearer) -> None:
+def _deal_routes(app: FastAPI, engine: Engine, workspace: Workspace, clock: Clock, bearer) -> None:
     """`POST /sales/{email}/won` and `/lost`: a CRM records the deals it closes (docs/economics.md)."""
 
     def close(email: str, closing: Closing) -> dict[str, Any]:
         with Session(engine) as session:
             with sales_errors():
-                deal = record_deal(session, email=email, closing=closing, scoring=library.scoring, now=clock.now())
+                deal = record_deal(session, email=email, closing=closing, scoring=workspace.scoring, now=clock.now())
             session.commit()
             return {"email": email.strip().lower(), "outcome": deal.outcome, "kind": deal.kind, "amount": deal.amount,
                     "margin": deal.margin, "reason": deal.reason, "on": deal.closed_at.isoformat(),

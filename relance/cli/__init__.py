@@ -1,7 +1,7 @@
 """`relance ...`: the command line (typer + rich). Commands stay thin: parse, call, print.
 
 Each command group lives in its own module; this one puts them together, in the order `relance --help` lists them.
-What they share (settings, times, the store, the library, errors) is in `common`."""
+What they share (settings, times, the store, the workspace, errors) is in `common`."""
 
 from __future__ import annotations
 

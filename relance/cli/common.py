@@ -1,4 +1,4 @@
-"""What every command shares: its settings, the one way to read a time, the store, the scenario library, Prefect
+"""What every command shares: its settings, the one way to read a time, the store, the workspace, Prefect
 runs, and how output and errors are printed (one sentence, the exit code saying what failed)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class _Relance(TyperGroup):
         try:
             return super().invoke(ctx)
         except Exception as exc:
-            from relance.library import SetupError
+            from relance.workspace import SetupError
             from relance.settings import SettingError
 
             if isinstance(exc, (SettingError, SetupError)):
@@ -132,7 +132,7 @@ def _prefect(*, store: bool = False):
     start_early()  # its start-up overlaps the imports below
     from rich.markup import escape
 
-    from relance.library import SetupError
+    from relance.workspace import SetupError
     from relance.prefect_adapter import PrefectAPIError
     from relance.tick import TickError
 
@@ -165,15 +165,15 @@ def _stored():
     return open_store(settings)
 
 
-def _library(extra: list[Path] | None = None, *, warn: bool = True):
+def _workspace(extra: list[Path] | None = None, *, warn: bool = True):
     """The scenarios, validated: every command that needs them calls this first, before any database or Prefect work,
     so a missing scenarios or templates folder is one sentence (what, where, what to do) and exit 1, and so is a
     broken scoring.yaml (every scenario depends on it). A broken scenario file does not stop the others: with `warn`,
     one line on stderr says it does not run and its leads wait."""
-    from relance.library import ScenarioError, SetupError, load_library
+    from relance.workspace import ScenarioError, SetupError, load_workspace
 
     try:
-        library = load_library(_settings(), extra=extra)
+        workspace = load_workspace(_settings(), extra=extra)
     except SetupError as exc:
         _setup_failed(str(exc))
     except ScenarioError as exc:
@@ -182,14 +182,14 @@ def _library(extra: list[Path] | None = None, *, warn: bool = True):
         _fail(f"{len(exc.problems)} problem(s) in scoring.yaml: every scenario depends on it, so nothing runs until "
               "it is fixed; run `relance validate` after fixing them")
     if warn:
-        _warn_broken(library)
-    return library
+        _warn_broken(workspace)
+    return workspace
 
 
-def _warn_broken(library) -> None:
+def _warn_broken(workspace) -> None:
     from rich.markup import escape
 
-    for broken in library.broken:
+    for broken in workspace.broken:
         err.print(f"[yellow]warning:[/yellow] {escape(broken.warning())}", soft_wrap=True)
 
 
@@ -198,15 +198,15 @@ def _extra_files(arguments: list[str] | None) -> list[Path]:
     return [Path(a) for a in arguments or [] if Path(a).suffix in (".yaml", ".yml") and Path(a).is_file()]
 
 
-def _resolve(library, scenario: str) -> str:
+def _resolve(workspace, scenario: str) -> str:
     """A SCENARIO argument: a name from the folder, or a path to a file of it; one whose file is broken is refused
     with its problems."""
     from rich.markup import escape
 
-    from relance.library import BrokenArgument, name_for_argument
+    from relance.workspace import BrokenArgument, name_for_argument
 
     try:
-        return name_for_argument(library, scenario)
+        return name_for_argument(workspace, scenario)
     except BrokenArgument as exc:
         for problem in exc.broken.problems:
             err.print(str(problem), markup=False, highlight=False, soft_wrap=True)

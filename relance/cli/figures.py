@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from relance.cli.common import NOW_HELP, _fail, _library, _now, _prefect, _print_json, _stored, console, err
+from relance.cli.common import NOW_HELP, _fail, _workspace, _now, _prefect, _print_json, _stored, console, err
 
 
 def report(
@@ -30,18 +30,18 @@ def report(
         within = parse_period(period) if period is not None else None
     except ValueError as exc:
         _fail(f"--period {exc}")
-    library = _library()
+    workspace = _workspace()
     with Session(_stored()) as session:
         if scenario is not None:
-            known = set(library.plans) | scenarios_on_record(session)
+            known = set(workspace.plans) | scenarios_on_record(session)
             if scenario not in known:
                 _fail(f"--scenario {scenario!r}: no such scenario (known: {', '.join(sorted(known)) or 'none'})")
-        figures = build_report(session, now=when, scenario=scenario, orders={n: p.order for n, p in library.plans.items()},
+        figures = build_report(session, now=when, scenario=scenario, orders={n: p.order for n, p in workspace.plans.items()},
                                period=within)
     if as_json:
         _print_json(figures)
         return
-    from relance.report_view import print_report
+    from relance.report_tables import print_report
 
     print_report(figures, console, err)
 
@@ -51,7 +51,7 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (figures, goals, details)."),
 ) -> None:
     """Throughput, scaling and memory, each ratio measured side by side in this run (see bench/)."""
-    from bench.run import FULL, QUICK, run
+    from relance.bench.run import FULL, QUICK, run
     from relance.prefect_adapter import flow_api
 
     with _prefect(), flow_api():  # the naive design's flow runs, on the same local API as a tick's

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from relance.cli.common import (NOW_HELP, _at, _fail, _library, _listing, _now, _print_json, _settings, _stored,
+from relance.cli.common import (NOW_HELP, _at, _fail, _workspace, _listing, _now, _print_json, _settings, _stored,
                                 _when, console, err)
 
 
@@ -31,7 +31,7 @@ def import_(
     from relance.importer import ImportSummary, import_leads, read_leads_csv
     from relance.plans import open_store
 
-    scoring = _library().scoring  # before the store: a missing folder creates no database
+    scoring = _workspace().scoring  # before the store: a missing folder creates no database
     summary = ImportSummary()
     with _progress_bars() as bars:
         parsed = read_leads_csv(csv_file.read_bytes(), source=source, progress=_bar(bars, f"{csv_file.name}: checking rows"))
@@ -93,13 +93,13 @@ def event(
         options = {"type": "TYPE", "email": "--lead", "occurred_at": "--at" if at else "--now", "idempotency_key": "--key"}
         option = options.get(exc.loc[0]) if len(exc.loc) == 1 else f"--prop {exc.field}".strip()
         _fail(escape(f"{option}: {exc}"))  # what was typed is quoted as typed, never read as rich markup
-    settings, library = _settings(), _library()
+    settings, workspace = _settings(), _workspace()
     engine = open_store(settings)
     try:
         with Session(engine) as session:
-            sync_scenarios(session, library=library, now=now)
+            sync_scenarios(session, workspace=workspace, now=now)
             session.commit()
-            result = ingest_events(session, library=library, events=[incoming], now=now, channel="cli",
+            result = ingest_events(session, workspace=workspace, events=[incoming], now=now, channel="cli",
                                    machine_click_seconds=settings.machine_click_seconds)
             session.commit()
     except (UnknownLead, BadEvent) as exc:
@@ -120,7 +120,7 @@ def lead_show(
     from sqlmodel import Session
 
     from relance.leads import lead_summary
-    from relance.library import read_scoring
+    from relance.workspace import read_scoring
     from relance.store.tables import PROFILE_FIELDS
 
     scoring, problems = read_scoring(_settings().scenarios_dir)  # temperature by this folder's scoring.yaml

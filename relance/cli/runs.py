@@ -11,7 +11,7 @@ import typer
 from rich import box
 from rich.table import Column, Table
 
-from relance.cli.common import (NOW_HELP, _extra_files, _fail, _library, _now, _prefect, _resolve, _settings,
+from relance.cli.common import (NOW_HELP, _extra_files, _fail, _workspace, _now, _prefect, _resolve, _settings,
                                 _signing_settings, _warn_broken, console, err)
 
 
@@ -28,20 +28,20 @@ def tick(
 
     _now(now)  # a bad --now is refused before Prefect starts
     settings = _settings()
-    if settings.scenarios_dir.is_dir() and settings.templates_dir.is_dir():  # else `_library` says so at once
+    if settings.scenarios_dir.is_dir() and settings.templates_dir.is_dir():  # else `_workspace` says so at once
         _signing_settings()  # (a missing folder comes first: in the wrong folder, .env and its key are missing too)
         start_early()  # Prefect's local API comes up while the scenarios load
     from prefect.exceptions import FailedRun
 
     from relance.prefect_adapter import run_tick
 
-    library = _library(_extra_files(scenarios), warn=False)
-    if not library.plans and not library.broken:
+    workspace = _workspace(_extra_files(scenarios), warn=False)
+    if not workspace.plans and not workspace.broken:
         from rich.markup import escape
 
         _fail(escape(f"no scenario files (*.yaml) in {_settings().scenarios_dir.absolute()}: nothing to tick"))
-    names = [_resolve(library, s) for s in scenarios] if scenarios else sorted(library.plans)
-    broken = [] if scenarios else library.broken
+    names = [_resolve(workspace, s) for s in scenarios] if scenarios else sorted(workspace.plans)
+    broken = [] if scenarios else workspace.broken
     columns = {"entered": "entered", "advanced": "due", "batches": "batches", "sent": "sent", "skipped": "skipped",
                "failed": "failed", "waiting": "waiting"}  # as in the tick's log line (docs/ticks.md)
     table = Table(Column("scenario", no_wrap=True), *(Column(c, no_wrap=True, justify="right") for c in columns.values()),
@@ -51,7 +51,7 @@ def tick(
             report = run_tick(name, now=now)
             table.add_row(name, *(str(report.get(k, 0)) for k in columns))
         for file in broken:
-            if file.name in library.waiting:  # its flow run records why it did not tick (artifact, log), as a schedule's would
+            if file.name in workspace.waiting:  # its flow run records why it did not tick (artifact, log), as a schedule's would
                 try:
                     run_tick(file.name, now=now)
                 except FailedRun:
@@ -59,7 +59,7 @@ def tick(
             table.add_row(file.name or str(file.path), "not run", *[""] * (len(columns) - 1))
     console.print(table)
     sys.stdout.flush()
-    _warn_broken(library)  # named or not, a broken file is said once the table is out
+    _warn_broken(workspace)  # named or not, a broken file is said once the table is out
     if broken:
         raise typer.Exit(BROKEN_EXIT)
 
@@ -73,11 +73,11 @@ def _housekeeping(name: str, now: Optional[str], *, sends_mail: bool = False) ->
     from relance.prefect_adapter import run_flow
 
     _now(now)
-    _library()
+    _workspace()
     if sends_mail:
         _signing_settings()
     with _prefect(store=True):
-        return run_flow("flows.housekeeping", name, now=now)
+        return run_flow("relance.flows.housekeeping", name, now=now)
 
 
 @flow_app.command("decay")
@@ -121,13 +121,13 @@ def ses_events(
     from relance.clock import FrozenClock, SystemClock
 
     clock = FrozenClock(_now(now)) if now else SystemClock()  # --now: every message at that time; else each at its own
-    settings, library = _settings(), _library()
+    settings, workspace = _settings(), _workspace()
     wait = 1 if once else 20
     sqs = boto3.client("sqs", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url,
                        config=Config(connect_timeout=settings.ses_timeout, read_timeout=wait + settings.ses_timeout,
                                      retries={"max_attempts": 2}))
     with Session(open_store(settings)) as session:  # drain commits each message before it leaves the queue
-        report = drain(session, library=library, sqs=sqs, queue_url=queue_url, clock=clock, once=once,
+        report = drain(session, workspace=workspace, sqs=sqs, queue_url=queue_url, clock=clock, once=once,
                        dead_letter_url=dead_letter_url, set_aside_dir=set_aside_dir, wait_seconds=wait,
                        machine_click_seconds=settings.machine_click_seconds)
     for reason in report.reasons:
@@ -146,8 +146,8 @@ def serve(
     from relance.api.app import create_app
     from relance.plans import open_store
 
-    library, settings = _library(), _signing_settings(api=True)  # at start-up: a missing folder is refused now, not at the first request
-    api = create_app(settings, engine=open_store(settings), library=library)
+    workspace, settings = _workspace(), _signing_settings(api=True)  # at start-up: a missing folder is refused now, not at the first request
+    api = create_app(settings, engine=open_store(settings), workspace=workspace)
     uvicorn.run(api, host=host, port=port, proxy_headers=True)
 
 
@@ -155,6 +155,6 @@ def demo(directory: Path = typer.Option(Path("demo-run"), "--dir", help="Where t
     """The main job on embedded defaults: leads, 30 days of engagement, real Prefect ticks, an outbox."""
     from relance.demo.run import run_demo
 
-    _library()  # the demo runs the project's scenarios: refused before it clears DIR when they are missing
+    _workspace()  # the demo runs the project's scenarios: refused before it clears DIR when they are missing
     with _prefect():
         run_demo(directory, console=console)

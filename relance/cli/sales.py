@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.text import Text
 
-from relance.cli.common import NOW_HELP, _fail, _library, _now, _print_json, _settings, _stored, _when, console, err
+from relance.cli.common import NOW_HELP, _fail, _workspace, _now, _print_json, _settings, _stored, _when, console, err
 
 
 sales_app = typer.Typer(no_args_is_help=True, help="Sales: the open hand-offs, answers to a handed-off lead, reassignment.")
@@ -20,7 +20,7 @@ def _answer(email: str, reply, now: Optional[str]) -> None:
     from relance.sales import SalesError, answer
 
     at = _now(now)
-    scoring = _library().scoring  # before the store: a missing folder creates no database
+    scoring = _workspace().scoring  # before the store: a missing folder creates no database
     engine = open_store(_settings())
     with Session(engine) as session:
         try:
@@ -150,7 +150,7 @@ def _deal(email: str, closing, now: Optional[str]) -> None:
     from relance.store.tables import Lead
 
     at = _now(now)
-    scoring = _library().scoring  # before the store: a missing folder creates no database
+    scoring = _workspace().scoring  # before the store: a missing folder creates no database
     with Session(_stored()) as session:
         try:
             deal = record_deal(session, email=email, closing=closing, scoring=scoring, now=at)

@@ -1,4 +1,4 @@
-"""`relance validate`, `schema`, `simulate`, `preview`: check a scenario library, describe its language, project
+"""`relance validate`, `schema`, `simulate`, `preview`: check a workspace, describe its language, project
 a scenario's funnel, show an email as a lead would receive it."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from relance.cli.common import (_extra_files, _fail, _library, _nothing, _print_json, _resolve, _settings,
+from relance.cli.common import (_extra_files, _fail, _workspace, _nothing, _print_json, _resolve, _settings,
                                 _setup_failed, console, err)
 
 
@@ -23,7 +23,7 @@ def validate(
     Then names where each internal template (staff email) comes from: your templates folder, or relance's default."""
     from rich.markup import escape
 
-    from relance.library import SetupError, scenario_files, scenarios_folder, validate_paths
+    from relance.workspace import SetupError, scenario_files, scenarios_folder, validate_paths
 
     settings = _settings()
     try:
@@ -61,12 +61,12 @@ def _internal_templates(folder: Path) -> tuple[list[str], list[str]]:
     the problems of the folder's own versions (relance's defaults are checked by its tests)."""
     from relance.email.templates import INTERNAL, TemplateLibrary
 
-    library, lines, problems = TemplateLibrary(folder), [], []
-    for name, path, default in library.internal_in_use():
+    templates, lines, problems = TemplateLibrary(folder), [], []
+    for name, path, default in templates.internal_in_use():
         where = "relance's default" if default else _shown(path)
         lines.append(f"internal template {name} ({INTERNAL[name]}): {where}")
         if not default:
-            problems.extend(f"{_shown(path)}: {problem}" for problem in library.check(name))
+            problems.extend(f"{_shown(path)}: {problem}" for problem in templates.check(name))
     return lines, problems
 
 
@@ -100,19 +100,19 @@ def simulate(
 ) -> None:
     """Project a scenario's funnel on a virtual clock with synthetic engagement (no database)."""
     from relance.clock import SystemClock
-    from relance.simulate import simulate as project
+    from relance.simulation.simulator import simulate as project
     from relance.simulation.rates import parse_rates
-    from relance.simulation.report import render_report
+    from relance.simulation.funnel import render_report
 
-    library = _library(_extra_files([scenario]))
-    name = _resolve(library, scenario)
+    workspace = _workspace(_extra_files([scenario]))
+    name = _resolve(workspace, scenario)
     try:
         engagement = parse_rates(rates)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--rates")
     with console.status(f"simulating {leads} leads over {days} days...") if not as_json else _nothing():
-        report = project(library.plans[name], leads=leads, days=days, seed=seed, rates=engagement,
-                         start=SystemClock().now(), scoring=library.scoring)
+        report = project(workspace.plans[name], leads=leads, days=days, seed=seed, rates=engagement,
+                         start=SystemClock().now(), scoring=workspace.scoring)
     if as_json:
         _print_json(report.as_dict())
     else:
@@ -132,7 +132,7 @@ def preview(
 
     settings = _settings()
     try:
-        shown = render_preview(settings, _library(), template, templates=TemplateLibrary(settings.templates_dir),
+        shown = render_preview(settings, _workspace(), template, templates=TemplateLibrary(settings.templates_dir),
                                engine=open_store(settings) if lead else None, email=lead, subject=subject)
     except (LookupError, RenderError) as exc:
         _fail(str(exc))

@@ -78,7 +78,7 @@ def run_demo(directory: Path, *, console: Console, days: int = DAYS, seed: int =
     """Run the demo and print what happened; returns the summary figures."""
     from relance.importer import import_leads, parse_leads_csv
     from relance.leads import grade_all
-    from relance.library import load_library
+    from relance.workspace import load_workspace
     from relance.plans import open_store, sync_scenarios
     from relance.prefect_adapter import run_flow, run_tick
     from relance.settings import get_settings
@@ -89,20 +89,20 @@ def run_demo(directory: Path, *, console: Console, days: int = DAYS, seed: int =
     (directory / "outbox").mkdir(parents=True)
     _use_demo_settings(directory)
     settings = get_settings()
-    library = load_library(settings)
+    workspace = load_workspace(settings)
     engine = open_store(settings)
     with Session(engine) as session:
-        sync_scenarios(session, library=library, now=START)
+        sync_scenarios(session, workspace=workspace, now=START)
         session.commit()
     parsed = parse_leads_csv(sample_leads_csv(), source=None)
     with Session(engine) as session:
         imported = import_leads(session, parsed, now=START)
         session.add_all(Cost(source=source, amount=amount, period="2026-03", note="campagne", created_at=START)
                         for source, amount in CAMPAIGN_COSTS.items())
-        grade_all(session, library.scoring, now=START)
+        grade_all(session, workspace.scoring, now=START)
         session.commit()
     console.print(f"[bold]relance demo[/bold] in {directory}/: {imported.created} sample leads imported, "
-                  f"scenarios: {', '.join(sorted(library.plans))}")
+                  f"scenarios: {', '.join(sorted(workspace.plans))}")
 
     rng = random.Random(seed)
     emails = list(dict.fromkeys(row.email for row in parsed.rows))  # the file's order: the same demo whatever ids the store gives
@@ -122,36 +122,36 @@ def run_demo(directory: Path, *, console: Console, days: int = DAYS, seed: int =
                     pending.append(IncomingEvent("downloaded", email, at + timedelta(seconds=30), {"asset": "livre-blanc-leads"}))
             if pending:
                 with Session(engine) as session:
-                    ingest_events(session, library=library, events=sorted(pending, key=lambda e: e.occurred_at), now=now,
+                    ingest_events(session, workspace=workspace, events=sorted(pending, key=lambda e: e.occurred_at), now=now,
                                   machine_click_seconds=settings.machine_click_seconds)
                     session.commit()
                 pending = []
             if _later_due(engine, now):
-                run_flow("flows.housekeeping", "reengage", now=now.isoformat())
+                run_flow("relance.flows.housekeeping", "reengage", now=now.isoformat())
                 housekeeping += 1
-            for name in sorted(library.plans):
-                if _worth_a_tick(engine, library, name, now, day):
+            for name in sorted(workspace.plans):
+                if _worth_a_tick(engine, workspace, name, now, day):
                     run_tick(name, now=now.isoformat())
                     ticks += 1
-            _sales_answer(engine, library, now, rng, rates)
+            _sales_answer(engine, workspace, now, rng, rates)
             if day % 7 == 6:
-                run_flow("flows.housekeeping", "sla", now=now.isoformat())
+                run_flow("relance.flows.housekeeping", "sla", now=now.isoformat())
                 housekeeping += 1
             pending = _engagement_after(engine, now, rng, rates)
             progress.advance(bar)
 
     summary = _summarise(engine, directory, ticks, time.monotonic() - started)
     summary["housekeeping_runs"] = housekeeping
-    _print_summary(console, engine, summary, {name: plan.order for name, plan in library.plans.items()})
-    _print_sales_and_report(console, engine, library, START + timedelta(days=days))
+    _print_summary(console, engine, summary, {name: plan.order for name, plan in workspace.plans.items()})
+    _print_sales_and_report(console, engine, workspace, START + timedelta(days=days))
     return summary
 
 
-def _worth_a_tick(engine, library, name: str, now: datetime, day: int) -> bool:
+def _worth_a_tick(engine, workspace, name: str, now: datetime, day: int) -> bool:
     """Tick when something is due; segment scenarios also every Monday to catch new matches."""
     from relance.scenario.model import SegmentTrigger
 
-    if isinstance(library.plans[name].scenario.trigger, SegmentTrigger) and day % 7 == 0:
+    if isinstance(workspace.plans[name].scenario.trigger, SegmentTrigger) and day % 7 == 0:
         return True
     with Session(engine) as session:
         due = session.exec(
@@ -160,7 +160,7 @@ def _worth_a_tick(engine, library, name: str, now: datetime, day: int) -> bool:
             )
         ).one()[0]
         # any tick sends what is pending (hand-off emails written by ingestion): the first scenario's does it
-        waiting = name == min(library.plans) and session.exec(
+        waiting = name == min(workspace.plans) and session.exec(
             select(func.count()).select_from(Outbox).where(Outbox.status == "pending")).one()[0]
     return due > 0 or bool(waiting)
 
@@ -210,7 +210,7 @@ def _later_due(engine, now: datetime) -> bool:
         return bool(later_due(session, now=now))
 
 
-def _sales_answer(engine, library, now: datetime, rng: random.Random, rates: DemoRates) -> None:
+def _sales_answer(engine, workspace, now: datetime, rng: random.Random, rates: DemoRates) -> None:
     """Sales answers the handoffs opened since yesterday: accept, reject or "later"; some SQLs sign (a won deal)."""
     from relance.deals import Closing, record_deal
     from relance.sales import REJECT_REASONS, Answer, answer
@@ -230,20 +230,20 @@ def _sales_answer(engine, library, now: datetime, rng: random.Random, rates: Dem
                 reply = Answer("reject", handoff.owner, reason=rng.choice(REJECT_REASONS[:5]), note="appel de qualification")
             else:
                 reply = Answer("later", handoff.owner, reason="budget au prochain trimestre", until=now + timedelta(days=7))
-            answer(session, email=lead.email, reply=reply, scoring=library.scoring, now=max(when, now))
+            answer(session, email=lead.email, reply=reply, scoring=workspace.scoring, now=max(when, now))
         for lead in session.exec(select(Lead).where(Lead.stage == "sql")).scalars().all():
             if rng.random() < rates.win:
-                record_deal(session, email=lead.email, scoring=library.scoring, now=now,
+                record_deal(session, email=lead.email, scoring=workspace.scoring, now=now,
                             closing=Closing("won", "crm", amount=DEAL_AMOUNT, margin=MARGIN_PER_DEAL, note="contrat signé"))
         session.commit()
 
 
-def _print_sales_and_report(console: Console, engine, library, now) -> None:
+def _print_sales_and_report(console: Console, engine, workspace, now) -> None:
     from relance.report import build_report
-    from relance.report_view import print_report
+    from relance.report_tables import print_report
 
     with Session(engine) as session:
-        figures = build_report(session, now=now, orders={n: p.order for n, p in library.plans.items()})
+        figures = build_report(session, now=now, orders={n: p.order for n, p in workspace.plans.items()})
     print_report(figures, console, Console(stderr=True))  # as `relance report` does: warnings on stderr
 
 

@@ -22,7 +22,7 @@ from relance.engine.types import (
     EnrollInto,
     EnrollmentState,
     EventFact,
-    HandOff,
+    OpenHandoff,
     LeadFacts,
     NotifySomeone,
     SendEmail,
@@ -151,7 +151,7 @@ class _Run:
             case Handoff():
                 ready = True if self.handoff_ready is None else self.handoff_ready(self.lead)
                 if ready is True:
-                    self.result.effects.append(HandOff(step.id, step.owner, step.team))
+                    self.result.effects.append(OpenHandoff(step.id, step.owner, step.team))
                     self.lead = replace(self.lead, stage="sql-pending")
                     self.trace(step.id, "handoff", "handed-off")
                 elif isinstance(ready, str) and ready:
@@ -249,7 +249,7 @@ def advance(
 
 def state_wait_holds(plan: Plan, state: EnrollmentState, lead: LeadFacts, events: Sequence[EventFact], now: datetime) -> bool:
     """Whether this enrollment sleeps at a `wait_until` that reads the lead's state and now holds: what a change
-    of the lead asks before waking it (relance.wakes for the database, relance.simulate for its virtual world)."""
+    of the lead asks before waking it (relance.wakes for the database, relance.simulation.simulator for its virtual world)."""
     waiting = state.waiting or {}
     if state.status != "active" or waiting.get("kind") != "wait_until" or (state.due_at is not None and state.due_at <= now):
         return False

@@ -88,7 +88,7 @@ class ChangeLead:
 
 
 @dataclass(frozen=True)
-class HandOff:
+class OpenHandoff:
     step_id: str
     owner: str | None = None
     team: str | None = None
@@ -109,7 +109,7 @@ class EnrollInto:
     scenario: str
 
 
-Effect = Union[SendEmail, AdjustScore, ChangeLead, HandOff, NotifySomeone, EnrollInto]
+Effect = Union[SendEmail, AdjustScore, ChangeLead, OpenHandoff, NotifySomeone, EnrollInto]
 
 
 @dataclass(frozen=True)

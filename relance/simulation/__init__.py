@@ -1,4 +1,4 @@
 """The pieces of `relance simulate`: engagement rates and draws, synthetic leads, the report.
 
-The loop itself is `relance.simulate.simulate`.
+The loop itself is `relance.simulation.simulator.simulate`.
 """

@@ -23,7 +23,7 @@ from relance.email.templates import TemplateLibrary
 from relance.email.tracking import sign
 from relance.email.transports import FileTransport
 from relance.ingest import IncomingEvent, ingest_events
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
@@ -42,17 +42,17 @@ def world(engine, clock, tmp_path, db_url):
     settings = Settings(database_url=db_url, scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails",
                         outbox_dir=tmp_path / "outbox", secret_key="k" * 32, public_url="https://t.relance.example",
                         api_token=TOKEN)
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     with Session(engine) as session:
         upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa", company="ACME\r\nBcc: x@y.z")
         session.commit()
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("downloaded", "lea@acme.example", clock.now(), {"asset": "livre-blanc-leads"})], now=clock.now())
-    run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), library=library,
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("downloaded", "lea@acme.example", clock.now(), {"asset": "livre-blanc-leads"})], now=clock.now())
+    run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), workspace=workspace,
                     transport=FileTransport(settings.outbox_dir), templates=TemplateLibrary(settings.templates_dir))
     [eml] = list(settings.outbox_dir.glob("*.eml"))
     message = message_from_bytes(eml.read_bytes(), policy=default)
-    client = TestClient(create_app(settings, engine=engine, library=library, clock=clock))
+    client = TestClient(create_app(settings, engine=engine, workspace=workspace, clock=clock))
     return client, message, engine
 
 
@@ -135,7 +135,7 @@ def test_an_unsubscribe_ends_the_scenario_at_its_next_step(world, clock, tmp_pat
     settings = Settings(database_url=str(engine.url.render_as_string(hide_password=False)), scenarios_dir=ROOT / "scenarios",
                         templates_dir=ROOT / "templates" / "emails", transport="null")
     report = run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.advance(timedelta(days=4)),
-                             library=load_library(settings), templates=TemplateLibrary(settings.templates_dir))
+                             workspace=load_workspace(settings), templates=TemplateLibrary(settings.templates_dir))
     assert report.sent == 0 and report.counts[("pause", "exited")] == 1
 
 
@@ -223,13 +223,13 @@ def test_health_and_openapi_docs(world):
 
 
 def test_sales_answer_through_the_api_and_a_closed_handoff_is_refused(world, clock):
-    from relance.sales import hand_off
+    from relance.sales import open_handoff
     from relance.scoring.config import ScoringConfig
 
     client, _, engine = world
     with Session(engine) as session:
         lead = session.exec(select(Lead)).scalars().one()
-        hand_off(session, lead, scoring=ScoringConfig(), now=clock.now(), source="test")
+        open_handoff(session, lead, scoring=ScoringConfig(), now=clock.now(), source="test")
         session.commit()
     auth = {"Authorization": f"Bearer {TOKEN}"}
     bad = client.post("/sales/lea@acme.example/reject", json={"by": "karim@example.com", "reason": "nope"}, headers=auth)
@@ -312,7 +312,7 @@ def test_a_database_out_of_reach_is_503_with_a_sentence_never_a_500(url, clock):
 
     settings = Settings(scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails", api_token=TOKEN)
     engine = create_engine(url, connect_args={"connect_timeout": 2} if url.startswith("postgresql") else {})
-    client = TestClient(create_app(settings, engine=engine, library=load_library(settings), clock=clock))
+    client = TestClient(create_app(settings, engine=engine, workspace=load_workspace(settings), clock=clock))
 
     health = client.get("/health")
     assert health.status_code == 503 and health.json() == {"status": "down", "database": "unreachable"}

@@ -36,9 +36,9 @@ from relance import inputs
 from relance.api.app import _Input, create_app
 from relance.clock import FrozenClock
 from relance.email import tracking
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
-from relance.sales import hand_off, open_handoff_of
+from relance.sales import open_handoff, open_handoff_of
 from relance.scenario.model import EVENT_TYPES
 from relance.settings import Settings
 from relance.store.db import make_engine, migrate
@@ -63,7 +63,7 @@ FUZZING = hypothesis.settings(deadline=None, database=None, suppress_health_chec
 def _document() -> dict:
     """The OpenAPI document of an app over nothing (enough to list the operations when tests are collected)."""
     settings = Settings(scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails", secret_key=SECRET)
-    return create_app(settings, engine=create_engine("sqlite://"), library=load_library(settings)).openapi()
+    return create_app(settings, engine=create_engine("sqlite://"), workspace=load_workspace(settings)).openapi()
 
 
 OPERATIONS = [f"{method.upper()} {path}" for path, item in _document()["paths"].items() for method in item]
@@ -74,8 +74,8 @@ class World:
 
     def __init__(self, engine, settings: Settings, clock: FrozenClock) -> None:
         self.engine, self.clock = engine, clock
-        self.library = load_library(settings)
-        committed(engine, sync_scenarios, now=clock.now(), library=self.library)
+        self.workspace = load_workspace(settings)
+        committed(engine, sync_scenarios, now=clock.now(), workspace=self.workspace)
         with Session(engine) as session:
             upsert_lead(session, email=SALES_LEAD, now=clock.now(), first_name="Léa")
             upsert_lead(session, email=EVENT_LEADS[0], now=clock.now(), first_name="Eve")
@@ -92,7 +92,7 @@ class World:
             "/u/{token}": tracking.sign(SECRET, kind=tracking.UNSUBSCRIBE, **ids),
         }
         self.reopen()
-        self.app = create_app(settings, engine=engine, library=self.library, clock=clock)
+        self.app = create_app(settings, engine=engine, workspace=self.workspace, clock=clock)
         self.schema = schemathesis.openapi.from_asgi("/openapi.json", self.app)
 
     def reopen(self) -> None:
@@ -100,7 +100,7 @@ class World:
         with Session(self.engine) as session:
             lead = session.exec(select(Lead).where(Lead.email == SALES_LEAD)).one()
             if open_handoff_of(session, lead.id) is None:
-                hand_off(session, lead, scoring=self.library.scoring, now=self.clock.now(), source="fuzz")
+                open_handoff(session, lead, scoring=self.workspace.scoring, now=self.clock.now(), source="fuzz")
                 session.commit()
 
     def cases(self, label: str) -> st.SearchStrategy:
@@ -187,7 +187,7 @@ def test_every_route_is_fuzzed():
 def test_without_a_token_the_secured_routes_answer_503_as_documented(world, label):
     settings = Settings(database_url=world.engine.url.render_as_string(hide_password=False), scenarios_dir=ROOT / "scenarios",
                         templates_dir=ROOT / "templates" / "emails", secret_key=SECRET, api_token=None)
-    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(settings, engine=world.engine, library=world.library,
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(settings, engine=world.engine, workspace=world.workspace,
                                                                          clock=world.clock))
     method, path = label.split(" ", 1)
 

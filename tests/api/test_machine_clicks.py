@@ -23,7 +23,7 @@ from relance.email.templates import TemplateLibrary
 from relance.email.transports import FileTransport
 from relance.engagement import machine_request
 from relance.ingest import IncomingEvent, ingest_events
-from relance.library import load_library, read_scoring
+from relance.workspace import load_workspace, read_scoring
 from relance.plans import sync_scenarios
 from relance.report import steps
 from relance.settings import Settings
@@ -80,20 +80,20 @@ class World:
         self.settings = Settings(database_url=db_url, scenarios_dir=scenarios, templates_dir=ROOT / "templates" / "emails",
                                  outbox_dir=tmp_path / "outbox", secret_key="k" * 32, public_url="https://t.relance.example")
         self.engine, self.clock = engine, clock
-        self.library = load_library(self.settings)
-        committed(engine, sync_scenarios, now=clock.now(), library=self.library)
+        self.workspace = load_workspace(self.settings)
+        committed(engine, sync_scenarios, now=clock.now(), workspace=self.workspace)
         profile = {"first_name": "Léa", "job_title": "Directrice marketing", "sector": "saas", "country": "FR"}
-        committed(engine, ingest_events, library=self.library, events=[IncomingEvent("form_submitted", EMAIL, clock.now(), profile),
+        committed(engine, ingest_events, workspace=self.workspace, events=[IncomingEvent("form_submitted", EMAIL, clock.now(), profile),
                                              IncomingEvent("downloaded", EMAIL, clock.now(), {"asset": "livre-blanc-leads"})], now=clock.now())
         assert (self.lead().grade, self.lead().score) == ("B", BASE)  # fit 30 + 20 + 10; an MQL at 40 points
         assert self.tick().sent == 1
         with Session(engine) as session:
             self.outbox = session.exec(select(Outbox)).scalars().one()
-        self.client = TestClient(create_app(self.settings, engine=engine, library=self.library, clock=clock),
+        self.client = TestClient(create_app(self.settings, engine=engine, workspace=self.workspace, clock=clock),
                                  headers={"User-Agent": BROWSER})
 
     def tick(self):
-        return run_tick_inline(self.engine, self.settings, scenario="clicks", now=self.clock.now(), library=self.library,
+        return run_tick_inline(self.engine, self.settings, scenario="clicks", now=self.clock.now(), workspace=self.workspace,
                                transport=FileTransport(self.settings.outbox_dir), templates=TemplateLibrary(self.settings.templates_dir))
 
     def path(self, link: str) -> str:
@@ -195,7 +195,7 @@ def test_a_click_3_s_after_sending_is_a_machine_click_and_one_a_minute_later_the
 
 def test_the_window_is_a_setting(world):
     world.settings.machine_click_seconds = 0
-    world.client = TestClient(create_app(world.settings, engine=world.engine, library=world.library, clock=world.clock),
+    world.client = TestClient(create_app(world.settings, engine=world.engine, workspace=world.workspace, clock=world.clock),
                               headers={"User-Agent": BROWSER})
     world.click(LINK_A, after=timedelta(seconds=3))
     assert len(world.events("email_clicked")) == 1
@@ -251,7 +251,7 @@ def test_a_get_right_after_a_scanners_head_is_the_scanners_too(world):
 def test_a_burst_in_one_batch_scores_nothing(world):
     at = world.clock.now() + MINUTE
     base = {"scenario": "clicks", "step_id": "mail", "outbox_id": world.outbox.id}
-    committed(world.engine, ingest_events, library=world.library, events=[IncomingEvent("email_clicked", EMAIL, at, {**base, "link": LINK_A}),
+    committed(world.engine, ingest_events, workspace=world.workspace, events=[IncomingEvent("email_clicked", EMAIL, at, {**base, "link": LINK_A}),
                                                 IncomingEvent("email_clicked", EMAIL, at, {**base, "link": LINK_B})], now=at)
     assert len(world.events("email_clicked_by_machine")) == 2 and world.lead().score == BASE
     assert [cause for cause, _ in world.ledger()] == ["form_submitted", "downloaded"]  # nothing given, nothing taken back
@@ -313,7 +313,7 @@ def test_concurrent_clicks_of_two_links_are_a_burst_however_the_transactions_int
     base = {"scenario": "clicks", "step_id": "mail", "outbox_id": outbox_id}
 
     def click(link: str) -> None:
-        committed(world.engine, ingest_events, library=world.library, events=[IncomingEvent("email_clicked", email, at, {**base, "link": link})], now=at)
+        committed(world.engine, ingest_events, workspace=world.workspace, events=[IncomingEvent("email_clicked", email, at, {**base, "link": link})], now=at)
 
     first = threading.Thread(target=click, args=(LINK_A,), name="first")
     second = threading.Thread(target=click, args=(LINK_B,), name="second")

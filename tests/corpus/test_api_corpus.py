@@ -17,9 +17,9 @@ from sqlmodel import Session
 from relance.api.app import create_app
 from relance.clock import FrozenClock
 from relance.email.tracking import sign
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
-from relance.sales import hand_off
+from relance.sales import open_handoff
 from relance.settings import Settings
 from relance.store.db import make_engine, migrate
 from relance.store.repo import upsert_lead
@@ -249,14 +249,14 @@ def api(request, tmp_path_factory):
         settings = Settings(database_url=db_url, scenarios_dir=ROOT / "scenarios", templates_dir=ROOT / "templates" / "emails",
                             outbox_dir=folder / "outbox", secret_key=SECRET, public_url="https://t.relance.example",
                             api_token=TOKEN)
-        library = load_library(settings)
-        committed(engine, sync_scenarios, now=clock.now(), library=library)
+        workspace = load_workspace(settings)
+        committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
         with Session(engine) as session:
             lead = upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
             session.flush()
-            hand_off(session, lead, scoring=library.scoring, now=clock.now(), source="corpus")
+            open_handoff(session, lead, scoring=workspace.scoring, now=clock.now(), source="corpus")
             session.commit()
-        yield TestClient(create_app(settings, engine=engine, library=library, clock=clock), raise_server_exceptions=False), engine
+        yield TestClient(create_app(settings, engine=engine, workspace=workspace, clock=clock), raise_server_exceptions=False), engine
 
 
 def _counts(engine) -> dict[str, int]:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from relance.cli import app
 from relance.clock import FrozenClock
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.settings import get_settings
 from relance.store.db import make_engine, migrate
@@ -83,7 +83,7 @@ def store(request, tmp_path_factory):
         stack.callback(engine.dispose)
         migrate(engine)
         clock = FrozenClock()
-        committed(engine, sync_scenarios, now=clock.now(), library=load_library(get_settings()))
+        committed(engine, sync_scenarios, now=clock.now(), workspace=load_workspace(get_settings()))
         with Session(engine) as session:
             upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
             session.commit()

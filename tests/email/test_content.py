@@ -250,7 +250,7 @@ def test_every_shipped_template_passes_the_lead_check(name):
 
 
 def test_validate_names_the_file_step_and_template_of_a_lead_email_without_footer(tmp_path):
-    from relance.library import validate_paths
+    from relance.workspace import validate_paths
 
     (tmp_path / "templates").mkdir()
     library(tmp_path / "templates", promo=OFFICIAL_LIKE)

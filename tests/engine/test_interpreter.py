@@ -10,7 +10,7 @@ import pytest
 from relance.engine.conditions import event_types_of, holds
 from relance.engine.interpreter import advance, enter, split_variant
 from relance.engine.triggers import event_triggers, may_enter
-from relance.engine.types import AdjustScore, ChangeLead, EnrollInto, EventFact, HandOff, LeadFacts, SendEmail
+from relance.engine.types import AdjustScore, ChangeLead, EnrollInto, EventFact, OpenHandoff, LeadFacts, SendEmail
 from relance.engine.windows import into_window
 from relance.scenario.model import EventTrigger, ReentryAfter, Scenario, SendWindow
 from relance.scenario.plan import compile_scenario
@@ -70,7 +70,7 @@ def test_opened_email_takes_the_then_branch_and_a_download_wakes_the_wait_early(
     result.state.due_at = woken_at  # what ingestion does for the event types the wait listed
     result, path = run(plan, result.state, woken_at, events, handoff_ready=lambda lead: lead.score >= 15)
     assert path == [("wait-dl", "woken"), ("bump", "scored"), ("to-sales", "handed-off"), ("monthly", "to:monthly-newsletter")]
-    assert [type(e) for e in result.effects] == [AdjustScore, HandOff, EnrollInto]
+    assert [type(e) for e in result.effects] == [AdjustScore, OpenHandoff, EnrollInto]
     assert result.lead.score == 15
 
 

@@ -11,7 +11,7 @@ from relance.engine.triggers import event_triggers
 from relance.engine.types import EventFact, LeadFacts
 from relance.scenario.model import EventHappened, EventTrigger, Scenario
 from relance.scenario.plan import compile_scenario
-from relance.simulate import simulate
+from relance.simulation.simulator import simulate
 from relance.simulation.engagement import Targets, example_properties
 from relance.simulation.rates import EngagementRates
 

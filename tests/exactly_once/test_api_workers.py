@@ -14,7 +14,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.store.tables import Enrollment, Event, Lead
 
@@ -58,7 +58,7 @@ def _ready(url: str, process: subprocess.Popen) -> None:
 
 def test_the_same_form_posted_to_two_workers_at_once_counts_once(engine, settings, clock, folder, tmp_path):
     (folder / "scenarios" / "welcome.yaml").write_text(WELCOME, encoding="utf-8")
-    committed(engine, sync_scenarios, now=clock.now(), library=load_library(settings))
+    committed(engine, sync_scenarios, now=clock.now(), workspace=load_workspace(settings))
     ports = [_port(), _port()]
     servers = [_serve(settings, tmp_path, port) for port in ports]
     try:

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.store.tables import Enrollment, Event, Lead
 
@@ -28,7 +28,7 @@ def _enrollments_per_lead(engine, scenario: str) -> Counter:
 
 
 def test_four_concurrent_ticks_enroll_and_mail_each_lead_once(engine, settings, clock, tmp_path):
-    committed(engine, sync_scenarios, now=clock.now(), library=load_library(settings))
+    committed(engine, sync_scenarios, now=clock.now(), workspace=load_workspace(settings))
     emails = add_leads(engine, clock.now(), LEADS)
     folders = [tmp_path / f"outbox-{i}" for i in range(8)]
     for day, workers in ((0, folders[:4]), (1, folders[4:])):  # day 0: enter + first email; day 1: second email
@@ -47,7 +47,7 @@ def test_four_concurrent_ticks_enroll_and_mail_each_lead_once(engine, settings, 
 
 def test_events_ingested_while_ticks_run_enroll_each_lead_once(engine, settings, clock, tmp_path):
     """Two ingesters post the same downloads (a retried webhook, a replayed queue) while two ticks run."""
-    committed(engine, sync_scenarios, now=clock.now(), library=load_library(settings))
+    committed(engine, sync_scenarios, now=clock.now(), workspace=load_workspace(settings))
     n = LEADS // 3
     emails = add_leads(engine, clock.now(), n)
     events = tmp_path / "events.json"
@@ -93,7 +93,7 @@ def test_four_relance_tick_commands_at_once_mail_each_lead_once(engine, settings
     once, over the same due leads, against one Prefect server."""
     import subprocess
 
-    committed(engine, sync_scenarios, now=clock.now(), library=load_library(settings))
+    committed(engine, sync_scenarios, now=clock.now(), workspace=load_workspace(settings))
     n = LEADS if FULL else 300
     add_leads(engine, clock.now(), n)
     folders = [tmp_path / f"cli-outbox-{i}" for i in range(4)]

@@ -11,7 +11,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlmodel import Session
 
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.store.tables import Outbox
 
@@ -34,7 +34,7 @@ def _left_sending(engine, now) -> int:
 
 
 def test_killing_ticks_at_random_moments_strands_only_what_was_in_flight(engine, settings, clock, tmp_path):
-    committed(engine, sync_scenarios, now=clock.now(), library=load_library(settings))
+    committed(engine, sync_scenarios, now=clock.now(), workspace=load_workspace(settings))
     add_leads(engine, clock.now(), LEADS)
     chance = random.Random(20261201)
     folders, kills = [], []

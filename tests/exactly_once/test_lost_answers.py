@@ -18,7 +18,7 @@ from sqlmodel import Session
 from relance.delivery import deliver_pending
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import make_transport
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.store.tables import Outbox
 from relance.tick import TickError, run_tick_inline
@@ -51,18 +51,18 @@ def test_lost_answers_are_unknown_never_resent(engine, settings, clock, moto):
     # a lost answer is a closed connection, not a wait: the timeout only has to let a slow genuine answer
     # through on a loaded machine (2 s once made a 21st message unknown while every core was busy)
     settings = settings.model_copy(update={"transport": "ses", "ses_region": "eu-west-1", "ses_timeout": 15.0})
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     prefix = f"lost-{uuid.uuid4().hex[:8]}-"
     emails = add_leads(engine, clock.now(), LEADS, prefix=prefix)
     lost = lambda n: "lose_answer" if n % 10 == 3 else "pass"  # one answer in ten never comes back
     with FaultProxy(("127.0.0.1", port), lost, lifetime=600) as proxy:
         ses = make_transport(settings.model_copy(update={"ses_endpoint_url": proxy.url}))
-        report = run_tick_inline(engine, settings, scenario="drip", now=clock.now(), library=library, transport=ses, templates=TemplateLibrary(settings.templates_dir))
+        report = run_tick_inline(engine, settings, scenario="drip", now=clock.now(), workspace=workspace, transport=ses, templates=TemplateLibrary(settings.templates_dir))
         assert report.sent + report.unknown == LEADS and report.unknown == LEADS // 10, report.as_dict()
         # the next tick and the leftovers pass find nothing to resend
         later = clock.now() + timedelta(hours=1)
-        run_tick_inline(engine, settings, scenario="drip", now=later, library=library, transport=ses, templates=TemplateLibrary(settings.templates_dir))
+        run_tick_inline(engine, settings, scenario="drip", now=later, workspace=workspace, transport=ses, templates=TemplateLibrary(settings.templates_dir))
         deliver_pending(engine, settings, now=later, transport=ses, templates=TemplateLibrary(settings.templates_dir))
     accepted = _accepted(url, prefix)
     assert set(accepted) == set(emails) and set(accepted.values()) == {1}  # all left once, the lost ones too
@@ -74,14 +74,14 @@ def test_lost_answers_are_unknown_never_resent(engine, settings, clock, moto):
 def test_a_hanging_endpoint_leaves_the_rest_of_the_batch_pending_not_unknown(engine, settings, clock, moto):
     _, port = moto
     settings = settings.model_copy(update={"transport": "ses", "ses_region": "eu-west-1", "ses_timeout": 0.5})
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     add_leads(engine, clock.now(), 20)
     with FaultProxy(("127.0.0.1", port), "hang", lifetime=60) as proxy:
         ses = make_transport(settings.model_copy(update={"ses_endpoint_url": proxy.url}))
         # the batch stops after 3 sends without an answer; the leftovers pass tries the 17 left pending, stops after 3
         with pytest.raises(TickError, match=r"batch 1 \(20 emails\): 17 message\(s\) could not be delivered yet"):
-            run_tick_inline(engine, settings, scenario="drip", now=clock.now(), library=library, transport=ses, templates=TemplateLibrary(settings.templates_dir))
+            run_tick_inline(engine, settings, scenario="drip", now=clock.now(), workspace=workspace, transport=ses, templates=TemplateLibrary(settings.templates_dir))
     with Session(engine) as session:
         statuses = Counter(session.execute(select(Outbox.status)).scalars())
     assert statuses == {"unknown": 6, "pending": 14}  # each pass stopped feeding it, nothing else was handed over

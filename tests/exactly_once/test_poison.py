@@ -9,7 +9,7 @@ from sqlmodel import Session
 
 from recording import RecordingTransport  # tests/recording.py
 from relance.email.templates import TemplateLibrary
-from relance.library import load_library
+from relance.workspace import load_workspace
 from typer.testing import CliRunner
 
 from relance.cli import app
@@ -42,15 +42,15 @@ def test_a_bad_address_a_bad_url_and_a_score_overflow_fail_alone(engine, setting
     (folder / "scenarios" / "drip.yaml").unlink()
     (folder / "scenarios" / "guide.yaml").unlink()
     (folder / "scenarios" / "hook.yaml").write_text(HOOK, encoding="utf-8")
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     emails = add_leads(engine, clock.now(), 100)
     with Session(engine) as session:  # as an old import or a hand-written row could have left them
         session.execute(update(Lead).where(Lead.email == emails[10]).values(email="mid@x.example\r\nBcc: victim@evil.example"))
         session.execute(update(Lead).where(Lead.email == emails[20]).values(score=2**63 - 10))  # 64 bits on both backends
         session.commit()
     transport = RecordingTransport()
-    report = run_tick_inline(engine, settings, scenario="hook", now=clock.now(), library=library, transport=transport, batch_size=50, templates=TemplateLibrary(settings.templates_dir))
+    report = run_tick_inline(engine, settings, scenario="hook", now=clock.now(), workspace=workspace, transport=transport, batch_size=50, templates=TemplateLibrary(settings.templates_dir))
     assert report.sent == 98 and len(transport.sent) == 98  # the 98 good leads were mailed
     assert report.enrollments_failed == 1 and report.failed >= 1
     with Session(engine) as session:
@@ -62,7 +62,7 @@ def test_a_bad_address_a_bad_url_and_a_score_overflow_fail_alone(engine, setting
         webhooks = session.execute(select(Outbox.status, Outbox.error).where(Outbox.kind == "webhook")).all()
         assert len(webhooks) == 99 and {w.status for w in webhooks} == {"failed"} and all(w.error for w in webhooks)
     # nothing is left due or pending: a second tick has nothing to retry, and nobody is mailed twice
-    again = run_tick_inline(engine, settings, scenario="hook", now=clock.now() + timedelta(hours=1), library=library, transport=transport, templates=TemplateLibrary(settings.templates_dir))
+    again = run_tick_inline(engine, settings, scenario="hook", now=clock.now() + timedelta(hours=1), workspace=workspace, transport=transport, templates=TemplateLibrary(settings.templates_dir))
     assert again.sent == 0 and again.advanced == 0 and len(transport.sent) == 98
     # the failure is shown where people look
     summary = committed(engine, lead_summary, email=emails[20], scoring=ScoringConfig())

@@ -14,7 +14,7 @@ from relance.delivery import deliver_pending
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import FileTransport
 from relance.ingest import IncomingEvent, ingest_events
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.store.tables import Handoff, Lead, Outbox, StageChange
@@ -30,20 +30,20 @@ def _shipped(db_url: str, tmp_path: Path) -> Settings:
                     outbox_dir=tmp_path / "outbox", transport="file", public_url="https://track.example.com")
 
 
-def _hot_lead(engine, library, clock, email="zoe@acme.example") -> None:
+def _hot_lead(engine, workspace, clock, email="zoe@acme.example") -> None:
     """A form, a pricing visit and a demo request: score, grade A, a sales-ready action: handed off."""
-    committed(engine, ingest_events, library=library, events=[
+    committed(engine, ingest_events, workspace=workspace, events=[
         IncomingEvent("form_submitted", email, clock.now(), HOT),
         IncomingEvent("page_visited", email, clock.now() + timedelta(minutes=1), {"path": "/tarifs"}),
         IncomingEvent("demo_requested", email, clock.now() + timedelta(minutes=2), {}),
     ], now=clock.now() + timedelta(minutes=2))
 
 
-def test_the_hand_off_email_carries_no_unsubscribe_nor_tracking_of_the_lead(engine, db_url, clock, tmp_path):
+def test_the_handoff_email_carries_no_unsubscribe_nor_tracking_of_the_lead(engine, db_url, clock, tmp_path):
     settings = _shipped(db_url, tmp_path)
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
-    _hot_lead(engine, library, clock)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
+    _hot_lead(engine, workspace, clock)
     deliver_pending(engine, settings, now=clock.now() + timedelta(minutes=3), transport=FileTransport(settings.outbox_dir), templates=TemplateLibrary(settings.templates_dir))
     with Session(engine) as session:
         row = session.execute(select(Outbox.id, Outbox.to_address, Outbox.status).where(Outbox.template == "sales-handoff")).one()
@@ -58,14 +58,14 @@ def test_the_hand_off_email_carries_no_unsubscribe_nor_tracking_of_the_lead(engi
     assert "zoe@acme.example" in body  # it is about the lead, with her profile
 
 
-def test_an_unsubscribe_withdraws_the_hand_off_and_tells_its_owner(engine, db_url, clock, tmp_path):
+def test_an_unsubscribe_withdraws_the_handoff_and_tells_its_owner(engine, db_url, clock, tmp_path):
     settings = _shipped(db_url, tmp_path)
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
-    _hot_lead(engine, library, clock)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
+    _hot_lead(engine, workspace, clock)
     later = clock.now() + timedelta(hours=1)
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("unsubscribed", "zoe@acme.example", later, {})], now=later)
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("page_visited", "zoe@acme.example", later, {"path": "/tarifs"})], now=later)
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("unsubscribed", "zoe@acme.example", later, {})], now=later)
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("page_visited", "zoe@acme.example", later, {"path": "/tarifs"})], now=later)
     with Session(engine) as session:
         handoffs = session.execute(select(Handoff.status, Handoff.reason, Handoff.owner)).all()
         lead = session.execute(select(Lead.stage, Lead.suppressed)).one()
@@ -80,16 +80,16 @@ def test_an_unsubscribe_withdraws_the_hand_off_and_tells_its_owner(engine, db_ur
 def test_leaving_never_hands_a_lead_to_sales(engine, db_url, clock, tmp_path):
     """A demo request, then an unsubscribe that would still leave the score above the line: no hand-off, no MQL move."""
     settings = _shipped(db_url, tmp_path)
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=clock.now(), library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     for event in ("unsubscribed", "email_complained", "email_bounced"):
         email = f"{event}@acme.example"
-        committed(engine, ingest_events, library=library, events=[IncomingEvent("form_submitted", email, clock.now(), {"first_name": "Zoé"}),
+        committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("form_submitted", email, clock.now(), {"first_name": "Zoé"}),
                                         IncomingEvent("demo_requested", email, clock.now(), {})], now=clock.now())
         with Session(engine) as session:  # then scoring.yaml changes and a regrade makes her fit A: not handed off yet
             session.execute(Lead.__table__.update().where(Lead.email == email).values(score=500, grade="A", fit=90))
             session.commit()
-        committed(engine, ingest_events, library=library, events=[IncomingEvent(event, email, clock.now() + timedelta(minutes=1), {})], now=clock.now() + timedelta(minutes=1))
+        committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent(event, email, clock.now() + timedelta(minutes=1), {})], now=clock.now() + timedelta(minutes=1))
         with Session(engine) as session:
             lead = session.execute(select(Lead.id, Lead.stage, Lead.suppressed).where(Lead.email == email)).one()
             assert session.execute(select(Handoff.id).where(Handoff.lead_id == lead.id)).first() is None, event

@@ -16,14 +16,15 @@ import sys
 import time
 from datetime import datetime
 
+from sqlmodel import Session
+
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import make_transport
 from relance.ingest import IncomingEvent, ingest_events
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import open_store
 from relance.settings import Settings
 from relance.tick import run_tick_inline
-from tests.units import committed
 
 
 class _Slow:
@@ -38,14 +39,14 @@ class _Slow:
 def main(argv: list[str]) -> None:
     settings = Settings()
     engine = open_store(settings)
-    library = load_library(settings)
+    workspace = load_workspace(settings)
     if argv[0] == "tick":
         now = datetime.fromisoformat(argv[2])
         transport = make_transport(settings)
         if os.environ.get("WORKER_SEND_DELAY"):  # the crash test kills it mid-send: give each send a little time
             transport = _Slow(transport, float(os.environ["WORKER_SEND_DELAY"]))
         print("ready", flush=True)
-        report = run_tick_inline(engine, settings, scenario=argv[1], now=now, library=library, transport=transport,
+        report = run_tick_inline(engine, settings, scenario=argv[1], now=now, workspace=workspace, transport=transport,
                                  batch_size=int(argv[3]) if len(argv) > 3 else None, templates=TemplateLibrary(settings.templates_dir))
         print(json.dumps(report.as_dict()))
     elif argv[0] == "ingest":
@@ -54,7 +55,9 @@ def main(argv: list[str]) -> None:
                   for e in json.loads(open(argv[1]).read())]
         stored = 0
         for start in range(0, len(events), 100):
-            stored += committed(engine, ingest_events, library=library, events=events[start:start + 100], now=now).stored
+            with Session(engine) as session:  # this process owns each batch's transaction
+                stored += ingest_events(session, workspace=workspace, events=events[start:start + 100], now=now).stored
+                session.commit()
         print(json.dumps({"stored": stored}))
     engine.dispose()
 

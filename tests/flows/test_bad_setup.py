@@ -20,11 +20,11 @@ from sqlmodel import Session
 from tests.corpus.test_settings_corpus import SETTINGS, _rows
 
 FLOWS = {  # (module, flow, parameters)
-    "tick": ("flows.tick", "tick", {"scenario": "whitepaper-nurture", "now": "2026-03-02T09:00:00+00:00"}),
-    "decay": ("flows.housekeeping", "decay", {"now": "2026-03-02T09:00:00+00:00"}),
-    "sla": ("flows.housekeeping", "sla", {"now": "2026-03-02T09:00:00+00:00"}),
-    "reengage": ("flows.housekeeping", "reengage", {"now": "2026-03-02T09:00:00+00:00"}),
-    "ses-events": ("flows.ses_events", "ses_events", {"queue_url": "http://127.0.0.1:9/000000000000/ses"}),
+    "tick": ("relance.flows.tick", "tick", {"scenario": "whitepaper-nurture", "now": "2026-03-02T09:00:00+00:00"}),
+    "decay": ("relance.flows.housekeeping", "decay", {"now": "2026-03-02T09:00:00+00:00"}),
+    "sla": ("relance.flows.housekeeping", "sla", {"now": "2026-03-02T09:00:00+00:00"}),
+    "reengage": ("relance.flows.housekeeping", "reengage", {"now": "2026-03-02T09:00:00+00:00"}),
+    "ses-events": ("relance.flows.ses_events", "ses_events", {"queue_url": "http://127.0.0.1:9/000000000000/ses"}),
 }
 EVERY_FLOW = {"transport-pigeon", "database-unreachable", "scenarios-dir-missing"}  # the others: the tick only
 CASES = [pytest.param(variables, flow, id=f"{setting}-{flow}") for setting, variables, _ in SETTINGS for flow in FLOWS

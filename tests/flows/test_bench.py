@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.run import GOALS, SMOKE, run
+from relance.bench.run import GOALS, SMOKE, run
 
 KEYS = {
     "floor_emails_per_s", "engine_emails_per_s_sqlite", "engine_emails_per_s_postgres", "floor_ratio",

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from relance.cli import app
 from relance.ingest import IncomingEvent, ingest_events
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import open_store, sync_scenarios
 from relance.settings import Settings, get_settings
 from relance.store.tables import Enrollment, Lead, StepLog
@@ -91,9 +91,9 @@ def downloaded(email: str, *, now: datetime, asset: str = "guide") -> None:
     """A new lead fills the form and downloads `asset`: what a tracked site sends."""
     settings = Settings()
     engine = open_store(settings)
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=now, library=library)
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("form_submitted", email, now, {"first_name": "Léa"}),
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=now, workspace=workspace)
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("form_submitted", email, now, {"first_name": "Léa"}),
                                     IncomingEvent("downloaded", email, now, {"asset": asset})], now=now)
     engine.dispose()
 
@@ -125,7 +125,7 @@ def artifact(key: str):
 
 @pytest.mark.parametrize("how", ["file", "template"])
 def test_the_valid_scenario_runs_the_broken_ones_leads_wait_and_move_on_once_it_is_fixed(folder: Path, how: str) -> None:
-    from flows.tick import tick
+    from relance.flows.tick import tick
 
     downloaded("avant@acme.example", now=NOW)  # both scenarios valid: registered, the lead enters both
     break_it(folder, how)
@@ -133,8 +133,8 @@ def test_the_valid_scenario_runs_the_broken_ones_leads_wait_and_move_on_once_it_
 
     downloaded("pendant@acme.example", now=later)  # an event while nurture is broken
 
-    library = load_library(Settings())
-    assert sorted(library.plans) == ["welcome"] and list(library.waiting) == ["nurture"]
+    workspace = load_workspace(Settings())
+    assert sorted(workspace.plans) == ["welcome"] and list(workspace.waiting) == ["nurture"]
     # the valid scenario enrolls; the broken one enrolls too, into its last valid version: nobody who should be in is lost
     assert [e[:3] for e in enrollments("welcome")[0]] == [("avant@acme.example", "active", "hello"),
                                                          ("pendant@acme.example", "active", "hello")]
@@ -223,7 +223,7 @@ def test_event_and_preview_work_beside_a_broken_scenario_and_a_broken_scoring_ya
 
 
 def test_an_enroll_step_into_a_broken_scenario_enters_its_last_valid_version(folder: Path) -> None:
-    from flows.tick import tick
+    from relance.flows.tick import tick
 
     (folder / "scenarios" / "handover.yaml").write_text(
         "scenario: handover\ntrigger: {event: downloaded, where: {asset: handover}}\nsteps:\n  - {id: move, enroll: nurture}\n",

@@ -12,7 +12,7 @@ from sqlalchemy import text as sql
 from sqlmodel import Session
 
 from relance.demo.run import START, run_demo
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.report import build_report
 from relance.settings import get_settings
 from relance.store.db import make_engine
@@ -28,13 +28,13 @@ def test_the_demo_sends_well_formed_multipart_emails_through_prefect_ticks(prefe
         monkeypatch.setenv(name, "")  # the demo sets them for its own folder
     console = Console(record=True, width=160)
     summary = run_demo(tmp_path / "demo", console=console, days=6)
-    library = load_library(get_settings())
+    workspace = load_workspace(get_settings())
     get_settings.cache_clear()
 
     assert summary["ticks"] >= 6
     files = sorted((tmp_path / "demo" / "outbox").glob("*.eml"))
     assert len(files) == summary["outbox"]["sent"] >= 40
-    staff = {*library.scoring.sales.owners, library.scoring.sales.manager}
+    staff = {*workspace.scoring.sales.owners, workspace.scoring.sales.manager}
     to_leads = [m for m in (message_from_bytes(p.read_bytes(), policy=default) for p in files) if m["To"] not in staff]
     assert len(to_leads) >= 40
     for message in to_leads[:25]:
@@ -50,7 +50,7 @@ def test_the_demo_sends_well_formed_multipart_emails_through_prefect_ticks(prefe
 
     # the report the demo printed is what its database says, read again by plain SQL
     engine, as_of = make_engine(f"sqlite:///{tmp_path / 'demo' / 'relance.db'}"), START + timedelta(days=6)
-    orders = {name: plan.order for name, plan in library.plans.items()}
+    orders = {name: plan.order for name, plan in workspace.plans.items()}
     with Session(engine) as session:
         report = build_report(session, now=as_of, orders=orders)
     with engine.connect() as connection:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-import tasks.deliver
-from flows.logs import RUN_LOGGERS, _drop_said_traceback, said_without_traceback
+import relance.tasks.deliver
+from relance.flows.logs import RUN_LOGGERS, _drop_said_traceback, said_without_traceback
 from relance.delivery import RetryableDelivery
 from relance.plans import open_store
 from relance.settings import Settings
@@ -67,8 +67,8 @@ def test_a_delivery_refused_for_now_is_one_sentence_in_the_flow_log_not_a_stack_
             upsert_lead(session, email="lea@acme.example", now=NOW, first_name="Léa")
             session.commit()
         engine.dispose()
-        monkeypatch.setattr(tasks.deliver.deliver_batch, "retry_delay_seconds", [0, 0, 0])  # the retries, not their wait
-        from flows.tick import tick
+        monkeypatch.setattr(relance.tasks.deliver.deliver_batch, "retry_delay_seconds", [0, 0, 0])  # the retries, not their wait
+        from relance.flows.tick import tick
 
         with pytest.raises(TickError, match="emails not delivered yet, they stay pending for the next tick"):
             tick(scenario="welcome", now=NOW.isoformat())

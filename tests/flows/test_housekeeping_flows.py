@@ -12,7 +12,7 @@ from relance.cli import app
 from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import lead_summary
 from relance.scoring.config import ScoringConfig
-from relance.library import Library, load_scoring
+from relance.workspace import Workspace, load_scoring
 from relance.plans import open_store
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
@@ -31,8 +31,8 @@ def test_relance_flow_decay_fades_an_idle_score_once(prefect_home, tmp_path, mon
     with Session(engine) as session:
         upsert_lead(session, email="lea@acme.example", now=start)
         session.commit()
-    library = Library(scoring=load_scoring(ROOT / "scenarios"))
-    committed(engine, ingest_events, library=library, events=[IncomingEvent("demo_requested", "lea@acme.example", start, {})], now=start)
+    workspace = Workspace(scoring=load_scoring(ROOT / "scenarios"))
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("demo_requested", "lea@acme.example", start, {})], now=start)
 
     for _ in range(2):
         result = CliRunner().invoke(app, ["flow", "decay", "--now", "2026-02-10T09:00:00+00:00"], catch_exceptions=False)
@@ -43,7 +43,7 @@ def test_relance_flow_decay_fades_an_idle_score_once(prefect_home, tmp_path, mon
 
 
 def test_relance_flow_sla_and_reengage_run_as_flows(prefect_home, tmp_path, monkeypatch):
-    from relance.sales import hand_off
+    from relance.sales import open_handoff
 
     monkeypatch.setenv("RELANCE_DATABASE_URL", f"sqlite:///{tmp_path / 'r.db'}")
     monkeypatch.setenv("RELANCE_SCENARIOS_DIR", str(ROOT / "scenarios"))
@@ -53,7 +53,7 @@ def test_relance_flow_sla_and_reengage_run_as_flows(prefect_home, tmp_path, monk
     start = datetime(2026, 1, 5, 9, tzinfo=timezone.utc)
     with Session(engine) as session:
         lead = upsert_lead(session, email="lea@acme.example", now=start)
-        hand_off(session, lead, scoring=load_scoring(ROOT / "scenarios"), now=start, source="test")
+        open_handoff(session, lead, scoring=load_scoring(ROOT / "scenarios"), now=start, source="test")
         session.commit()
     result = CliRunner().invoke(app, ["flow", "sla", "--now", "2026-01-08T09:00:00+00:00"], catch_exceptions=False)
     assert "1 newly past deadline" in result.output

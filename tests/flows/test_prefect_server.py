@@ -182,7 +182,7 @@ def _seed_three_downloads(env: dict[str, str]) -> list[str]:
     from sqlmodel import Session
 
     from relance.ingest import IncomingEvent, ingest_events
-    from relance.library import load_library
+    from relance.workspace import load_workspace
     from relance.plans import open_store, sync_scenarios
     from relance.settings import Settings
     from relance.store.repo import upsert_lead
@@ -194,14 +194,14 @@ def _seed_three_downloads(env: dict[str, str]) -> list[str]:
     now = datetime.fromisoformat(TICK_AT)
     emails = [f"lea{i}@acme.example" for i in range(3)]
     engine = open_store(settings)
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=now, library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=now, workspace=workspace)
     with Session(engine) as session:
         for i, email in enumerate(emails):
             upsert_lead(session, email=email, now=now, first_name=f"Léa{i}", company="ACME")
         session.commit()
     downloads = [IncomingEvent("downloaded", e, now, {"asset": "livre-blanc-leads"}) for e in emails]
-    assert committed(engine, ingest_events, library=library, events=downloads, now=now).enrolled == 3
+    assert committed(engine, ingest_events, workspace=workspace, events=downloads, now=now).enrolled == 3
     engine.dispose()
     return emails
 

@@ -39,7 +39,7 @@ def test_the_flow_and_the_command_drain_the_queue_and_suppress_bounces(prefect_h
         session.commit()
     queue = sqs.create_queue(QueueName="ses-flow")["QueueUrl"]
 
-    from flows.ses_events import ses_events
+    from relance.flows.ses_events import ses_events
 
     sqs.send_message(QueueUrl=queue, MessageBody=_bounce("a@acme.example"))
     assert ses_events(queue_url=queue) == {"stored": 1, "duplicates": 0, "suppressed": 1, "set_aside": 0}
@@ -57,7 +57,7 @@ def test_the_flow_and_the_command_drain_the_queue_and_suppress_bounces(prefect_h
 
 
 def test_a_queue_that_does_not_exist_fails_the_run_with_the_sentence_after_the_retries(prefect_home, sqs, tmp_path, monkeypatch):
-    import flows.ses_events as module
+    import relance.flows.ses_events as module
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.logging.handlers import APILogWorker

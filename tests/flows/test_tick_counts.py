@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from relance.email.templates import TemplateLibrary
 from relance.ingest import IncomingEvent, ingest_events
-from relance.library import load_library
+from relance.workspace import load_workspace
 from relance.plans import open_store, sync_scenarios
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
@@ -215,14 +215,14 @@ def _mixed_run(settings: Settings, tick: Callable[[str, datetime], Any],
     """Seven virtual days: each day's events and new leads, then a tick of each scenario, checked at once;
     what the database said after each tick, by (scenario, day)."""
     engine = open_store(settings)
-    library = load_library(settings)
-    committed(engine, sync_scenarios, now=T0 - timedelta(days=1), library=library)
+    workspace = load_workspace(settings)
+    committed(engine, sync_scenarios, now=T0 - timedelta(days=1), workspace=workspace)
     _leads(engine, list(range(10)), T0 - timedelta(days=1))
     seen: dict[tuple[str, int], dict[str, Any]] = {}
     for day in range(DAYS):
         moments = _what_happens(day)
         for at, what in [m for m in moments if m[0] < T0 + timedelta(days=day)]:
-            _ingest_or_create(engine, library, at, what)
+            _ingest_or_create(engine, workspace, at, what)
         for scenario in SCENARIOS:
             at = _at(scenario, day)
             due_before = _due_now(engine, scenario, at)
@@ -231,16 +231,16 @@ def _mixed_run(settings: Settings, tick: Callable[[str, datetime], Any],
             check(scenario, at, result, expected)
             seen[(scenario, day)] = expected
         for at, what in [m for m in moments if m[0] >= T0 + timedelta(days=day)]:
-            _ingest_or_create(engine, library, at, what)
+            _ingest_or_create(engine, workspace, at, what)
     engine.dispose()
     return seen
 
 
-def _ingest_or_create(engine, library, at: datetime, what) -> None:
+def _ingest_or_create(engine, workspace, at: datetime, what) -> None:
     if what and isinstance(what[0], int):
         _leads(engine, what, at)
     else:
-        committed(engine, ingest_events, library=library, events=what, now=at, channel="test")
+        committed(engine, ingest_events, workspace=workspace, events=what, now=at, channel="test")
 
 
 def _the_run_was_mixed(seen: dict[tuple[str, int], dict[str, Any]]) -> None:
@@ -276,9 +276,9 @@ def _line_matches(line: str, figures: dict[str, Any]) -> None:
 
 
 def test_the_tick_flow_says_what_the_database_says_after_a_mixed_run(tmp_path, monkeypatch, prefect_home) -> None:
-    from flows.tick import tick as tick_flow
+    from relance.flows.tick import tick as tick_flow
     from relance.cli import app
-    from tasks.report import artifact_key
+    from relance.tasks.artifacts import artifact_key
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -328,10 +328,10 @@ def test_a_tick_and_relance_report_say_what_the_database_says_on_both_backends(t
 
     settings = _setup(tmp_path, monkeypatch, db_url)
     engine = open_store(settings)
-    library = load_library(settings)
+    workspace = load_workspace(settings)
 
     def tick(scenario: str, at: datetime):
-        return run_tick_inline(engine, settings, scenario=scenario, now=at, library=library, templates=TemplateLibrary(settings.templates_dir))
+        return run_tick_inline(engine, settings, scenario=scenario, now=at, workspace=workspace, templates=TemplateLibrary(settings.templates_dir))
 
     def check(scenario: str, at: datetime, report, expected: dict) -> None:
         assert report.as_dict() == expected["result"], (scenario, at)

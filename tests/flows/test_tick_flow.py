@@ -92,7 +92,7 @@ def _artifact(key: str):
 
 
 def test_a_tick_enrolls_the_segment_sends_in_batches_and_publishes_the_step_counts(settings: Settings) -> None:
-    from flows.tick import tick
+    from relance.flows.tick import tick
 
     emails = _leads(settings, 5)
 
@@ -133,13 +133,13 @@ class RefusesOnceAfter:
 
 def test_what_a_delivery_attempt_sent_before_its_retry_counts_in_the_tick(settings: Settings, monkeypatch) -> None:
     import relance.delivery
-    import tasks.deliver
-    from flows.tick import tick
+    import relance.tasks.deliver
+    from relance.flows.tick import tick
 
     emails = _leads(settings, 5)
     transport = RefusesOnceAfter(2)  # the first attempt sends two and leaves three pending; its retry sends them
     monkeypatch.setattr(relance.delivery, "make_transport", lambda settings: transport)
-    monkeypatch.setattr(tasks.deliver.deliver_batch, "retry_delay_seconds", [0, 0, 0])
+    monkeypatch.setattr(relance.tasks.deliver.deliver_batch, "retry_delay_seconds", [0, 0, 0])
 
     figures = tick(scenario="welcome", now=NOW.isoformat())
 
@@ -149,7 +149,7 @@ def test_what_a_delivery_attempt_sent_before_its_retry_counts_in_the_tick(settin
 
 
 def test_a_second_tick_at_the_same_instant_sends_nothing_again(settings: Settings) -> None:
-    from flows.tick import tick
+    from relance.flows.tick import tick
 
     _leads(settings, 3)
     tick(scenario="welcome", now=NOW.isoformat())
@@ -165,7 +165,7 @@ def test_a_second_tick_at_the_same_instant_sends_nothing_again(settings: Setting
 
 
 def test_each_tick_links_to_the_scenarios_figures_as_relance_report_computes_them(settings: Settings) -> None:
-    from flows.tick import tick
+    from relance.flows.tick import tick
     from relance.report import steps
 
     _leads(settings, 3)
@@ -189,7 +189,7 @@ def test_each_tick_links_to_the_scenarios_figures_as_relance_report_computes_the
 
 
 def test_a_tick_of_an_unknown_scenario_fails_and_names_the_known_ones(settings: Settings) -> None:
-    from flows.tick import TickError, tick
+    from relance.flows.tick import TickError, tick
 
     with pytest.raises(TickError, match=r"no scenario named 'welcom' in .*scenarios \(found: welcome\)"):
         tick(scenario="welcom", now=NOW.isoformat())
@@ -200,7 +200,7 @@ def test_the_tick_itself_says_what_a_dead_run_left_cut_off_mid_send(settings: Se
     says so in its result, its log and its artifact, and does not send it again."""
     from datetime import timedelta
 
-    from flows.tick import tick
+    from relance.flows.tick import tick
     from relance.store.tables import Lead
 
     _leads(settings, 1)

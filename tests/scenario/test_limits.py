@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from relance.library import load_library, read_scoring, read_source, validate_paths
+from relance.workspace import load_workspace, read_scoring, read_source, validate_paths
 from relance.scenario.loader import MAX_ALIAS_VALUES, MAX_DEPTH, MAX_FILE_BYTES, load_model_text, load_scenario_text
 from relance.scenario.model import MAX_DURATION, MAX_POINTS, parse_duration
 from relance.scoring.config import ScoringConfig
@@ -157,9 +157,9 @@ def settings(tmp_path: Path) -> Settings:
 def test_a_file_that_is_not_utf8_does_not_run_and_the_others_do(settings: Settings) -> None:
     bad = settings.scenarios_dir / "seminar.yaml"
     bad.write_bytes(b"scenario: seminar\ntrigger: {event: downloaded}\ndescription: S\xe9minaire\n" + END.encode())
-    library = load_library(settings)
-    assert "whitepaper-nurture" in library.plans and "seminar" not in library.plans
-    [broken] = library.broken
+    workspace = load_workspace(settings)
+    assert "whitepaper-nurture" in workspace.plans and "seminar" not in workspace.plans
+    [broken] = workspace.broken
     assert (broken.name, [str(p) for p in broken.problems]) == (
         "seminar", [f"{bad}:3:15: not UTF-8 text (byte 0xe9 cannot be read): save the file as UTF-8"])
 

@@ -1,4 +1,4 @@
-"""The scenarios folder read as a library: read once per content, read again after any edit."""
+"""The scenarios folder read as a workspace: read once per content, read again after any edit."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from relance.library import ScenarioError, load_library
+from relance.workspace import ScenarioError, load_workspace
 from relance.settings import Settings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -22,17 +22,17 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def test_an_unchanged_folder_is_not_read_again(settings):
-    assert load_library(settings) is load_library(settings)
+    assert load_workspace(settings) is load_workspace(settings)
 
 
 def test_an_edit_of_the_same_size_at_once_is_read(settings):
     path = settings.scenarios_dir / "whitepaper-nurture.yaml"
-    first = load_library(settings)
+    first = load_workspace(settings)
     text = path.read_text(encoding="utf-8")
     assert "wait: 3d" in text
     path.write_text(text.replace("wait: 3d", "wait: 4d", 1), encoding="utf-8")  # same size, same clock tick
 
-    second = load_library(settings)
+    second = load_workspace(settings)
 
     assert second is not first
     waits = [s.wait for s in second.plans["whitepaper-nurture"].scenario.steps if getattr(s, "wait", None)]
@@ -40,23 +40,23 @@ def test_an_edit_of_the_same_size_at_once_is_read(settings):
 
 
 def test_a_template_broken_after_a_load_breaks_only_the_scenario_that_sends_it(settings):
-    load_library(settings)
+    load_workspace(settings)
     (settings.templates_dir / "whitepaper-followup.mjml").write_text("<mjml><mj-body>{% if %}</mj-body></mjml>")
 
-    library = load_library(settings)
+    workspace = load_workspace(settings)
 
-    assert sorted(library.plans) == ["monthly-newsletter", "re-engagement"]
-    assert list(library.waiting) == ["whitepaper-nurture"]
-    assert any("whitepaper-followup" in str(problem) for problem in library.waiting["whitepaper-nurture"].problems)
+    assert sorted(workspace.plans) == ["monthly-newsletter", "re-engagement"]
+    assert list(workspace.waiting) == ["whitepaper-nurture"]
+    assert any("whitepaper-followup" in str(problem) for problem in workspace.waiting["whitepaper-nurture"].problems)
 
 
 def test_a_scoring_edit_is_read(settings):
-    first = load_library(settings)
+    first = load_workspace(settings)
     scoring = settings.scenarios_dir / "scoring.yaml"
     scoring.write_text(scoring.read_text(encoding="utf-8").replace("demo_requested: 50", "demo_requested: 70", 1))
 
-    assert load_library(settings) is not first
-    assert load_library(settings).scoring.behaviour["demo_requested"] == 70
+    assert load_workspace(settings) is not first
+    assert load_workspace(settings).scoring.behaviour["demo_requested"] == 70
 
 
 def validate(settings, monkeypatch, *paths: str):
@@ -130,11 +130,11 @@ def test_a_file_whose_yaml_does_not_parse_is_still_known_by_its_scenario_line_an
     path.write_text(path.read_text(encoding="utf-8").replace("  where: {asset: livre-blanc-leads}",
                                                              "  where: {asset: livre-blanc-leads"), encoding="utf-8")
 
-    library = load_library(settings)
+    workspace = load_workspace(settings)
 
-    assert sorted(library.plans) == ["monthly-newsletter", "re-engagement"]
-    assert list(library.waiting) == ["whitepaper-nurture"]
-    assert [p.message.split(":")[0] for p in library.waiting["whitepaper-nurture"].problems] == ["bad YAML"]
+    assert sorted(workspace.plans) == ["monthly-newsletter", "re-engagement"]
+    assert list(workspace.waiting) == ["whitepaper-nurture"]
+    assert [p.message.split(":")[0] for p in workspace.waiting["whitepaper-nurture"].problems] == ["bad YAML"]
 
 
 def test_a_broken_scoring_yaml_still_stops_everything_it_names_only_its_own_problems(settings):
@@ -142,6 +142,6 @@ def test_a_broken_scoring_yaml_still_stops_everything_it_names_only_its_own_prob
     (settings.scenarios_dir / "scoring.yaml").write_text("mql: {score_at_least: beaucoup}\n", encoding="utf-8")
 
     with pytest.raises(ScenarioError) as error:
-        load_library(settings)
+        load_workspace(settings)
 
     assert [p.path for p in error.value.problems] == [str(settings.scenarios_dir / "scoring.yaml")]

@@ -31,7 +31,7 @@ from typing import Callable
 from relance.clock import ensure_utc
 from relance.engine.conditions import holds
 from relance.engine.interpreter import advance, enter, state_wait_holds
-from relance.engine.types import EnrollInto, EnrollmentState, EventFact, HandOff, LeadFacts, SendEmail
+from relance.engine.types import EnrollInto, EnrollmentState, EventFact, OpenHandoff, LeadFacts, SendEmail
 from relance.scenario.model import EventTrigger, SegmentTrigger
 from relance.scenario.plan import Plan
 from relance.sales import HANDOFF_STAGES
@@ -41,7 +41,7 @@ from relance.scoring.rules import behaviour_points
 from relance.simulation.engagement import Engagement, Targets, example_properties
 from relance.simulation.population import arrival_times, synthetic_lead
 from relance.simulation.rates import EngagementRates, parse_rates
-from relance.simulation.report import SimulationReport, Tally, Totals, render_report
+from relance.simulation.funnel import SimulationReport, Tally, Totals, render_report
 from relance.suppression import SUPPRESSING_EVENTS
 
 __all__ = ["EngagementRates", "SimulationReport", "parse_rates", "render_report", "simulate"]
@@ -177,7 +177,7 @@ class _Simulation:
         for effect in outcome.effects:
             if isinstance(effect, SendEmail):
                 self.send(index, effect, now)
-            elif isinstance(effect, HandOff):
+            elif isinstance(effect, OpenHandoff):
                 self.tally.handoffs += self.people[index].stage != "sql-pending"  # an open hand-off is not opened twice
                 lead = replace(lead, stage="sql-pending")  # as a tick does
             elif isinstance(effect, EnrollInto):

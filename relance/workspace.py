@@ -76,7 +76,7 @@ class BrokenScenario:
 
 
 @dataclass
-class Library:
+class Workspace:
     plans: dict[str, Plan] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
@@ -245,7 +245,7 @@ def _names_beside(files: list[Path], also_in: Path | None) -> set[str]:
     return names
 
 
-def load_library(settings: Settings, extra: list[Path] | None = None) -> Library:
+def load_workspace(settings: Settings, extra: list[Path] | None = None) -> Workspace:
     """Every scenario of the folder (plus `extra` files), validated together. A file with problems does not stop
     the others: it is listed in `broken` and its scenario is left out of `plans`. Raises ScenarioError when
     scoring.yaml has problems (every scenario depends on it), SetupError when the scenarios folder (or, for a
@@ -255,8 +255,8 @@ def load_library(settings: Settings, extra: list[Path] | None = None) -> Library
     paths = scenario_files([scenarios_folder(settings), *(extra or [])])
     texts, unread = _read_all(paths)
     key = _read_from({**texts, **{p.path: f"\0{p}" for p in unread}}, settings)
-    if (library := _loaded.get(key)) is not None:
-        return library
+    if (workspace := _loaded.get(key)) is not None:
+        return workspace
     scoring, scoring_problems = read_scoring(settings.scenarios_dir)
     if scoring_problems:
         raise ScenarioError(scoring_problems)
@@ -265,7 +265,7 @@ def load_library(settings: Settings, extra: list[Path] | None = None) -> Library
     by_file: dict[str, list] = {}
     for problem in [*unread, *checked.problems]:
         by_file.setdefault(problem.path, []).append(problem)
-    library = Library(
+    workspace = Workspace(
         plans={name: compile_scenario(scenario) for name, scenario in checked.scenarios.items()
                if checked.names[name] not in by_file},
         paths={name: Path(path) for name, path in checked.names.items() if path not in by_file},
@@ -275,15 +275,15 @@ def load_library(settings: Settings, extra: list[Path] | None = None) -> Library
     )
     if len(_loaded) >= 8:
         _loaded.clear()
-    _loaded[key] = library
-    return library
+    _loaded[key] = workspace
+    return workspace
 
 
-_loaded: dict[str, Library] = {}  # a valid library by what it was read from: a flow run in the process that loaded it reads no YAML again
+_loaded: dict[str, Workspace] = {}  # a valid workspace by what it was read from: a flow run in the process that loaded it reads no YAML again
 
 
 def _read_from(texts: dict[str, str], settings: Settings) -> str:
-    """A digest of everything a library is made of: the scenario files' names and texts, scoring.yaml, every
+    """A digest of everything a workspace is made of: the scenario files' names and texts, scoring.yaml, every
     template file and the settings. Contents, not modification times: two edits within one clock tick differ too."""
     digest = hashlib.blake2b(settings.model_dump_json().encode(), digest_size=20)
     files = [Path(settings.scenarios_dir) / SCORING_FILE]
@@ -304,16 +304,16 @@ class BrokenArgument(LookupError):
                          f"(relance validate {broken.path})")
 
 
-def name_for_argument(library: Library, argument: str) -> str:
+def name_for_argument(workspace: Workspace, argument: str) -> str:
     """A SCENARIO argument is a name from the folder or the path of one of its files; BrokenArgument when it
     names a file with problems."""
-    if argument in library.plans:
+    if argument in workspace.plans:
         return argument
-    if (broken := library.broken_file(argument)) is not None:
+    if (broken := workspace.broken_file(argument)) is not None:
         raise BrokenArgument(broken)
     path = Path(argument)
-    for name, known in library.paths.items():
+    for name, known in workspace.paths.items():
         if path.exists() and known.resolve() == path.resolve():
             return name
-    known = ", ".join(sorted(library.plans)) or "none"
+    known = ", ".join(sorted(workspace.plans)) or "none"
     raise LookupError(f"no scenario {argument!r} (known: {known})")

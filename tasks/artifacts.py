@@ -14,7 +14,7 @@ from prefect.settings import get_current_settings
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from relance.library import BrokenScenario
+from relance.workspace import BrokenScenario
 from relance.plans import current_version_ids, plan_for_version
 from relance.report import outcome_words, standing, steps
 from relance.tick_figures import TickReport, count_tick as count_from_store, summary
