@@ -19,11 +19,11 @@ from sqlmodel import Session
 from relance.email.templates import TemplateLibrary
 from relance.engine.interpreter import enter
 from relance.enrollment import lead_facts
-from relance.workspace import Workspace, load_workspace
 from relance.plans import current_version_ids, open_store, plan_for_version, sync_scenarios
 from relance.settings import Settings
 from relance.store.db import scratch_postgres
 from relance.store.tables import Enrollment, Lead, Outbox
+from relance.workspace import Workspace, load_workspace
 
 PROJECT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("RELANCE_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

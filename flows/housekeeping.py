@@ -10,10 +10,10 @@ from prefect import flow, get_run_logger
 
 from relance.flows.refusals import refuses_bad_setup
 from relance.flows.tick import tick_time
-from relance.workspace import load_workspace, load_scoring, scenarios_folder
 from relance.plans import open_store
 from relance.settings import read_settings, require_signing_keys
 from relance.tasks.housekeeping import decay_task, reengage_task, sla_task
+from relance.workspace import load_workspace, load_scoring, scenarios_folder
 
 
 @flow(name="decay")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 from relance.delivery import RetryableDelivery
-from relance.workspace import SetupError
 from relance.prefect_api import PrefectAPIError
 from relance.settings import SettingError
 from relance.tick import TickError
+from relance.workspace import SetupError
 
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # where Prefect logs a failed run, traceback attached
 SAID = (SettingError, SetupError, TickError, RetryableDelivery, PrefectAPIError)  # errors whose message says it all

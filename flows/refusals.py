@@ -14,8 +14,8 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.states import Failed
 
-from relance.workspace import SetupError
 from relance.settings import SettingError
+from relance.workspace import SetupError
 
 
 def refuses_bad_setup(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -10,10 +10,10 @@ from prefect import flow, get_run_logger
 from prefect.states import Failed
 
 from relance.flows.refusals import refuses_bad_setup
-from relance.workspace import load_workspace
 from relance.plans import open_store
 from relance.settings import read_settings
 from relance.tasks.ses_events import drain_task
+from relance.workspace import load_workspace
 
 
 @flow(name="ses-events")

@@ -12,17 +12,17 @@ from datetime import datetime
 from prefect import flow, get_run_logger
 from prefect.states import Failed, State
 
-from relance.flows.refusals import refuses_bad_setup
 from relance.clock import instant_or_now
 from relance.email.templates import TemplateLibrary
-from relance.workspace import BrokenScenario, load_workspace
+from relance.flows.refusals import refuses_bad_setup
 from relance.plans import open_store
 from relance.settings import Settings, read_settings, require_signing_keys
-from relance.tick import TickError, TickSteps, run_tick
 from relance.tasks.advance import advance_batch
+from relance.tasks.artifacts import count_tick, publish_not_run, publish_report
 from relance.tasks.deliver import deliver_batch, deliver_leftovers
 from relance.tasks.enroll import enroll, register_scenarios
-from relance.tasks.artifacts import count_tick, publish_not_run, publish_report
+from relance.tick import TickError, TickSteps, run_tick
+from relance.workspace import BrokenScenario, load_workspace
 
 TASKS = TickSteps(register=register_scenarios, enroll=enroll, advance=advance_batch, deliver=deliver_batch,
                   deliver_leftovers=deliver_leftovers, count=count_tick, publish=publish_report)

@@ -20,7 +20,6 @@ from relance.effects import CHANGES_LEAD, Applying, Written, apply_effect
 from relance.engine.interpreter import advance
 from relance.engine.types import Effect
 from relance.enrollment import enroll_leads, events_of, lead_facts, state_of, state_values
-from relance.workspace import Workspace
 from relance.plans import current_version_ids, plan_for_version
 from relance.sales import last_rejections, ready_for_sales
 from relance.scenario.plan import Plan
@@ -29,6 +28,7 @@ from relance.settings import Settings
 from relance.store.repo import claim_due_enrollments, insert_outbox_rows, insert_rows, write_back
 from relance.store.tables import Enrollment, Lead, Outbox, StepLog
 from relance.wakes import wake_for_lead_changes
+from relance.workspace import Workspace
 
 
 @dataclass

@@ -17,7 +17,6 @@ from relance.engine.conditions import holds
 from relance.engine.interpreter import enter
 from relance.engine.triggers import may_enter
 from relance.engine.types import EnrollmentState, EventFact, LeadFacts
-from relance.workspace import Workspace
 from relance.plans import current_version_ids
 from relance.scenario.model import EVENT_CONDITIONS, SegmentTrigger, nested
 from relance.scenario.plan import Plan
@@ -25,6 +24,7 @@ from relance.scoring.config import ScoringConfig
 from relance.store.repo import insert_enrollments, insert_rows
 from relance.store.segments import may_enter_again, narrowing
 from relance.store.tables import Enrollment, Event, Lead, StepLog
+from relance.workspace import Workspace
 
 
 def lead_facts(lead: Lead, scoring: ScoringConfig) -> LeadFacts:

@@ -7,11 +7,11 @@ from datetime import datetime
 from sqlmodel import Session
 
 from relance.enrollment import enroll_leads
-from relance.workspace import Workspace
 from relance.plans import current_version_ids, plan_for_version
 from relance.sales import SlaReport, flag_sla, later_due
 from relance.scenario.model import EventTrigger
 from relance.store.tables import Lead
+from relance.workspace import Workspace
 
 
 def run_sla(session: Session, *, workspace: Workspace, now: datetime) -> SlaReport:

@@ -19,8 +19,8 @@ from relance.engine.triggers import event_triggers
 from relance.engine.types import EventFact
 from relance.enrollment import enroll_leads, event_fact
 from relance.inputs import BadInput, checked_event, checked_instant, checked_profile
-from relance.workspace import Workspace
 from relance.plans import current_version_ids, plan_for_version
+from relance.workspace import Workspace
 from relance.sales import (HANDOFF_STAGES, open_handoff, hot_again, last_rejections, ready_for_sales, sales_ready_since,
                            withdraw)
 from relance.scenario.model import EventTrigger

@@ -10,9 +10,9 @@ from sqlmodel import Session
 
 from relance.clock import SystemClock
 from relance.consent import consent_of
-from relance.store.repo import find_lead
 from relance.scoring.config import ScoringConfig
 from relance.scoring.rules import fit_points, grade_of
+from relance.store.repo import find_lead
 from relance.store.tables import Deal, Enrollment, Event, Handoff, Lead, Outbox, ScoreChange, StageChange, profile_of
 from relance.suppression import entry_of
 from relance.wakes import wake_for_lead_changes

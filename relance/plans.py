@@ -12,12 +12,12 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from relance.workspace import Workspace
 from relance.scenario.plan import Plan, plan_from_definition
 from relance.settings import SettingError, Settings
 from relance.store.db import StoreUnavailable, make_engine, migrate
 from relance.store.repo import ensure_scenario_version
 from relance.store.tables import ScenarioVersion
+from relance.workspace import Workspace
 
 
 def open_store(settings: Settings) -> Engine:

@@ -28,12 +28,12 @@ from relance.clock import Clock, parse_instant
 from relance.engagement import machine_request
 from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
 from relance.inputs import checked_email
-from relance.workspace import Workspace
 from relance.scenario.model import MACHINE_CLICK
 from relance.settings import MACHINE_CLICK_SECONDS, SettingError
 from relance.store.repo import normalise_email
 from relance.store.tables import Lead, Outbox
 from relance.suppression import suppress_for_event
+from relance.workspace import Workspace
 
 EVENT_TYPES = {
     "Send": "email_sent", "Delivery": "email_delivered", "Open": "email_opened", "Click": "email_clicked",

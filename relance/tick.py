@@ -21,11 +21,11 @@ from relance.delivery import deliver, deliver_pending
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import Transport, make_transport
 from relance.enrollment import enroll_due
-from relance.workspace import Workspace
 from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.settling import DeliveryResult
 from relance.tick_figures import TickReport, count_tick, step_log_mark, summary
+from relance.workspace import Workspace
 
 LOGGER = logging.getLogger("relance.tick")  # the inline tick's log; the flow's goes to its run logger
 
@@ -127,6 +127,12 @@ def _enroll(engine: Engine, settings: Settings, *, scenario: str, now: datetime,
                           commit=True)
 
 
+def _count(engine: Engine, report: TickReport, *, now: datetime, mark: int, standing: bool) -> TickReport:
+    """The inline tick's count step (as the flow's task)."""
+    with Session(engine) as session:
+        return count_tick(session, report, now=now, mark=mark, standing=standing)
+
+
 def run_tick_inline(
     engine: Engine, settings: Settings, *, scenario: str, now: datetime, workspace: Workspace, templates: TemplateLibrary,
     transport: Transport | None = None, batch_size: int | None = None, standing: bool = True,
@@ -139,7 +145,7 @@ def run_tick_inline(
         register=_register, enroll=_enroll, advance=advance_due,
         deliver=functools.partial(deliver, transport=transport),
         deliver_leftovers=functools.partial(deliver_pending, transport=transport),
-        count=functools.partial(count_tick, standing=standing),
+        count=functools.partial(_count, standing=standing),
     )
     return run_tick(engine, settings, scenario=scenario, now=now, workspace=workspace, templates=templates,
                     limit=batch_size or settings.batch_size, steps=steps, logger=LOGGER)

@@ -67,7 +67,7 @@ def step_log_mark(engine: Engine) -> int:
         return connection.execute(select(func.coalesce(func.max(StepLog.id), 0))).scalar_one()
 
 
-def count_tick(engine: Engine, report: TickReport, *, now: datetime, mark: int, standing: bool = True) -> TickReport:
+def count_tick(session: Session, report: TickReport, *, now: datetime, mark: int, standing: bool = True) -> TickReport:
     """Fill in the figures read from the database once the tick's work is done: `entered` (enrollments whose
     first step ran in this tick: a step-log row of this tick, none before it) and, with `standing`, where the
     scenario's leads stand now (`waiting`, per step: this reads every active enrollment of the scenario), and
@@ -79,14 +79,13 @@ def count_tick(engine: Engine, report: TickReport, *, now: datetime, mark: int, 
                ~select(earlier.c.id).where(earlier.c.enrollment_id == log.c.enrollment_id, earlier.c.id <= mark,
                                            earlier.c.kind != "enter").exists())
     )
-    with Session(engine) as session:
-        report.entered = session.execute(first_steps).scalar_one()
-        ids = report.undelivered_ids
-        report.pending = sum(session.execute(select(func.count()).select_from(Outbox).where(
-            Outbox.id.in_(ids[start:start + 500]), Outbox.status == "pending")).scalar_one() for start in range(0, len(ids), 500))
-        if standing:
-            report.standing = {step: here for (_, step), here in where_now(session, report.scenario).items()}
-            report.waiting = sum(waiting for _, waiting in report.standing.values())
+    report.entered = session.execute(first_steps).scalar_one()
+    ids = report.undelivered_ids
+    report.pending = sum(session.execute(select(func.count()).select_from(Outbox).where(
+        Outbox.id.in_(ids[start:start + 500]), Outbox.status == "pending")).scalar_one() for start in range(0, len(ids), 500))
+    if standing:
+        report.standing = {step: here for (_, step), here in where_now(session, report.scenario).items()}
+        report.waiting = sum(waiting for _, waiting in report.standing.values())
     return report
 
 

@@ -9,8 +9,8 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
 
 from relance.advancing import BatchResult, advance_due
-from relance.workspace import Workspace
 from relance.settings import Settings
+from relance.workspace import Workspace
 
 
 # No retries: a batch is claimed and advanced in one transaction, so a failure rolls it back

@@ -14,10 +14,10 @@ from prefect.settings import get_current_settings
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from relance.workspace import BrokenScenario
 from relance.plans import current_version_ids, plan_for_version
 from relance.report import outcome_words, standing, steps
 from relance.tick_figures import TickReport, count_tick as count_from_store, summary
+from relance.workspace import BrokenScenario
 
 
 def _slug(scenario: str) -> str:
@@ -80,7 +80,8 @@ def figures_markdown(scenario: str, rows: Sequence[Mapping[str, object]]) -> str
 @task(name="count-tick", task_run_name="count-{report.scenario}", cache_policy=NO_CACHE)
 def count_tick(engine: Engine, report: TickReport, *, now: datetime, mark: int) -> TickReport:
     """Read from the database who started in this tick and where the scenario's leads stand now."""
-    return count_from_store(engine, report, now=now, mark=mark)
+    with Session(engine) as session:  # read only: the task owns the session
+        return count_from_store(session, report, now=now, mark=mark)
 
 
 @task(name="publish-report", task_run_name="report-{report.scenario}", cache_policy=NO_CACHE)

@@ -10,9 +10,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from relance.enrollment import enroll_due
-from relance.workspace import Workspace
 from relance.plans import sync_scenarios
 from relance.settings import Settings
+from relance.workspace import Workspace
 
 
 # NO_CACHE: these write to the database; a cached result would skip the write.

@@ -9,12 +9,12 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from relance.decay import decay_scores
 from relance.housekeeping import run_reengage, run_sla
-from relance.workspace import Workspace
 from relance.plans import sync_scenarios
 from relance.scoring.config import ScoringConfig
-from relance.decay import decay_scores
 from relance.settings import Settings
+from relance.workspace import Workspace
 
 
 # NO_CACHE: these write to the database; a cached result would skip the write.

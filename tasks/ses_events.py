@@ -9,9 +9,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from relance.clock import SystemClock
-from relance.workspace import Workspace
 from relance.ses_events import drain
 from relance.settings import SettingError, Settings
+from relance.workspace import Workspace
 
 
 @task(name="drain-ses-events", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])

@@ -22,10 +22,10 @@ from typer.testing import CliRunner
 from relance.bench.imports import crm_export
 from relance.cli import app
 from relance.importer import import_leads, read_leads_csv
-from relance.workspace import load_workspace
 from relance.plans import open_store
 from relance.settings import get_settings
 from relance.store.tables import Lead
+from relance.workspace import load_workspace
 
 FULL = os.environ.get("RELANCE_TEST_FULL") == "1"
 ROWS = 100_000 if FULL else 5_000

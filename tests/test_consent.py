@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 from relance.api.app import create_app
 from relance.cli import app
 from relance.ingest import BadEvent, IncomingEvent, ingest_events
-from relance.workspace import load_workspace
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Lead, Suppression
+from relance.workspace import load_workspace
 from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,6 @@ from relance.cli import app
 from relance.deals import LOST_REASONS, BadValue, Closing, record_deal
 from relance.email.templates import TemplateLibrary
 from relance.ingest import IncomingEvent, ingest_events
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.sales import Answer, NoSuchLead, answer, open_handoff
 from relance.scoring.config import ScoringConfig
@@ -25,6 +24,7 @@ from relance.settings import Settings, get_settings
 from relance.store.repo import find_lead, upsert_lead
 from relance.store.tables import Deal, Enrollment, Handoff, Lead, StageChange
 from relance.tick import run_tick_inline
+from relance.workspace import load_workspace
 from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,13 +7,13 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlmodel import Session
 
+from relance.decay import decay_scores
 from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import lead_summary
-from relance.workspace import Workspace
 from relance.scoring.config import ScoringConfig
-from relance.decay import decay_scores
 from relance.store.repo import upsert_lead
 from relance.store.tables import Lead
+from relance.workspace import Workspace
 from tests.units import committed
 
 SCORING = ScoringConfig.model_validate({

@@ -19,13 +19,13 @@ from relance.api.app import create_app
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import FileTransport
 from relance.leads import lead_summary
-from relance.scoring.config import ScoringConfig
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
+from relance.scoring.config import ScoringConfig
 from relance.ses_events import drain
 from relance.settings import Settings
 from relance.store.tables import Outbox
 from relance.tick import run_tick_inline
+from relance.workspace import load_workspace
 from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,12 +14,12 @@ from sqlmodel import Session
 
 from relance.engine.types import EventFact
 from relance.ingest import IncomingEvent, ingest_events
-from relance.workspace import Workspace
 from relance.sales import sales_ready_since
 from relance.scoring.config import ScoringConfig
 from relance.scoring.rules import is_sales_ready
 from relance.store.repo import record_events, upsert_lead
 from relance.store.tables import Lead
+from relance.workspace import Workspace
 from tests.units import committed
 
 

@@ -10,12 +10,12 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from relance.housekeeping import run_reengage, run_sla
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.sales import Answer, answer, open_handoff
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Handoff, Outbox
+from relance.workspace import load_workspace
 from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]

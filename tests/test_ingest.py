@@ -9,10 +9,10 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from relance.ingest import IncomingEvent, UnknownLead, ingest_events
-from relance.workspace import Workspace
 from relance.scoring.config import ScoringConfig
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Lead
+from relance.workspace import Workspace
 from tests.units import committed
 
 SCORING = ScoringConfig.model_validate({

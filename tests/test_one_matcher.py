@@ -11,13 +11,13 @@ from sqlmodel import Session
 
 from relance.engine.types import EventFact, LeadFacts
 from relance.ingest import IncomingEvent, ingest_events
-from relance.workspace import Workspace
 from relance.scenario.model import Scenario
 from relance.scenario.plan import compile_scenario
 from relance.scoring.config import ScoringConfig
-from relance.simulation.simulator import _Simulation
 from relance.simulation.rates import EngagementRates
+from relance.simulation.simulator import _Simulation
 from relance.store.tables import Lead
+from relance.workspace import Workspace
 from tests.units import committed
 
 SCORING = ScoringConfig.model_validate({

@@ -22,12 +22,12 @@ from typer.testing import CliRunner
 from relance.cli import app
 from relance.delivery import deliver_pending
 from relance.email.templates import TemplateLibrary
-from relance.workspace import load_scoring
 from relance.sales import open_handoff
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Lead, Outbox
 from relance.suppression import suppress
+from relance.workspace import load_scoring
 
 OWNER, MANAGER = "claire@example.com", "direction@example.com"
 SCORING = f"sales: {{owners: [{OWNER}], manager: {MANAGER}}}\n"

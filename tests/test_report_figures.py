@@ -27,7 +27,6 @@ from relance.cli import app
 from relance.email.templates import TemplateLibrary
 from relance.housekeeping import run_sla
 from relance.ingest import IncomingEvent, ingest_events
-from relance.workspace import load_workspace
 from relance.plans import open_store, sync_scenarios
 from relance.report import build_report
 from relance.sales import Answer, answer
@@ -35,6 +34,7 @@ from relance.scoring.ledger import move_stage
 from relance.settings import Settings, get_settings
 from relance.store.repo import find_lead
 from relance.tick import run_tick_inline
+from relance.workspace import load_workspace
 from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,12 +14,12 @@ from relance.delivery import deliver
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import FileTransport
 from relance.ingest import IncomingEvent, ingest_events
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Lead, Outbox, StepLog
 from relance.tick import run_tick_inline
+from relance.workspace import load_workspace
 
 from recording import RecordingTransport  # tests/recording.py
 from tests.units import committed

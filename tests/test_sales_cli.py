@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from relance.api.app import create_app
 from relance.cli import app
-from relance.workspace import load_workspace
 from relance.plans import open_store
 from relance.settings import Settings, get_settings
 from relance.store.tables import Handoff, Outbox
+from relance.workspace import load_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token-of-the-tests"

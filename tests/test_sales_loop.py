@@ -17,7 +17,6 @@ from relance.email.templates import TemplateLibrary
 from relance.housekeeping import run_reengage
 from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import lead_summary
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.report import sla
 from relance.sales import Answer, SalesError, answer, flag_sla, open_handoff
@@ -26,6 +25,7 @@ from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Handoff, Lead, Outbox, StepLog
 from relance.tick import run_tick_inline
+from relance.workspace import load_workspace
 from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,12 +13,12 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from relance.advancing import advance_due
-from relance.ingest import IncomingEvent, ingest_events
-from relance.workspace import load_workspace
-from relance.plans import sync_scenarios
 from relance.decay import decay_scores
+from relance.ingest import IncomingEvent, ingest_events
+from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.store.tables import Lead, ScoreChange
+from relance.workspace import load_workspace
 from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,9 +26,9 @@ from relance.email import tracking
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import FileTransport
 from relance.ingest import IncomingEvent, ingest_events
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.tick import run_tick_inline
+from relance.workspace import load_workspace
 from relance.settings import (DEFAULT_SECRET_KEY, SettingError, Settings, get_settings, require_api_token,
                               require_signing_keys)
 from relance.store.repo import upsert_lead

@@ -10,13 +10,13 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from relance.clock import ensure_utc
-from relance.workspace import Workspace, load_workspace
 from relance.plans import sync_scenarios
 from relance.scoring.config import ScoringConfig
 from relance.ses_events import drain
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Event, Lead, Outbox
+from relance.workspace import Workspace, load_workspace
 from tests.units import committed
 
 

@@ -28,13 +28,13 @@ from relance.email import tracking
 from recording import RecordingTransport  # tests/recording.py
 from relance.email.templates import TemplateLibrary
 from relance.ingest import IncomingEvent, ingest_events
-from relance.workspace import Workspace, load_workspace
 from relance.plans import sync_scenarios
 from relance.ses_events import drain
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Lead, Outbox, Suppression
 from relance.tick import run_tick_inline
+from relance.workspace import Workspace, load_workspace
 from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[1]

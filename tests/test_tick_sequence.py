@@ -12,18 +12,18 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-import relance.flows.tick
 from relance import effects
 from relance.email.message import OutgoingEmail
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import DeliveryError
 from relance.engine.types import Effect
-from relance.workspace import load_workspace
+import relance.flows.tick
 from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Outbox
 from relance.tick import TickError, TickSteps, run_tick, run_tick_inline
+from relance.workspace import load_workspace
 from tests.units import committed
 
 TEMPLATE = """<mjml><mj-body><mj-section><mj-column>

@@ -15,19 +15,19 @@ import pytest
 from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
+from relance.decay import decay_scores
 from relance.email.templates import TemplateLibrary
 from relance.importer import import_leads, parse_leads_csv
 from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import grade_all
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.sales import Answer, answer, open_handoff
-from relance.decay import decay_scores
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Lead, StepLog
 from relance.tick import run_tick_inline
 from relance.wakes import wake_for_lead_changes
+from relance.workspace import load_workspace
 from tests.units import committed
 
 EMAIL = "lea@acme.example"

@@ -16,12 +16,12 @@ from relance.advancing import advance_due
 from relance.delivery import RetryableDelivery, deliver
 from relance.email.templates import TemplateLibrary
 from relance.ingest import IncomingEvent, ingest_events
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Outbox
 from relance.webhooks import signature
+from relance.workspace import load_workspace
 from tests.units import committed
 
 HOOKED = """\

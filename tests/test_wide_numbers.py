@@ -20,11 +20,11 @@ from relance.api.app import create_app
 from relance.cli import app
 from relance.email.templates import TemplateLibrary
 from relance.inputs import REVENUE_MAX, checked_revenue
-from relance.workspace import load_workspace
 from relance.settings import get_settings
 from relance.store.db import alembic_config, make_engine
 from relance.store.repo import upsert_lead
 from relance.store.tables import Lead, ScoreChange
+from relance.workspace import load_workspace
 from tests.units import committed
 
 NOW = "2026-01-05T09:00:00+00:00"

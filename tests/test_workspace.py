@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from relance.workspace import ScenarioError, load_workspace
 from relance.settings import Settings
+from relance.workspace import ScenarioError, load_workspace
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -3,6 +3,8 @@ a scenario's funnel, show an email as a lead would receive it."""
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import sys
 from pathlib import Path
@@ -130,10 +132,13 @@ def preview(
     from relance.plans import open_store
     from relance.preview import preview as render_preview
 
+    from sqlmodel import Session
+
     settings = _settings()
     try:
-        shown = render_preview(settings, _workspace(), template, templates=TemplateLibrary(settings.templates_dir),
-                               engine=open_store(settings) if lead else None, email=lead, subject=subject)
+        with Session(open_store(settings)) if lead else contextlib.nullcontext() as session:
+            shown = render_preview(settings, _workspace(), template, templates=TemplateLibrary(settings.templates_dir),
+                                   session=session, email=lead, subject=subject)
     except (LookupError, RenderError) as exc:
         _fail(str(exc))
     from relance.email.templates import INTERNAL

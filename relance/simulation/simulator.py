@@ -32,16 +32,16 @@ from relance.clock import ensure_utc
 from relance.engine.conditions import holds
 from relance.engine.interpreter import advance, enter, state_wait_holds
 from relance.engine.types import EnrollInto, EnrollmentState, EventFact, OpenHandoff, LeadFacts, SendEmail
+from relance.sales import HANDOFF_STAGES
 from relance.scenario.model import EventTrigger, SegmentTrigger
 from relance.scenario.plan import Plan
-from relance.sales import HANDOFF_STAGES
 from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import mql_reached
 from relance.scoring.rules import behaviour_points
 from relance.simulation.engagement import Engagement, Targets, example_properties
+from relance.simulation.funnel import SimulationReport, Tally, Totals, render_report
 from relance.simulation.population import arrival_times, synthetic_lead
 from relance.simulation.rates import EngagementRates, parse_rates
-from relance.simulation.funnel import SimulationReport, Tally, Totals, render_report
 from relance.suppression import SUPPRESSING_EVENTS
 
 __all__ = ["EngagementRates", "SimulationReport", "parse_rates", "render_report", "simulate"]

@@ -23,12 +23,12 @@ from relance.email.templates import TemplateLibrary
 from relance.email.tracking import sign
 from relance.email.transports import FileTransport
 from relance.ingest import IncomingEvent, ingest_events
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Lead
 from relance.tick import run_tick_inline
+from relance.workspace import load_workspace
 from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[2]

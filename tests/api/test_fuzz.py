@@ -36,7 +36,6 @@ from relance import inputs
 from relance.api.app import _Input, create_app
 from relance.clock import FrozenClock
 from relance.email import tracking
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.sales import open_handoff, open_handoff_of
 from relance.scenario.model import EVENT_TYPES
@@ -44,6 +43,7 @@ from relance.settings import Settings
 from relance.store.db import make_engine, migrate
 from relance.store.repo import upsert_lead
 from relance.store.tables import Lead, Outbox
+from relance.workspace import load_workspace
 from tests.conftest import module_database
 from tests.units import committed
 

@@ -23,13 +23,13 @@ from relance.email.templates import TemplateLibrary
 from relance.email.transports import FileTransport
 from relance.engagement import machine_request
 from relance.ingest import IncomingEvent, ingest_events
-from relance.workspace import load_workspace, read_scoring
 from relance.plans import sync_scenarios
 from relance.report import steps
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Event, Lead, Outbox, ScoreChange
 from relance.tick import run_tick_inline
+from relance.workspace import load_workspace, read_scoring
 from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,13 +17,13 @@ from sqlmodel import Session
 from relance.api.app import create_app
 from relance.clock import FrozenClock
 from relance.email.tracking import sign
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.sales import open_handoff
 from relance.settings import Settings
 from relance.store.db import make_engine, migrate
 from relance.store.repo import upsert_lead
 from relance.store.tables import Deal, Enrollment, Event, Handoff, Lead, Outbox, ScoreChange, StageChange, Suppression
+from relance.workspace import load_workspace
 from tests.conftest import module_database
 from tests.units import committed
 

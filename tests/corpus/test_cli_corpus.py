@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from relance.cli import app
 from relance.clock import FrozenClock
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.settings import get_settings
 from relance.store.db import make_engine, migrate
 from relance.store.repo import upsert_lead
+from relance.workspace import load_workspace
 from tests.conftest import module_database
 from tests.units import committed
 

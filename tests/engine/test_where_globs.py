@@ -11,9 +11,9 @@ from relance.engine.triggers import event_triggers
 from relance.engine.types import EventFact, LeadFacts
 from relance.scenario.model import EventHappened, EventTrigger, Scenario
 from relance.scenario.plan import compile_scenario
-from relance.simulation.simulator import simulate
 from relance.simulation.engagement import Targets, example_properties
 from relance.simulation.rates import EngagementRates
+from relance.simulation.simulator import simulate
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 LEAD = LeadFacts(id=1, email="lea@acme.example")

@@ -14,9 +14,9 @@ import httpx
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.store.tables import Enrollment, Event, Lead
+from relance.workspace import load_workspace
 
 from harness import FULL, environment
 from tests.units import committed

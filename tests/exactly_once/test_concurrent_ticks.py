@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.store.tables import Enrollment, Event, Lead
+from relance.workspace import load_workspace
 
 from harness import FULL, add_leads, emails_per_lead_and_step, environment, files_sent, finish, start
 from tests.units import committed

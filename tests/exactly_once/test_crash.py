@@ -11,9 +11,9 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlmodel import Session
 
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.store.tables import Outbox
+from relance.workspace import load_workspace
 
 from harness import FULL, add_leads, files_sent, finish, start
 from tests.units import committed

@@ -16,8 +16,8 @@ from sqlmodel import Session
 
 from relance.engine.triggers import may_enter
 from relance.scenario.model import ReentryAfter
-from relance.scenario.plan import compile_scenario
 from relance.scenario.model import Scenario
+from relance.scenario.plan import compile_scenario
 from relance.store.repo import ensure_scenario_version, insert_enrollments, upsert_lead
 from relance.store.tables import Enrollment, Lead, ScenarioVersion
 

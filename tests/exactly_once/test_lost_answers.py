@@ -18,10 +18,10 @@ from sqlmodel import Session
 from relance.delivery import deliver_pending
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import make_transport
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.store.tables import Outbox
 from relance.tick import TickError, run_tick_inline
+from relance.workspace import load_workspace
 
 from harness import FULL, add_leads
 

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from relance.cli import app
 from relance.leads import lead_summary
 from relance.plans import sync_scenarios
-from relance.scoring.config import ScoringConfig
 from relance.report import build_report
+from relance.scoring.config import ScoringConfig
 from relance.settings import get_settings
 from relance.store.tables import Enrollment, Lead, Outbox
 from relance.tick import run_tick_inline

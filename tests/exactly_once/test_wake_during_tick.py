@@ -10,10 +10,10 @@ from sqlmodel import Session
 
 from relance.email.templates import TemplateLibrary
 from relance.ingest import IncomingEvent, ingest_events
-from relance.workspace import load_workspace
 from relance.plans import sync_scenarios
 from relance.store.tables import Outbox
 from relance.tick import run_tick_inline
+from relance.workspace import load_workspace
 
 from harness import FULL, add_leads, finish, start
 from tests.units import committed

@@ -21,10 +21,10 @@ from sqlmodel import Session
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import make_transport
 from relance.ingest import IncomingEvent, ingest_events
-from relance.workspace import load_workspace
 from relance.plans import open_store
 from relance.settings import Settings
 from relance.tick import run_tick_inline
+from relance.workspace import load_workspace
 
 
 class _Slow:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from relance.tick_figures import TickReport, summary
 from relance.tasks.artifacts import artifact_key, figures_key, figures_link, figures_markdown, step_rows
+from relance.tick_figures import TickReport, summary
 
 
 def test_the_artifact_key_keeps_only_what_prefect_accepts() -> None:

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from relance.cli import app
 from relance.ingest import IncomingEvent, ingest_events
-from relance.workspace import load_workspace
 from relance.plans import open_store, sync_scenarios
 from relance.settings import Settings, get_settings
 from relance.store.tables import Enrollment, Lead, StepLog
+from relance.workspace import load_workspace
 from tests.units import committed
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)

@@ -12,10 +12,10 @@ from sqlalchemy import text as sql
 from sqlmodel import Session
 
 from relance.demo.run import START, run_demo
-from relance.workspace import load_workspace
 from relance.report import build_report
 from relance.settings import get_settings
 from relance.store.db import make_engine
+from relance.workspace import load_workspace
 from test_report_figures import assert_report_matches  # noqa: E402  (tests/test_report_figures.py)
 
 ROOT = Path(__file__).resolve().parents[2]

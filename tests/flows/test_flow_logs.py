@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-import relance.tasks.deliver
-from relance.flows.logs import RUN_LOGGERS, _drop_said_traceback, said_without_traceback
 from relance.delivery import RetryableDelivery
+from relance.flows.logs import RUN_LOGGERS, _drop_said_traceback, said_without_traceback
 from relance.plans import open_store
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
+import relance.tasks.deliver
 from relance.tick import TickError
 from sqlmodel import Session
 

@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 from relance.cli import app
 from relance.ingest import IncomingEvent, ingest_events
 from relance.leads import lead_summary
-from relance.scoring.config import ScoringConfig
-from relance.workspace import Workspace, load_scoring
 from relance.plans import open_store
+from relance.scoring.config import ScoringConfig
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
+from relance.workspace import Workspace, load_scoring
 from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,8 +18,8 @@ from relance.scenario.loader import Positions
 from relance.scenario.model import STEP_TAGS, AnyStep, Scenario, _Step
 from relance.scenario.plan import Plan, compile_scenario, step_conditions, step_waits
 from relance.scenario.validate import validate_scenario
-from relance.simulation.simulator import simulate
 from relance.simulation.rates import EngagementRates
+from relance.simulation.simulator import simulate
 
 MONDAY = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
 LEAD = LeadFacts(id=7, email="lea@acme.example")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from relance.workspace import load_workspace, read_scoring, read_source, validate_paths
 from relance.scenario.loader import MAX_ALIAS_VALUES, MAX_DEPTH, MAX_FILE_BYTES, load_model_text, load_scenario_text
 from relance.scenario.model import MAX_DURATION, MAX_POINTS, parse_duration
 from relance.scoring.config import ScoringConfig
 from relance.settings import Settings
+from relance.workspace import load_workspace, read_scoring, read_source, validate_paths
 
 PROJECT = Path(__file__).resolve().parents[2]
 HEAD = "scenario: limits\ntrigger: {event: downloaded}\n"
