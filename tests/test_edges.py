@@ -1,5 +1,5 @@
-"""Clean edges: the demo does not import the command line, and what only tests or a one-off script use is not in
-the runtime package."""
+"""Clean edges: the demo does not import the command line, what only tests or a one-off script use is not in the
+runtime package, imports point the way docs/architecture.md's module map says, and the map names every module."""
 
 from __future__ import annotations
 
@@ -92,3 +92,54 @@ def test_the_flows_are_imported_by_name_in_the_code_not_looked_up_from_a_string(
     """`from relance.flows.tick import tick` is what a reader (and a refactoring tool) follows; importlib hid it."""
     for path in (ROOT / "relance").rglob("*.py"):
         assert "import_module(" not in path.read_text(encoding="utf-8"), path.relative_to(ROOT)
+
+
+def _modules() -> list[Path]:
+    """Every module of the engine, the flows, the tasks and the benchmarks (no package face, no migration)."""
+    return sorted(p.relative_to(ROOT) for folder in ("relance", "flows", "tasks", "bench")
+                  for p in (ROOT / folder).rglob("*.py")
+                  if p.name not in ("__init__.py", "__main__.py") and "migrations" not in p.parts)
+
+
+def _module_map() -> str:
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    return text.split("## Module map", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_module_map_names_every_module_with_its_job():
+    lines = _module_map().splitlines()
+    missing = []
+    for path in _modules():
+        whole, folder = f"`{path.as_posix()}`", f"`{path.parent.as_posix()}/`"
+        if not any(whole in line or (folder in line and f"`{path.name}`" in line) for line in lines):
+            missing.append(path.as_posix())
+    assert not missing, f"docs/architecture.md's module map does not name: {missing}"
+
+
+PREFECT_ALLOWED = ("flows/", "tasks/", "bench/", "relance/prefect_adapter.py", "relance/prefect_api.py", "relance/cli/runs.py")
+
+
+def test_only_the_prefect_layer_imports_prefect():
+    importers = {p.as_posix() for p in _modules() if any(n == "prefect" or n.startswith("prefect.") for n in _imports(ROOT / p))}
+    assert importers and not {p for p in importers if not p.startswith(PREFECT_ALLOWED)}, importers
+
+
+@pytest.mark.parametrize("core", ["relance/scenario", "relance/engine"])
+def test_the_pure_core_imports_only_itself_the_clock_and_text_files(core):
+    allowed = ("relance.scenario", "relance.engine", "relance.clock", "relance.textfile")
+    reached = {name for p in (ROOT / core).rglob("*.py") for name in _imports(p) if name.split(".")[0] == "relance"}
+    assert reached and not {n for n in reached if not n.startswith(allowed)}, reached
+
+
+@pytest.mark.parametrize("layer", ["relance/store", "relance/email", "relance/scoring"])
+def test_the_store_email_and_scoring_layers_import_no_service(layer):
+    allowed = ("relance.store", "relance.email", "relance.scoring", "relance.scenario", "relance.engine",
+               "relance.clock", "relance.textfile", "relance.settings")
+    reached = {name for p in (ROOT / layer).rglob("*.py") for name in _imports(p) if name.split(".")[0] == "relance"}
+    assert not {n for n in reached if not n.startswith(allowed)}, reached
+
+
+def test_the_engine_never_imports_the_flows_or_the_tasks_except_through_its_adapter():
+    reach = {p.as_posix() for p in _modules() if p.parts[0] == "relance"
+             and any(n.startswith(("relance.flows", "relance.tasks", "relance.bench")) for n in _imports(ROOT / p))}
+    assert reach <= {"relance/prefect_adapter.py", "relance/cli/figures.py"}, reach
