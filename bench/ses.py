@@ -93,7 +93,7 @@ def _send_all(world, transport, at) -> tuple[int, float]:
     for _ in range(20):
         with Stopwatch() as watch:
             try:
-                deliver(world.engine, world.settings, outbox_ids=outbox, now=at, transport=transport, templates=world.templates)
+                deliver(world.engine, world.settings, outbox_ids=outbox, now=at, transport=transport, templates=world.templates, manager=None)
                 done = True
             except RetryableDelivery:
                 done = False  # rows handed back as pending; the next attempt takes them

@@ -41,6 +41,7 @@ def deliver(
     outbox_ids: list[int],
     now: datetime,
     templates: TemplateLibrary,
+    manager: str | None,
     transport: Transport | None = None,
     tally: DeliveryResult | None = None,
 ) -> DeliveryResult:
@@ -50,7 +51,8 @@ def deliver(
     alone) and committed before it is handed to the transport; its outcome is written in the same
     commit that marks the next one. Outcomes: sent; pending again when the transport proves it did
     not leave and a retry may help; failed (refused, or this row's own data cannot make an email);
-    unknown (handed over, no answer: never resent without an operator's decision).
+    unknown (handed over, no answer: never resent without an operator's decision). Staff mail that fails for good
+    alerts `manager` (scoring.yaml `sales.manager`, from the caller's workspace).
 
     `tally`, the caller's, gets this call's outcomes added whatever happens: what left is counted even when the
     call then raises (a retry for the rest, an error), and a retried call adds to the same tally."""
@@ -65,7 +67,7 @@ def deliver(
         lead_columns = [Lead.__table__.c[name] for name in LEAD_READ]
         leads = {l.id: l for l in connection.execute(select(*lead_columns).where(Lead.id.in_({r.lead_id for r in rows}))).all()}
         settled: list[tuple[int, str, dict[str, Any]]] = []  # (id, status it must still have, new values)
-        alerts = Alerts(settings, now, result)
+        alerts = Alerts(manager, now, result)
         client: httpx.Client | None = None
         unanswered = 0  # unknown outcomes in a row: the transport hangs, stop feeding it
         try:
@@ -142,8 +144,8 @@ def expire_pending(engine: Engine, *, now: datetime) -> int:
 
 
 def deliver_pending(
-    engine: Engine, settings: Settings, *, now: datetime, templates: TemplateLibrary, transport: Transport | None = None,
-    batch_size: int | None = None,
+    engine: Engine, settings: Settings, *, now: datetime, templates: TemplateLibrary, manager: str | None,
+    transport: Transport | None = None, batch_size: int | None = None,
 ) -> DeliveryResult:
     """Deliver every outbox row still pending from before `now`: a batch whose retries ran out, a crash
     between writing and sending, a hand-off or SLA email written by ingestion or housekeeping.
@@ -163,7 +165,7 @@ def deliver_pending(
             return total
         last_id = ids[-1]
         try:
-            done = deliver(engine, settings, outbox_ids=ids, now=now, transport=transport, templates=templates)
+            done = deliver(engine, settings, outbox_ids=ids, now=now, transport=transport, templates=templates, manager=manager)
         except RetryableDelivery as exc:  # left pending: the next run tries again
             done = exc.result or DeliveryResult()
         total.merge(done)

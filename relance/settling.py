@@ -17,7 +17,6 @@ from sqlalchemy import bindparam, insert, update
 
 from relance.email.transports import DeliveryError, OutcomeUnknown
 from relance.outbox import alert_for, is_staff_mail
-from relance.settings import Settings
 from relance.store.tables import Outbox
 
 
@@ -117,32 +116,21 @@ def settle(connection, settled: list[tuple[int, str, dict[str, Any]]], alerts: d
 
 
 class Alerts:
-    """The alerts one delivery writes: staff mail that failed for good tells the manager (scoring.yaml `sales.manager`),
-    read only when the first such failure happens."""
+    """The alerts one delivery writes: staff mail that failed for good tells `manager` (scoring.yaml `sales.manager`,
+    handed in by the caller; None or not an address: nobody, and the failure says so)."""
 
-    def __init__(self, settings: Settings, now: datetime, result: DeliveryResult) -> None:
-        self.settings, self.now, self.result = settings, now, result
+    def __init__(self, manager: str | None, now: datetime, result: DeliveryResult) -> None:
+        self.manager = manager if manager and "@" in manager else None
+        self.now, self.result = now, result
         self.rows: dict[int, dict[str, Any]] = {}  # failed outbox id -> the alert row to write with its failure
-        self._manager: str | None | bool = False  # False: not read yet
 
     def note(self, row, values: dict[str, Any]) -> None:
         if values.get("status") != "failed" or not is_staff_mail(row.kind) or row.options.get("alert_for"):
             return
-        alert = alert_for(row, manager=self.manager(), why=values.get("error") or "", now=self.now)
+        alert = alert_for(row, manager=self.manager, why=values.get("error") or "", now=self.now)
         if alert is None:
             self.result.errors.append(f"outbox {row.id} to {row.to_address} failed and nobody was alerted: "
                                       "set sales.manager in scoring.yaml to be told")
         else:
             self.rows[row.id] = alert
 
-    def manager(self) -> str | None:
-        if self._manager is False:
-            try:
-                from relance.workspace import read_scoring
-
-                manager = read_scoring(self.settings.scenarios_dir)[0].sales.manager
-            except Exception as exc:  # noqa: BLE001 - a broken scoring.yaml must not stop the sending
-                self.result.errors.append(f"scoring.yaml could not be read for sales.manager: {why(exc)}")
-                manager = None
-            self._manager = manager if manager and "@" in manager else None
-        return self._manager

@@ -47,8 +47,8 @@ class TickSteps:
     register: Callable[..., dict[str, int]]  # (engine, settings, *, now, workspace)
     enroll: Callable[..., int]  # (engine, settings, *, scenario, now, workspace)
     advance: Callable[..., BatchResult]  # (engine, settings, *, scenario, now, limit, workspace)
-    deliver: Callable[..., DeliveryResult]  # (engine, settings, *, outbox_ids, now, templates, tally)
-    deliver_leftovers: Callable[..., DeliveryResult]  # (engine, settings, *, now, templates)
+    deliver: Callable[..., DeliveryResult]  # (engine, settings, *, outbox_ids, now, templates, manager, tally)
+    deliver_leftovers: Callable[..., DeliveryResult]  # (engine, settings, *, now, templates, manager)
     count: Callable[..., TickReport]  # (engine, report, *, now, mark)
     publish: Callable[..., Any] = lambda report, engine, *, order, undelivered_batches: None
 
@@ -57,6 +57,7 @@ def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime
              templates: TemplateLibrary, limit: int, steps: TickSteps,
              logger: logging.Logger | logging.LoggerAdapter) -> TickReport:
     """Run one tick of `scenario` with these steps, saying in `logger` what the operator should know."""
+    manager = workspace.scoring.sales.manager  # told when staff mail fails for good
     mark = step_log_mark(engine)  # what this tick writes to the step log comes after it: its figures count that
     steps.register(engine, settings, now=now, workspace=workspace)
     report = TickReport(scenario=scenario)
@@ -66,8 +67,9 @@ def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime
         for problem in batch.failed:
             logger.warning("%s: lead left the scenario on an error: %s", scenario, problem)
         report.add(batch, _deliver_batch(engine, settings, batch, scenario=scenario, now=now, templates=templates,
-                                         steps=steps, logger=logger, undelivered=undelivered, report=report))
-    _deliver_leftovers(engine, settings, report, now=now, templates=templates, steps=steps, logger=logger)
+                                         manager=manager, steps=steps, logger=logger, undelivered=undelivered,
+                                         report=report))
+    _deliver_leftovers(engine, settings, report, now=now, templates=templates, manager=manager, steps=steps, logger=logger)
     report = steps.count(engine, report, now=now, mark=mark)
     steps.publish(report, engine, order=workspace.plans[scenario].order, undelivered_batches=len(undelivered))
     logger.info(summary(report, undelivered_batches=len(undelivered)))
@@ -77,7 +79,7 @@ def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime
 
 
 def _deliver_batch(engine: Engine, settings: Settings, batch: BatchResult, *, scenario: str, now: datetime,
-                   templates: TemplateLibrary, steps: TickSteps, logger, undelivered: list[str],
+                   templates: TemplateLibrary, manager: str | None, steps: TickSteps, logger, undelivered: list[str],
                    report: TickReport) -> DeliveryResult:
     """Deliver one batch's emails: what left counts even when the delivery then fails (a retry for the rest, an
     error): the tally is this tick's, every attempt adds to it. A delivery that fails is noted in `undelivered`,
@@ -86,7 +88,8 @@ def _deliver_batch(engine: Engine, settings: Settings, batch: BatchResult, *, sc
     if not batch.outbox_ids:  # a batch of waits and branches owes no email
         return tally
     try:
-        steps.deliver(engine, settings, outbox_ids=batch.outbox_ids, now=now, templates=templates, tally=tally)
+        steps.deliver(engine, settings, outbox_ids=batch.outbox_ids, now=now, templates=templates, manager=manager,
+                      tally=tally)
     except Exception as exc:  # noqa: BLE001 - the other batches' emails should still leave; the tick fails at the end
         undelivered.append(f"batch {report.batches + 1} ({len(batch.outbox_ids)} emails): {exc}")
         report.undelivered_ids.extend(batch.outbox_ids)
@@ -97,9 +100,9 @@ def _deliver_batch(engine: Engine, settings: Settings, batch: BatchResult, *, sc
 
 
 def _deliver_leftovers(engine: Engine, settings: Settings, report: TickReport, *, now: datetime,
-                       templates: TemplateLibrary, steps: TickSteps, logger) -> None:
+                       templates: TemplateLibrary, manager: str | None, steps: TickSteps, logger) -> None:
     """Send what earlier runs left pending and the hand-off and SLA emails written since; say what was cut off."""
-    leftovers = steps.deliver_leftovers(engine, settings, now=now, templates=templates)
+    leftovers = steps.deliver_leftovers(engine, settings, now=now, templates=templates, manager=manager)
     report.leftovers, report.cut_off = leftovers.sent, len(leftovers.cut_off)
     if leftovers.cut_off:
         logger.warning("%d message(s) were cut off mid-send by a run that died (outbox %s): their outcome is unknown, "

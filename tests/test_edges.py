@@ -54,6 +54,16 @@ def test_the_services_of_a_tick_are_handed_the_workspace_and_never_read_it_behin
     assert workspace.kind is inspect.Parameter.KEYWORD_ONLY and workspace.default is inspect.Parameter.empty
 
 
+@pytest.mark.parametrize("service", ["relance.delivery:deliver", "relance.delivery:deliver_pending"])
+def test_delivery_is_handed_the_manager_to_alert_and_never_reads_scoring_yaml_for_it(service):
+    """Staff mail that fails for good alerts scoring.yaml's `sales.manager`: the caller's workspace says who."""
+    module, name = service.split(":")
+    manager = inspect.signature(getattr(importlib.import_module(module), name)).parameters["manager"]
+    assert manager.kind is inspect.Parameter.KEYWORD_ONLY and manager.default is inspect.Parameter.empty
+    source = (ROOT / "relance" / "delivery.py").read_text(encoding="utf-8") + (ROOT / "relance" / "settling.py").read_text(encoding="utf-8")
+    assert "read_scoring" not in source and "load_scoring" not in source
+
+
 def test_a_tick_handed_the_workspace_reads_no_scenario(engine, clock, tmp_path, monkeypatch):
     """The caller loads the workspace once; the tick, its enrollment, advancing and delivery use that one."""
     from relance import workspace as workspace_module

@@ -100,7 +100,7 @@ def assert_suppressed_everywhere(world: World, *, reason: str, source: str, emai
     assert rows[world.sent].status == "sent"  # what already left is left alone
 
     transport = RecordingTransport()
-    delivered = deliver_pending(world.engine, world.settings, now=world.clock.now(), transport=transport, templates=TemplateLibrary(world.settings.templates_dir))
+    delivered = deliver_pending(world.engine, world.settings, now=world.clock.now(), transport=transport, templates=TemplateLibrary(world.settings.templates_dir), manager=None)
     assert email not in [sent.to for sent in transport.sent]
     assert sorted(sent.to for sent in transport.sent) == [BOB, OWNER], delivered.errors
     with Session(world.engine) as session:

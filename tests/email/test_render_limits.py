@@ -149,7 +149,7 @@ def test_at_send_time_only_the_message_past_a_limit_fails_saying_why(engine, db_
             ids[email] = row.id
         session.commit()
 
-    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir))
+    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=None)
 
     with Session(engine) as session:
         rows = {r.to_address: r for r in session.execute(select(Outbox)).scalars()}
