@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from relance.settings import Settings
+from tests.shipped import shipped_copy
 from relance.workspace import ScenarioError, load_workspace
 
-PROJECT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    shutil.copytree(PROJECT / "scenarios", tmp_path / "scenarios")
-    shutil.copytree(PROJECT / "templates" / "emails", tmp_path / "templates")
-    return Settings(scenarios_dir=tmp_path / "scenarios", templates_dir=tmp_path / "templates",
-                    database_url=f"sqlite:///{tmp_path / 'relance.db'}")
+    return shipped_copy(tmp_path)
 
 
 def test_an_unchanged_folder_is_not_read_again(settings):

@@ -3,7 +3,6 @@ a RecursionError or an OverflowError; files that cannot be read as UTF-8 are loc
 
 from __future__ import annotations
 
-import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,9 +12,9 @@ from relance.scenario.loader import MAX_ALIAS_VALUES, MAX_DEPTH, MAX_FILE_BYTES,
 from relance.scenario.model import MAX_DURATION, MAX_POINTS, parse_duration
 from relance.scoring.config import ScoringConfig
 from relance.settings import Settings
+from tests.shipped import shipped_copy
 from relance.workspace import load_workspace, read_scoring, read_source, validate_paths
 
-PROJECT = Path(__file__).resolve().parents[2]
 HEAD = "scenario: limits\ntrigger: {event: downloaded}\n"
 END = "steps:\n  - id: bye\n    end: true\n"
 
@@ -148,10 +147,7 @@ def test_scoring_yaml_points_beyond_the_bound_are_refused() -> None:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    shutil.copytree(PROJECT / "scenarios", tmp_path / "scenarios")
-    shutil.copytree(PROJECT / "templates" / "emails", tmp_path / "templates")
-    return Settings(scenarios_dir=tmp_path / "scenarios", templates_dir=tmp_path / "templates",
-                    database_url=f"sqlite:///{tmp_path / 'relance.db'}")
+    return shipped_copy(tmp_path)
 
 
 def test_a_file_that_is_not_utf8_does_not_run_and_the_others_do(settings: Settings) -> None:
