@@ -9,13 +9,14 @@ Imports are lazy so that `relance` imports, runs and tests without Prefect loade
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from relance.prefect_api import PrefectAPIError
 
-__all__ = ["PrefectAPIError", "flow_api", "run_flow", "run_tick", "stop_local_api"]
+__all__ = ["PrefectAPIError", "flow_api", "quiet_task_runs", "run_flow", "run_tick", "stop_local_api"]
 
 
 @contextmanager
@@ -46,6 +47,21 @@ def flow_api(load: Callable[[], Any] = lambda: None) -> Iterator[Any]:
         except Exception:
             api.check()  # the API died under the run: say so rather than the client's connection error
             raise
+
+
+@contextmanager
+def quiet_task_runs() -> Iterator[None]:
+    """Inside, Prefect's "Task run ... Finished in state Completed()" lines are not printed (warnings and errors
+    are): `relance demo` runs some hundred task runs, and its reader wants the flows' own lines and the report."""
+    import prefect  # noqa: F401 - Prefect configures its loggers when imported: set the level after that
+
+    logger = logging.getLogger("prefect.task_runs")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def run_tick(scenario: str, *, now: str | None = None, batch_size: int | None = None) -> dict[str, Any]:

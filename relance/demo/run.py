@@ -80,7 +80,7 @@ def run_demo(directory: Path, *, console: Console, days: int = DAYS, seed: int =
     from relance.leads import grade_all
     from relance.workspace import load_workspace
     from relance.plans import open_store, sync_scenarios
-    from relance.prefect_adapter import run_flow, run_tick
+    from relance.prefect_adapter import quiet_task_runs, run_flow, run_tick
     from relance.settings import get_settings
 
     started = time.monotonic()
@@ -110,7 +110,7 @@ def run_demo(directory: Path, *, console: Console, days: int = DAYS, seed: int =
     rng.shuffle(not_yet)
     ticks = housekeeping = 0
     pending: list[IncomingEvent] = []
-    with Progress(console=console, transient=True) as progress:
+    with quiet_task_runs(), Progress(console=console, transient=True) as progress:
         bar = progress.add_task("simulating days", total=days)
         for day in range(days):
             now = START + timedelta(days=day) + TICK_HOUR

@@ -21,7 +21,7 @@ from test_report_figures import assert_report_matches  # noqa: E402  (tests/test
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_demo_sends_well_formed_multipart_emails_through_prefect_ticks(prefect_home, tmp_path, monkeypatch):
+def test_the_demo_sends_well_formed_multipart_emails_through_prefect_ticks(prefect_home, tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("RELANCE_SCENARIOS_DIR", str(ROOT / "scenarios"))
     monkeypatch.setenv("RELANCE_TEMPLATES_DIR", str(ROOT / "templates" / "emails"))
     for name in ("RELANCE_DATABASE_URL", "RELANCE_OUTBOX_DIR", "RELANCE_TRANSPORT"):
@@ -47,6 +47,8 @@ def test_the_demo_sends_well_formed_multipart_emails_through_prefect_ticks(prefe
             assert "{{" not in text and "{%" not in text
     output = console.export_text()
     assert "Per-step summary" in output and "send-guide" in output
+    printed = "".join(capfd.readouterr())  # what Prefect's loggers wrote to the terminal
+    assert "Flow run '" in printed and "Task run '" not in printed  # the flows' lines, not a line per task run
 
     # the report the demo printed is what its database says, read again by plain SQL
     engine, as_of = make_engine(f"sqlite:///{tmp_path / 'demo' / 'relance.db'}"), START + timedelta(days=6)
