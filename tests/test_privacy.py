@@ -203,3 +203,25 @@ def test_the_api_exports_and_forgets_behind_the_token(engine, settings, clock):
     assert [text for text in PERSONAL if text.lower() in _every_text(engine)] == []
     for missing in (client.get(f"/leads/{EMAIL}/export", headers=auth), client.delete("/leads/nobody@acmeverse.example", headers=auth)):
         assert missing.status_code == 404 and "no lead with email" in missing.json()["detail"]
+
+
+def test_migration_0008_hashes_the_addresses_already_on_the_list(db_url, clock):
+    from alembic import command
+    from sqlalchemy import text
+
+    from relance.store.db import alembic_config, make_engine
+    from relance.suppression import suppressed_among
+
+    engine = make_engine(db_url)
+    config = alembic_config(engine)
+    command.upgrade(config, "0007")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO suppression (email, reason, source, at) VALUES (:e, 'manual', 'cli', :t)"),
+                           {"e": EMAIL, "t": clock.now().replace(tzinfo=None) if db_url.startswith("sqlite") else clock.now()})
+    command.upgrade(config, "head")
+    with Session(engine) as session:
+        assert session.execute(select(Suppression.email_hash)).scalars().all() == [address_hash(EMAIL)]
+        assert suppressed_among(session, [EMAIL.upper()]) == {EMAIL: "manual"}
+    command.downgrade(config, "0007")
+    command.upgrade(config, "head")
+    engine.dispose()
