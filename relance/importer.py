@@ -49,7 +49,7 @@ from relance.inputs import fold as _fold
 from relance.leads import fit_and_grade
 from relance.scoring.config import ScoringConfig
 from relance.store.tables import PROFILE_FIELDS, Lead, Suppression
-from relance.suppression import REASONS
+from relance.suppression import REASONS, address_hash
 from relance.wakes import wake_for_lead_changes
 
 COLUMNS: tuple[str, ...] = ("email", *PROFILE_FIELDS)
@@ -420,7 +420,9 @@ def _known(session: Session, emails: list[str], dialect: str) -> dict[str, dict[
 def _listed(session: Session, emails: list[str], dialect: str) -> dict[str, str]:
     """The addresses of these on the suppression list, with their reason: such a new lead comes in suppressed."""
     listed = Suppression.__table__
-    return dict(session.execute(select(listed.c.email, listed.c.reason).where(_among(listed.c.email, emails, dialect))).all())
+    wanted = {address_hash(email): email for email in emails}  # by hash: a forgotten address is recognised too
+    rows = session.execute(select(listed.c.email_hash, listed.c.reason).where(_among(listed.c.email_hash, list(wanted), dialect)))
+    return {wanted[digest]: reason for digest, reason in rows}
 
 
 def import_leads(session: Session, result: ImportResult, *, now: datetime, scoring: ScoringConfig | None = None,

@@ -19,7 +19,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, func, or_, select, update
 from sqlmodel import Session
 
-from relance.store.tables import Lead, Outbox, Suppression
+from relance.store.tables import Lead, Outbox
+from relance.suppression import suppressed_among
 
 VERDICTS = ("pending", "failed")
 UNSETTLED = ("sending", "unknown")
@@ -119,9 +120,7 @@ def resend(engine: Engine, outbox_ids: list[int], *, now: datetime, note: str = 
             select(Outbox.id, Outbox.status, Outbox.error, Outbox.sent_at, Outbox.kind, Outbox.options, Outbox.to_address,
                    Lead.suppressed)
             .join(Lead, Lead.id == Outbox.lead_id).where(Outbox.id.in_(outbox_ids))).all()}
-        blocked = dict(session.execute(select(Suppression.email, Suppression.reason).where(
-            func.lower(Suppression.email).in_({r.to_address.lower() for r in rows.values()}))).all())
-        blocked = {email.lower(): reason for email, reason in blocked.items()}
+        blocked = suppressed_among(session, {r.to_address for r in rows.values()})  # by hash: forgotten ones too
         done, problems = [], []
         for outbox_id in dict.fromkeys(outbox_ids):
             row = rows.get(outbox_id)

@@ -5,16 +5,18 @@ Every source (one-click link, `relance event`, `POST /events`, SES bounces and c
 (the first reason is kept), its lead is flagged, and the lead's marketing emails still waiting in the
 outbox are cancelled before they leave. Emails already handed to the transport cannot be recalled.
 An address may be on the list before it is a lead: the lead it later becomes comes in suppressed
-(`honour_list`, `suppressed_among`).
+(`honour_list`, `suppressed_among`). Every door looks an address up by its hash (`address_hash`): a forgotten person's
+entry keeps only that (relance.privacy).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import select, update
 from sqlmodel import Session
 
 from relance.store.repo import insert_ignoring_conflicts, normalise_email
@@ -24,6 +26,13 @@ from relance.store.tables import Lead, Outbox, Suppression
 SUPPRESSING_EVENTS = {"unsubscribed": "unsubscribed", "email_complained": "complained", "email_bounced": "bounced"}
 # every reason an address may be on the list for: the events' ones, a list imported, an operator's decision
 REASONS = ("unsubscribed", "bounced", "complained", "imported", "manual")
+FORGOTTEN = "forgotten"  # the reason of a person erased by `relance lead forget` who was not on the list before
+HASHED = "sha256:"  # how a forgotten person's entry spells its address: the hash alone
+
+
+def address_hash(email: str) -> str:
+    """The sha256 (hex) of the normalised address, without a key: it must recognise the address after a key rotation."""
+    return hashlib.sha256(normalise_email(email).encode()).hexdigest()
 
 
 def reason_of_event(event_type: str, properties: dict[str, Any]) -> str | None:
@@ -46,9 +55,10 @@ def suppress_for_event(session: Session, *, email: str, event_type: str, propert
 def suppress(session: Session, *, email: str, reason: str, source: str, now: datetime) -> bool:
     """Never mail this address again; True if it was not suppressed before. The caller commits."""
     email = normalise_email(email)
-    statement = insert_ignoring_conflicts(session, Suppression.__table__, ["email"])
+    statement = insert_ignoring_conflicts(session, Suppression.__table__, ["email_hash"])
     new = session.execute(statement.returning(Suppression.__table__.c.email),
-                          [dict(email=email, reason=reason, source=source[:200], at=now)]).first() is not None
+                          [dict(email=email, email_hash=address_hash(email), reason=reason, source=source[:200], at=now)]
+                          ).first() is not None
     lead = session.exec(select(Lead).where(Lead.email == email)).scalars().first()
     if lead is None:
         return new
@@ -70,11 +80,12 @@ def cancel_pending(session: Session, *, lead_id: int, reason: str) -> int:
 
 
 def suppressed_among(session: Session, emails: Iterable[str]) -> dict[str, str]:
-    """The addresses of `emails` on the suppression list, with their reason."""
-    wanted = {normalise_email(e) for e in emails}
+    """The addresses of `emails` on the suppression list (forgotten ones too: by hash), with their reason."""
+    wanted = {address_hash(e): normalise_email(e) for e in emails}
     if not wanted:
         return {}
-    return dict(session.execute(select(Suppression.email, Suppression.reason).where(Suppression.email.in_(wanted))).all())
+    rows = session.execute(select(Suppression.email_hash, Suppression.reason).where(Suppression.email_hash.in_(wanted))).all()
+    return {wanted[digest]: reason for digest, reason in rows}
 
 
 def honour_list(session: Session, lead: Lead) -> str | None:
@@ -87,13 +98,14 @@ def honour_list(session: Session, lead: Lead) -> str | None:
 def honour_list_of(session: Session, emails: Iterable[str]) -> int:
     """The leads of these addresses that are on the list take its reason (leads just written in bulk); how many.
 
-    One UPDATE, the reason read in the database: no object is loaded (use `honour_list` for one in the session)."""
-    lead, listed = Lead.__table__, Suppression.__table__
-    reason = select(listed.c.reason).where(listed.c.email == lead.c.email).scalar_subquery()
-    return session.execute(
-        update(lead).where(lead.c.email.in_({normalise_email(e) for e in emails}), lead.c.suppressed.is_(None),
-                           exists().where(listed.c.email == lead.c.email)).values(suppressed=reason)
-    ).rowcount or 0
+    The list read by hash in one query, then one UPDATE per reason: no object is loaded (use `honour_list` for one in
+    the session)."""
+    lead = Lead.__table__
+    by_reason: dict[str, set[str]] = {}
+    for email, reason in suppressed_among(session, emails).items():
+        by_reason.setdefault(reason, set()).add(email)
+    return sum(session.execute(update(lead).where(lead.c.email.in_(listed), lead.c.suppressed.is_(None))
+                               .values(suppressed=reason)).rowcount or 0 for reason, listed in by_reason.items())
 
 
 @dataclass(frozen=True)
@@ -118,7 +130,7 @@ def suppress_all(session: Session, entries: Iterable[tuple[str, str]], *, source
 def entry_of(session: Session, email: str) -> dict[str, Any] | None:
     """The address's entry on the list (reason, source, when), or None."""
     row = session.execute(select(Suppression.reason, Suppression.source, Suppression.at)
-                          .where(Suppression.email == normalise_email(email))).first()
+                          .where(Suppression.email_hash == address_hash(email))).first()
     return None if row is None else {"reason": row.reason, "source": row.source, "at": row.at}
 
 

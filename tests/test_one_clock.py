@@ -15,7 +15,7 @@ from relance.cli import app
 TIMELESS = {
     "validate", "schema", "preview", "serve",  # serve is a live server: the wall clock is its clock
     "simulate", "bench", "demo",  # these run on a virtual clock of their own
-    "lead show", "suppress list", "outbox resolve", "outbox resend", "outbox list",
+    "lead show", "lead export", "suppress list", "outbox resolve", "outbox resend", "outbox list",
 }
 
 

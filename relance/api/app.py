@@ -35,6 +35,7 @@ from relance.deals import LOST_REASONS, MONEY_MAX, Closing, record_deal
 from relance.email import tracking
 from relance.engagement import machine_request
 from relance.ingest import BadEvent, IncomingEvent, UnknownLead, ingest_events
+from relance.privacy import export, forget
 from relance.workspace import Workspace
 from relance.sales import (BANT_FIELDS, REJECT_REASONS, Answer, BadAnswer, HandoffClosed, NoSuchLead, answer, open_handoffs,
                            reassign)
@@ -221,6 +222,29 @@ class Reassigned(BaseModel):
     owner: str
     team: str | None
     deadline_at: Stamp
+
+
+class Forgot(BaseModel):
+    """A person erased: only the address's hash stays, on the suppression list."""
+
+    email: str
+    status: Literal["forgotten", "already forgotten"]
+
+
+class Held(BaseModel):
+    """Everything relance holds about a person (relance.privacy.export)."""
+
+    profile: dict[str, Any]
+    consent: dict[str, Any]
+    suppression: dict[str, Any]
+    events: list[dict[str, Any]]
+    emails: list[dict[str, Any]]
+    enrollments: list[dict[str, Any]]
+    steps: list[dict[str, Any]]
+    score_history: list[dict[str, Any]]
+    stage_history: list[dict[str, Any]]
+    handoffs: list[dict[str, Any]]
+    deals: list[dict[str, Any]]
 
 
 class Closed(BaseModel):
@@ -549,6 +573,27 @@ def create_app(settings: Settings, *, engine: Engine, workspace: Workspace, cloc
             session.commit()
             return {"email": email.lower(), "status": handoff.status, "owner": handoff.owner,
                     "later_until": handoff.later_until.isoformat() if handoff.later_until else None}
+
+    @app.get("/leads/{email}/export", tags=["privacy"], dependencies=[Depends(bearer)], response_model=Held,
+             responses=answers(404, *SECURED))
+    def lead_export(email: LeadEmail) -> dict[str, Any]:
+        """Everything relance holds about a person (art. 15 and 20): profile, consent, events, emails, hand-offs, deals."""
+        with Session(engine) as session:
+            held = export(session, email=email)
+        if held is None:
+            raise HTTPException(404, f"no lead with email {email.strip().lower()!r}")
+        return jsonable_encoder(held)
+
+    @app.delete("/leads/{email}", tags=["privacy"], dependencies=[Depends(bearer)], response_model=Forgot,
+                responses=answers(404, *SECURED))
+    def lead_forget(email: LeadEmail) -> dict[str, Any]:
+        """Erase a person everywhere (art. 17); the address's hash stays on the suppression list, never mailed again."""
+        with Session(engine) as session:
+            done = forget(session, email=email, now=clock.now())
+            session.commit()
+        if done is None:
+            raise HTTPException(404, f"no lead with email {email.strip().lower()!r}")
+        return {"email": email.strip().lower(), "status": "already forgotten" if done.already else "forgotten"}
 
     return app
 

@@ -1,4 +1,4 @@
-"""`relance import`, `event`, `lead show`: leads in, events in, one lead's whole record out."""
+"""`relance import`, `event`, `lead show|export|forget`: leads in, events in, one lead's whole record out or erased."""
 
 from __future__ import annotations
 
@@ -181,6 +181,41 @@ def lead_show(
         + f"  {o['scenario'] + '/' + o['step_id'] if o['scenario'] else o['step_id']} ({o['template']})"
         + (f"\n    {o['error']}" if o["error"] else "")
         for o in summary["emails"]])
+
+
+@lead_app.command("export")
+def lead_export(email: str = typer.Argument(..., help="The person's email.")) -> None:
+    """Everything relance holds about a person, as JSON (profile, consent, events, emails, hand-offs, deals, scores)."""
+    from sqlmodel import Session
+
+    from relance.privacy import export
+
+    with Session(_stored()) as session:
+        held = export(session, email=email)
+    if held is None:
+        _fail(f"no lead with email {email!r}")
+    _print_json(held)
+
+
+@lead_app.command("forget")
+def lead_forget(
+    email: str = typer.Argument(..., help="The person's email."),
+    now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
+) -> None:
+    """Erase a person everywhere; only the address's hash stays, on the suppression list, so it is never mailed again."""
+    from sqlmodel import Session
+
+    from relance.privacy import forget
+
+    when = _now(now)
+    with Session(_stored()) as session:
+        done = forget(session, email=email, now=when)
+        session.commit()
+    if done is None:
+        _fail(f"no lead with email {email!r}")
+    console.print(f"{email} was forgotten before: nothing left to erase" if done.already else
+                  f"{email} forgotten: lead {done.lead_id} anonymised, the address kept only as a hash on the suppression list",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 def _instant(value) -> Optional[datetime]:

@@ -153,7 +153,8 @@ class Outbox(SQLModel, table=True):
 class Suppression(SQLModel, table=True):
     """An address relance must never mail again (a lead or not yet one), with the first reason given."""
 
-    email: str = Field(primary_key=True, max_length=320)
+    email: str = Field(primary_key=True, max_length=320)  # `sha256:<email_hash>` once the person is forgotten
+    email_hash: str = Field(max_length=64, unique=True, index=True)  # sha256 of the address: how every door looks it up
     reason: str = Field(max_length=32)  # unsubscribed | bounced | complained | imported | ...
     source: str = Field(default="", max_length=200)  # where it came from: link, cli, api, ses, import FILE
     at: datetime = _utc()

@@ -53,6 +53,7 @@ TOKEN = "fuzz-token-" + "7f3a9c" * 6
 SECRET = "fuzz-secret-" + "b41e0d" * 6
 SALES_LEAD = "lea@acme.example"  # has an open hand-off (given again whenever an answer closed it)
 MAILED_LEAD = "tom@globex.example"  # got an email: its tracking and unsubscribe links are genuine
+PRIVACY_LEAD = "ada@umbrella.example"  # what /leads/{email} (export, forget) is aimed at (given again once forgotten)
 EVENT_LEADS = ("eve@initech.example", "new@globex.example", MAILED_LEAD)  # what aimed events are about
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance]
@@ -96,8 +97,11 @@ class World:
         self.schema = schemathesis.openapi.from_asgi("/openapi.json", self.app)
 
     def reopen(self) -> None:
-        """Give the sales lead an open hand-off again, so answers reach past 409."""
+        """Give the sales lead an open hand-off again, so answers reach past 409, and bring a forgotten lead back."""
         with Session(self.engine) as session:
+            if session.exec(select(Lead).where(Lead.email == PRIVACY_LEAD)).first() is None:
+                upsert_lead(session, email=PRIVACY_LEAD, now=self.clock.now(), first_name="Ada")
+                session.commit()
             lead = session.exec(select(Lead).where(Lead.email == SALES_LEAD)).one()
             if open_handoff_of(session, lead.id) is None:
                 open_handoff(session, lead, scoring=self.workspace.scoring, now=self.clock.now(), source="fuzz")
@@ -109,7 +113,7 @@ class World:
         types about known leads."""
         method, path = label.split(" ", 1)
         operation = self.schema[path][method]
-        aimed = {"email": SALES_LEAD} if "{email}" in path else {"token": self.tokens[path]} if path in self.tokens else None
+        aimed = {"email": PRIVACY_LEAD} if path.startswith("/leads/") else {"email": SALES_LEAD} if "{email}" in path else {"token": self.tokens[path]} if path in self.tokens else None
         fixed = [None, aimed] if aimed else [None]
         drawn = [operation.as_strategy(generation_mode=mode, path_parameters=given_)
                  for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) for given_ in fixed]
@@ -183,7 +187,7 @@ def test_every_route_is_fuzzed():
     assert len(OPERATIONS) >= 11 and {"POST /events", "GET /c/{token}", "POST /u/{token}"} <= set(OPERATIONS)
 
 
-@pytest.mark.parametrize("label", [label for label in OPERATIONS if label.split(" ", 1)[1].startswith(("/events", "/sales"))])
+@pytest.mark.parametrize("label", [label for label in OPERATIONS if label.split(" ", 1)[1].startswith(("/events", "/sales", "/leads"))])
 def test_without_a_token_the_secured_routes_answer_503_as_documented(world, label):
     settings = Settings(database_url=world.engine.url.render_as_string(hide_password=False), scenarios_dir=ROOT / "scenarios",
                         templates_dir=ROOT / "templates" / "emails", secret_key=SECRET, api_token=None)
