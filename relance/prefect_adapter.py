@@ -10,6 +10,7 @@ Imports are lazy so that `relance` imports, runs and tests without Prefect loade
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -52,16 +53,24 @@ def flow_api(load: Callable[[], Any] = lambda: None) -> Iterator[Any]:
 @contextmanager
 def quiet_task_runs() -> Iterator[None]:
     """Inside, Prefect's "Task run ... Finished in state Completed()" lines are not printed (warnings and errors
-    are): `relance demo` runs some hundred task runs, and its reader wants the flows' own lines and the report."""
-    import prefect  # noqa: F401 - Prefect configures its loggers when imported: set the level after that
-
-    logger = logging.getLogger("prefect.task_runs")
-    level = logger.level
+    are): `relance demo` runs some hundred task runs, and its reader wants the flows' own lines and the report.
+    Prefect sets its loggers up again from logging.yml and the environment (PREFECT_LOGGING_...) on the way, so the
+    level is said in the environment too."""
+    name, logger = _TASK_RUNS_LEVEL, logging.getLogger("prefect.task_runs")
+    before, level = os.environ.get(name), logger.level
+    os.environ[name] = "WARNING"
     logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
         logger.setLevel(level)
+
+
+_TASK_RUNS_LEVEL = "PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL"  # logging.yml's loggers: prefect.task_runs: level
 
 
 def run_tick(scenario: str, *, now: str | None = None, batch_size: int | None = None) -> dict[str, Any]:
