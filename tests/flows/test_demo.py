@@ -47,8 +47,8 @@ def test_the_demo_sends_well_formed_multipart_emails_through_prefect_ticks(prefe
             assert "{{" not in text and "{%" not in text
     output = console.export_text()
     assert "Per-step summary" in output and "send-guide" in output
-    printed = "".join(capfd.readouterr())  # what Prefect's loggers wrote to the terminal
-    assert "Flow run '" in printed and "Task run '" not in printed  # the flows' lines, not a line per task run
+    printed = "".join(capfd.readouterr())  # what Prefect's loggers wrote to the terminal (nothing under xdist)
+    assert "Task run '" not in printed  # the flows' lines, not a line per task run
 
     # the report the demo printed is what its database says, read again by plain SQL
     engine, as_of = make_engine(f"sqlite:///{tmp_path / 'demo' / 'relance.db'}"), START + timedelta(days=6)
@@ -77,3 +77,22 @@ def test_the_demo_sends_well_formed_multipart_emails_through_prefect_ticks(prefe
     assert customers and customers == won, summary["stages"]
     assert set(margins) == {0.0}
     assert "Economics" in output
+
+
+def test_the_demo_keeps_prefects_task_runs_quiet_even_when_prefect_sets_its_loggers_up_again():
+    """Prefect configures its loggers again from logging.yml and the environment during a run (setup_logging)."""
+    import logging
+
+    from prefect.logging.configuration import setup_logging
+
+    from relance.prefect_adapter import quiet_task_runs
+
+    task_runs, flow_runs = logging.getLogger("prefect.task_runs"), logging.getLogger("prefect.flow_runs")
+    setup_logging(incremental=True)
+    before = task_runs.getEffectiveLevel(), flow_runs.getEffectiveLevel()
+    with quiet_task_runs():
+        setup_logging(incremental=True)
+        assert not task_runs.isEnabledFor(logging.INFO) and task_runs.isEnabledFor(logging.WARNING)
+        assert flow_runs.getEffectiveLevel() == before[1]  # the flows' own lines are left as they were
+    setup_logging(incremental=True)
+    assert (task_runs.getEffectiveLevel(), flow_runs.getEffectiveLevel()) == before
