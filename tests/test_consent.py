@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,9 +19,9 @@ from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Lead, Suppression
 from relance.workspace import load_workspace
+from tests.shipped import shipped_environment
 from tests.units import committed
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token-of-the-tests"
 EMAIL = "lea@acme.example"
 
@@ -31,14 +29,7 @@ EMAIL = "lea@acme.example"
 @pytest.fixture
 def settings(tmp_path, monkeypatch, db_url) -> Settings:
     """The shipped scenarios and templates, this test's database, for the workspace, the CLI and the API."""
-    shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
-    shutil.copytree(ROOT / "templates" / "emails", tmp_path / "templates")
-    for name, value in {"RELANCE_DATABASE_URL": db_url, "RELANCE_SCENARIOS_DIR": str(tmp_path / "scenarios"),
-                        "RELANCE_TEMPLATES_DIR": str(tmp_path / "templates"), "RELANCE_OUTBOX_DIR": str(tmp_path / "outbox"),
-                        "RELANCE_API_TOKEN": TOKEN, "COLUMNS": "250"}.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    yield Settings()
+    yield shipped_environment(tmp_path, monkeypatch, db_url, RELANCE_API_TOKEN=TOKEN, COLUMNS="250")
     get_settings.cache_clear()
 
 

@@ -4,9 +4,7 @@ report's counts and a hashed suppression entry every door recognises; `export` h
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -30,9 +28,9 @@ from relance.store.tables import Outbox, Suppression
 from relance.suppression import address_hash
 from relance.tick import run_tick_inline
 from relance.workspace import load_workspace
+from tests.shipped import shipped_environment
 from tests.units import committed
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token-of-the-tests"
 EMAIL = "lea.martinez@acmeverse.example"
 PERSONAL = (EMAIL, "Léa", "Martinez-Dubois", "Acmeverse", "+33 6 12 34 56 78", "rappeler après le salon de Lyon",
@@ -42,14 +40,7 @@ PERSONAL = (EMAIL, "Léa", "Martinez-Dubois", "Acmeverse", "+33 6 12 34 56 78", 
 @pytest.fixture
 def settings(tmp_path, monkeypatch, db_url) -> Settings:
     """The shipped scenarios and templates, this test's database, for the workspace, the CLI and the API."""
-    shutil.copytree(ROOT / "scenarios", tmp_path / "scenarios")
-    shutil.copytree(ROOT / "templates" / "emails", tmp_path / "templates")
-    for name, value in {"RELANCE_DATABASE_URL": db_url, "RELANCE_SCENARIOS_DIR": str(tmp_path / "scenarios"),
-                        "RELANCE_TEMPLATES_DIR": str(tmp_path / "templates"), "RELANCE_OUTBOX_DIR": str(tmp_path / "outbox"),
-                        "RELANCE_API_TOKEN": TOKEN, "COLUMNS": "250"}.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    yield Settings()
+    yield shipped_environment(tmp_path, monkeypatch, db_url, RELANCE_API_TOKEN=TOKEN, COLUMNS="250")
     get_settings.cache_clear()
 
 
