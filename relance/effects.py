@@ -73,7 +73,9 @@ def apply_send_email(effect: SendEmail, at: Applying) -> None:
     at.written.outbox_rows.append(dict(
         enrollment_id=at.enrollment_id, step_id=effect.step_id, visit=effect.visit, lead_id=at.lead.id,
         scenario=at.plan.name, template=effect.template, subject=effect.subject, to_address=at.lead.email,
-        kind="lead", options={"from": effect.from_, "reply_to": effect.reply_to, "preheader": effect.preheader},
+        kind="lead", options={"from": effect.from_, "reply_to": effect.reply_to, "preheader": effect.preheader,
+                              **({"if_held": "skip"} if at.plan.scenario.held == "skip" else {})},
+        marketing=not (effect.transactional or at.plan.scenario.transactional), priority=at.plan.scenario.rank,
         status="pending", attempts=0, created_at=at.now,
     ))
 
@@ -108,7 +110,7 @@ def apply_notify_someone(effect: NotifySomeone, at: Applying) -> None:
     """An internal email or a webhook about the lead, pending in the outbox."""
     common = dict(enrollment_id=at.enrollment_id, step_id=effect.step_id, lead_id=at.lead.id, scenario=at.plan.name,
                   visit=at.memory.get("visits", {}).get(effect.step_id, 1) - 1, status="pending", attempts=0,
-                  created_at=at.now)
+                  created_at=at.now, marketing=False, priority=at.plan.scenario.rank)
     if effect.email:
         at.written.outbox_rows.append(dict(
             common, template=effect.template or "sales-handoff", subject=effect.subject or HANDOFF_SUBJECT,

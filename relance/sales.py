@@ -204,7 +204,7 @@ def notify_sales(session: Session, handoff: Handoff, lead: Lead, *, now: datetim
     for address in dict.fromkeys(a for a in to if a and "@" in a):
         session.add(Outbox(enrollment_id=None, step_id=f"{kind}:{handoff.id}:{address}", visit=0, lead_id=lead.id, scenario="",
                            template="sales-handoff", subject=subject, to_address=address, status="pending",
-                           kind="internal", options={"context": context}, created_at=now))
+                           kind="internal", marketing=False, options={"context": context}, created_at=now))
 
 
 def staff_notice(session: Session, handoff: Handoff, lead: Lead, *, kind: str, why: str | None = None) -> tuple[str, dict[str, Any]]:

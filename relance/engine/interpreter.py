@@ -129,7 +129,8 @@ class _Run:
         match step:
             case Send():
                 visit = self.visit(step.id)
-                self.result.effects.append(SendEmail(step.id, visit, step.send, step.subject, step.from_, step.reply_to, step.preheader))
+                self.result.effects.append(SendEmail(step.id, visit, step.send, step.subject, step.from_, step.reply_to, step.preheader,
+                                                         step.transactional))
                 self.trace(step.id, "send", "sent", template=step.send, visit=visit)
                 self.go(edges["next"])
             case Wait():

@@ -71,6 +71,7 @@ class SendEmail:
     from_: str | None = None
     reply_to: str | None = None
     preheader: str | None = None
+    transactional: str | None = None  # why it is not marketing (the step's `transactional:`)
 
 
 @dataclass(frozen=True)

@@ -260,6 +260,9 @@ class Send(BaseStep):
     from_: str | None = Field(None, alias="from", description="Sender, overriding RELANCE_FROM.")
     reply_to: str | None = Field(None, description="Reply-To address.")
     preheader: str | None = Field(None, description="Preview text shown after the subject in inboxes.")
+    transactional: str | None = Field(None, min_length=3, max_length=200, description=(
+        "Why this email is not marketing (e.g. 'the white paper the lead asked for'): sending.yaml's caps and quiet "
+        "hours do not hold it back. Absent: marketing, like the scenario."))
 
 
 class SendWindow(Strict):
@@ -488,6 +491,9 @@ class ReentryAfter(Strict):
 Reentry = Union[Literal["never", "always"], ReentryAfter]
 
 
+DEFAULT_PRIORITY = 50
+
+
 class Scenario(Strict):
     scenario: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="Id: lowercase letters, digits, dashes.")
     description: str | None = None
@@ -495,7 +501,21 @@ class Scenario(Strict):
     reentry: Reentry = Field("never", description="never (default) | always | {after: 90d}")
     exit_when: list[Condition] = Field(default_factory=list, description="Goals checked before every step; any one ends the scenario.")
     steps: list[Step] = Field(min_length=1)
+    priority: int | None = Field(None, ge=0, le=100, description=(
+        "0-100, default 50: when sending.yaml's caps leave room for fewer emails than the scenarios want to send a lead, "
+        "the higher priority goes first."))
+    held: Literal["wait", "skip"] | None = Field(None, description=(
+        "An email sending.yaml holds back (cap, quiet hours, blackout): wait (default) for the next allowed moment, or skip it."))
+    transactional: str | None = Field(None, min_length=3, max_length=200, description=(
+        "Why this scenario's emails are not marketing (e.g. 'order confirmations'): caps and quiet hours do not hold them back."))
+    newsletter: bool | None = Field(None, description=(
+        "true: this scenario is the newsletter; a lead who chose 'only the newsletter' on the unsubscribe page still gets it."))
 
     @property
     def name(self) -> str:
         return self.scenario
+
+    @property
+    def rank(self) -> int:
+        """The priority, 50 when the file gives none."""
+        return DEFAULT_PRIORITY if self.priority is None else self.priority

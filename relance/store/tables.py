@@ -126,6 +126,7 @@ class Outbox(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "step_id", "visit", name="uq_outbox_enrollment_step"),
         Index("ix_outbox_status", "status", "created_at"),
+        Index("ix_outbox_lead_attempted", "lead_id", "attempted_at"),  # the caps count a lead's recent sends
         CheckConstraint("kind IN ('lead', 'internal', 'webhook')", name="ck_outbox_kind"),  # OUTBOX_KINDS
     )
 
@@ -148,6 +149,11 @@ class Outbox(SQLModel, table=True):
     created_at: datetime = _utc()
     attempted_at: Optional[datetime] = _utc(default=None)  # when it was last handed to the transport
     sent_at: Optional[datetime] = _utc(default=None)
+    # sending.yaml (relance.sending): what the caps count, who goes first, and what they hold back
+    marketing: bool = Field(default=True, sa_column_kwargs={"server_default": text("true")})  # false: transactional, staff mail
+    priority: int = Field(default=50, sa_column_kwargs={"server_default": "50"})  # the scenario's priority
+    hold_until: Optional[datetime] = _utc(default=None)  # held back by the policy: not sent before this
+    held: Optional[str] = Field(default=None, max_length=200)  # why the policy last held it back (kept once sent)
 
 
 class Suppression(SQLModel, table=True):
