@@ -18,7 +18,8 @@ def send_one_lead(world: World, transport: NullTransport) -> int:
     """Claim one due enrollment, advance it, deliver its email: the engine's work for one lead."""
     batch = advance_due(world.engine, world.settings, scenario=SCENARIO, now=NOW, limit=1, workspace=world.workspace)
     delivered = deliver(world.engine, world.settings, outbox_ids=batch.outbox_ids, now=NOW, transport=transport,
-                        templates=world.templates, manager=None)
+                        templates=world.templates, manager=None,
+                        policy=world.workspace.sending)
     return delivered.sent
 
 

@@ -93,7 +93,8 @@ def _send_all(world, transport, at) -> tuple[int, float]:
     for _ in range(20):
         with Stopwatch() as watch:
             try:
-                deliver(world.engine, world.settings, outbox_ids=outbox, now=at, transport=transport, templates=world.templates, manager=None)
+                deliver(world.engine, world.settings, outbox_ids=outbox, now=at, transport=transport, templates=world.templates, manager=None,
+                        policy=world.workspace.sending)
                 done = True
             except RetryableDelivery:
                 done = False  # rows handed back as pending; the next attempt takes them

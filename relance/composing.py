@@ -39,7 +39,8 @@ def template_context(lead: Lead, settings: Settings, outbox: Outbox, unsubscribe
     }
 
 
-OUTBOX_READ = ("id", "lead_id", "to_address", "template", "subject", "kind", "options", "scenario", "step_id")  # what composing reads
+OUTBOX_READ = ("id", "lead_id", "to_address", "template", "subject", "kind", "options", "scenario", "step_id",
+               "marketing", "priority")  # what composing and the sending policy read
 LEAD_READ = ("id", "email", *PROFILE_FIELDS, "score", "grade", "stage", "fields", "suppressed")  # what sending reads
 
 

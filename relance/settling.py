@@ -31,12 +31,25 @@ class DeliveryResult:
     unknown: int = 0  # handed over, no answer: it may have left; never resent without an operator's decision
     errors: list[str] = field(default_factory=list)
     cut_off: list[int] = field(default_factory=list)  # rows an earlier run left `sending`, found and made `unknown`
+    deferred: int = 0  # held back by sending.yaml: they wait for the next allowed moment
+    withheld: int = 0  # held back by sending.yaml and skipped (`held: skip`)
+    held: Counter = field(default_factory=Counter)  # both, by reason (`cap: 1 per 1d`, `quiet hours: ...`)
+
+    def note_hold(self, reason: str, *, skipped: bool) -> None:
+        """One email the sending policy held back."""
+        if skipped:
+            self.withheld += 1
+        else:
+            self.deferred += 1
+        self.held[reason] += 1
 
     def merge(self, other: "DeliveryResult") -> None:
         self.sent, self.skipped, self.failed = self.sent + other.sent, self.skipped + other.skipped, self.failed + other.failed
         self.retryable, self.unknown = self.retryable + other.retryable, self.unknown + other.unknown
         self.errors.extend(other.errors)
         self.cut_off.extend(other.cut_off)
+        self.deferred, self.withheld = self.deferred + other.deferred, self.withheld + other.withheld
+        self.held.update(other.held)
 
     def add_attempt(self, attempt: "DeliveryResult") -> None:
         """Add what one more attempt at the same messages did: its outcomes add up (a message settles once), what

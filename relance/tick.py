@@ -22,6 +22,7 @@ from relance.email.templates import TemplateLibrary
 from relance.email.transports import Transport, make_transport
 from relance.enrollment import enroll_due
 from relance.plans import sync_scenarios
+from relance.policy import SendingPolicy
 from relance.settings import Settings
 from relance.settling import DeliveryResult
 from relance.tick_figures import TickReport, count_tick, step_log_mark, summary
@@ -58,6 +59,7 @@ def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime
              logger: logging.Logger | logging.LoggerAdapter) -> TickReport:
     """Run one tick of `scenario` with these steps, saying in `logger` what the operator should know."""
     manager = workspace.scoring.sales.manager  # told when staff mail fails for good
+    policy = workspace.sending  # sending.yaml: what it holds back waits (or is skipped)
     mark = step_log_mark(engine)  # what this tick writes to the step log comes after it: its figures count that
     steps.register(engine, settings, now=now, workspace=workspace)
     report = TickReport(scenario=scenario)
@@ -67,9 +69,10 @@ def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime
         for problem in batch.failed:
             logger.warning("%s: lead left the scenario on an error: %s", scenario, problem)
         report.add(batch, _deliver_batch(engine, settings, batch, scenario=scenario, now=now, templates=templates,
-                                         manager=manager, steps=steps, logger=logger, undelivered=undelivered,
+                                         manager=manager, policy=policy, steps=steps, logger=logger, undelivered=undelivered,
                                          report=report))
-    _deliver_leftovers(engine, settings, report, now=now, templates=templates, manager=manager, steps=steps, logger=logger)
+    _deliver_leftovers(engine, settings, report, now=now, templates=templates, manager=manager, policy=policy, steps=steps,
+                       logger=logger)
     report = steps.count(engine, report, now=now, mark=mark)
     steps.publish(report, engine, order=workspace.plans[scenario].order, undelivered_batches=len(undelivered))
     logger.info(summary(report, undelivered_batches=len(undelivered)))
@@ -79,7 +82,8 @@ def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime
 
 
 def _deliver_batch(engine: Engine, settings: Settings, batch: BatchResult, *, scenario: str, now: datetime,
-                   templates: TemplateLibrary, manager: str | None, steps: TickSteps, logger, undelivered: list[str],
+                   templates: TemplateLibrary, manager: str | None, policy: SendingPolicy, steps: TickSteps, logger,
+                   undelivered: list[str],
                    report: TickReport) -> DeliveryResult:
     """Deliver one batch's emails: what left counts even when the delivery then fails (a retry for the rest, an
     error): the tally is this tick's, every attempt adds to it. A delivery that fails is noted in `undelivered`,
@@ -89,7 +93,7 @@ def _deliver_batch(engine: Engine, settings: Settings, batch: BatchResult, *, sc
         return tally
     try:
         steps.deliver(engine, settings, outbox_ids=batch.outbox_ids, now=now, templates=templates, manager=manager,
-                      tally=tally)
+                      policy=policy, tally=tally)
     except Exception as exc:  # noqa: BLE001 - the other batches' emails should still leave; the tick fails at the end
         undelivered.append(f"batch {report.batches + 1} ({len(batch.outbox_ids)} emails): {exc}")
         report.undelivered_ids.extend(batch.outbox_ids)
@@ -100,10 +104,12 @@ def _deliver_batch(engine: Engine, settings: Settings, batch: BatchResult, *, sc
 
 
 def _deliver_leftovers(engine: Engine, settings: Settings, report: TickReport, *, now: datetime,
-                       templates: TemplateLibrary, manager: str | None, steps: TickSteps, logger) -> None:
+                       templates: TemplateLibrary, manager: str | None, policy: SendingPolicy, steps: TickSteps,
+                       logger) -> None:
     """Send what earlier runs left pending and the hand-off and SLA emails written since; say what was cut off."""
-    leftovers = steps.deliver_leftovers(engine, settings, now=now, templates=templates, manager=manager)
+    leftovers = steps.deliver_leftovers(engine, settings, now=now, templates=templates, manager=manager, policy=policy)
     report.leftovers, report.cut_off = leftovers.sent, len(leftovers.cut_off)
+    report.add_holds(leftovers)
     if leftovers.cut_off:
         logger.warning("%d message(s) were cut off mid-send by a run that died (outbox %s): their outcome is unknown, "
                        "they are not resent; check the transport's logs, then `relance outbox resolve ID ... --as pending|failed`",

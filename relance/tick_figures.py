@@ -35,6 +35,9 @@ class TickReport:
     leftovers: int = 0  # other pending messages this tick sent: hand-off and SLA emails, what earlier runs left
     cut_off: int = 0  # messages an earlier run left `sending` (it died mid-send), now `unknown`
     enrollments_failed: int = 0  # enrollments that left on an error of their own (the others went on)
+    deferred: int = 0  # emails sending.yaml held back this tick: they wait for the next allowed moment
+    withheld: int = 0  # emails sending.yaml held back this tick that their scenario skips (`held: skip`)
+    held: Counter = field(default_factory=Counter)  # both, by reason
     waiting: int | None = None  # active enrollments of the scenario in a wait after the tick (the enrollments table)
     counts: Counter = field(default_factory=Counter)  # this tick's step-log outcomes: (step_id, outcome) -> n
     standing: dict[str, tuple[int, int]] = field(default_factory=dict)  # step -> (active here, of which waiting), after
@@ -50,6 +53,13 @@ class TickReport:
         self.skipped += delivery.skipped
         self.failed += delivery.failed
         self.unknown += delivery.unknown
+        self.add_holds(delivery)
+
+    def add_holds(self, delivery: DeliveryResult) -> None:
+        """Count what the sending policy held back in a delivery (a batch's, or the leftovers')."""
+        self.deferred += delivery.deferred
+        self.withheld += delivery.withheld
+        self.held.update(delivery.held)
 
     def as_dict(self) -> dict[str, Any]:
         """The figures a tick flow run returns."""
@@ -57,7 +67,7 @@ class TickReport:
             "scenario": self.scenario, "entered": self.entered, "advanced": self.advanced, "batches": self.batches,
             "sent": self.sent, "skipped": self.skipped, "failed": self.failed, "unknown": self.unknown,
             "pending": self.pending, "leftovers": self.leftovers, "cut_off": self.cut_off, "enrollments_failed": self.enrollments_failed,
-            "waiting": self.waiting,
+            "waiting": self.waiting, "deferred": self.deferred, "withheld": self.withheld,
         }
 
 
@@ -99,6 +109,10 @@ def summary(report: TickReport, *, undelivered_batches: int = 0) -> str:
         words += f", {report.waiting} waiting"
     if report.skipped:
         words += f", {report.skipped} skipped (suppressed)"
+    if report.deferred or report.withheld:
+        reasons = ", ".join(f"{why} {n}" for why, n in report.held.most_common(3))
+        held = [f"{report.deferred} deferred"] * bool(report.deferred) + [f"{report.withheld} skipped"] * bool(report.withheld)
+        words += f", {' and '.join(held)} by sending.yaml ({reasons})"
     if report.failed:
         words += f", {report.failed} failed"
     if report.unknown:

@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+from relance.policy import SendingPolicy
 from relance.scenario.plan import Plan, compile_scenario
 from relance.scoring.config import ScoringConfig
 from relance.settings import Settings
 from relance.textfile import TextFileError, read_text
 
 SCORING_FILE = "scoring.yaml"
+SENDING_FILE = "sending.yaml"
+SETTINGS_FILES = (SCORING_FILE, SENDING_FILE)  # the account's files beside the scenarios: not scenarios
 
 
 class SetupError(RuntimeError):
@@ -80,6 +83,7 @@ class Workspace:
     plans: dict[str, Plan] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    sending: SendingPolicy = field(default_factory=SendingPolicy)  # sending.yaml: caps, quiet hours, blackout
     broken: list[BrokenScenario] = field(default_factory=list)  # every file with problems, valid ones aside
 
     @property
@@ -100,11 +104,11 @@ class Workspace:
 
 
 def scenario_files(paths: list[Path]) -> list[Path]:
-    """Scenario YAML files named directly or found in folders (scoring.yaml is not a scenario)."""
+    """Scenario YAML files named directly or found in folders (scoring.yaml and sending.yaml are not scenarios)."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.name != SCORING_FILE))
+            found.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.name not in SETTINGS_FILES))
         else:
             found.append(path)
     unique: dict[Path, Path] = {}
@@ -142,6 +146,23 @@ def read_scoring(directory: Path) -> tuple[ScoringConfig, list]:
         shape="scoring.yaml is a mapping with behaviour:, fit:, grades:, mql:, handoff: ...",
     )
     return (config or ScoringConfig()), problems
+
+
+def read_sending(directory: Path) -> tuple[SendingPolicy, list]:
+    """sending.yaml of a folder (the empty policy when absent) and its problems, each at its line."""
+    from relance.scenario.loader import load_model_text
+
+    path = directory / SENDING_FILE
+    if not path.exists():
+        return SendingPolicy(), []
+    text, problem = read_source(path)
+    if problem is not None:
+        return SendingPolicy(), [problem]
+    policy, _positions, problems = load_model_text(
+        text, str(path), SendingPolicy,
+        shape="sending.yaml is a mapping with caps:, quiet:, blackout:, timezone:, held: ...",
+    )
+    return (policy or SendingPolicy()), problems
 
 
 def _teams(scorings: list[tuple[ScoringConfig, list]]) -> set[str] | None:
@@ -196,6 +217,7 @@ def validate_paths(paths: list[Path], *, templates_dir: Path | None,
     folders = [p for p in paths if p.is_dir()]
     for folder in folders:
         problems.extend(read_scoring(folder)[1])
+        problems.extend(read_sending(folder)[1])
     # the teams a hand-off step may name: of the folders given, else of the folders the files are in
     teams = _teams([read_scoring(folder) for folder in dict.fromkeys(folders or [p.parent for p in paths])])
     checked = check_texts(texts, check_template=check, also_known=_names_beside(files, also_in), known_teams=teams,
@@ -258,8 +280,9 @@ def load_workspace(settings: Settings, extra: list[Path] | None = None) -> Works
     if (workspace := _loaded.get(key)) is not None:
         return workspace
     scoring, scoring_problems = read_scoring(settings.scenarios_dir)
-    if scoring_problems:
-        raise ScenarioError(scoring_problems)
+    sending, sending_problems = read_sending(settings.scenarios_dir)
+    if scoring_problems or sending_problems:  # every scenario depends on both
+        raise ScenarioError([*scoring_problems, *sending_problems])
     checked = check_texts(texts, check_template=_template_checker(settings.templates_dir, settings),
                           known_teams=_teams([(scoring, scoring_problems)]), check_webhook=_webhook_checker(settings.webhook_allow))
     by_file: dict[str, list] = {}
@@ -270,6 +293,7 @@ def load_workspace(settings: Settings, extra: list[Path] | None = None) -> Works
                if checked.names[name] not in by_file},
         paths={name: Path(path) for name, path in checked.names.items() if path not in by_file},
         scoring=scoring,
+        sending=sending,
         broken=[BrokenScenario(Path(path), checked.declared.get(path, _declared_name(Path(path))), tuple(found))
                 for path, found in sorted(by_file.items())],
     )
@@ -286,7 +310,7 @@ def _read_from(texts: dict[str, str], settings: Settings) -> str:
     """A digest of everything a workspace is made of: the scenario files' names and texts, scoring.yaml, every
     template file and the settings. Contents, not modification times: two edits within one clock tick differ too."""
     digest = hashlib.blake2b(settings.model_dump_json().encode(), digest_size=20)
-    files = [Path(settings.scenarios_dir) / SCORING_FILE]
+    files = [Path(settings.scenarios_dir) / name for name in SETTINGS_FILES]
     if (templates := Path(settings.templates_dir)).is_dir():
         files.extend(sorted(f for f in templates.rglob("*") if f.is_file()))
     for name, text in [*sorted(texts.items()), *((str(f), f.read_bytes() if f.is_file() else b"") for f in files)]:

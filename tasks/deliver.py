@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from relance.delivery import RetryableDelivery, deliver, deliver_pending
 from relance.email.templates import TemplateLibrary
+from relance.policy import SendingPolicy
 from relance.settings import Settings
 from relance.settling import DeliveryResult
 
@@ -33,15 +34,16 @@ def retry_may_help(task: Task, task_run: TaskRun, state: State) -> bool:
     retry_condition_fn=retry_may_help,
 )
 def deliver_batch(engine: Engine, settings: Settings, *, outbox_ids: list[int], now: datetime, templates: TemplateLibrary,
-                  manager: str | None, tally: DeliveryResult | None = None) -> DeliveryResult:
+                  manager: str | None, policy: SendingPolicy, tally: DeliveryResult | None = None) -> DeliveryResult:
     """Render and send the given outbox rows through the configured transport; each attempt adds what it did to
     `tally` (the tick's), so what an attempt sent before it failed is counted."""
-    return deliver(engine, settings, outbox_ids=outbox_ids, now=now, templates=templates, manager=manager, tally=tally)
+    return deliver(engine, settings, outbox_ids=outbox_ids, now=now, templates=templates, manager=manager, policy=policy,
+                   tally=tally)
 
 
 # No retries of its own: what it cannot send stays pending for the next tick.
 @task(name="deliver-pending", cache_policy=NO_CACHE)
 def deliver_leftovers(engine: Engine, settings: Settings, *, now: datetime, templates: TemplateLibrary,
-                      manager: str | None) -> DeliveryResult:
+                      manager: str | None, policy: SendingPolicy) -> DeliveryResult:
     """Send what earlier runs left pending (spent retries, a crash) and the hand-off emails written since."""
-    return deliver_pending(engine, settings, now=now, templates=templates, manager=manager)
+    return deliver_pending(engine, settings, now=now, templates=templates, manager=manager, policy=policy)

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 from typer.testing import CliRunner
 
+from relance.policy import NO_POLICY
 from relance.cli import app
 from relance.delivery import deliver_pending
 from relance.email.templates import TemplateLibrary
@@ -93,7 +94,7 @@ def _text(message: Message) -> str:
 def test_a_templates_folder_without_sales_handoff_sends_the_handoff_from_relances_default(engine, db_url, folder, clock):
     settings = _settings(folder, db_url)
     handoff = _handed_off(engine, folder, clock.now())
-    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER)
+    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER, policy=NO_POLICY)
     row = _rows(engine)[handoff]
     assert (row.status, row.error, row.to_address) == ("sent", None, OWNER)
     text = _text(_eml(settings, handoff))
@@ -106,7 +107,7 @@ def test_the_folders_own_sales_handoff_wins_over_relances_default(engine, db_url
         "<mjml><mj-body><mj-section><mj-column><mj-text>Notre gabarit : {{ lead.email }}, avant le {{ handoff.deadline }}</mj-text>"
         "</mj-column></mj-section></mj-body></mjml>", encoding="utf-8")
     handoff = _handed_off(engine, folder, clock.now())
-    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER)
+    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER, policy=NO_POLICY)
     text = _text(_eml(settings, handoff))
     assert "Notre gabarit : zoe@acme.example, avant le" in text and "Un lead est prêt pour vous" not in text
 
@@ -157,7 +158,7 @@ def test_a_handoff_email_still_pending_after_two_days_is_sent_while_a_nurture_em
     settings = _settings(folder, db_url)
     handoff = _handed_off(engine, folder, clock.now())  # written, then no delivery ran for two days
     nurture = _marketing(engine, clock.now())
-    result = deliver_pending(engine, settings, now=clock.advance(timedelta(hours=49)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER)
+    result = deliver_pending(engine, settings, now=clock.advance(timedelta(hours=49)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER, policy=NO_POLICY)
     rows = _rows(engine)
     assert (rows[handoff].status, rows[handoff].error) == ("sent", None)
     assert (rows[nurture].status, rows[nurture].error) == ("failed", "expired: still pending 48 h after it was written")
@@ -208,7 +209,7 @@ def test_a_handoff_email_refused_for_good_alerts_the_manager_with_one_email(engi
     port, mailbox = smtp_server({OWNER})
     settings = _settings(folder, db_url, transport="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_timeout=5)
     handoff = _handed_off(engine, folder, clock.now())
-    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER)
+    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER, policy=NO_POLICY)
     rows = _rows(engine)
     assert rows[handoff].status == "failed" and "550" in rows[handoff].error
     [alert] = [r for r in rows.values() if r.id != handoff]
@@ -220,7 +221,7 @@ def test_a_handoff_email_refused_for_good_alerts_the_manager_with_one_email(engi
     assert "550" in text and "zoe@acme.example" in text and f"relance outbox resend {handoff}" in text
     assert message["List-Unsubscribe"] is None  # staff mail
 
-    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER)
+    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER, policy=NO_POLICY)
     assert len(_rows(engine)) == 2 and len(mailbox.received) == 1  # one failure, one alert: nothing more
 
 
@@ -228,8 +229,8 @@ def test_an_alert_that_fails_is_not_alerted_about(engine, db_url, folder, clock,
     port, mailbox = smtp_server({OWNER, MANAGER})
     settings = _settings(folder, db_url, transport="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_timeout=5)
     handoff = _handed_off(engine, folder, clock.now())
-    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER)
-    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER)
+    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER, policy=NO_POLICY)
+    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER, policy=NO_POLICY)
     rows = _rows(engine)
     assert [(r.template, r.to_address, r.status) for r in rows.values()] == [
         ("sales-handoff", OWNER, "failed"), ("staff-mail-failed", MANAGER, "failed")]
@@ -241,7 +242,7 @@ def test_a_handoff_email_that_cannot_be_built_alerts_the_manager(engine, db_url,
     (folder / "templates" / "sales-handoff.mjml").write_text(BROKEN, encoding="utf-8")
     handoff = _handed_off(engine, folder, clock.now())
     (folder / "scenarios" / "scoring.yaml").unlink()  # delivery is handed the manager: it reads no scoring.yaml of its own
-    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER)
+    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER, policy=NO_POLICY)
     rows = _rows(engine)
     assert rows[handoff].status == "failed" and rows[handoff].error.startswith("cannot be built")
     [alert] = [r for r in rows.values() if r.id != handoff]
@@ -256,7 +257,7 @@ def test_an_operator_finds_a_failed_handoff_email_and_resends_it_once_the_templa
     own = folder / "templates" / "sales-handoff.mjml"
     own.write_text(BROKEN, encoding="utf-8")
     handoff = _handed_off(engine, folder, clock.now())
-    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER)
+    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER, policy=NO_POLICY)
 
     listed = cli("outbox", "list", "--status", "failed", "--json")
     assert listed.exit_code == 0, listed.output
@@ -276,7 +277,7 @@ def test_an_operator_finds_a_failed_handoff_email_and_resends_it_once_the_templa
     assert row.status == "pending"
     assert row.error.startswith(f"resent by an operator at {at:%Y-%m-%d %H:%M} UTC: template fixed (it had failed: cannot be built")
 
-    deliver_pending(engine, settings, now=at, templates=TemplateLibrary(settings.templates_dir), manager=MANAGER)
+    deliver_pending(engine, settings, now=at, templates=TemplateLibrary(settings.templates_dir), manager=MANAGER, policy=NO_POLICY)
     assert _rows(engine)[handoff].status == "sent"
     assert "Un lead est prêt pour vous" in _text(_eml(settings, handoff))
     again = cli("outbox", "resend", handoff)
@@ -286,16 +287,16 @@ def test_an_operator_finds_a_failed_handoff_email_and_resends_it_once_the_templa
 def test_a_resent_nurture_email_leaves_although_written_long_ago_and_expires_48_h_after_the_resend(engine, db_url, folder, clock, cli):
     settings = _settings(folder, db_url)
     first, second = _marketing(engine, clock.now()), _marketing(engine, clock.now(), email="ines@acme.example")
-    deliver_pending(engine, settings, now=clock.advance(timedelta(hours=49)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER)  # both expire
+    deliver_pending(engine, settings, now=clock.advance(timedelta(hours=49)), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER, policy=NO_POLICY)  # both expire
     assert {r.status for r in _rows(engine).values()} == {"failed"}
 
     at = clock.advance(timedelta(days=5))
     assert cli("outbox", "resend", first, "--now", at.isoformat()).exit_code == 0
-    deliver_pending(engine, settings, now=at + timedelta(minutes=1), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER)
+    deliver_pending(engine, settings, now=at + timedelta(minutes=1), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER, policy=NO_POLICY)
     assert _rows(engine)[first].status == "sent" and "Bonjour Léa" in _text(_eml(settings, first))
 
     assert cli("outbox", "resend", second, "--now", at.isoformat()).exit_code == 0
-    deliver_pending(engine, settings, now=at + timedelta(hours=49), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER)  # no delivery ran for two days after the resend
+    deliver_pending(engine, settings, now=at + timedelta(hours=49), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER, policy=NO_POLICY)  # no delivery ran for two days after the resend
     row = _rows(engine)[second]
     assert (row.status, row.error) == ("failed", "expired: still pending 48 h after an operator put it back")
 
@@ -308,7 +309,7 @@ def test_an_unknown_email_settled_as_pending_leaves_although_written_long_ago(en
         session.commit()
     at = clock.advance(timedelta(days=3))
     assert cli("outbox", "resolve", nurture, "--as", "pending", "--now", at.isoformat()).exit_code == 0
-    deliver_pending(engine, settings, now=at, templates=TemplateLibrary(settings.templates_dir), manager=MANAGER)
+    deliver_pending(engine, settings, now=at, templates=TemplateLibrary(settings.templates_dir), manager=MANAGER, policy=NO_POLICY)
     assert _rows(engine)[nurture].status == "sent"
     refused = cli("outbox", "resolve", nurture, "--as", "pending")
     assert refused.exit_code == 1 and f"outbox {nurture} is sent, not unknown: left as it is" in refused.output
@@ -317,7 +318,7 @@ def test_an_unknown_email_settled_as_pending_leaves_although_written_long_ago(en
 def test_resend_refuses_what_it_must_not_send_again_saying_why(engine, db_url, folder, clock, cli):
     settings = _settings(folder, db_url)
     sent, suppressed, unknown = (_marketing(engine, clock.now(), email=e) for e in ("a@acme.example", "b@acme.example", "c@acme.example"))
-    deliver_pending(engine, settings, now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER)
+    deliver_pending(engine, settings, now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=MANAGER, policy=NO_POLICY)
     with Session(engine) as session:
         session.execute(Outbox.__table__.update().where(Outbox.id == suppressed).values(status="failed", error="550 refused"))
         session.execute(Outbox.__table__.update().where(Outbox.id == unknown).values(status="unknown", error="no answer"))

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session
 from typer.testing import CliRunner
 
+from relance.policy import NO_POLICY
 from relance.api.app import create_app
 from relance.cli import app as cli
 from relance.clock import FrozenClock
@@ -100,7 +101,7 @@ def assert_suppressed_everywhere(world: World, *, reason: str, source: str, emai
     assert rows[world.sent].status == "sent"  # what already left is left alone
 
     transport = RecordingTransport()
-    delivered = deliver_pending(world.engine, world.settings, now=world.clock.now(), transport=transport, templates=TemplateLibrary(world.settings.templates_dir), manager=None)
+    delivered = deliver_pending(world.engine, world.settings, now=world.clock.now(), transport=transport, templates=TemplateLibrary(world.settings.templates_dir), manager=None, policy=NO_POLICY)
     assert email not in [sent.to for sent in transport.sent]
     assert sorted(sent.to for sent in transport.sent) == [BOB, OWNER], delivered.errors
     with Session(world.engine) as session:

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
+from relance.policy import NO_POLICY
 from relance.advancing import advance_due
 from relance.delivery import RetryableDelivery, deliver
 from relance.email.templates import TemplateLibrary
@@ -88,8 +89,8 @@ def _request_demo(engine, settings, clock, email: str) -> list[int]:
 
 def test_a_webhook_posts_the_lead_once_signed_and_with_an_idempotency_key(engine, settings, clock, receiver):
     ids = _request_demo(engine, settings, clock, "lea@acme.example")
-    assert deliver(engine, settings, outbox_ids=ids, now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None).sent == 1
-    assert deliver(engine, settings, outbox_ids=ids, now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None).sent == 0  # a replayed batch posts nothing
+    assert deliver(engine, settings, outbox_ids=ids, now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None, policy=NO_POLICY).sent == 1
+    assert deliver(engine, settings, outbox_ids=ids, now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None, policy=NO_POLICY).sent == 0  # a replayed batch posts nothing
     [(headers, body)] = receiver.calls
     assert body["lead"]["email"] == "lea@acme.example" and body["lead"]["company"] == "ACME"
     assert (body["scenario"], body["step_id"]) == ("hooked", "tell-crm")
@@ -101,13 +102,13 @@ def test_a_busy_receiver_is_tried_again_and_a_refusal_is_kept_with_its_reason(en
     receiver.statuses = [503]
     ids = _request_demo(engine, settings, clock, "lea@acme.example")
     with pytest.raises(RetryableDelivery, match="answered 503: busy"):
-        deliver(engine, settings, outbox_ids=ids, now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None)
-    assert deliver(engine, settings, outbox_ids=ids, now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None).sent == 1  # the retry Prefect would make
+        deliver(engine, settings, outbox_ids=ids, now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None, policy=NO_POLICY)
+    assert deliver(engine, settings, outbox_ids=ids, now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None, policy=NO_POLICY).sent == 1  # the retry Prefect would make
     assert len(receiver.calls) == 2
 
     receiver.statuses = [422]
     refused = _request_demo(engine, settings, clock, "karim@initech.example")
-    assert deliver(engine, settings, outbox_ids=refused, now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None).failed == 1
+    assert deliver(engine, settings, outbox_ids=refused, now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None, policy=NO_POLICY).failed == 1
     with Session(engine) as session:
         row = session.exec(select(Outbox).where(Outbox.id == refused[0])).scalars().one()
     assert (row.status, row.error) == ("failed", f"webhook {receiver.url}/hooks/lead answered 422")

@@ -80,11 +80,13 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def schema(out: Optional[Path] = typer.Option(None, "--out", help="Write the JSON Schema here instead of stdout.")) -> None:
-    """The JSON Schema of the scenario language, for editors' autocompletion."""
+def schema(out: Optional[Path] = typer.Option(None, "--out", help="Write the JSON Schema here instead of stdout."),
+           sending: bool = typer.Option(False, "--sending", help="The schema of sending.yaml (the sending policy) instead.")) -> None:
+    """The JSON Schema of the scenario language (or of sending.yaml), for editors' autocompletion."""
+    from relance.policy import sending_json_schema
     from relance.scenario.schema import scenario_json_schema
 
-    text = json.dumps(scenario_json_schema(), indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(sending_json_schema() if sending else scenario_json_schema(), indent=2, ensure_ascii=False) + "\n"
     if out:
         out.write_text(text, encoding="utf-8")
         console.print(f"wrote {out}")

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Mapping, Union, get_args, get_origin
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.composer import Composer, ComposerError
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent, MappingStartEvent, ScalarEvent, SequenceStartEvent
 from ruamel.yaml.nodes import MappingNode, SequenceNode
@@ -168,10 +169,25 @@ class _LimitedComposer(Composer):
         return known
 
 
+class _Constructor(RoundTripConstructor):
+    """ruamel's round-trip constructor, except that a date that is none (2026-13-01) stays the text written: the
+    model then says what is wrong at its line, instead of the reader failing on the whole file."""
+
+    def construct_yaml_timestamp(self, node, values=None):
+        try:
+            return super().construct_yaml_timestamp(node, values)
+        except ValueError:
+            return self.construct_scalar(node)
+
+
+_Constructor.add_constructor("tag:yaml.org,2002:timestamp", _Constructor.construct_yaml_timestamp)
+
+
 def _yaml() -> YAML:
     """ruamel's round-trip reader (keeps lines and columns), with the limits above."""
     reader = YAML(typ="rt")
     reader.Composer = _LimitedComposer
+    reader.Constructor = _Constructor
     return reader
 
 

@@ -13,3 +13,4 @@ def scenario_json_schema() -> dict[str, Any]:
     """The scenario YAML's JSON Schema; the same dict on every call."""
     schema = Scenario.model_json_schema(by_alias=True)
     return {"$schema": SCHEMA_DIALECT, "title": "relance scenario", **{k: v for k, v in schema.items() if k != "title"}}
+

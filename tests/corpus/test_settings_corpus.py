@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 from typer.testing import CliRunner
 
+from relance.policy import NO_POLICY
 from relance import webhooks
 from relance.cli import app
 from relance.delivery import deliver
@@ -246,7 +247,7 @@ def test_a_destination_inside_the_network_fails_that_message_only_with_its_reaso
     settings = Settings(database_url=str(engine.url.render_as_string(hide_password=False)), transport="null",
                         secret_key="s3cret", webhook_allow="127.0.0.1")
     refused, sent = _webhook_rows(engine, clock, [url, allowed])
-    result = deliver(engine, settings, outbox_ids=[refused, sent], now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None)
+    result = deliver(engine, settings, outbox_ids=[refused, sent], now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None, policy=NO_POLICY)
     assert (result.sent, result.failed) == (1, 1)
     with Session(engine) as session:
         rows = {r.id: r for r in session.exec(select(Outbox).where(Outbox.id.in_([refused, sent]))).scalars()}
@@ -259,7 +260,7 @@ def test_a_destination_inside_the_network_fails_that_message_only_with_its_reaso
 def test_a_name_of_this_machine_is_refused_once_resolved(env, engine, stored, clock):
     settings = Settings(database_url=str(engine.url.render_as_string(hide_password=False)), transport="null", secret_key="s3cret")
     [row] = _webhook_rows(engine, clock, [f"http://localhost:{CLOSED}/hook"])
-    assert deliver(engine, settings, outbox_ids=[row], now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None).failed == 1
+    assert deliver(engine, settings, outbox_ids=[row], now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None, policy=NO_POLICY).failed == 1
     with Session(engine) as session:
         error = session.get(Outbox, row).error
     assert "localhost resolves to" in error and "which is a loopback address" in error and "RELANCE_WEBHOOK_ALLOW" in error
@@ -269,7 +270,7 @@ def test_a_host_named_in_the_allow_list_is_reached_by_its_name(env, engine, stor
     settings = Settings(database_url=str(engine.url.render_as_string(hide_password=False)), transport="null",
                         secret_key="s3cret", webhook_allow="localhost")
     [row] = _webhook_rows(engine, clock, [f"http://localhost:{receiver.port}/hooks/lead"])
-    assert deliver(engine, settings, outbox_ids=[row], now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None).sent == 1
+    assert deliver(engine, settings, outbox_ids=[row], now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None, policy=NO_POLICY).sent == 1
     assert receiver.calls[0]["host"] == f"localhost:{receiver.port}"
 
 
@@ -291,7 +292,7 @@ def test_a_proxy_in_the_environment_is_not_used_the_webhook_goes_to_the_checked_
                         secret_key="s3cret", webhook_allow="127.0.0.1")
     [row] = _webhook_rows(engine, clock, [f"http://127.0.0.1:{receiver.port}/hooks/lead"])
     try:
-        result = deliver(engine, settings, outbox_ids=[row], now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None)
+        result = deliver(engine, settings, outbox_ids=[row], now=clock.now(), templates=TemplateLibrary(settings.templates_dir), manager=None, policy=NO_POLICY)
     finally:
         if listening:
             listening.server.shutdown()

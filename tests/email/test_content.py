@@ -11,6 +11,7 @@ from pathlib import Path
 import lxml.html
 import pytest
 
+from relance.policy import NO_POLICY
 from relance.email.templates import SAMPLE_CONTEXT, RenderError, TemplateLibrary
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "emails"
@@ -293,7 +294,7 @@ def test_a_lead_email_whose_template_lost_its_footer_leaves_with_one_and_staff_m
         session.add_all(rows)
         session.commit()
         ids = [row.id for row in rows]
-    result = deliver(engine, settings, outbox_ids=ids, now=clock.now(), transport=FileTransport(tmp_path / "out"), templates=TemplateLibrary(settings.templates_dir), manager=None)
+    result = deliver(engine, settings, outbox_ids=ids, now=clock.now(), transport=FileTransport(tmp_path / "out"), templates=TemplateLibrary(settings.templates_dir), manager=None, policy=NO_POLICY)
     assert result.sent == 2, result.errors
 
     def parts(outbox_id: int):

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
+from relance.policy import NO_POLICY
 from relance.delivery import deliver_pending
 from relance.email.templates import SAMPLE_CONTEXT, RenderError, RenderLimits, TemplateLibrary
 from relance.settings import Settings
@@ -158,7 +159,7 @@ def test_at_send_time_only_the_message_past_a_limit_fails_saying_why(engine, db_
             ids[email] = row.id
         session.commit()
 
-    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=None)
+    deliver_pending(engine, settings, now=clock.advance(timedelta(minutes=1)), templates=TemplateLibrary(settings.templates_dir), manager=None, policy=NO_POLICY)
 
     with Session(engine) as session:
         rows = {r.to_address: r for r in session.execute(select(Outbox)).scalars()}

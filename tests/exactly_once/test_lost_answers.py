@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
+from relance.policy import NO_POLICY
 from relance.delivery import deliver_pending
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import make_transport
@@ -63,7 +64,7 @@ def test_lost_answers_are_unknown_never_resent(engine, settings, clock, moto):
         # the next tick and the leftovers pass find nothing to resend
         later = clock.now() + timedelta(hours=1)
         run_tick_inline(engine, settings, scenario="drip", now=later, workspace=workspace, transport=ses, templates=TemplateLibrary(settings.templates_dir))
-        deliver_pending(engine, settings, now=later, transport=ses, templates=TemplateLibrary(settings.templates_dir), manager=None)
+        deliver_pending(engine, settings, now=later, transport=ses, templates=TemplateLibrary(settings.templates_dir), manager=None, policy=NO_POLICY)
     accepted = _accepted(url, prefix)
     assert set(accepted) == set(emails) and set(accepted.values()) == {1}  # all left once, the lost ones too
     with Session(engine) as session:

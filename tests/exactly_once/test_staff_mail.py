@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlmodel import Session
 
+from relance.policy import NO_POLICY
 from relance.delivery import deliver_pending
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import FileTransport
@@ -44,7 +45,7 @@ def test_the_handoff_email_carries_no_unsubscribe_nor_tracking_of_the_lead(engin
     workspace = load_workspace(settings)
     committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     _hot_lead(engine, workspace, clock)
-    deliver_pending(engine, settings, now=clock.now() + timedelta(minutes=3), transport=FileTransport(settings.outbox_dir), templates=TemplateLibrary(settings.templates_dir), manager=None)
+    deliver_pending(engine, settings, now=clock.now() + timedelta(minutes=3), transport=FileTransport(settings.outbox_dir), templates=TemplateLibrary(settings.templates_dir), manager=None, policy=NO_POLICY)
     with Session(engine) as session:
         row = session.execute(select(Outbox.id, Outbox.to_address, Outbox.status).where(Outbox.template == "sales-handoff")).one()
     assert row.status == "sent" and row.to_address.endswith("@example.com")  # the owner, not the lead
