@@ -428,8 +428,11 @@ def deliverability(session: Session, *, now: datetime, days: int = DELIVERABILIT
         .where(Outbox.status == "sent", Outbox.kind == "lead", Outbox.sent_at >= start, Outbox.sent_at <= now,
                *([Outbox.scenario == scenario] if scenario else []))
     ).all()]
-    events = session.execute(select(Event.type, Event.properties, Event.occurred_at)
-                             .where(Event.type.in_(("email_bounced", "email_complained", "unsubscribed")))).all()
+    # what comes back for an email comes after it left: events from the window's first day on (a day of slack for a
+    # provider's clock behind ours) are all that can be about its emails
+    events = session.execute(select(Event.type, Event.properties, Event.occurred_at).where(
+        Event.type.in_(("email_bounced", "email_complained", "unsubscribed")), Event.occurred_at >= start - timedelta(days=1))
+    ).all()
     named = [_email_named(properties or {}) for _type, properties, _at in events]
     ids = {ref[1] for ref in named if ref and ref[0] == "id"}
     messages = {ref[1] for ref in named if ref and ref[0] == "message"}

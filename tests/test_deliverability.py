@@ -271,3 +271,26 @@ def test_relance_report_prints_the_table_and_the_warning(env):
     assert [d["day"] for d in figures["deliverability"]["scenarios"]["whitepaper-nurture"]["by_day"]] == ["2026-12-01"]
     refused = CliRunner().invoke(app, ["report", "--days", "0"])
     assert refused.exit_code == 1 and "--days 0: give 1 to" in refused.output and "Traceback" not in refused.output
+
+
+def test_the_ticks_figures_artifact_carries_the_scenarios_deliverability(session, mail, monkeypatch):
+    import relance.tasks.artifacts as artifacts
+    from relance.tick_figures import TickReport
+
+    rows = mail.sent("whitepaper-nurture", DAY2, 500)
+    mail.sent("webinar", DAY2, 50)
+    for row in rows[:2]:
+        mail.complaint(row)
+    published: dict[str, str] = {}
+    monkeypatch.setattr(artifacts, "create_markdown_artifact", lambda markdown, key, description: published.update({key: markdown}))
+    monkeypatch.setattr(artifacts, "create_table_artifact", lambda **kw: None)
+
+    artifacts.publish_report.fn(TickReport(scenario="whitepaper-nurture"), session.get_bind(), now=NOW)
+
+    text = published["report-whitepaper-nurture"]
+    assert "## Deliverability, 2026-11-18 to 2026-12-01" in text
+    assert "| 2026-12-01 | 500 | 0 | 0 | 2 | 0 | 0.00 % | 0.40 % | 0.00 % |" in text
+    assert "- **over**: whitepaper-nurture, 2026-12-01: 2 complaints in 500 emails (0.40 %)" in text
+    assert "webinar" not in text  # the scenario's own figures only
+    quiet = artifacts.deliverability_markdown("welcome", deliverability(session, now=NOW, scenario="welcome"))
+    assert quiet.endswith("No email to a lead left on these days.")
