@@ -317,8 +317,8 @@ def _email_named(properties: dict[str, Any]) -> tuple[str, Any] | None:
     """The email an event names: its `outbox_id` (tracking links and matched SES events carry it), else its SES
     message id (`ses_message_id`, or `message_id` from another door) looked up in the outbox."""
     outbox_id = properties.get("outbox_id")
-    if isinstance(outbox_id, int) and not isinstance(outbox_id, bool):
-        return ("id", outbox_id)
+    if isinstance(outbox_id, int) and not isinstance(outbox_id, bool) and 0 < outbox_id < 2**63:  # a sender may put
+        return ("id", outbox_id)  # anything in it: a number no database column holds names no email
     message_id = properties.get("ses_message_id") or properties.get("message_id")
     return ("message", message_id) if isinstance(message_id, str) and message_id else None
 
@@ -420,7 +420,8 @@ def deliverability(session: Session, *, now: datetime, days: int = DELIVERABILIT
     `scenario`, only if the event's own `scenario` property names it)."""
     if not 1 <= days <= MAX_DAYS:
         raise ValueError(f"days must be 1 to {MAX_DAYS}, got {days}")
-    last = now.astimezone(timezone.utc).date()
+    now = ensure_utc(now)
+    last = now.date()
     first = last - timedelta(days=days - 1)
     start = datetime.combine(first, time(0), tzinfo=timezone.utc)
     sent = [(outbox_id, name, ensure_utc(at).date()) for outbox_id, name, at in session.execute(

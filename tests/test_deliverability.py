@@ -294,3 +294,15 @@ def test_the_ticks_figures_artifact_carries_the_scenarios_deliverability(session
     assert "webinar" not in text  # the scenario's own figures only
     quiet = artifacts.deliverability_markdown("welcome", deliverability(session, now=NOW, scenario="welcome"))
     assert quiet.endswith("No email to a lead left on these days.")
+
+
+@pytest.mark.parametrize("named", [10**30, 2**63, -1, True, "12", 12.0])
+def test_an_outbox_id_no_email_has_is_unattributed_and_never_breaks_the_report(session, mail, named):
+    (row,) = mail.sent("nurture", DAY2, 1)
+    ingest_events(session, workspace=LIBRARY, channel="api", now=NOW,
+                  events=[IncomingEvent("email_complained", row.to_address, NOW - timedelta(hours=1), {"outbox_id": named})])
+    session.commit()
+
+    figures = deliverability(session, now=NOW)
+
+    assert figures["unattributed"]["complaints"] == 1 and figures["scenarios"]["nurture"]["total"]["complaints"] == 0
