@@ -1,4 +1,5 @@
-"""`relance report`: funnel, per-step counts, conversion, SLA compliance, rejection reasons, CPL / CPA / ROI.
+"""`relance report`: funnel, per-step counts, conversion, SLA compliance, rejection reasons, CPL / CPA / ROI,
+deliverability (bounce, complaint and unsubscribe rates per scenario and sending day).
 
 Every figure is computed from the stored rows (leads, stage history, step log, events, handoffs,
 costs), so the same numbers come out of the CLI, the JSON and the tick artifacts.
@@ -7,15 +8,18 @@ costs), so the same numbers come out of the CLI, the JSON and the tick artifacts
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta, timezone
+from fractions import Fraction
 from statistics import median
 from typing import Any
 
 from sqlalchemy import and_, func, literal_column, or_, select
 from sqlmodel import Session
 
+from relance.clock import ensure_utc
 from relance.deals import Period, parse_period, quarter_of_month
 from relance.outbox import CUT_OFF_AFTER
+from relance.suppression import reason_of_event
 from relance.store.tables import Cost, Deal, Enrollment, Event, Handoff, Lead, Outbox, ScenarioVersion, StageChange, StepLog
 
 FUNNEL = ("lead", "mql", "sql", "customer")
@@ -277,6 +281,193 @@ def delivery(session: Session, *, now: datetime) -> dict[str, Any]:
     }
 
 
+# Deliverability: what mailbox providers measure of a sender, per scenario and per sending day.
+# Gmail's email sender guidelines (and Yahoo's sender best practices, both enforced for bulk senders from February
+# 2024): keep the spam rate users report under 0.10 %, and never let it reach 0.30 %.
+COMPLAINT_WATCH = Fraction(1, 1000)
+COMPLAINT_LIMIT = Fraction(3, 1000)
+# AWS SES (its "sending review" FAQ) asks for a bounce rate under 2 % (an account is put under review at 5 %);
+# mailbox providers read many hard bounces as a list that was bought or left to age. Warned from 1 %.
+HARD_BOUNCE_WATCH = Fraction(1, 100)
+HARD_BOUNCE_LIMIT = Fraction(2, 100)
+# Fewer emails than this in a day are too few to judge the day by (1 complaint in 3 emails is 33 %): the day's rates
+# are shown, marked as a small sample, and raise no warning of their own; the scenario's whole window still may.
+MIN_SENT = 500
+DELIVERABILITY_DAYS = 14  # how many sending days `relance report` looks back over (--days)
+MAX_DAYS = 3660  # ten years: more is surely a typing slip
+
+# the outcome of an email an event says, counted once per email (a hard bounce outranks a soft one)
+OUTCOMES = ("hard_bounces", "soft_bounces", "complaints", "unsubscribes")
+_LEVELS = {"approaching": 1, "over": 2}
+
+
+def outcome_of(event_type: str, properties: dict[str, Any]) -> str | None:
+    """Which deliverability outcome an event is: a bounce is hard when it suppresses the address (relance.suppression:
+    every bounce but one whose `bounce_type` is `transient`, as SES says of a soft one), soft otherwise."""
+    if event_type == "email_complained":
+        return "complaints"
+    if event_type == "unsubscribed":
+        return "unsubscribes"
+    if event_type == "email_bounced":
+        return "hard_bounces" if reason_of_event(event_type, properties) == "bounced" else "soft_bounces"
+    return None
+
+
+def _email_named(properties: dict[str, Any]) -> tuple[str, Any] | None:
+    """The email an event names: its `outbox_id` (tracking links and matched SES events carry it), else its SES
+    message id (`ses_message_id`, or `message_id` from another door) looked up in the outbox."""
+    outbox_id = properties.get("outbox_id")
+    if isinstance(outbox_id, int) and not isinstance(outbox_id, bool) and 0 < outbox_id < 2**63:  # a sender may put
+        return ("id", outbox_id)  # anything in it: a number no database column holds names no email
+    message_id = properties.get("ses_message_id") or properties.get("message_id")
+    return ("message", message_id) if isinstance(message_id, str) and message_id else None
+
+
+def rates_of(cell: Counter) -> dict[str, Any]:
+    """A cell's counts and their rates (shares of `sent`, None when nothing was sent); `small_sample` below MIN_SENT."""
+    sent = cell["sent"]
+    figures: dict[str, Any] = {"sent": sent, **{k: cell[k] for k in OUTCOMES}}
+    for k in OUTCOMES:
+        figures[k[:-1] + "_rate"] = _rate(cell[k], sent)
+    figures["small_sample"] = sent < MIN_SENT
+    return figures
+
+
+def tally(sent: list[tuple[int, str, date]], outcomes: dict[int, set[str]]) -> dict[str, dict[str, Any]]:
+    """Per scenario, per sending day and in all: the emails sent (`sent`: (outbox id, scenario, day)) and, of them,
+    those with each outcome (`outcomes`: outbox id -> its outcomes; a hard bounce and a soft one of the same email
+    count as hard). Each email counts at most once per outcome, so every rate is between 0 and 1."""
+    days: dict[str, dict[date, Counter]] = defaultdict(lambda: defaultdict(Counter))
+    for outbox_id, scenario, day in sent:
+        cell = days[scenario][day]
+        cell["sent"] += 1
+        found = outcomes.get(outbox_id, set())
+        for k in OUTCOMES:
+            if k in found and not (k == "soft_bounces" and "hard_bounces" in found):
+                cell[k] += 1
+    result = {}
+    for scenario in sorted(days):
+        total: Counter = Counter()
+        for cell in days[scenario].values():
+            total.update(cell)
+        result[scenario] = {"total": rates_of(total),
+                            "by_day": [{"day": day.isoformat(), **rates_of(days[scenario][day])} for day in sorted(days[scenario])]}
+    return result
+
+
+def _level(count: int, sent: int, watch: Fraction, limit: Fraction) -> str | None:
+    if not sent or sent < MIN_SENT:
+        return None
+    share = Fraction(count, sent)
+    return "over" if share >= limit else "approaching" if share >= watch else None
+
+
+def _pct_words(fraction: Fraction) -> str:
+    return f"{float(fraction) * 100:.1f}".rstrip("0").rstrip(".") + " %"
+
+
+def _warning(scenario: str, day: str | None, figure: str, level: str, count: int, sent: int, *, days: int) -> dict[str, Any]:
+    """A warning in a marketer's words: where (a sending day, or None: the whole window), what, how bad, what to do."""
+    when = day or f"last {days} days"
+    share = f"{count / sent * 100:.2f} %"
+    if figure == "complaints":
+        what = f"{count} complaint{'s' if count != 1 else ''}"
+        limit = f"the {_pct_words(COMPLAINT_LIMIT)} Gmail and Yahoo accept"
+        judged = (f"over {limit}" if level == "over" else
+                  f"approaching {limit} (keep it under {_pct_words(COMPLAINT_WATCH)})")
+        advice = "check who is mailed and how they opted in, and that the unsubscribe link is easy to find"
+    else:
+        what = f"{count} hard bounce{'s' if count != 1 else ''}"
+        judged = (f"over {_pct_words(HARD_BOUNCE_LIMIT)}, where mailbox providers start to distrust a sender"
+                  if level == "over" else f"above {_pct_words(HARD_BOUNCE_WATCH)}, approaching the "
+                  f"{_pct_words(HARD_BOUNCE_LIMIT)} mailbox providers tolerate")
+        advice = ("check where these addresses come from (old, bought or mistyped addresses bounce); "
+                  "those that bounced are never mailed again")
+    return {"scenario": scenario, "day": day, "figure": figure, "level": level,
+            "count": count, "sent": sent, "rate": round(count / sent, 4),
+            "message": f"{scenario}, {when}: {what} in {sent} emails ({share}): {judged}; {advice}"}
+
+
+def warnings_of(scenarios: dict[str, dict[str, Any]], *, days: int) -> list[dict[str, Any]]:
+    """The warnings the figures call for: each sending day of at least MIN_SENT emails whose complaints or hard
+    bounces reach their watch level (`approaching`) or limit (`over`); then each scenario's whole window, when it
+    reaches a level none of its days raised (days each too small to judge, that add up)."""
+    found: list[dict[str, Any]] = []
+    checks = (("complaints", COMPLAINT_WATCH, COMPLAINT_LIMIT), ("hard_bounces", HARD_BOUNCE_WATCH, HARD_BOUNCE_LIMIT))
+    for scenario, figures in scenarios.items():
+        for figure, watch, limit in checks:
+            raised = 0
+            for day in figures["by_day"]:
+                if level := _level(day[figure], day["sent"], watch, limit):
+                    found.append(_warning(scenario, day["day"], figure, level, day[figure], day["sent"], days=days))
+                    raised = max(raised, _LEVELS[level])
+            total = figures["total"]
+            if (level := _level(total[figure], total["sent"], watch, limit)) and _LEVELS[level] > raised:
+                found.append(_warning(scenario, None, figure, level, total[figure], total["sent"], days=days))
+    return sorted(found, key=lambda w: (-_LEVELS[w["level"]], w["scenario"], w["day"] or "", w["figure"]))
+
+
+def deliverability(session: Session, *, now: datetime, days: int = DELIVERABILITY_DAYS,
+                   scenario: str | None = None) -> dict[str, Any]:
+    """Bounces, complaints and unsubscribes of the emails to leads that left (outbox `kind` lead, status `sent`) on
+    the last `days` UTC days up to `now`'s, per scenario and per sending day: sent, hard and soft bounces, complaints,
+    unsubscribes, each also as a share of sent; and the warnings they call for (`warnings_of`, docs/ticks.md).
+
+    An event counts against the email it names (`outbox_id`, else its SES message id): on that email's scenario and
+    the day it was sent, whenever the event came. An event that names no email relance sent to a lead (typed by hand
+    with `relance event`, an SES event for a message not in the outbox) is in no rate, having no emails to be a share
+    of: it is counted under `unattributed`, by outcome, on the day it happened if that day is in the window (with
+    `scenario`, only if the event's own `scenario` property names it)."""
+    if not 1 <= days <= MAX_DAYS:
+        raise ValueError(f"days must be 1 to {MAX_DAYS}, got {days}")
+    now = ensure_utc(now)
+    last = now.date()
+    first = last - timedelta(days=days - 1)
+    start = datetime.combine(first, time(0), tzinfo=timezone.utc)
+    sent = [(outbox_id, name, ensure_utc(at).date()) for outbox_id, name, at in session.execute(
+        select(Outbox.id, Outbox.scenario, Outbox.sent_at)
+        .where(Outbox.status == "sent", Outbox.kind == "lead", Outbox.sent_at >= start, Outbox.sent_at <= now,
+               *([Outbox.scenario == scenario] if scenario else []))
+    ).all()]
+    # what comes back for an email comes after it left: events from the window's first day on (a day of slack for a
+    # provider's clock behind ours) are all that can be about its emails
+    events = session.execute(select(Event.type, Event.properties, Event.occurred_at).where(
+        Event.type.in_(("email_bounced", "email_complained", "unsubscribed")), Event.occurred_at >= start - timedelta(days=1))
+    ).all()
+    named = [_email_named(properties or {}) for _type, properties, _at in events]
+    ids = {ref[1] for ref in named if ref and ref[0] == "id"}
+    messages = {ref[1] for ref in named if ref and ref[0] == "message"}
+    emails: dict[tuple[str, Any], int] = {}  # what an event names -> the sent lead email it is
+    good = (Outbox.status == "sent", Outbox.kind == "lead")
+    for chunk in _chunks(sorted(ids)):
+        emails.update((("id", i), i) for (i,) in session.execute(select(Outbox.id).where(Outbox.id.in_(chunk), *good)).all())
+    for chunk in _chunks(sorted(messages)):
+        emails.update((("message", m), i) for i, m in session.execute(
+            select(Outbox.id, Outbox.message_id).where(Outbox.message_id.in_(chunk), *good)).all())
+    outcomes: dict[int, set[str]] = defaultdict(set)
+    unattributed: Counter = Counter()
+    for (type_, properties, at), ref in zip(events, named):
+        kind = outcome_of(type_, properties or {})
+        if ref is not None and ref in emails:
+            outcomes[emails[ref]].add(kind)
+        elif first <= ensure_utc(at).date() <= last and (scenario is None or (properties or {}).get("scenario") == scenario):
+            unattributed[kind] += 1
+    scenarios = tally(sent, outcomes)
+    return {
+        "days": days, "first_day": first.isoformat(), "last_day": last.isoformat(), "min_sent": MIN_SENT,
+        "thresholds": {"complaint_watch": float(COMPLAINT_WATCH), "complaint_limit": float(COMPLAINT_LIMIT),
+                       "hard_bounce_watch": float(HARD_BOUNCE_WATCH), "hard_bounce_limit": float(HARD_BOUNCE_LIMIT)},
+        "scenarios": scenarios,
+        "unattributed": {k: unattributed[k] for k in OUTCOMES},
+        "warnings": warnings_of(scenarios, days=days),
+    }
+
+
+def _chunks(values: list, size: int = 1000):
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
+
+
 def scenarios_on_record(session: Session) -> set[str]:
     """The scenarios the database has rows of (registered versions, enrollments), in the folder still or not."""
     return set(session.exec(select(ScenarioVersion.scenario).distinct()).scalars()) | set(
@@ -284,9 +475,10 @@ def scenarios_on_record(session: Session) -> set[str]:
 
 
 def build_report(session: Session, *, now: datetime, scenario: str | None = None,
-                 orders: dict[str, tuple[str, ...]] | None = None, period: Period | None = None) -> dict[str, Any]:
+                 orders: dict[str, tuple[str, ...]] | None = None, period: Period | None = None,
+                 days: int = DELIVERABILITY_DAYS) -> dict[str, Any]:
     """Every figure of `relance report` as of `now`; `orders` puts each scenario's steps in plan order;
-    `period` narrows the economics to it."""
+    `period` narrows the economics to it; `days` is how many sending days the deliverability looks back over."""
     stages = dict(session.exec(select(Lead.stage, func.count()).group_by(Lead.stage)).all())
     return {
         "as_of": now,
@@ -296,4 +488,6 @@ def build_report(session: Session, *, now: datetime, scenario: str | None = None
         "sla": sla(session, now=now),
         "economics": economics(session, period),
         "delivery": delivery(session, now=now),
+        "deliverability": deliverability(session, now=now, days=days, scenario=scenario),
     }
+

@@ -1,5 +1,5 @@
 """`relance report`'s figures as tables (the command line and the demo print them): funnel, scenarios, SLA,
-economics, delivery. Every table fits 80 columns without cutting a figure."""
+economics, delivery, deliverability. Every table fits 80 columns without cutting a figure."""
 
 from __future__ import annotations
 
@@ -58,6 +58,8 @@ def print_report(figures: dict, out: Console, err: Console) -> None:
     for f in d["failed_enrollments"]:
         err.print(f"{f['count']} lead(s) left {f['scenario']} at step {f['step_id']} on an error, e.g. {f['reason']}",
                   soft_wrap=True, markup=False, highlight=False, style="yellow")
+    if "deliverability" in figures:
+        print_deliverability(figures["deliverability"], out, err)
 
 
 def _print_sla(s: dict, out: Console) -> None:
@@ -98,3 +100,37 @@ def _print_economics(e: dict, out: Console) -> None:
         for name, p in e["by_period"].items():
             periods.add_row(*_money_row(name, p["total"]))
         out.print(periods)
+
+
+def _bare(value: float) -> str:
+    return f"{value * 100:g}%"  # in a caption that folds: never cut between the figure and its sign
+
+
+def _pct2(value) -> str:
+    return "-" if value is None else f"{value * 100:.2f} %"
+
+
+def print_deliverability(d: dict, out: Console, err: Console) -> None:
+    """One table per scenario that mailed leads in the window: each sending day, then the window's total; a day of
+    fewer than `min_sent` emails is marked `*` (too few to judge alone). The warnings go to `err`, the worst first."""
+    window = f"{d['first_day']} to {d['last_day']}"
+    if not d["scenarios"]:
+        out.print(f"Deliverability ({window}): no email to a lead left", markup=False, highlight=False)
+    heads = ("sent", "hard", "soft", "compl.", "unsub.", "hard %", "compl. %", "unsub. %")
+    for name, figures in d["scenarios"].items():
+        table = _grid("day", *heads, title=f"Deliverability {name}, {window}")
+        for row in [*figures["by_day"], dict(figures["total"], day=f"last {d['days']} days")]:
+            marker = "*" if row["small_sample"] else ""
+            table.add_row(row["day"] + marker, str(row["sent"]), str(row["hard_bounces"]), str(row["soft_bounces"]),
+                          str(row["complaints"]), str(row["unsubscribes"]), _pct2(row["hard_bounce_rate"]),
+                          _pct2(row["complaint_rate"]), _pct2(row["unsubscribe_rate"]))
+        table.caption = (f"day: when the email left (UTC); * under {d['min_sent']} emails, too few to judge alone; "
+                         f"complaints must stay under {_bare(d['thresholds']['complaint_limit'])} (Gmail, Yahoo), hard "
+                         f"bounces under {_bare(d['thresholds']['hard_bounce_limit'])}")
+        out.print(table)
+    if lost := {k: n for k, n in d["unattributed"].items() if n}:
+        words = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in lost.items())
+        out.print(f"Not counted in any rate ({window}): {words} that name no email sent to a lead "
+                  "(recorded by hand, or for a message relance did not send)", markup=False, highlight=False, soft_wrap=True)
+    for w in d["warnings"]:
+        err.print(w["message"], soft_wrap=True, markup=False, highlight=False, style="red" if w["level"] == "over" else "yellow")

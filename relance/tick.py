@@ -51,7 +51,7 @@ class TickSteps:
     deliver: Callable[..., DeliveryResult]  # (engine, settings, *, outbox_ids, now, templates, manager, tally)
     deliver_leftovers: Callable[..., DeliveryResult]  # (engine, settings, *, now, templates, manager)
     count: Callable[..., TickReport]  # (engine, report, *, now, mark)
-    publish: Callable[..., Any] = lambda report, engine, *, order, undelivered_batches: None
+    publish: Callable[..., Any] = lambda report, engine, *, order, undelivered_batches, now=None: None
 
 
 def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime, workspace: Workspace,
@@ -74,7 +74,7 @@ def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime
     _deliver_leftovers(engine, settings, report, now=now, templates=templates, manager=manager, policy=policy, steps=steps,
                        logger=logger)
     report = steps.count(engine, report, now=now, mark=mark)
-    steps.publish(report, engine, order=workspace.plans[scenario].order, undelivered_batches=len(undelivered))
+    steps.publish(report, engine, order=workspace.plans[scenario].order, undelivered_batches=len(undelivered), now=now)
     logger.info(summary(report, undelivered_batches=len(undelivered)))
     if undelivered:
         raise TickError(f"{scenario}: emails not delivered yet, they stay pending for the next tick: " + "; ".join(undelivered), report)

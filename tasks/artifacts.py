@@ -1,6 +1,6 @@
 """The tasks that count and publish what a tick did and where its leads stand (table `tick-<scenario>`), and
-its scenario's figures since it started (markdown `report-<scenario>`, the figures of `relance report --scenario`),
-and the words for the log. What each figure means: docs/ticks.md."""
+its scenario's figures since it started (markdown `report-<scenario>`, the figures of `relance report --scenario`,
+its deliverability over the last days among them), and the words for the log. What each figure means: docs/ticks.md."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from relance.plans import current_version_ids, plan_for_version
-from relance.report import outcome_words, standing, steps
+from relance.report import deliverability, outcome_words, standing, steps
 from relance.tick_figures import TickReport, count_tick as count_from_store, summary
 from relance.workspace import BrokenScenario
 
@@ -77,6 +77,31 @@ def figures_markdown(scenario: str, rows: Sequence[Mapping[str, object]]) -> str
     return "\n".join(lines)
 
 
+def deliverability_markdown(scenario: str, d: Mapping[str, object]) -> str:
+    """The scenario's deliverability as `relance report` shows it (`relance.report.deliverability`): a row per
+    sending day, the window's total, and its warnings."""
+    window = f"{d['first_day']} to {d['last_day']}"
+    figures = d["scenarios"].get(scenario)  # type: ignore[attr-defined]
+    lines = [f"## Deliverability, {window}", ""]
+    if not figures:
+        return "\n".join(lines + ["No email to a lead left on these days."])
+    head = ["day", "sent", "hard bounces", "soft bounces", "complaints", "unsubscribes", "hard %", "complaints %",
+            "unsubscribes %"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def pct(value: object) -> str:
+        return "-" if value is None else f"{float(value) * 100:.2f} %"  # type: ignore[arg-type]
+
+    for row in [*figures["by_day"], dict(figures["total"], day=f"last {d['days']} days")]:
+        cells = [row["day"] + ("*" if row["small_sample"] else ""), row["sent"], row["hard_bounces"], row["soft_bounces"],
+                 row["complaints"], row["unsubscribes"], pct(row["hard_bounce_rate"]), pct(row["complaint_rate"]),
+                 pct(row["unsubscribe_rate"])]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines += ["", f"By the day the email left (UTC); * under {d['min_sent']} emails: too few to judge alone."]
+    lines += [f"- **{_cell(w['level'])}**: {_cell(w['message'])}" for w in d["warnings"]]  # type: ignore[attr-defined]
+    return "\n".join(lines)
+
+
 @task(name="count-tick", task_run_name="count-{report.scenario}", cache_policy=NO_CACHE)
 def count_tick(engine: Engine, report: TickReport, *, now: datetime, mark: int) -> TickReport:
     """Read from the database who started in this tick and where the scenario's leads stand now."""
@@ -86,16 +111,22 @@ def count_tick(engine: Engine, report: TickReport, *, now: datetime, mark: int) 
 
 @task(name="publish-report", task_run_name="report-{report.scenario}", cache_policy=NO_CACHE)
 def publish_report(
-    report: TickReport, engine: Engine | None = None, *, order: Sequence[str] = (), undelivered_batches: int = 0
+    report: TickReport, engine: Engine | None = None, *, order: Sequence[str] = (), undelivered_batches: int = 0,
+    now: datetime | None = None,
 ) -> str:
     """Publish this tick's per-step table under `tick-<scenario>`, and, given the store, the scenario's figures
-    so far under `report-<scenario>`, linked from the table's description; returns the tick's artifact key."""
+    so far under `report-<scenario>` (with its deliverability up to `now`'s day, given `now`), linked from the table's
+    description; returns the tick's artifact key."""
     key = artifact_key(report.scenario)
     description = _cell(summary(report, undelivered_batches=undelivered_batches))
     if engine is not None:
         with Session(engine) as session:
             rows = steps(session, report.scenario, {report.scenario: tuple(order)}).get(report.scenario, [])
-        create_markdown_artifact(markdown=figures_markdown(report.scenario, rows), key=figures_key(report.scenario),
+            markdown = figures_markdown(report.scenario, rows)
+            if now is not None:
+                markdown += "\n\n" + deliverability_markdown(report.scenario, deliverability(session, now=now,
+                                                                                              scenario=report.scenario))
+        create_markdown_artifact(markdown=markdown, key=figures_key(report.scenario),
                                  description=f"{report.scenario}: every step since the scenario started")
         description += " · scenario figures: " + figures_link(report.scenario, get_current_settings().ui_url)
     rows = step_rows(report.counts, order, report.standing) or [{"step": "-", "now here": 0, "waiting": 0,

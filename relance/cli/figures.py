@@ -18,18 +18,22 @@ def report(
     scenario: Optional[str] = typer.Option(None, "--scenario", help="Only this scenario's step tables."),
     period: Optional[str] = typer.Option(None, "--period", help="Economics of this period only: 2026, 2026-Q1 or 2026-03."),
     now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP + " Hand-offs past their deadline by then count as breaches."),
+    days: int = typer.Option(14, "--days", help="Deliverability of the emails sent on this many days, up to --now's day (UTC)."),
 ) -> None:
-    """Funnel, per-step counts, conversion rates, SLA compliance, rejection reasons, CPL / CPA / ROI (per period too)."""
+    """Funnel, per-step counts, conversion rates, SLA compliance, rejection reasons, CPL / CPA / ROI (per period too),
+    bounce, complaint and unsubscribe rates per scenario and sending day."""
     from sqlmodel import Session
 
     from relance.deals import parse_period
-    from relance.report import build_report, scenarios_on_record
+    from relance.report import MAX_DAYS, build_report, scenarios_on_record
 
     when = _now(now)
     try:
         within = parse_period(period) if period is not None else None
     except ValueError as exc:
         _fail(f"--period {exc}")
+    if not 1 <= days <= MAX_DAYS:
+        _fail(f"--days {days}: give 1 to {MAX_DAYS} days")
     workspace = _workspace()
     with Session(_stored()) as session:
         if scenario is not None:
@@ -37,7 +41,7 @@ def report(
             if scenario not in known:
                 _fail(f"--scenario {scenario!r}: no such scenario (known: {', '.join(sorted(known)) or 'none'})")
         figures = build_report(session, now=when, scenario=scenario, orders={n: p.order for n, p in workspace.plans.items()},
-                               period=within)
+                               period=within, days=days)
     if as_json:
         _print_json(figures)
         return
