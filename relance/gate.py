@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from relance.policy import Hold, SendingPolicy, hold
 from relance.store.tables import Lead, Outbox
@@ -60,18 +60,3 @@ def held_values(row, held: Hold, *, policy: SendingPolicy) -> dict[str, Any]:
                 "error": f"held back by sending.yaml ({held.reason}) and skipped: its scenario says held: skip"}
     return {"hold_until": held.until, "held": held.reason}
 
-
-def hold_counts(session, *, scenario: str | None = None) -> dict[str, Any]:
-    """The emails the policy held back, by scenario: deferred (sent later or still waiting) and skipped, by reason."""
-    query = select(Outbox.scenario, Outbox.status, Outbox.held, func.count()).where(Outbox.held.is_not(None))
-    if scenario is not None:
-        query = query.where(Outbox.scenario == scenario)
-    figures: dict[str, Any] = {}
-    for name, status, reason, n in session.execute(query.group_by(Outbox.scenario, Outbox.status, Outbox.held)).all():
-        entry = figures.setdefault(name, {"deferred": 0, "waiting": 0, "skipped": 0, "reasons": {}})
-        entry["skipped" if status == "skipped" else "deferred"] += n
-        if status == "pending":
-            entry["waiting"] += n
-        why = reason.split(":", 1)[0]
-        entry["reasons"][why] = entry["reasons"].get(why, 0) + n
-    return figures

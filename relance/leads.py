@@ -71,7 +71,8 @@ def lead_summary(session: Session, *, email: str, scoring: ScoringConfig) -> dic
     summary["suppression_list"] = entry_of(session, lead.email)
     summary["emails"] = [
         {"scenario": o.scenario, "step_id": o.step_id, "template": o.template, "subject": o.subject,
-         "status": o.status, "created_at": o.created_at, "sent_at": o.sent_at, "error": o.error}
+         "status": o.status, "created_at": o.created_at, "sent_at": o.sent_at, "error": o.error,
+         "hold_until": o.hold_until if o.status == "pending" else None, "held": o.held}
         for o in session.exec(
             select(Outbox).where(Outbox.lead_id == lead.id).order_by(Outbox.created_at.desc(), Outbox.id.desc()).limit(20)
         ).scalars()

@@ -474,6 +474,23 @@ def scenarios_on_record(session: Session) -> set[str]:
         session.exec(select(Enrollment.scenario).distinct()).scalars())
 
 
+def held_back(session: Session, *, scenario: str | None = None) -> dict[str, Any]:
+    """The emails sending.yaml held back, by scenario (relance.gate): `deferred` (sent later, or `waiting` still),
+    `skipped` (their scenario skips what is held), and `reasons`: the last reason each was held for, by kind
+    (cap, quiet hours, quiet day, blackout, priority)."""
+    query = select(Outbox.scenario, Outbox.status, Outbox.held, func.count()).where(Outbox.held.is_not(None))
+    if scenario is not None:
+        query = query.where(Outbox.scenario == scenario)
+    figures: dict[str, Any] = {}
+    for name, status, reason, n in session.execute(query.group_by(Outbox.scenario, Outbox.status, Outbox.held)).all():
+        entry = figures.setdefault(name, {"deferred": 0, "waiting": 0, "skipped": 0, "reasons": {}})
+        entry["skipped" if status == "skipped" else "deferred"] += n
+        entry["waiting"] += n if status == "pending" else 0
+        kind = reason.split(":", 1)[0]
+        entry["reasons"][kind] = entry["reasons"].get(kind, 0) + n
+    return dict(sorted(figures.items()))
+
+
 def build_report(session: Session, *, now: datetime, scenario: str | None = None,
                  orders: dict[str, tuple[str, ...]] | None = None, period: Period | None = None,
                  days: int = DELIVERABILITY_DAYS) -> dict[str, Any]:
@@ -489,5 +506,6 @@ def build_report(session: Session, *, now: datetime, scenario: str | None = None
         "economics": economics(session, period),
         "delivery": delivery(session, now=now),
         "deliverability": deliverability(session, now=now, days=days, scenario=scenario),
+        "held_back": held_back(session, scenario=scenario),
     }
 

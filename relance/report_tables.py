@@ -60,6 +60,20 @@ def print_report(figures: dict, out: Console, err: Console) -> None:
                   soft_wrap=True, markup=False, highlight=False, style="yellow")
     if "deliverability" in figures:
         print_deliverability(figures["deliverability"], out, err)
+    if figures.get("held_back"):
+        print_held_back(figures["held_back"], out)
+
+
+def print_held_back(held: dict, out: Console) -> None:
+    """The emails sending.yaml held back, per scenario, and why."""
+    table = _grid("scenario", "deferred", "still waiting", "skipped", title="Held back by sending.yaml")
+    for name, h in held.items():
+        table.add_row(name, str(h["deferred"]), str(h["waiting"]), str(h["skipped"]))
+    table.caption = "deferred: sent later or still waiting for the next allowed moment; skipped: held: skip"
+    out.print(table)
+    for name, h in held.items():
+        out.print(f"  {name}: " + ", ".join(f"{kind} {n}" for kind, n in sorted(h["reasons"].items(), key=lambda kv: -kv[1])),
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_sla(s: dict, out: Console) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from relance.plans import current_version_ids, plan_for_version
-from relance.report import deliverability, outcome_words, standing, steps
+from relance.report import deliverability, held_back, outcome_words, standing, steps
 from relance.tick_figures import TickReport, count_tick as count_from_store, summary
 from relance.workspace import BrokenScenario
 
@@ -126,6 +126,10 @@ def publish_report(
             if now is not None:
                 markdown += "\n\n" + deliverability_markdown(report.scenario, deliverability(session, now=now,
                                                                                               scenario=report.scenario))
+            if held := held_back(session, scenario=report.scenario).get(report.scenario):
+                reasons = ", ".join(f"{kind} {n}" for kind, n in sorted(held["reasons"].items(), key=lambda kv: -kv[1]))
+                markdown += (f"\n\n**Held back by sending.yaml:** {held['deferred']} deferred ({held['waiting']} still "
+                             f"waiting), {held['skipped']} skipped; why: {reasons}")
         create_markdown_artifact(markdown=markdown, key=figures_key(report.scenario),
                                  description=f"{report.scenario}: every step since the scenario started")
         description += " · scenario figures: " + figures_link(report.scenario, get_current_settings().ui_url)

@@ -425,3 +425,40 @@ def test_no_cap_or_quiet_time_is_ever_broken_and_no_email_is_lost(engine, db_url
 
     run()
     assert seen["deferred"] > 0, dict(seen)
+
+
+def test_the_report_the_tick_log_and_lead_show_say_what_was_held_back_and_why(engine, db_url, clock, tmp_path, monkeypatch):
+    from relance.report import build_report
+    from relance.tick_figures import summary
+
+    settings, workspace, templates = _world(tmp_path, db_url, engine, clock,
+                                            guide=_scenario("guide", "guide", priority=50, waits=()),
+                                            webinar=_scenario("webinar", "webinar", priority=50, waits=()),
+                                            promo=_scenario("promo", "promo", priority=10, held="skip", waits=()))
+    now = clock.now()
+    committed(engine, ingest_events, workspace=workspace, now=now, events=[
+        _lead("lea@acme.example", "Europe/Paris", now),
+        *(_download("lea@acme.example", asset, now) for asset in ("guide", "webinar", "promo"))])
+    reports = _tick(engine, settings, workspace, templates, RecordingTransport(), now + timedelta(minutes=1),
+                    "guide", "webinar", "promo")
+    assert summary(reports["webinar"]).endswith(", 1 deferred by sending.yaml (cap: 1 per 1d 1)")
+    assert ", 1 skipped by sending.yaml (cap: 1 per 1d 1)" in summary(reports["promo"])
+    assert reports["webinar"].as_dict()["deferred"] == 1 and reports["promo"].as_dict()["withheld"] == 1
+    with Session(engine) as session:
+        held = build_report(session, now=now + timedelta(hours=1))["held_back"]
+    assert held == {"promo": {"deferred": 0, "waiting": 0, "skipped": 1, "reasons": {"cap": 1}},
+                    "webinar": {"deferred": 1, "waiting": 1, "skipped": 0, "reasons": {"cap": 1}}}
+
+    for name, value in {"RELANCE_DATABASE_URL": db_url, "RELANCE_SCENARIOS_DIR": str(settings.scenarios_dir),
+                        "RELANCE_TEMPLATES_DIR": str(settings.templates_dir)}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        shown = CliRunner().invoke(cli, ["lead", "show", "lea@acme.example"], catch_exceptions=False)
+        report = CliRunner().invoke(cli, ["report", "--now", (now + timedelta(hours=1)).isoformat()], catch_exceptions=False)
+    finally:
+        get_settings.cache_clear()
+    assert shown.exit_code == 0, shown.output
+    assert "held back by sending.yaml until 2026-01-06 09:01" in shown.output and "cap: 1 per 1d" in shown.output
+    assert report.exit_code == 0, report.output
+    assert "Held back by sending.yaml" in report.output and "webinar: cap 1" in report.output

@@ -179,6 +179,8 @@ def lead_show(
     _listing("Latest emails (newest first)", [
         f"{_at(o['created_at'])}  {o['status']}" + (f" {_at(o['sent_at'])}" if o["sent_at"] else "")
         + f"  {o['scenario'] + '/' + o['step_id'] if o['scenario'] else o['step_id']} ({o['template']})"
+        + (f"\n    held back by sending.yaml until {_at(o['hold_until'])}: {o['held']}" if o.get("hold_until") else
+           f"\n    sent after sending.yaml held it back ({o['held']})" if o.get("held") and o["status"] == "sent" else "")
         + (f"\n    {o['error']}" if o["error"] else "")
         for o in summary["emails"]])
 

@@ -36,8 +36,24 @@ class _Slow:
         return self.transport.send(email)
 
 
+def _slow_decisions(delay: float) -> None:
+    """Widen the moment between counting a lead's sends and claiming the email (the caps test): a race there,
+    without the lock on the lead, sends twice."""
+    import relance.gate
+
+    decide = relance.gate.hold
+
+    def slowly(*args, **kwargs):
+        time.sleep(delay)
+        return decide(*args, **kwargs)
+
+    relance.gate.hold = slowly
+
+
 def main(argv: list[str]) -> None:
     settings = Settings()
+    if os.environ.get("WORKER_DECIDE_DELAY"):
+        _slow_decisions(float(os.environ["WORKER_DECIDE_DELAY"]))
     engine = open_store(settings)
     workspace = load_workspace(settings)
     if argv[0] == "tick":
