@@ -33,7 +33,7 @@ class DeliveryResult:
     cut_off: list[int] = field(default_factory=list)  # rows an earlier run left `sending`, found and made `unknown`
     deferred: int = 0  # held back by sending.yaml: they wait for the next allowed moment
     withheld: int = 0  # held back by sending.yaml and skipped (`held: skip`)
-    held: Counter = field(default_factory=Counter)  # both, by reason (`cap: 1 per 1d`, `quiet hours: ...`)
+    held: Counter = field(default_factory=Counter)  # both, by rule (`cap: 1 per 1d`, `quiet day: sat`: no time zone)
 
     def note_hold(self, reason: str, *, skipped: bool) -> None:
         """One email the sending policy held back."""
@@ -41,7 +41,7 @@ class DeliveryResult:
             self.withheld += 1
         else:
             self.deferred += 1
-        self.held[reason] += 1
+        self.held[reason.split(" (", 1)[0]] += 1  # the row keeps the lead's time zone; the figures count the rule
 
     def merge(self, other: "DeliveryResult") -> None:
         self.sent, self.skipped, self.failed = self.sent + other.sent, self.skipped + other.skipped, self.failed + other.failed
