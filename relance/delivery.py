@@ -72,7 +72,7 @@ def deliver(
         ).all(), key=lambda row: (-row.priority, row.id))  # the higher priority first
         lead_columns = [Lead.__table__.c[name] for name in LEAD_READ]
         leads = {l.id: l for l in connection.execute(select(*lead_columns).where(Lead.id.in_({r.lead_id for r in rows}))).all()}
-        held = held_by_preferences(connection, rows=rows, leads=leads, now=now)  # chosen on the unsubscribe page
+        chosen = held_by_preferences(connection, rows=rows, leads=leads, now=now)  # on the unsubscribe page
         settled: list[tuple[int, str, dict[str, Any]]] = []  # (id, status it must still have, new values)
         alerts = Alerts(manager, now, result)
         client: httpx.Client | None = None
@@ -91,8 +91,8 @@ def deliver(
                     settled.append((row.id, "pending", {"status": "skipped", "error": f"suppressed: {lead.suppressed}"}))
                     result.skipped += 1
                     continue
-                if row.id in held:
-                    settled.append((row.id, "pending", {"status": "skipped", "error": held[row.id]}))
+                if row.id in chosen:  # before the caps: what a preference holds back counts for none
+                    settled.append((row.id, "pending", {"status": "skipped", "error": chosen[row.id]}))
                     result.skipped += 1
                     continue
                 if policed(row, policy):
