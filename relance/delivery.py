@@ -24,6 +24,7 @@ from relance.policy import SendingPolicy
 from relance.settings import Settings
 from relance.settling import CLAIM, Alerts, DeliveryResult, failed_calls, outcome_of, settle, why
 from relance.store.tables import Lead, Outbox
+from relance.suppression import held_by_preferences
 
 UNANSWERED_IN_A_ROW = 3  # a hanging transport costs its timeout per message: after this many, the rest waits
 
@@ -71,6 +72,7 @@ def deliver(
         ).all(), key=lambda row: (-row.priority, row.id))  # the higher priority first
         lead_columns = [Lead.__table__.c[name] for name in LEAD_READ]
         leads = {l.id: l for l in connection.execute(select(*lead_columns).where(Lead.id.in_({r.lead_id for r in rows}))).all()}
+        chosen = held_by_preferences(connection, rows=rows, leads=leads, now=now)  # on the unsubscribe page
         settled: list[tuple[int, str, dict[str, Any]]] = []  # (id, status it must still have, new values)
         alerts = Alerts(manager, now, result)
         client: httpx.Client | None = None
@@ -87,6 +89,10 @@ def deliver(
                 kind = row.kind
                 if kind == "lead" and lead.suppressed:  # notifications about a lead still reach sales and systems
                     settled.append((row.id, "pending", {"status": "skipped", "error": f"suppressed: {lead.suppressed}"}))
+                    result.skipped += 1
+                    continue
+                if row.id in chosen:  # before the caps: what a preference holds back counts for none
+                    settled.append((row.id, "pending", {"status": "skipped", "error": chosen[row.id]}))
                     result.skipped += 1
                     continue
                 if policed(row, policy):

@@ -13,8 +13,8 @@ import logging
 import math
 from contextlib import contextmanager
 from datetime import datetime
-from html import escape
 from typing import Annotated, Any, Iterator, Literal, Union
+from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relance import inputs
+from relance.api import pages
 from relance.clock import Clock, SystemClock, ensure_utc
 from relance.deals import LOST_REASONS, MONEY_MAX, Closing, record_deal
 from relance.email import tracking
@@ -42,6 +43,7 @@ from relance.sales import (BANT_FIELDS, REJECT_REASONS, Answer, BadAnswer, Hando
 from relance.scenario.model import MACHINE_CLICK
 from relance.settings import Settings
 from relance.store.tables import Lead, Outbox
+from relance.suppression import ALL, EXCEPT_NEWSLETTER, PAUSE, preferences_of, set_preference
 
 MAX_BODY_BYTES = 1_000_000
 MAX_BATCH = 1000
@@ -289,8 +291,14 @@ NOT_SIGNED = {"model": Problem, "description": "A token relance did not sign, or
 REDIRECT = {302: {"description": "To the link's page.", "headers": {"Location": {"required": True, "schema": {"type": "string"}}}}}
 GIF = {200: {"description": "A transparent 1x1 GIF.", "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}}}}
 UNSUBSCRIBE_FORM = {"requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {
-    "type": "object", "required": ["List-Unsubscribe"],
-    "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}}}}}  # RFC 8058's one-click POST
+    "type": "object",
+    "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"],
+                                        "description": "RFC 8058's one-click POST: unsubscribe from everything."},
+                   "choice": {"type": "string", "enum": list(pages.CHOICES),
+                              "description": "The page's form: all (everything), newsletter (only the newsletter), "
+                                             "pause (3 months)."}}}}}}}
+BAD_CHOICE = {"description": "Neither the one-click body nor a known `choice`: a page saying so, with the form again; "
+                             "nothing changes.", "content": {"text/html": {"schema": {"type": "string"}}}}
 
 
 LeadEmail = Annotated[str, Path(max_length=inputs.EMAIL_MAX, description="The lead's email.", json_schema_extra={"format": "email"}),
@@ -396,14 +404,6 @@ async def _nothing() -> Message:
     return {"type": "http.disconnect"}
 
 
-def _page(title: str, body: str) -> HTMLResponse:
-    return HTMLResponse(
-        f"<!doctype html><html lang=fr><meta charset=utf-8><meta name=viewport content='width=device-width'>"
-        f"<title>{escape(title)}</title><body style='font-family:sans-serif;max-width:32rem;margin:4rem auto'>"
-        f"<h1 style='font-size:1.4rem'>{escape(title)}</h1>{body}</body></html>"
-    )
-
-
 def _bears(authorization: str | None, token: str) -> bool:
     """Whether an Authorization header carries this bearer token (RFC 6750): the scheme in any case, then the token
     exactly, compared in constant time; a token with anything around it (a space, a second word) is not the token."""
@@ -486,27 +486,39 @@ def create_app(settings: Settings, *, engine: Engine, workspace: Workspace, cloc
 
     @app.get("/u/{token}", tags=["unsubscribe"], response_class=HTMLResponse, responses=answers(404, link=True, page=True))
     def unsubscribe_page(token: str) -> HTMLResponse:
+        """The three choices (everything, only the newsletter, pause 3 months) in the lead's language; changes nothing."""
         _, lead = outbox_of(genuine(token, tracking.UNSUBSCRIBE))
-        if lead.suppressed == "unsubscribed":
-            return _page("Vous êtes désinscrit", f"<p>{escape(lead.email)} ne recevra plus nos emails.</p>")
-        return _page(
-            "Se désinscrire",
-            f"<p>Ne plus recevoir nos emails à l'adresse <strong>{escape(lead.email)}</strong> ?</p>"
-            f"<form method=post><input type=hidden name=List-Unsubscribe value=One-Click>"
-            f"<button type=submit style='font-size:1rem;padding:.5rem 1rem'>Me désinscrire</button></form>",
-        )
+        if lead.suppressed:
+            return pages.done_page(lead.language, email=lead.email, choice="all")
+        with Session(engine) as session:
+            chosen = preferences_of(session, [lead.email], now=clock.now()).get(lead.email)
+        current = None if chosen is None else "newsletter" if chosen.scope == EXCEPT_NEWSLETTER else "pause"
+        return pages.choices_page(lead.language, email=lead.email, current=current, until=chosen and chosen.until)
 
     @app.post("/u/{token}", tags=["unsubscribe"], response_class=HTMLResponse, openapi_extra=UNSUBSCRIBE_FORM,
-              responses=answers(400, 404, 413, link=True, page=True))
+              responses={**answers(404, 413, link=True, page=True), 400: BAD_CHOICE})
     async def unsubscribe(token: str, request: Request) -> HTMLResponse:
+        """RFC 8058's one-click POST (`List-Unsubscribe=One-Click`: everything), or the page's `choice`."""
         payload = genuine(token, tracking.UNSUBSCRIBE)
         form = (await request.body()).decode("utf-8", "replace")
-        if "List-Unsubscribe=One-Click" not in form:
-            raise HTTPException(400, "expected the body List-Unsubscribe=One-Click (RFC 8058)")
+        choice = "all" if "List-Unsubscribe=One-Click" in form else (parse_qs(form).get("choice") or [None])[-1]
         row, lead = outbox_of(payload)
-        # the event suppresses (relance.suppression, through ingestion); one per lead, however often the link is posted
-        record("unsubscribed", row, lead, key=f"unsubscribe:{lead.id}")
-        return _page("Vous êtes désinscrit", f"<p>{escape(lead.email)} ne recevra plus nos emails.</p>")
+        if choice == "all":
+            # the event suppresses (relance.suppression, through ingestion); one per lead, however often the link is posted
+            record("unsubscribed", row, lead, key=f"unsubscribe:{lead.id}")
+            return pages.done_page(lead.language, email=lead.email, choice="all")
+        if choice not in pages.CHOICES:
+            return pages.bad_choice_page(lead.language, email=lead.email)
+        if lead.suppressed:  # suppressed for good already (a bounce, an earlier "everything"): nothing is less than that
+            return pages.done_page(lead.language, email=lead.email, choice="all")
+        now = clock.now()
+        scope, until = (EXCEPT_NEWSLETTER, None) if choice == "newsletter" else (ALL, now + PAUSE)
+        with Session(engine) as session:
+            held = set_preference(session, email=lead.email, scope=scope, until=until, source=f"link:{choice}", now=now)
+            session.commit()
+        if not held:  # suppressed for good meanwhile: nothing is less than that
+            return pages.done_page(lead.language, email=lead.email, choice="all")
+        return pages.done_page(lead.language, email=lead.email, choice=choice, until=until)
 
     def bearer(authorization: Annotated[str | None, Header()] = None) -> None:
         if not settings.api_token:

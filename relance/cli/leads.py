@@ -120,6 +120,7 @@ def lead_show(
     from sqlmodel import Session
 
     from relance.leads import lead_summary
+    from relance.suppression import scope_words
     from relance.workspace import read_scoring
     from relance.store.tables import PROFILE_FIELDS
 
@@ -139,7 +140,8 @@ def lead_show(
     for k in (*(f for f in PROFILE_FIELDS if f not in ("first_name", "last_name")), "stage", "score", "grade", "temperature"):
         profile.add_row(k, str(summary.get(k) if summary.get(k) is not None else ""))
     listed = summary.get("suppression_list")
-    profile.add_row("suppressed", f"{listed['reason']} ({listed['source']}, {_when(listed['at'])})" if listed
+    profile.add_row("suppressed", f"{listed['reason']} ({listed['source']}, {_when(listed['at'])}): stops "
+                    f"{scope_words(listed['scope'], listed['until'])}" if listed
                     else summary.get("suppressed") or "")
     consent = summary["consent"]
     profile.add_row("consent", _consent_words(consent["current"]) if consent["current"] else "none recorded")

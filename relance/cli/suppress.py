@@ -89,14 +89,15 @@ def suppress_list(as_json: bool = typer.Option(False, "--json", help="Print JSON
     """Every address on the list: reason, source, when, whether it is a lead."""
     from sqlmodel import Session
 
-    from relance.suppression import list_entries
+    from relance.suppression import list_entries, scope_words
 
     with Session(_stored()) as session:
         entries = list_entries(session)
     if as_json:
         _print_json(entries)
         return
-    table = Table("email", "reason", "source", "since", "lead", title=f"Suppression list ({len(entries)})")
+    table = Table("email", "reason", "source", "since", "stops", "lead", title=f"Suppression list ({len(entries)})")
     for e in entries:
-        table.add_row(e["email"], e["reason"], e["source"], _when(e["at"]), "yes" if e["lead"] else "no")
+        table.add_row(e["email"], e["reason"], e["source"], _when(e["at"]), scope_words(e["scope"], e["until"]),
+                      "yes" if e["lead"] else "no")
     console.print(table)

@@ -157,13 +157,16 @@ class Outbox(SQLModel, table=True):
 
 
 class Suppression(SQLModel, table=True):
-    """An address relance must never mail again (a lead or not yet one), with the first reason given."""
+    """An address relance must never mail again (a lead or not yet one), with the first reason given; or, chosen on the
+    unsubscribe page, a preference: a narrower `scope` and/or an end (`until`). Permanent: scope `all`, no `until`."""
 
     email: str = Field(primary_key=True, max_length=320)  # `sha256:<email_hash>` once the person is forgotten
     email_hash: str = Field(max_length=64, unique=True, index=True)  # sha256 of the address: how every door looks it up
     reason: str = Field(max_length=32)  # unsubscribed | bounced | complained | imported | ...
     source: str = Field(default="", max_length=200)  # where it came from: link, cli, api, ses, import FILE
     at: datetime = _utc()
+    scope: str = Field(default="all", max_length=32, sa_column_kwargs={"server_default": "all"})  # all | except_newsletter
+    until: Optional[datetime] = _utc(default=None)  # a pause's end: mailed again from then on; None: for good
 
 
 class StepLog(SQLModel, table=True):
