@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from relance import webhooks
 from relance.composing import LEAD_READ, OUTBOX_READ, compose
+from relance.consent import refusal
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import Transport, make_transport
 from relance.gate import check, held_values, policed, ready
@@ -87,6 +88,10 @@ def deliver(
                 kind = row.kind
                 if kind == "lead" and lead.suppressed:  # notifications about a lead still reach sales and systems
                     settled.append((row.id, "pending", {"status": "skipped", "error": f"suppressed: {lead.suppressed}"}))
+                    result.skipped += 1
+                    continue
+                if kind == "lead" and (no_basis := refusal(lead.fields, marketing=row.marketing, require=settings.require_basis)):
+                    settled.append((row.id, "pending", {"status": "skipped", "error": no_basis}))  # RELANCE_REQUIRE_BASIS
                     result.skipped += 1
                     continue
                 if policed(row, policy):
