@@ -86,7 +86,7 @@ def consent_of(fields: dict[str, Any] | None) -> dict[str, Any]:
 # show, a business card, a CRM). Kept in `lead.fields["basis"]`: {"basis", "source", "at", "channel", "wording"?}.
 # Rules: a consent granted sets the basis `consent` (it replaces a legitimate interest: it is the stronger proof);
 # a withdrawal removes the basis (the address is suppressed too); a legitimate interest never replaces a basis already
-# recorded (the first one stays, as the lead's source does). Nothing invents a basis: a lead that came in without one
+# recorded (the first one stays, as the lead's source does), nor follows a withdrawal. Nothing invents a basis: a lead that came in without one
 # has none, and its marketing emails are refused at send time (`refusal`, RELANCE_REQUIRE_BASIS).
 
 BASES = ("consent", "legitimate_interest")
@@ -153,8 +153,11 @@ def _consent_basis(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def with_interest(fields: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
-    """The lead's fields with this legitimate interest as its basis, unless it has a basis already (kept)."""
-    return fields if basis_of(fields) is not None else {**fields, "basis": record}
+    """The lead's fields with this legitimate interest as its basis, unless it has a basis already (kept) or withdrew
+    its consent (an objection: a legitimate interest does not outweigh it)."""
+    if basis_of(fields) is not None or consent_of(fields)["state"] == "withdrawn":
+        return fields
+    return {**fields, "basis": record}
 
 
 def _with_consent_basis(fields: dict[str, Any]) -> dict[str, Any]:

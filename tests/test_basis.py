@@ -157,6 +157,9 @@ def test_relance_event_records_a_legitimate_interest_and_a_consent(settings):
                    "--prop", "consent_wording=Plus d'emails", "--prop", "consent_granted=withdrawn").exit_code == 0
     fields = _fields(settings, BOB)
     assert "basis" not in fields and basis_of(fields) is None
+    # and a legitimate interest after it records nothing: the person objected
+    assert relance("event", "form_submitted", "--lead", BOB, "--prop", "basis=legitimate_interest").exit_code == 0
+    assert basis_of(_fields(settings, BOB)) is None
 
 
 @pytest.mark.parametrize(("props", "message"), [
