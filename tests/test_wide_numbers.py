@@ -26,6 +26,7 @@ from relance.store.repo import upsert_lead
 from relance.store.tables import Lead, ScoreChange
 from relance.workspace import load_workspace
 from tests.units import committed
+from tests.basis import professional
 
 NOW = "2026-01-05T09:00:00+00:00"
 BIG = 5_000_000_000  # a large company's yearly revenue, in euros
@@ -186,7 +187,7 @@ def test_a_score_step_past_two_to_the_31_in_a_tick_is_kept(env, engine, clock):
     workspace = load_workspace(settings)
     committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     with Session(engine) as session:
-        upsert_lead(session, email="near@acme.example", now=clock.now())
+        upsert_lead(session, email="near@acme.example", now=clock.now(), fields=professional())
         session.commit()
         session.execute(update(Lead).values(score=INT32 - 10))
         session.commit()
