@@ -339,7 +339,7 @@ def test_an_imported_list_suppresses_leads_and_addresses_not_yet_leads(env, tmp_
     leads = tmp_path / "salon.csv"
     leads.write_text("email,first_name,company\nNew.Prospect@initech.example,Nina,Initech\nfresh@globex.example,Fred,Globex\n",
                      encoding="utf-8")
-    assert relance("import", str(leads), "--source", "salon").exit_code == 0
+    assert relance("import", str(leads), "--source", "salon", "--basis", "legitimate_interest").exit_code == 0
     shown = json.loads(relance("lead", "show", "new.prospect@initech.example", "--json").output)
     assert shown["suppressed"] == "bounced" and shown["suppression_list"]["source"] == "import:do-not-mail.csv"
     assert json.loads(relance("lead", "show", "fresh@globex.example", "--json").output)["suppressed"] is None

@@ -62,7 +62,7 @@ def test_a_revenue_of_five_billion_comes_in_through_import_event_and_api(env, en
     leads = env / "leads.csv"
     leads.write_text("email,company,company_revenue\nbig@acme.example,ACME,5Md\nexact@acme.example,ACME,5 000 000 000\n",
                      encoding="utf-8")
-    imported = relance("import", str(leads), "--now", NOW)
+    imported = relance("import", str(leads), "--now", NOW, "--basis", "legitimate_interest")
     assert imported.exit_code == 0 and imported.stderr == "", imported.output
     said = relance("event", "form_submitted", "--lead", "cli@acme.example", "--prop", "company_revenue=5000000000", "--now", NOW)
     assert said.exit_code == 0, said.output
