@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from relance import webhooks
 from relance.composing import LEAD_READ, OUTBOX_READ, compose
+from relance.consent import refusal
 from relance.email.templates import TemplateLibrary
 from relance.email.transports import Transport, make_transport
 from relance.gate import check, held_values, policed, ready
@@ -91,8 +92,11 @@ def deliver(
                     settled.append((row.id, "pending", {"status": "skipped", "error": f"suppressed: {lead.suppressed}"}))
                     result.skipped += 1
                     continue
-                if row.id in chosen:  # before the caps: what a preference holds back counts for none
-                    settled.append((row.id, "pending", {"status": "skipped", "error": chosen[row.id]}))
+                # no lawful basis (RELANCE_REQUIRE_BASIS), or a preference of the unsubscribe page: before the caps,
+                refused = ((kind == "lead" and refusal(lead.fields, marketing=row.marketing, require=settings.require_basis))
+                           or chosen.get(row.id))  # so an email refused counts for none
+                if refused:
+                    settled.append((row.id, "pending", {"status": "skipped", "error": refused}))
                     result.skipped += 1
                     continue
                 if policed(row, policy):

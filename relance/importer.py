@@ -19,6 +19,11 @@ succeed, each lead once, its filled cells merged.
 
 Suppression lists (`relance suppress import`) are read here too, decoded the same way and with the same
 row numbers: a CSV with an `email` column (and an optional `reason`), or one address per line.
+
+The lawful basis of each lead (relance.consent) comes from the `basis` column (consent or legitimate_interest),
+`basis_source`, and for consent `consent_wording` and `consent_at`; `--basis`, `--source` and `--wording` fill the
+rows that have none. A row with a bad basis (a value that is none, consent without its wording) is left out, named.
+A consent becomes a consent record of the lead (its proof); a legitimate interest never replaces a basis recorded.
 """
 
 from __future__ import annotations
@@ -40,9 +45,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlmodel import Session
 
-from relance.clock import ensure_utc
+from relance.clock import ensure_utc, parse_instant
+from relance.consent import basis_of, checked_basis, interest_record, merged as with_consent, with_interest
 from relance.inputs import (  # the checks every door shares (CLI, API, SES, import)
-    checked_country, checked_email, checked_language, checked_revenue, checked_sector, checked_timezone, one_line,
+    checked_country, checked_email, checked_instant, checked_language, checked_revenue, checked_sector, checked_timezone, one_line,
     PROFILE_TEXT, parse_amount,
 )
 from relance.inputs import fold as _fold
@@ -52,7 +58,9 @@ from relance.store.tables import PROFILE_FIELDS, Lead, Suppression
 from relance.suppression import REASONS, address_hash
 from relance.wakes import wake_for_lead_changes
 
-COLUMNS: tuple[str, ...] = ("email", *PROFILE_FIELDS)
+BASIS_COLUMNS: tuple[str, ...] = ("basis", "basis_source", "consent_wording", "consent_at")  # relance.consent
+COLUMNS: tuple[str, ...] = ("email", *PROFILE_FIELDS, *BASIS_COLUMNS)
+WORDING_MAX = 2000  # characters of a consent's wording (the API's limit too)
 BATCH_SIZE = 1000
 MAX_CHARS = 200  # of a text cell (an email: 320); a longer one is a mistake (a pasted paragraph), never a name
 
@@ -64,6 +72,8 @@ _ALIASES = {
     "societe": "company", "entreprise": "company", "secteur": "sector",
     "chiffre_d_affaires": "company_revenue", "revenue": "company_revenue", "ca": "company_revenue",
     "pays": "country", "fuseau_horaire": "timezone", "langue": "language",
+    "lawful_basis": "basis", "legal_basis": "basis", "base_legale": "basis", "consent_source": "basis_source",
+    "basis_wording": "consent_wording", "basis_at": "consent_at",
 }
 # Only countries with one timezone / one main business language get a default: never guess CA's zone.
 _COUNTRY_TIMEZONE = {
@@ -107,6 +117,10 @@ class LeadRow(BaseModel):
     timezone: str | None = None
     language: str | None = None
     source: str | None = None
+    basis: str | None = None  # consent | legitimate_interest (relance.consent); None: none given
+    basis_source: str | None = None
+    consent_wording: str | None = None
+    consent_at: str | None = None  # ISO, UTC; None: the import's time
 
     @field_validator("*", mode="before")
     @classmethod
@@ -118,7 +132,7 @@ class LeadRow(BaseModel):
             return None
         if bad := _CONTROL.search(value):
             raise ValueError(f"contains an invisible control character (U+{ord(bad.group()):04X}): remove it")
-        limit = 320 if info.field_name == "email" else MAX_CHARS
+        limit = {"email": 320, "consent_wording": WORDING_MAX}.get(info.field_name, MAX_CHARS)
         if len(value.strip()) > limit:
             raise ValueError(f"{len(value.strip()):,} characters, {limit} at most")
         return value
@@ -128,7 +142,7 @@ class LeadRow(BaseModel):
     def _email(cls, value: str) -> str:
         return checked_email(value)
 
-    @field_validator(*PROFILE_TEXT)
+    @field_validator(*PROFILE_TEXT, "basis_source", "consent_wording")
     @classmethod
     def _one_line(cls, value: str | None) -> str | None:
         return None if value is None else one_line(value)
@@ -162,6 +176,20 @@ class LeadRow(BaseModel):
     @classmethod
     def _language(cls, value: str | None) -> str | None:
         return None if value is None else checked_language(value)
+
+    @field_validator("basis")
+    @classmethod
+    def _basis(cls, value: str | None) -> str | None:
+        return None if value is None else checked_basis(value)
+
+    @field_validator("consent_at")
+    @classmethod
+    def _consent_at(cls, value: str | None) -> str | None:
+        return None if value is None else checked_instant(parse_instant(value)).isoformat()
+
+    def basis_cells(self) -> dict[str, object]:
+        """The basis cells this row filled (empty ones left out)."""
+        return {name: getattr(self, name) for name in BASIS_COLUMNS if getattr(self, name) is not None}
 
     def profile(self) -> dict[str, object]:
         """The profile fields this row filled (empty cells left out)."""
@@ -200,6 +228,7 @@ class ImportSummary:
     unchanged: int = 0
     skipped: int = 0
     suppressed: int = 0  # of the leads created, those whose address was on the suppression list
+    without_basis: int = field(default=0, compare=False)  # of the file's leads, those with no lawful basis: their marketing email is not sent
 
 
 def _column_of(header: str) -> str:
@@ -283,19 +312,23 @@ def _records(reader: Iterator[list[str]], result: ImportResult) -> Iterator[list
                                           "this row and the ones after it are left out"))
 
 
-def read_leads_csv(data: bytes, *, source: str | None, progress: Callable[[int, int], None] | None = None) -> ImportResult:
+def read_leads_csv(data: bytes, *, source: str | None, progress: Callable[[int, int], None] | None = None,
+                   **basis: str | None) -> ImportResult:
     """`parse_leads_csv` of a file's bytes, whatever its encoding (see `decode_csv`)."""
     text, note = decode_csv(data)
     if note is not None and note.level == "error":
         return ImportResult(problems=[note])
-    result = parse_leads_csv(text, source=source, progress=progress)
+    result = parse_leads_csv(text, source=source, progress=progress, **basis)
     if note is not None:
         result.problems.insert(0, note)
     return result
 
 
-def parse_leads_csv(text: str, *, source: str | None, progress: Callable[[int, int], None] | None = None) -> ImportResult:
-    """Check every row of a leads CSV; `source` fills the source of rows that have none.
+def parse_leads_csv(text: str, *, source: str | None, progress: Callable[[int, int], None] | None = None,
+                    basis: str | None = None, basis_source: str | None = None, wording: str | None = None) -> ImportResult:
+    """Check every row of a leads CSV; `source` fills the source of rows that have none, `basis` (consent or
+    legitimate_interest, `relance import --basis`) the basis of rows that have none, `basis_source` (default: the
+    row's source) and `wording` (a consent's, `--wording`) theirs.
 
     `progress(rows read, rows in the file)` is called every thousand rows (the total counts lines)."""
     result = ImportResult()
@@ -344,18 +377,60 @@ def parse_leads_csv(text: str, *, source: str | None, progress: Callable[[int, i
         if earlier is None:
             merged[row.email] = row
         else:
-            merged[row.email] = earlier.model_copy(update=row.profile())
+            merged[row.email] = earlier.model_copy(update={**row.profile(), **row.basis_cells()})
             result.problems.append(RowProblem(row_number, "email", f"{row.email} already on row {earlier.row_number}: "
                                               "rows merged, this row's filled cells win", level="info"))
     # the default source applies after merging, so it never beats a source a duplicate row gave
-    result.rows = [row if row.source or not source else row.model_copy(update={"source": source}) for row in merged.values()]
+    rows = [row if row.source or not source else row.model_copy(update={"source": source}) for row in merged.values()]
+    result.rows = []
+    for row in rows:
+        checked = _with_basis(row, basis=basis, basis_source=basis_source, wording=wording)
+        if isinstance(checked, RowProblem):
+            result.problems.append(checked)
+        else:
+            result.rows.append(checked)
     if not merged and not result.errors:
         result.problems.append(RowProblem(1, "header", "no rows under the header: nothing to import"))
     return result
 
 
+def _with_basis(row: LeadRow, *, basis: str | None, basis_source: str | None, wording: str | None) -> LeadRow | RowProblem:
+    """The row with its lawful basis complete (the command's defaults for empty cells), or what is missing.
+    A consent wording without a basis is a consent; a basis source without a basis is a mistake."""
+    kind = row.basis or ("consent" if row.consent_wording else basis)
+    if kind is None:
+        if row.basis_source:
+            return RowProblem(row.row_number, "basis_source", "given without a basis: fill the basis column (consent or "
+                              "legitimate_interest), or use --basis; row left out")
+        return row
+    said = row.consent_wording or wording
+    if kind == "consent" and not said:
+        return RowProblem(row.row_number, "consent_wording", "a consent needs the wording the person accepted: fill a "
+                          "consent_wording column, or use --wording; row left out")
+    origin = row.basis_source or row.source or basis_source
+    if not origin:
+        return RowProblem(row.row_number, "basis_source", f"{kind.replace('_', ' ')} needs its source: fill a basis_source "
+                          "or source column, or use --source; row left out")
+    return row.model_copy(update={"basis": kind, "basis_source": origin,
+                                  "consent_wording": said if kind == "consent" else None})
+
+
+def _basis_fields(fields: dict[str, object], row: LeadRow, now: datetime) -> dict[str, object]:
+    """The lead's fields with the row's lawful basis: a consent is kept as a consent record (relance.consent), once;
+    a legitimate interest as the basis, unless the lead has one."""
+    if row.basis == "consent":
+        current = fields.get("consent") if isinstance(fields.get("consent"), dict) else {}
+        if current.get("granted", True) and (current.get("source"), current.get("wording")) == (row.basis_source, row.consent_wording):
+            return fields  # the same consent, imported again
+        return with_consent(fields, {"granted": True, "source": row.basis_source, "wording": row.consent_wording,
+                                     "at": row.consent_at or now.isoformat(), "event": "import", "channel": "import"})
+    if row.basis == "legitimate_interest":
+        return with_interest(fields, interest_record(source=row.basis_source, at=now, channel="import"))
+    return fields
+
+
 _LEAD = Lead.__table__
-_READ = ("id", "email", *PROFILE_FIELDS, "fit", "grade", "updated_at")  # what merging and grading a known lead need
+_READ = ("id", "email", *PROFILE_FIELDS, "fit", "grade", "fields", "updated_at")  # what merging and grading a known lead need
 # every column of a new lead the row does not fill: the table's defaults, as `Lead()` gives them
 _NEW_LEAD = Lead(email="-").model_dump(exclude={"id", "email", "created_at", "updated_at"})
 
@@ -367,7 +442,8 @@ def _new_lead(row: LeadRow, now: datetime, scoring: ScoringConfig | None) -> dic
         profile["timezone"] = _COUNTRY_TIMEZONE[row.country]
     if "language" not in profile and row.country in _COUNTRY_LANGUAGE:
         profile["language"] = _COUNTRY_LANGUAGE[row.country]
-    values = {**_NEW_LEAD, **profile, "email": row.email, "created_at": now, "updated_at": now}
+    values = {**_NEW_LEAD, **profile, "email": row.email, "created_at": now, "updated_at": now,
+              "fields": _basis_fields({}, row, now)}
     if scoring is not None:
         values["fit"], values["grade"] = fit_and_grade(scoring, values)
     return values
@@ -461,10 +537,12 @@ def _write_chunk(session: Session, rows: list[LeadRow], *, now: datetime, scorin
     inserted = _insert_new(session, new, dialect)
     if raced := [values["email"] for values in new if values["email"] not in inserted]:
         known.update(_known(session, raced, dialect))  # another import inserted them since: merged as known leads
-    counts = Counter(created=len(inserted), suppressed=sum(1 for email in inserted if listed.get(email)))
+    counts = Counter(created=len(inserted), suppressed=sum(1 for email in inserted if listed.get(email)),
+                     without_basis=sum(1 for values in new if values["email"] in inserted and basis_of(values["fields"]) is None))
     writes, regraded = [], []
     for email, lead in known.items():
-        merged = {**lead, **_changes(lead, chunk[email])}
+        merged = {**lead, **_changes(lead, chunk[email]), "fields": _basis_fields(lead["fields"] or {}, chunk[email], now)}
+        counts["without_basis"] += basis_of(merged["fields"]) is None
         if scoring is not None:
             merged["fit"], merged["grade"] = fit_and_grade(scoring, merged)
             if merged["grade"] != lead["grade"]:
@@ -483,7 +561,7 @@ def _write_chunk(session: Session, rows: list[LeadRow], *, now: datetime, scorin
     return counts
 
 
-_WRITE = (*PROFILE_FIELDS, "fit", "grade", "updated_at")
+_WRITE = (*PROFILE_FIELDS, "fit", "grade", "fields", "updated_at")
 # one executemany UPDATE for the changed leads of a chunk: every profile field, merged in Python under the lock
 _UPDATE = update(_LEAD).where(_LEAD.c.id == bindparam("_id")).values({name: bindparam(f"_{name}") for name in _WRITE})
 

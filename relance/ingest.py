@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from relance.clock import ensure_utc
-from relance.consent import BadConsent, merged, record_of
+from relance.consent import BadConsent, interest_of_event, merged, record_of, with_interest
 from relance.engagement import ENGAGEMENT, MACHINE_CLICK_SECONDS, Engagement
 from relance.engine.triggers import event_triggers
 from relance.engine.types import EventFact
@@ -98,6 +98,7 @@ def ingest_events(
         leads = {lead.email: lead for lead in session.exec(select(Lead).where(Lead.email.in_(emails))).scalars()}
         rows: list[dict[str, Any]] = []
         consents: list[dict[str, Any] | None] = []  # each event's consent record, read before anything is written
+        interests: list[dict[str, Any] | None] = []  # and the legitimate interest it records (relance.consent)
         for index, incoming in enumerate(events):
             email = incoming.email.strip().lower()
             lead = leads.get(email)
@@ -111,6 +112,7 @@ def ingest_events(
                 session.flush()
             try:
                 consents.append(record_of(incoming.type, incoming.properties, occurred_at=incoming.occurred_at, channel=channel))
+                interests.append(interest_of_event(incoming.type, incoming.properties, occurred_at=incoming.occurred_at, channel=channel))
             except BadConsent as exc:
                 raise BadEvent(f"{incoming.type} for {email}: {exc}", index=index, email=email, field=exc.field) from None
             rows.append(dict(lead_id=lead.id, type=incoming.type, occurred_at=ensure_utc(incoming.occurred_at),
@@ -125,7 +127,7 @@ def ingest_events(
         reads = HandoffReads(session, workspace.scoring, {row["lead_id"] for row in rows})
         entering: dict[tuple[str, datetime | None], list[Lead]] = defaultdict(list)
         changed: set[int] = set()  # leads with a new event
-        for incoming, row, consent in zip(events, rows, consents):
+        for incoming, row, consent, interest in zip(events, rows, consents, interests):
             event_id = stored.pop(row["idempotency_key"], None)  # popped: a key twice in the batch is stored once
             if event_id is None:
                 result.duplicates += 1
@@ -135,6 +137,8 @@ def ingest_events(
             if consent is not None:
                 ledger.write()  # a withdrawal tells sales how the score was earned: from the ledger
                 result.suppressed += keep_consent(session, lead, consent, now=now, channel=channel)
+            if interest is not None:
+                lead.fields, lead.updated_at = with_interest(lead.fields or {}, interest), now
             event = StoredEvent(event_id, row["type"], row["occurred_at"], row["properties"])
             if (seen := engagement.classify(lead, event_id, now=now)) is not None:  # a click may be a machine's
                 event = StoredEvent(event_id, seen.type, event.occurred_at, seen.properties, engagement.earns(lead.id, seen))

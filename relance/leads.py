@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
 from relance.clock import SystemClock
-from relance.consent import consent_of
+from relance.consent import basis_of, consent_of
 from relance.scoring.config import ScoringConfig
 from relance.scoring.rules import fit_points, grade_of
 from relance.store.repo import find_lead
@@ -29,6 +29,7 @@ def lead_summary(session: Session, *, email: str, scoring: ScoringConfig) -> dic
     summary: dict[str, Any] = {**profile_of(lead), **{key: getattr(lead, key) for key in _SUMMARY}}
     summary["temperature"] = scoring.temperature_of(lead.score)
     summary["consent"] = consent_of(lead.fields)  # state, newest record, every record (relance.consent)
+    summary["basis"] = basis_of(lead.fields)  # the lawful basis it may be mailed on, or None
     summary["enrollments"] = [
         {
             "scenario": e.scenario, "version_id": e.version_id, "status": e.status, "step_id": e.step_id,

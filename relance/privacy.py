@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from relance.consent import consent_of
+from relance.consent import basis_of, consent_of
 from relance.store.repo import find_lead, normalise_email
 from relance.store.tables import (Deal, Enrollment, Event, Handoff, Lead, Outbox, ScoreChange, StageChange, StepLog,
                                   Suppression, profile_of)
@@ -101,6 +101,7 @@ def export(session: Session, *, email: str) -> dict[str, Any] | None:
         "profile": {**profile_of(lead), **{k: getattr(lead, k) for k in ("stage", "score", "fit", "grade", "fields", "tags",
                                                                          "created_at", "updated_at")}},
         "consent": consent_of(lead.fields),
+        "basis": basis_of(lead.fields),
         "suppression": {"suppressed": lead.suppressed, "list": entry_of(session, lead.email)},
         "events": [plain(e) for e in rows(Event, Event.occurred_at)],
         "emails": [plain(o) for o in rows(Outbox, Outbox.created_at)],

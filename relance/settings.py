@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     webhook_allow: str = Field(
         "", description="Hosts and networks inside (names, addresses, CIDRs, comma-separated) webhooks may reach; none by default."
     )
+    require_basis: Literal["marketing", "never"] = Field(
+        "marketing", description="marketing: a marketing email to a lead with no lawful basis (consent or legitimate "
+        "interest) is not sent (skipped, `no lawful basis: ...`); never: no such check (relance.consent)."
+    )
     prefect_startup_timeout: float = Field(
         180, gt=0, description="Seconds to wait for Prefect's local API to start (when PREFECT_API_URL is not set)."
     )

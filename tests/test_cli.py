@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from relance.cli import app
 from relance.settings import get_settings
+from tests.basis import professional
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,7 +116,7 @@ def test_sales_answers_from_the_command_line_and_a_refusal_for_a_closed_handoff(
 
     engine = open_store(get_settings())
     with Session(engine) as session:
-        lead = upsert_lead(session, email="lea@acme.example", now=datetime.now(timezone.utc))
+        lead = upsert_lead(session, email="lea@acme.example", now=datetime.now(timezone.utc), fields=professional())
         open_handoff(session, lead, scoring=ScoringConfig(), now=datetime.now(timezone.utc), source="test")
         session.commit()
     result = relance("sales", "later", "lea@acme.example", "--until", "2099-01-15", "--by", "karim@example.com")
@@ -194,7 +195,7 @@ def test_the_report_names_messages_cut_off_mid_send_and_an_operator_settles_them
     engine = open_store(get_settings())
     long_ago = datetime.now(timezone.utc) - timedelta(hours=3)
     with Session(engine) as session:
-        lead = upsert_lead(session, email="lea@acme.example", now=long_ago)
+        lead = upsert_lead(session, email="lea@acme.example", now=long_ago, fields=professional())
         session.flush()
         rows = [Outbox(lead_id=lead.id, template="t", to_address=lead.email, status="sending", step_id=f"s{i}", created_at=long_ago)
                 for i in range(2)]

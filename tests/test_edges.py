@@ -75,13 +75,14 @@ def test_a_tick_handed_the_workspace_reads_no_scenario(engine, clock, tmp_path, 
     from relance.settings import Settings
     from relance.store.repo import upsert_lead
     from relance.tick import run_tick_inline
+    from tests.basis import professional
 
     settings = Settings(database_url=engine.url.render_as_string(hide_password=False), scenarios_dir=ROOT / "scenarios",
                         templates_dir=ROOT / "templates" / "emails", transport="null", outbox_dir=tmp_path / "outbox")
     workspace = workspace_module.load_workspace(settings)
     committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     with Session(engine) as session:
-        upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
+        upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa", fields=professional())
         session.commit()
     committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("downloaded", "lea@acme.example", clock.now(),
                                                   {"asset": "livre-blanc-leads"})], now=clock.now())

@@ -85,7 +85,7 @@ def test_unknown_columns_are_reported_once_on_the_header_row() -> None:
 
     assert _problems(text) == [
         "warning 1: crm_id: unknown column, ignored: known columns are email, first_name, last_name, job_title, "
-        "company, sector, company_revenue, country, timezone, language, source"
+        "company, sector, company_revenue, country, timezone, language, source, basis, basis_source, consent_wording, consent_at"
     ]
     assert len(result.rows) == 5
 
@@ -131,7 +131,7 @@ def test_french_excel_export_with_semicolons_accents_and_aliases_is_understood()
     assert result.rows[0].model_dump() == {
         "email": "zoe.roux@delixo.example", "first_name": "Zoé", "last_name": "Roux", "job_title": None,
         "company": "Delixo", "sector": None, "company_revenue": 1_200_000, "country": "FR", "timezone": None,
-        "language": None, "source": None,
+        "language": None, "source": None, "basis": None, "basis_source": None, "consent_wording": None, "consent_at": None,
     }
 
 

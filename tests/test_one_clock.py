@@ -41,7 +41,7 @@ def test_a_scripted_day_on_a_virtual_clock_holds_together(env):
     """The README's own sequence: import, an event, then a tick, all in March 2026 while the wall clock says otherwise."""
     csv = env / "leads.csv"
     csv.write_text("email,first_name,company,country\nlea.martin@acme.example,Léa,ACME,FR\n", encoding="utf-8")
-    assert relance("import", str(csv), "--now", "2026-03-02T09:00:00+01:00").exit_code == 0
+    assert relance("import", str(csv), "--basis", "legitimate_interest", "--now", "2026-03-02T09:00:00+01:00").exit_code == 0
     stored = relance("event", "downloaded", "--lead", "lea.martin@acme.example", "--prop", "asset=livre-blanc-leads",
                      "--now", "2026-03-02T10:00:00+01:00")
     assert stored.exit_code == 0 and "entered 1 scenario(s)" in stored.output, stored.output

@@ -29,6 +29,7 @@ from relance.store.repo import upsert_lead
 from relance.store.tables import Lead, Outbox
 from relance.suppression import suppress
 from relance.workspace import load_scoring
+from tests.basis import professional
 
 OWNER, MANAGER = "claire@example.com", "direction@example.com"
 SCORING = f"sales: {{owners: [{OWNER}], manager: {MANAGER}}}\n"
@@ -56,7 +57,7 @@ def _settings(folder: Path, db_url: str, **kw) -> Settings:
 def _handed_off(engine, folder: Path, now, email="zoe@acme.example") -> int:
     """A lead handed to sales at `now`: the id of the email to its owner (pending in the outbox)."""
     with Session(engine) as session:
-        lead = upsert_lead(session, email=email, now=now, first_name="Zoé", last_name="Martin", company="ACME")
+        lead = upsert_lead(session, email=email, now=now, first_name="Zoé", last_name="Martin", company="ACME", fields=professional())
         session.flush()
         open_handoff(session, lead, scoring=load_scoring(folder / "scenarios"), now=now, source="test")
         session.commit()
@@ -66,7 +67,7 @@ def _handed_off(engine, folder: Path, now, email="zoe@acme.example") -> int:
 def _marketing(engine, now, email="lea@acme.example") -> int:
     """A nurture email to a lead, written at `now` and still pending."""
     with Session(engine) as session:
-        lead = upsert_lead(session, email=email, now=now, first_name="Léa")
+        lead = upsert_lead(session, email=email, now=now, first_name="Léa", fields=professional())
         session.flush()
         row = Outbox(lead_id=lead.id, step_id="promo", template="promo", subject="Pour vous", to_address=email,
                      kind="lead", created_at=now)

@@ -36,6 +36,7 @@ from relance.store.repo import find_lead
 from relance.tick import run_tick_inline
 from relance.workspace import load_workspace
 from tests.units import committed
+from tests.basis import professional
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday
@@ -375,7 +376,7 @@ def test_a_late_answer_is_a_breach_whether_or_not_the_sla_flow_ran(engine, clock
 
     scoring = ScoringConfig()
     with Session(engine) as session:
-        lead = upsert_lead(session, email="late@globex.example", now=clock.now())
+        lead = upsert_lead(session, email="late@globex.example", now=clock.now(), fields=professional())
         session.flush()
         open_handoff(session, lead, scoring=scoring, now=clock.now(), source="test")
         answer(session, email=lead.email, reply=Answer("accept", "claire@example.com"), scoring=scoring,

@@ -23,6 +23,7 @@ from relance.workspace import load_workspace
 
 from recording import RecordingTransport  # tests/recording.py
 from tests.units import committed
+from tests.basis import professional
 
 TEMPLATE = """<mjml><mj-body><mj-section><mj-column>
 <mj-text>Bonjour {{ lead.first_name }}, voici {{ scenario }}/{{ step_id }}.</mj-text>
@@ -86,7 +87,7 @@ def _leads(engine, now, n: int) -> list[str]:
     emails = [f"lead{i}@acme.example" for i in range(n)]
     with Session(engine) as session:
         for i, email in enumerate(emails):
-            upsert_lead(session, email=email, now=now, first_name=f"Léa{i}", company="ACME")
+            upsert_lead(session, email=email, now=now, first_name=f"Léa{i}", company="ACME", fields=professional())
         session.commit()
     return emails
 

@@ -34,6 +34,7 @@ from relance.settings import (DEFAULT_SECRET_KEY, SettingError, Settings, get_se
 from relance.store.repo import upsert_lead
 from relance.store.tables import Event, Lead, Outbox
 from tests.units import committed
+from tests.basis import professional
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_KEY = "old-key-of-the-sender-0123456789-abcdefgh"
@@ -115,7 +116,7 @@ def _world(engine, clock, tmp_path, db_url, *, key: str):
     workspace = load_workspace(settings)
     committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     with Session(engine) as session:
-        upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
+        upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa", fields=professional())
         session.commit()
     committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("downloaded", "lea@acme.example", clock.now(), {"asset": "livre-blanc-leads"})], now=clock.now())
     run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), workspace=workspace,

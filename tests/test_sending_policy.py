@@ -34,6 +34,7 @@ from relance.store.tables import Enrollment, Outbox
 from relance.tick import run_tick_inline
 from relance.workspace import load_workspace
 from tests.units import committed
+from tests.basis import PROFESSIONAL_PROPS
 
 FULL = os.environ.get("RELANCE_TEST_FULL") == "1"
 UTC = timezone.utc
@@ -74,7 +75,7 @@ def _folder(tmp_path: Path, db_url: str, sending: str, scenarios: dict[str, str]
 
 
 def _lead(email: str, tz: str, at: datetime) -> IncomingEvent:
-    return IncomingEvent("form_submitted", email, at, {"first_name": "Léa", "timezone": tz}, f"form-{email}")
+    return IncomingEvent("form_submitted", email, at, {"first_name": "Léa", "timezone": tz, **PROFESSIONAL_PROPS}, f"form-{email}")
 
 
 def _download(email: str, asset: str, at: datetime) -> IncomingEvent:

@@ -18,6 +18,7 @@ from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Event, Lead, Outbox
 from relance.workspace import Workspace, load_workspace
 from tests.units import committed
+from tests.basis import professional
 
 
 def ses(kind: str, message_id: str, at: str, **detail) -> dict:
@@ -42,7 +43,7 @@ def queue(sqs, request):
 @pytest.fixture
 def lead(engine, clock):
     with Session(engine) as session:
-        lead = upsert_lead(session, email="lea@acme.example", now=clock.now())
+        lead = upsert_lead(session, email="lea@acme.example", now=clock.now(), fields=professional())
         session.add(Outbox(lead_id=lead.id, scenario="nurture", step_id="send-guide", template="t", to_address=lead.email,
                            status="sent", message_id="ses-msg-1", created_at=clock.now(), options={}))
         session.commit()

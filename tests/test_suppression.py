@@ -37,6 +37,7 @@ from relance.store.tables import Event, Lead, Outbox, Suppression
 from relance.tick import run_tick_inline
 from relance.workspace import Workspace, load_workspace
 from tests.units import committed
+from tests.basis import professional
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token-of-the-tests"
@@ -67,8 +68,8 @@ def world(engine, clock, tmp_path, db_url) -> World:
     committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     now = clock.now()
     with Session(engine) as session:
-        lea = upsert_lead(session, email=LEA, now=now, first_name="Léa", company="ACME")
-        bob = upsert_lead(session, email=BOB, now=now, first_name="Bob", company="Globex")
+        lea = upsert_lead(session, email=LEA, now=now, first_name="Léa", company="ACME", fields=professional())
+        bob = upsert_lead(session, email=BOB, now=now, first_name="Bob", company="Globex", fields=professional())
 
         def outbox(lead, step, template, **kw) -> Outbox:
             row = Outbox(lead_id=lead.id, scenario="whitepaper-nurture", step_id=step, template=template, subject="Bonjour",
@@ -338,7 +339,7 @@ def test_an_imported_list_suppresses_leads_and_addresses_not_yet_leads(env, tmp_
     leads = tmp_path / "salon.csv"
     leads.write_text("email,first_name,company\nNew.Prospect@initech.example,Nina,Initech\nfresh@globex.example,Fred,Globex\n",
                      encoding="utf-8")
-    assert relance("import", str(leads), "--source", "salon").exit_code == 0
+    assert relance("import", str(leads), "--source", "salon", "--basis", "legitimate_interest").exit_code == 0
     shown = json.loads(relance("lead", "show", "new.prospect@initech.example", "--json").output)
     assert shown["suppressed"] == "bounced" and shown["suppression_list"]["source"] == "import:do-not-mail.csv"
     assert json.loads(relance("lead", "show", "fresh@globex.example", "--json").output)["suppressed"] is None

@@ -25,6 +25,7 @@ from relance.store.tables import Outbox
 from relance.tick import TickError, TickSteps, run_tick, run_tick_inline
 from relance.workspace import load_workspace
 from tests.units import committed
+from tests.basis import professional
 
 TEMPLATE = """<mjml><mj-body><mj-section><mj-column>
 <mj-text>Bonjour {{ lead.first_name }}.</mj-text>
@@ -71,7 +72,7 @@ def test_a_batch_refused_for_now_stays_pending_and_the_tick_goes_on_to_the_next_
     emails = [f"lead{i}@acme.example" for i in range(5)]
     with Session(engine) as session:
         for email in emails:
-            upsert_lead(session, email=email, now=clock.now(), first_name="Léa")
+            upsert_lead(session, email=email, now=clock.now(), first_name="Léa", fields=professional())
         session.commit()
     workspace = load_workspace(settings)
     committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
@@ -114,7 +115,7 @@ def test_what_left_before_the_transport_gave_up_counts_as_sent_and_the_rest_as_t
         engine, settings, clock, caplog, retryable, rest):
     with Session(engine) as session:
         for i in range(5):
-            upsert_lead(session, email=f"lead{i}@acme.example", now=clock.now(), first_name="Léa")
+            upsert_lead(session, email=f"lead{i}@acme.example", now=clock.now(), first_name="Léa", fields=professional())
         session.commit()
     workspace = load_workspace(settings)
     committed(engine, sync_scenarios, workspace=workspace, now=clock.now())

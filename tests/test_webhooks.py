@@ -24,6 +24,7 @@ from relance.store.tables import Outbox
 from relance.webhooks import signature
 from relance.workspace import load_workspace
 from tests.units import committed
+from tests.basis import professional
 
 HOOKED = """\
 scenario: hooked
@@ -81,7 +82,7 @@ def _request_demo(engine, settings, clock, email: str) -> list[int]:
     workspace = load_workspace(settings)
     committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     with Session(engine) as session:
-        upsert_lead(session, email=email, now=clock.now(), first_name="Léa", company="ACME")
+        upsert_lead(session, email=email, now=clock.now(), first_name="Léa", company="ACME", fields=professional())
         session.commit()
     committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("demo_requested", email, clock.now())], now=clock.now())
     return advance_due(engine, settings, scenario="hooked", now=clock.now(), workspace=workspace).outbox_ids

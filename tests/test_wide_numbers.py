@@ -26,6 +26,7 @@ from relance.store.repo import upsert_lead
 from relance.store.tables import Lead, ScoreChange
 from relance.workspace import load_workspace
 from tests.units import committed
+from tests.basis import professional
 
 NOW = "2026-01-05T09:00:00+00:00"
 BIG = 5_000_000_000  # a large company's yearly revenue, in euros
@@ -61,7 +62,7 @@ def test_a_revenue_of_five_billion_comes_in_through_import_event_and_api(env, en
     leads = env / "leads.csv"
     leads.write_text("email,company,company_revenue\nbig@acme.example,ACME,5Md\nexact@acme.example,ACME,5 000 000 000\n",
                      encoding="utf-8")
-    imported = relance("import", str(leads), "--now", NOW)
+    imported = relance("import", str(leads), "--now", NOW, "--basis", "legitimate_interest")
     assert imported.exit_code == 0 and imported.stderr == "", imported.output
     said = relance("event", "form_submitted", "--lead", "cli@acme.example", "--prop", "company_revenue=5000000000", "--now", NOW)
     assert said.exit_code == 0, said.output
@@ -186,7 +187,7 @@ def test_a_score_step_past_two_to_the_31_in_a_tick_is_kept(env, engine, clock):
     workspace = load_workspace(settings)
     committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     with Session(engine) as session:
-        upsert_lead(session, email="near@acme.example", now=clock.now())
+        upsert_lead(session, email="near@acme.example", now=clock.now(), fields=professional())
         session.commit()
         session.execute(update(Lead).values(score=INT32 - 10))
         session.commit()

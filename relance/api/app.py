@@ -96,6 +96,13 @@ class Consent(_Input):
     granted: bool = Field(True, description="false: the person withdraws consent.")
 
 
+class LegitimateInterest(_Input):
+    """A professional contact (B2B) mailed on legitimate interest rather than consent: where the contact came from.
+    Kept as the lead's lawful basis unless it has one (a consent stays); a lead with no basis gets no marketing email."""
+
+    source: Text = Field(min_length=1, max_length=200, description="Where the contact came from (trade show, business card, CRM).")
+
+
 class SalesAnswerIn(_Input):
     """Sales' answer to a handoff."""
 
@@ -144,7 +151,11 @@ class EventIn(_Input):
     properties: dict[str, Scalar] = Field(default_factory=dict, max_length=50, json_schema_extra={"propertyNames": PROPERTY_NAMES})
     idempotency_key: Annotated[str, Field(min_length=1, max_length=inputs.KEY_MAX, json_schema_extra={"pattern": inputs.LINE_PATTERN}),
                                _shared(inputs.checked_key)] | None = None
-    consent: Consent | None = None
+    consent: Consent | None = Field(None, description="The consent the form collected: the lead's lawful basis becomes consent "
+                                    "(a withdrawal removes it).")
+    legitimate_interest: LegitimateInterest | None = Field(
+        None, description="No consent, a professional contact: the lead's lawful basis is legitimate interest (the same as "
+        "the properties basis=legitimate_interest and basis_source).")
 
 
 def _one_or_many(body: Any) -> str:
@@ -238,6 +249,7 @@ class Held(BaseModel):
 
     profile: dict[str, Any]
     consent: dict[str, Any]
+    basis: dict[str, Any] | None = Field(None, description="The lawful basis the person may be mailed on (relance.consent), or none.")
     suppression: dict[str, Any]
     events: list[dict[str, Any]]
     emails: list[dict[str, Any]]
@@ -538,6 +550,8 @@ def create_app(settings: Settings, *, engine: Engine, workspace: Workspace, cloc
                 properties.update(consent_source=item.consent.source, consent_wording=item.consent.wording,
                                   consent_at=ensure_utc(item.consent.at or item.occurred_at or now).isoformat(),
                                   consent_granted=item.consent.granted)
+            if item.legitimate_interest is not None:
+                properties.update(basis="legitimate_interest", basis_source=item.legitimate_interest.source)
             incoming.append(IncomingEvent(item.type, item.email, ensure_utc(item.occurred_at or now), properties, item.idempotency_key))
         try:
             with Session(engine) as session:

@@ -18,13 +18,25 @@ lead_app = typer.Typer(no_args_is_help=True, help="Look at leads.")
 
 def import_(
     csv_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV of leads (header row)."),
-    source: Optional[str] = typer.Option(None, "--source", help="Source to record for leads without one."),
+    source: Optional[str] = typer.Option(None, "--source", help="Source to record for leads without one (and of their basis)."),
+    basis: Optional[str] = typer.Option(None, "--basis", help="Lawful basis of the rows without one: consent or "
+                                        "legitimate_interest (a professional contact)."),
+    wording: Optional[str] = typer.Option(None, "--wording", help="With --basis consent: the text the people accepted."),
     now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP),
 ) -> None:
     """Import leads from CSV: bad rows reported by row number, good rows kept, duplicates merged.
 
     UTF-8, UTF-16 (Excel's "Unicode text") or Windows-1252 / Latin-1; `,`, `;` or tab-separated.
+    Each lead's lawful basis comes from its `basis` column or --basis (see docs/scenarios.md).
     Exit code 1 when the file has no row to import."""
+    from relance.consent import BadBasis, checked_basis
+
+    try:
+        basis = None if basis is None else checked_basis(basis)
+    except BadBasis as exc:
+        raise typer.BadParameter(str(exc), param_hint="--basis") from None
+    if wording is not None and basis != "consent":
+        raise typer.BadParameter("a wording is a consent's: use it with --basis consent", param_hint="--wording")
     when = _now(now)
     from sqlmodel import Session
 
@@ -34,7 +46,8 @@ def import_(
     scoring = _workspace().scoring  # before the store: a missing folder creates no database
     summary = ImportSummary()
     with _progress_bars() as bars:
-        parsed = read_leads_csv(csv_file.read_bytes(), source=source, progress=_bar(bars, f"{csv_file.name}: checking rows"))
+        parsed = read_leads_csv(csv_file.read_bytes(), source=source, progress=_bar(bars, f"{csv_file.name}: checking rows"),
+                                basis=basis, basis_source=f"import:{csv_file.name}", wording=wording)
         for problem in parsed.problems:
             err.print(f"{csv_file}:{problem}", markup=False, highlight=False, soft_wrap=True)
         if parsed.rows:
@@ -45,6 +58,10 @@ def import_(
     table = Table("created", "updated", "rows with problems")
     table.add_row(str(summary.created), str(summary.updated), str(len({p.row_number for p in parsed.problems if p.level != "info"})))
     console.print(table)
+    if summary.without_basis and _settings().require_basis != "never":
+        err.print(f"{csv_file}: {summary.without_basis} lead(s) of this file have no lawful basis (consent or legitimate "
+                  "interest): their marketing emails will not be sent; give a basis column or --basis",
+                  markup=False, highlight=False, soft_wrap=True)
     if not parsed.rows:
         raise typer.Exit(1)
 
@@ -145,6 +162,7 @@ def lead_show(
                     else summary.get("suppressed") or "")
     consent = summary["consent"]
     profile.add_row("consent", _consent_words(consent["current"]) if consent["current"] else "none recorded")
+    profile.add_row("lawful basis", _basis_words(summary["basis"]))
     console.print(profile)
     # the listings: one entry per line (two when it has more to say), wrapped at words, never cut; times in UTC
     if consent["history"]:
@@ -230,6 +248,15 @@ def _instant(value) -> Optional[datetime]:
         return parse_instant(str(value)) if value else None
     except ValueError:
         return None
+
+
+def _basis_words(basis: Optional[dict]) -> str:
+    """`legitimate interest (salon-vivatech, 2026-01-05 09:00 UTC, import)`, or why there is none."""
+    if basis is None:
+        return "none recorded: marketing emails are not sent"
+    when = _when(_instant(basis.get("at"))) or str(basis.get("at") or "")
+    said = f", \"{basis['wording']}\"" if basis.get("wording") else ""
+    return f"{basis['basis'].replace('_', ' ')} ({basis.get('source') or '?'}, {when}{said}, {basis.get('channel') or '?'})"
 
 
 def _consent_words(record: dict) -> str:

@@ -46,6 +46,8 @@ class DemoRates:
     unsubscribe: float = 0.01  # of emails
 
 
+DEMO_CONSENT = {"consent_source": "page livre blanc", "consent_wording": "J'accepte de recevoir les contenus et offres de Relance."}
+
 def _use_demo_settings(directory: Path) -> None:
     """Point every RELANCE_* setting at the demo folder, for this process and its flows."""
     from relance.settings import get_settings
@@ -94,7 +96,8 @@ def run_demo(directory: Path, *, console: Console, days: int = DAYS, seed: int =
     with Session(engine) as session:
         sync_scenarios(session, workspace=workspace, now=START)
         session.commit()
-    parsed = parse_leads_csv(sample_leads_csv(), source=None)
+    # professional contacts from the campaigns: mailed on legitimate interest, until their form's consent replaces it
+    parsed = parse_leads_csv(sample_leads_csv(), source=None, basis="legitimate_interest")
     with Session(engine) as session:
         imported = import_leads(session, parsed, now=START)
         session.add_all(Cost(source=source, amount=amount, period="2026-03", note="campagne", created_at=START)
@@ -118,7 +121,7 @@ def run_demo(directory: Path, *, console: Console, days: int = DAYS, seed: int =
                 for _ in range(min(rates.downloads_per_day, len(not_yet))):
                     email = not_yet.pop()
                     at = now - timedelta(hours=rng.uniform(1, 14))
-                    pending.append(IncomingEvent("form_submitted", email, at, {"form": "livre-blanc", "source": "site-web"}))
+                    pending.append(IncomingEvent("form_submitted", email, at, {"form": "livre-blanc", "source": "site-web", **DEMO_CONSENT}))
                     pending.append(IncomingEvent("downloaded", email, at + timedelta(seconds=30), {"asset": "livre-blanc-leads"}))
             if pending:
                 with Session(engine) as session:

@@ -30,6 +30,7 @@ from relance.store.tables import Event, Lead
 from relance.tick import run_tick_inline
 from relance.workspace import load_workspace
 from tests.units import committed
+from tests.basis import professional
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-token-of-the-tests"
@@ -45,7 +46,7 @@ def world(engine, clock, tmp_path, db_url):
     workspace = load_workspace(settings)
     committed(engine, sync_scenarios, now=clock.now(), workspace=workspace)
     with Session(engine) as session:
-        upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa", company="ACME\r\nBcc: x@y.z")
+        upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa", company="ACME\r\nBcc: x@y.z", fields=professional())
         session.commit()
     committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("downloaded", "lea@acme.example", clock.now(), {"asset": "livre-blanc-leads"})], now=clock.now())
     run_tick_inline(engine, settings, scenario="whitepaper-nurture", now=clock.now(), workspace=workspace,

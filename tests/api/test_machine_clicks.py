@@ -31,6 +31,7 @@ from relance.store.tables import Enrollment, Event, Lead, Outbox, ScoreChange
 from relance.tick import run_tick_inline
 from relance.workspace import load_workspace, read_scoring
 from tests.units import committed
+from tests.basis import PROFESSIONAL_PROPS, professional
 
 ROOT = Path(__file__).resolve().parents[2]
 EMAIL = "lea@acme.example"
@@ -82,7 +83,7 @@ class World:
         self.engine, self.clock = engine, clock
         self.workspace = load_workspace(self.settings)
         committed(engine, sync_scenarios, now=clock.now(), workspace=self.workspace)
-        profile = {"first_name": "Léa", "job_title": "Directrice marketing", "sector": "saas", "country": "FR"}
+        profile = {"first_name": "Léa", "job_title": "Directrice marketing", "sector": "saas", "country": "FR", **PROFESSIONAL_PROPS}
         committed(engine, ingest_events, workspace=self.workspace, events=[IncomingEvent("form_submitted", EMAIL, clock.now(), profile),
                                              IncomingEvent("downloaded", EMAIL, clock.now(), {"asset": "livre-blanc-leads"})], now=clock.now())
         assert (self.lead().grade, self.lead().score) == ("B", BASE)  # fit 30 + 20 + 10; an MQL at 40 points
@@ -114,7 +115,7 @@ class World:
         """A new lead (score 0, in no scenario) and an email it was sent now: its address, lead id and outbox id."""
         email = f"p{next(_leads)}@acme.example"
         with Session(self.engine) as session:
-            lead = upsert_lead(session, email=email, now=self.clock.now())
+            lead = upsert_lead(session, email=email, now=self.clock.now(), fields=professional())
             row = Outbox(lead_id=lead.id, scenario="clicks", step_id="mail", template="whitepaper-followup", to_address=email,
                          status="sent", created_at=self.clock.now(), sent_at=self.clock.now(), options={})
             session.add(row)

@@ -28,6 +28,7 @@ from relance.email.transports import DeliveryError
 from relance.settings import Settings, get_settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Enrollment, Event, Lead, Outbox
+from tests.basis import professional
 
 
 def _closed_port() -> int:
@@ -50,7 +51,7 @@ def _rows(engine) -> dict[str, int]:
 def stored(env, engine, clock):
     """The env project's database with one lead in it; the rows of each table, to compare after a refused command."""
     with Session(engine) as session:
-        upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
+        upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa", fields=professional())
         session.commit()
     return _rows(engine)
 

@@ -13,6 +13,7 @@ import pytest
 
 from relance.policy import NO_POLICY
 from relance.email.templates import SAMPLE_CONTEXT, RenderError, TemplateLibrary
+from tests.basis import professional
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "emails"
 SHIPPED = TemplateLibrary(TEMPLATES)
@@ -286,7 +287,7 @@ def test_a_lead_email_whose_template_lost_its_footer_leaves_with_one_and_staff_m
     settings = Settings(database_url="sqlite://", templates_dir=tmp_path / "templates", postal_address=POSTAL,
                         public_url="https://t.relance.example", secret_key="s3cret")
     with Session(engine) as session:
-        lead = upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
+        lead = upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa", fields=professional())
         common = dict(lead_id=lead.id, template="promo", scenario="promo", created_at=clock.now())
         rows = [Outbox(**common, subject="Offre", to_address=lead.email, step_id="offer",
                        kind="lead", options={"preheader": "Pour {{ lead.first_name }}"}),

@@ -18,6 +18,7 @@ from relance.delivery import deliver_pending
 from relance.email.templates import SAMPLE_CONTEXT, RenderError, RenderLimits, TemplateLibrary
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
+from tests.basis import professional
 from relance.store.tables import Outbox
 
 MJML = "<mjml><mj-body><mj-section><mj-column><mj-text>{}</mj-text></mj-column></mj-section></mj-body></mjml>"
@@ -150,7 +151,7 @@ def test_at_send_time_only_the_message_past_a_limit_fails_saying_why(engine, db_
     with Session(engine) as session:
         ids = {}
         for email, n in (("small@acme.example", 3), ("huge@acme.example", 100_000)):
-            lead = upsert_lead(session, email=email, now=now, first_name="Léa", fields={"n": n})
+            lead = upsert_lead(session, email=email, now=now, first_name="Léa", fields=professional(n=n))
             session.flush()
             row = Outbox(lead_id=lead.id, step_id="promo", scenario="nurture", template="promo", subject="Pour vous",
                          to_address=email, kind="lead", created_at=now)

@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from relance.settings import Settings
 from relance.store.tables import Lead, Outbox
+from tests.basis import professional
 
 FULL = os.environ.get("RELANCE_TEST_FULL") == "1"
 WORKER = Path(__file__).with_name("worker.py")
@@ -95,7 +96,7 @@ def add_leads(engine, now: datetime, n: int, prefix: str = "lead") -> list[str]:
     with Session(engine) as session:
         for start_at in range(0, n, 1000):
             session.execute(insert(Lead.__table__), [
-                Lead(email=e, first_name=f"Léa{i}", company="ACME", created_at=now, updated_at=now).model_dump(exclude={"id"})
+                Lead(email=e, first_name=f"Léa{i}", company="ACME", created_at=now, updated_at=now, fields=professional()).model_dump(exclude={"id"})
                 for i, e in enumerate(emails[start_at:start_at + 1000], start_at)])
         session.commit()
     return emails

@@ -18,6 +18,7 @@ from relance.settings import get_settings
 from relance.store.repo import upsert_lead
 from sqlmodel import Session
 from tests.corpus.test_settings_corpus import SETTINGS, _rows
+from tests.basis import professional
 
 FLOWS = {  # (module, flow, parameters)
     "tick": ("relance.flows.tick", "tick", {"scenario": "whitepaper-nurture", "now": "2026-03-02T09:00:00+00:00"}),
@@ -35,7 +36,7 @@ CASES = [pytest.param(variables, flow, id=f"{setting}-{flow}") for setting, vari
 def stored(env, engine, clock):
     """The env project's database with one lead in it; the rows of each table, to compare after a refused run."""
     with Session(engine) as session:
-        upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa")
+        upsert_lead(session, email="lea@acme.example", now=clock.now(), first_name="Léa", fields=professional())
         session.commit()
     return _rows(engine)
 

@@ -23,6 +23,7 @@ from relance.settings import Settings, get_settings
 from relance.store.tables import Enrollment, Lead, StepLog
 from relance.workspace import load_workspace
 from tests.units import committed
+from tests.basis import PROFESSIONAL_PROPS
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -93,7 +94,7 @@ def downloaded(email: str, *, now: datetime, asset: str = "guide") -> None:
     engine = open_store(settings)
     workspace = load_workspace(settings)
     committed(engine, sync_scenarios, now=now, workspace=workspace)
-    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("form_submitted", email, now, {"first_name": "Léa"}),
+    committed(engine, ingest_events, workspace=workspace, events=[IncomingEvent("form_submitted", email, now, {"first_name": "Léa", **PROFESSIONAL_PROPS}),
                                     IncomingEvent("downloaded", email, now, {"asset": asset})], now=now)
     engine.dispose()
 
@@ -207,7 +208,7 @@ def test_relance_tick_runs_the_valid_ones_warns_and_exits_3_and_a_named_broken_o
 
 def test_event_and_preview_work_beside_a_broken_scenario_and_a_broken_scoring_yaml_stops_everything(folder: Path) -> None:
     break_it(folder, "file")
-    relance("event", "form_submitted", "--lead", "lea@acme.example", "--prop", "first_name=Léa")
+    relance("event", "form_submitted", "--lead", "lea@acme.example", "--prop", "first_name=Léa", "--prop", "basis=legitimate_interest")
 
     event = relance("event", "downloaded", "--lead", "lea@acme.example", "--prop", "asset=guide")
     shown = relance("preview", "hello")

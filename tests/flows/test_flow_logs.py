@@ -19,6 +19,7 @@ from relance.settings import Settings
 from relance.store.repo import upsert_lead
 import relance.tasks.deliver
 from relance.tick import TickError
+from tests.basis import professional
 from sqlmodel import Session
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -64,7 +65,7 @@ def test_a_delivery_refused_for_now_is_one_sentence_in_the_flow_log_not_a_stack_
             monkeypatch.setenv(name, value)
         engine = open_store(Settings())
         with Session(engine) as session:
-            upsert_lead(session, email="lea@acme.example", now=NOW, first_name="Léa")
+            upsert_lead(session, email="lea@acme.example", now=NOW, first_name="Léa", fields=professional())
             session.commit()
         engine.dispose()
         monkeypatch.setattr(relance.tasks.deliver.deliver_batch, "retry_delay_seconds", [0, 0, 0])  # the retries, not their wait

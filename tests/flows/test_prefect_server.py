@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.units import committed
+from tests.basis import professional
 
 pytestmark = pytest.mark.prefect_server
 
@@ -198,7 +199,7 @@ def _seed_three_downloads(env: dict[str, str]) -> list[str]:
     committed(engine, sync_scenarios, now=now, workspace=workspace)
     with Session(engine) as session:
         for i, email in enumerate(emails):
-            upsert_lead(session, email=email, now=now, first_name=f"Léa{i}", company="ACME")
+            upsert_lead(session, email=email, now=now, first_name=f"Léa{i}", company="ACME", fields=professional())
         session.commit()
     downloads = [IncomingEvent("downloaded", e, now, {"asset": "livre-blanc-leads"}) for e in emails]
     assert committed(engine, ingest_events, workspace=workspace, events=downloads, now=now).enrolled == 3

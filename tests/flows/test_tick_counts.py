@@ -30,6 +30,7 @@ from relance.store.tables import Enrollment, Event, Outbox, StepLog
 from relance.tick import run_tick_inline
 from relance.workspace import load_workspace
 from tests.units import committed
+from tests.basis import professional
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday
@@ -134,7 +135,7 @@ def _what_happens(day: int) -> list[tuple[datetime, list[Any]]]:
 def _leads(engine, numbers: list[int], at: datetime) -> None:
     with Session(engine) as session:
         for n in numbers:
-            upsert_lead(session, email=f"l{n}@acme.example", now=at, first_name=f"Léa{n}", company="ACME",
+            upsert_lead(session, email=f"l{n}@acme.example", now=at, first_name=f"Léa{n}", company="ACME", fields=professional(),
                         tags=["salon"] if n in (0, 1, 2, 3, 10) else [])
         session.commit()
 

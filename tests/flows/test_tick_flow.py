@@ -19,6 +19,7 @@ from relance.plans import open_store
 from relance.settings import Settings
 from relance.store.repo import upsert_lead
 from relance.store.tables import Outbox, StepLog
+from tests.basis import professional
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
@@ -68,7 +69,7 @@ def _leads(settings: Settings, n: int) -> list[str]:
     engine = open_store(settings)
     with Session(engine) as session:
         for i, email in enumerate(emails):
-            upsert_lead(session, email=email, now=NOW, first_name=f"Léa{i}", company="ACME")
+            upsert_lead(session, email=email, now=NOW, first_name=f"Léa{i}", company="ACME", fields=professional())
         session.commit()
     engine.dispose()
     return emails
