@@ -95,7 +95,7 @@ def seed(world: World, *, due: dict[datetime, int], waiting: int = 0, start: int
         leads = [dict(email=f"lead{first + i}@bench.example", first_name=f"Léa{first + i}", last_name="Martin",
                       job_title="Directrice marketing", company="ACME", sector="saas", country="FR",
                       timezone="Europe/Paris", language="fr", source="bench", stage="lead", score=0, fit=0, grade="D",
-                      fields={}, tags=[], created_at=NOW, updated_at=NOW) for i in range(len(part))]
+                      fields={"basis": {"basis": "legitimate_interest", "source": "bench"}}, tags=[], created_at=NOW, updated_at=NOW) for i in range(len(part))]
         with world.engine.begin() as connection:
             ids = connection.execute(insert(lead_table).returning(lead_table.c.id, sort_by_parameter_order=True), leads).scalars().all()
             connection.execute(insert(enrollment_table), [

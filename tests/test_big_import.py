@@ -126,7 +126,7 @@ def test_two_imports_of_overlapping_files_at_once_both_succeed_and_merge(env, db
 
     imports: list[subprocess.Popen] = []
     with _gate(db_url, imports):
-        imports += [subprocess.Popen([sys.executable, "-m", "relance.cli", "import", str(path), "--now", NOW],
+        imports += [subprocess.Popen([sys.executable, "-m", "relance.cli", "import", str(path), "--now", NOW, "--basis", "legitimate_interest"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for path in (a, b)]
     done = [(process.wait(timeout=600), *process.communicate()) for process in imports]
 
@@ -147,7 +147,7 @@ def test_the_progress_bar_shows_on_a_terminal_and_nowhere_else(env, db_url) -> N
     path.write_bytes(crm_export(3_000))
     open_store(get_settings()).dispose()
 
-    piped = CliRunner().invoke(app, ["import", str(path), "--now", NOW])
+    piped = CliRunner().invoke(app, ["import", str(path), "--now", NOW, "--basis", "legitimate_interest"])
     assert piped.exit_code == 0 and piped.stderr == "", piped.stderr  # a pipe, a log, a test: no bar, no escape codes
 
     leader, follower = pty.openpty()

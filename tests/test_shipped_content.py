@@ -53,7 +53,7 @@ def _reachable(plan: Plan) -> set[str]:
 
 
 def test_the_scenarios_folder_holds_the_shipped_scenarios_and_scoring() -> None:
-    assert sorted(p.stem for p in SCENARIOS.glob("*.yaml")) == sorted([*SHIPPED, "scoring"])
+    assert sorted(p.stem for p in SCENARIOS.glob("*.yaml")) == sorted([*SHIPPED, "scoring", "sending"])
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -206,7 +206,7 @@ def test_without_a_token_the_secured_routes_answer_503_as_documented(world, labe
 
 
 REQUIRED = {  # the least body each request model takes: a NUL is then put in each of its texts in turn
-    "Consent": {"source": "form", "wording": "J'accepte"}, "SalesAnswerIn": {}, "ReassignIn": {"to": "karim@example.com"},
+    "Consent": {"source": "form", "wording": "J'accepte"}, "LegitimateInterest": {"source": "salon"}, "SalesAnswerIn": {}, "ReassignIn": {"to": "karim@example.com"},
     "DealWonIn": {}, "DealLostIn": {"reason": "price"}, "EventIn": {"type": "form_submitted", "email": "lea@acme.example"},
 }
 

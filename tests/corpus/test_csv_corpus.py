@@ -142,7 +142,7 @@ def test_formula_cells_are_kept_as_the_text_they_are(env, db_url) -> None:
     cells = ",".join('"' + value.replace('"', '""') + '"' for value in FORMULAS.values())
     path.write_bytes(f"{header}\n{GOOD},{cells}\n".encode("utf-8"))
 
-    result = CliRunner().invoke(app, ["import", str(path), "--now", "2026-03-02T09:00:00"])
+    result = CliRunner().invoke(app, ["import", str(path), "--now", "2026-03-02T09:00:00", "--basis", "legitimate_interest"])
 
     assert result.exit_code == 0 and result.stderr == "", result.output
     with Session(open_store(get_settings())) as session:

@@ -178,6 +178,8 @@ def _expected(engine, scenario: str, at: datetime, due_before: int) -> dict[str,
             "cut_off": sum(1 for o in outbox if o.status == "unknown"),
             "enrollments_failed": sum(1 for e in enrollments if e.status == "failed" and e.left_at == at),
             "waiting": sum(1 for e in active if e.waiting is not None),
+            "deferred": sum(1 for o in mine if o.held and o.status != "skipped"),  # held back by sending.yaml (none here)
+            "withheld": sum(1 for o in mine if o.held and o.status == "skipped"),
         },
         "table": [{"step": step, "now here": sum(1 for e in active if e.step_id == step),
                    "waiting": sum(1 for e in active if e.step_id == step and e.waiting is not None),
