@@ -131,38 +131,31 @@ def read_source(path: Path) -> tuple[str, None] | tuple[None, "Problem"]:
         return None, Problem(str(path), 1, 1, None, f"cannot read: {exc.strerror or exc}")
 
 
-def read_scoring(directory: Path) -> tuple[ScoringConfig, list]:
-    """scoring.yaml of a folder (defaults when absent) and its problems, each at its line."""
+def _read_account_file(directory: Path, name: str, model, *, shape: str):
+    """One of the account's files beside the scenarios (scoring.yaml, sending.yaml): the model (its defaults when
+    the file is absent or unreadable) and its problems, each at its line."""
     from relance.scenario.loader import load_model_text
 
-    path = directory / SCORING_FILE
+    path = directory / name
     if not path.exists():
-        return ScoringConfig(), []
+        return model(), []
     text, problem = read_source(path)
     if problem is not None:
-        return ScoringConfig(), [problem]
-    config, _positions, problems = load_model_text(
-        text, str(path), ScoringConfig,
-        shape="scoring.yaml is a mapping with behaviour:, fit:, grades:, mql:, handoff: ...",
-    )
-    return (config or ScoringConfig()), problems
+        return model(), [problem]
+    loaded, _positions, problems = load_model_text(text, str(path), model, shape=shape)
+    return (loaded or model()), problems
+
+
+def read_scoring(directory: Path) -> tuple[ScoringConfig, list]:
+    """scoring.yaml of a folder (defaults when absent) and its problems, each at its line."""
+    return _read_account_file(directory, SCORING_FILE, ScoringConfig,
+                              shape="scoring.yaml is a mapping with behaviour:, fit:, grades:, mql:, handoff: ...")
 
 
 def read_sending(directory: Path) -> tuple[SendingPolicy, list]:
     """sending.yaml of a folder (the empty policy when absent) and its problems, each at its line."""
-    from relance.scenario.loader import load_model_text
-
-    path = directory / SENDING_FILE
-    if not path.exists():
-        return SendingPolicy(), []
-    text, problem = read_source(path)
-    if problem is not None:
-        return SendingPolicy(), [problem]
-    policy, _positions, problems = load_model_text(
-        text, str(path), SendingPolicy,
-        shape="sending.yaml is a mapping with caps:, quiet:, blackout:, timezone:, held: ...",
-    )
-    return (policy or SendingPolicy()), problems
+    return _read_account_file(directory, SENDING_FILE, SendingPolicy,
+                              shape="sending.yaml is a mapping with caps:, quiet:, blackout:, timezone:, held: ...")
 
 
 def _teams(scorings: list[tuple[ScoringConfig, list]]) -> set[str] | None:
