@@ -11,16 +11,22 @@ from prefect.states import Failed
 
 from relance.flows.refusals import refuses_bad_setup
 from relance.plans import open_store
-from relance.settings import read_settings
+from relance.settings import SettingError, read_settings
 from relance.tasks.ses_events import drain_task
 from relance.workspace import load_workspace
 
 
 @flow(name="ses-events")
 @refuses_bad_setup
-def ses_events(queue_url: str, dead_letter_url: str | None = None) -> dict:
-    """Store every SES event waiting in the queue; bounces and complaints suppress at once."""
+def ses_events(queue_url: str | None = None, dead_letter_url: str | None = None) -> dict:
+    """Store every SES event waiting in the queue (default: the worker's RELANCE_SES_QUEUE_URL); bounces and complaints
+    suppress at once."""
     settings = read_settings()
+    queue_url = queue_url or settings.ses_queue_url
+    dead_letter_url = dead_letter_url or settings.ses_dead_letter_url
+    if not queue_url:
+        raise SettingError("ses-events: no queue to drain: set RELANCE_SES_QUEUE_URL in the worker's environment (the "
+                           "queue URL from infra/ses-events.cfn.yaml's outputs), or run it with queue_url")
     workspace = load_workspace(settings)
     engine = open_store(settings)
     try:

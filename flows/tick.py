@@ -7,10 +7,11 @@ says what each figure counts); this flow hands it the tasks of `tasks/`, the del
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from prefect import flow, get_run_logger
-from prefect.states import Failed, State
+from prefect.states import Completed, Failed, State
 
 from relance.clock import instant_or_now
 from relance.email.templates import TemplateLibrary
@@ -18,14 +19,34 @@ from relance.flows.refusals import refuses_bad_setup
 from relance.plans import open_store
 from relance.settings import Settings, read_settings, require_signing_keys
 from relance.tasks.advance import advance_batch
-from relance.tasks.artifacts import count_tick, publish_not_run, publish_report
+from relance.tasks.artifacts import _slug as progress_key, count_tick, publish_not_run, publish_report
 from relance.tasks.deliver import deliver_batch, deliver_leftovers
 from relance.tasks.enroll import enroll, register_scenarios
 from relance.tick import TickError, TickSteps, run_tick
+from relance.tick_figures import headline
 from relance.workspace import BrokenScenario, load_workspace
 
 TASKS = TickSteps(register=register_scenarios, enroll=enroll, advance=advance_batch, deliver=deliver_batch,
                   deliver_leftovers=deliver_leftovers, count=count_tick, publish=publish_report)
+
+
+class Progress:
+    """A long tick (more than one batch due) shows its progress in the UI: a progress artifact, updated per batch."""
+
+    def __init__(self, scenario: str, batch_size: int) -> None:
+        self.scenario, self.batch_size, self.artifact = scenario, batch_size, None
+
+    def __call__(self, done: int, due: int) -> None:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        percent = 100.0 * done / due if due else 100.0
+        words = f"{self.scenario}: {done} of {due} due enrollments advanced"
+        if self.artifact is None:
+            if due <= self.batch_size:
+                return  # one batch: over before anyone looks
+            self.artifact = create_progress_artifact(percent, key=f"progress-{progress_key(self.scenario)}", description=words)
+        else:
+            update_progress_artifact(self.artifact, percent, description=words)
 
 
 def tick_time(now: str | None) -> datetime:
@@ -65,9 +86,14 @@ def tick(scenario: str, now: str | None = None, batch_size: int | None = None) -
     for broken in workspace.broken:  # the others run on; the operator hears of it in every tick's log
         logger.warning("%s", broken.warning())
     engine = open_store(settings)
+    limit = batch_size or settings.batch_size
     try:
         report = run_tick(engine, settings, scenario=scenario, now=when, workspace=workspace,
-                          templates=TemplateLibrary(settings.templates_dir), limit=batch_size or settings.batch_size, steps=TASKS, logger=logger)
+                          templates=TemplateLibrary(settings.templates_dir), limit=limit,
+                          steps=replace(TASKS, progress=Progress(scenario, limit)), logger=logger)
+    except TickError as exc:  # the run fails, its state message naming the batches and steps left undelivered
+        logger.error("%s", exc)
+        return Failed(message=str(exc), data=exc)  # calling the flow raises it, as before
     finally:
         engine.dispose()
-    return report.as_dict()
+    return Completed(message=headline(report), data=report.as_dict())  # the runs list shows what it did

@@ -30,7 +30,7 @@ from relance.scoring.rules import behaviour_points, fit_points, grade_of
 from relance.store.repo import record_events, upsert_lead
 from relance.store.tables import Handoff, Lead
 from relance.suppression import SUPPRESSING_EVENTS, honour_list, reason_of_event, suppress, suppress_for_event
-from relance.wakes import lock_active_enrollments, wake, wake_for_lead_changes
+from relance.wakes import due_now, lock_active_enrollments, wake, wake_for_lead_changes
 
 CREATES_LEADS = frozenset({"form_submitted"})  # other events must name a known lead
 
@@ -75,6 +75,7 @@ class IngestResult:
     enrolled: int = 0
     woken: int = 0
     suppressed: int = 0  # addresses this batch newly put on the suppression list (or newly flagged)
+    due: dict[str, int] = field(default_factory=dict)  # enrollments of the batch's leads due now, by scenario
 
 
 def ingest_events(
@@ -163,6 +164,8 @@ def ingest_events(
                 leads=leads_in, scoring=workspace.scoring, now=now, due_at=due_at,
             )
         session.flush()  # what the batch did is in the caller's transaction, for it to read or commit
+        if result.enrolled or result.woken:  # their ticks may run now rather than at the next schedule
+            result.due = due_now(session, changed, now=now)
     return result
 
 

@@ -9,6 +9,7 @@ Imports are lazy so that `relance` imports, runs and tests without Prefect loade
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from typing import Any
 
 from relance.prefect_api import PrefectAPIError
 
-__all__ = ["PrefectAPIError", "flow_api", "quiet_task_runs", "run_flow", "run_tick", "stop_local_api"]
+__all__ = ["Announcer", "PrefectAPIError", "flow_api", "quiet_task_runs", "run_flow", "run_tick", "stop_local_api"]
 
 
 @contextmanager
@@ -117,3 +118,59 @@ def stop_local_api() -> None:
     for worker in (APILogWorker, EventsWorker):
         worker.drain_all(timeout=5)
     api.stop()
+
+
+class Announcer:
+    """Tells the Prefect server which scenarios have work due now (an event they wait for, a lead they enroll), as
+    the Prefect event `relance.scenario.due` per scenario: each tick deployment's trigger (relance.deployments) turns
+    it into a run within seconds. Off without a server (no PREFECT_API_URL): nothing to trigger, ticks are run by
+    hand or on schedule. A server out of reach costs a warning, never the event: the schedule is the safety net.
+
+    `in_background`: the call returns at once and a thread posts (the HTTP API answers without waiting)."""
+
+    def __init__(self, *, in_background: bool = False, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger("relance.announce")
+        self._pool = None
+        if in_background:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relance-announce")
+
+    @functools.cached_property
+    def api_url(self) -> str | None:
+        """The Prefect server's API (the environment's or the profile's PREFECT_API_URL), read once."""
+        from prefect.settings import PREFECT_API_URL
+
+        return PREFECT_API_URL.value() or None
+
+    def __call__(self, due: dict[str, int], *, channel: str) -> None:
+        """Announce `due` ({scenario: enrollments due now}); nothing when it is empty or there is no server."""
+        if not due:
+            return
+        if self._pool is not None:
+            self._pool.submit(self._post, dict(due), channel)
+        else:
+            self._post(due, channel)
+
+    def _post(self, due: dict[str, int], channel: str) -> None:
+        if not self.api_url:
+            return
+        from prefect.client.orchestration import get_client
+        from prefect.events import Event
+
+        from relance.deployments import DUE_EVENT, scenario_resource
+
+        events = [Event(event=DUE_EVENT, resource={"prefect.resource.id": scenario_resource(name), "prefect.resource.name": name},
+                        payload={"due": count, "channel": channel}).model_dump(mode="json")
+                  for name, count in sorted(due.items())]
+        try:
+            with get_client(sync_client=True) as client:
+                client.request("POST", "/events", json=events).raise_for_status()
+        except Exception as exc:  # noqa: BLE001 - the events are stored; the scheduled tick will run them
+            self.logger.warning("could not tell Prefect at %s that %s have work due (%s): their next scheduled tick "
+                                "will run it", self.api_url, ", ".join(sorted(due)), type(exc).__name__ + (f": {exc}" if str(exc) else ""))
+
+    def close(self) -> None:
+        """Wait for the posts in flight (a process about to exit)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)

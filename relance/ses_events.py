@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import select
 from sqlmodel import Session
@@ -93,6 +93,7 @@ class DrainReport:
     set_aside: int = 0
     deleted: int = 0
     reasons: list[str] = field(default_factory=list)
+    due: dict[str, int] = field(default_factory=dict)  # enrollments the stored events made due now, by scenario
 
 
 def _incoming(session: Session, event: SesEvent) -> tuple[IncomingEvent, list[str]]:
@@ -165,6 +166,8 @@ def handle(session: Session, *, workspace: Workspace, body: str, now: datetime, 
     report.stored += result.stored
     report.duplicates += result.duplicates
     report.suppressed += result.suppressed
+    for scenario, count in result.due.items():
+        report.due[scenario] = report.due.get(scenario, 0) + count
     others = [a for a in recipients if a != normalise_email(incoming.email)]  # the lead's own: ingestion did it
     report.suppressed += _suppress_recipients(session, others, event=incoming, now=now)
 
@@ -179,16 +182,17 @@ def _suppress_recipients(session: Session, addresses: list[str], *, event: Incom
 def drain(
     session: Session, *, workspace: Workspace, sqs, queue_url: str, clock: Clock, once: bool = True,
     dead_letter_url: str | None = None, set_aside_dir: Path | None = None, wait_seconds: int = 1,
-    machine_click_seconds: float = MACHINE_CLICK_SECONDS,
+    machine_click_seconds: float = MACHINE_CLICK_SECONDS, announce: Callable[..., None] | None = None,
 ) -> DrainReport:
     """Receive, store and delete messages, 10 at a time, until the queue is empty (once) or forever;
     each message is stored at `clock`'s time when it is handled (RELANCE_MACHINE_CLICK_SECONDS: `machine_click_seconds`).
 
     It works in chunks, as `import_leads` does, and always commits them: each message is one transaction, committed
     before the message is deleted from the queue (so a message is never lost, and a drain running for days holds no
-    lock for long)."""
+    lock for long). `announce` (relance.prefect_adapter.Announcer) hears of the scenarios each receive made due."""
     report = DrainReport()
     while True:
+        before = dict(report.due)
         messages = _queue(sqs.receive_message, queue_url, QueueUrl=queue_url, MaxNumberOfMessages=10,
                           WaitTimeSeconds=wait_seconds).get("Messages", [])
         if not messages and once:
@@ -204,6 +208,8 @@ def drain(
             session.commit()
             _queue(sqs.delete_message, queue_url, QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
             report.deleted += 1
+        if announce is not None and (due := {k: n - before.get(k, 0) for k, n in report.due.items() if n > before.get(k, 0)}):
+            announce(due, channel="ses")
 
 
 def _queue(call, queue_url: str, **arguments) -> dict[str, Any]:

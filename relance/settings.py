@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     ses_configuration_set: str | None = None
     ses_max_send_rate: float | None = Field(None, gt=0, description="Emails per second SES allows this account (its quota).")
     ses_timeout: float = Field(10.0, gt=0, description="Seconds SES may take to accept a connection, and to answer a sent call.")
+    ses_queue_url: str | None = Field(None, description=(
+        "The SQS queue SES events arrive in (infra/ses-events.cfn.yaml): the `ses-events` deployment drains it every minute."))
+    ses_dead_letter_url: str | None = Field(None, description="Where the `ses-events` deployment moves messages it cannot use.")
     secret_key: str = Field(DEFAULT_SECRET_KEY, description="Signs tracking and unsubscribe links (32+ characters).")
     secret_keys_old: str = Field(
         "", description="Keys that signed links before a rotation (comma-separated): their links still work, new ones use RELANCE_SECRET_KEY."

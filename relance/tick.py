@@ -25,7 +25,7 @@ from relance.plans import sync_scenarios
 from relance.policy import SendingPolicy
 from relance.settings import Settings
 from relance.settling import DeliveryResult
-from relance.tick_figures import TickReport, count_tick, step_log_mark, summary
+from relance.tick_figures import TickReport, count_due, count_tick, step_log_mark, summary
 from relance.workspace import Workspace
 
 LOGGER = logging.getLogger("relance.tick")  # the inline tick's log; the flow's goes to its run logger
@@ -52,6 +52,7 @@ class TickSteps:
     deliver_leftovers: Callable[..., DeliveryResult]  # (engine, settings, *, now, templates, manager)
     count: Callable[..., TickReport]  # (engine, report, *, now, mark)
     publish: Callable[..., Any] = lambda report, engine, *, order, undelivered_batches, now=None: None
+    progress: Callable[[int, int], Any] | None = None  # (advanced so far, due at the start), after each batch
 
 
 def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime, workspace: Workspace,
@@ -64,6 +65,7 @@ def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime
     steps.register(engine, settings, now=now, workspace=workspace)
     report = TickReport(scenario=scenario)
     steps.enroll(engine, settings, scenario=scenario, now=now, workspace=workspace)
+    due = count_due(engine, scenario, now=now) if steps.progress is not None else 0
     undelivered: list[str] = []
     while (batch := steps.advance(engine, settings, scenario=scenario, now=now, limit=limit, workspace=workspace)).advanced:
         for problem in batch.failed:
@@ -71,6 +73,8 @@ def run_tick(engine: Engine, settings: Settings, *, scenario: str, now: datetime
         report.add(batch, _deliver_batch(engine, settings, batch, scenario=scenario, now=now, templates=templates,
                                          manager=manager, policy=policy, steps=steps, logger=logger, undelivered=undelivered,
                                          report=report))
+        if steps.progress is not None:
+            steps.progress(report.advanced, max(due, report.advanced))
     _deliver_leftovers(engine, settings, report, now=now, templates=templates, manager=manager, policy=policy, steps=steps,
                        logger=logger)
     report = steps.count(engine, report, now=now, mark=mark)
@@ -95,7 +99,9 @@ def _deliver_batch(engine: Engine, settings: Settings, batch: BatchResult, *, sc
         steps.deliver(engine, settings, outbox_ids=batch.outbox_ids, now=now, templates=templates, manager=manager,
                       policy=policy, tally=tally)
     except Exception as exc:  # noqa: BLE001 - the other batches' emails should still leave; the tick fails at the end
-        undelivered.append(f"batch {report.batches + 1} ({len(batch.outbox_ids)} emails): {exc}")
+        written = ", ".join(f"{step} {n}" for (step, outcome), n in sorted(batch.counts.items()) if outcome == "sent")
+        undelivered.append(f"batch {report.batches + 1} ({len(batch.outbox_ids)} emails"
+                           + (f" of step {written}" if written else "") + f"): {exc}")
         report.undelivered_ids.extend(batch.outbox_ids)
     if tally.unknown or tally.failed:
         logger.warning("%s: %d message(s) with an unknown outcome (not resent), %d failed: %s", scenario,

@@ -16,7 +16,7 @@ from sqlmodel import Session
 from relance.advancing import BatchResult
 from relance.report import standing as where_now
 from relance.settling import DeliveryResult
-from relance.store.tables import Outbox, StepLog
+from relance.store.tables import Enrollment, Outbox, StepLog
 
 
 @dataclass
@@ -61,13 +61,22 @@ class TickReport:
         self.withheld += delivery.withheld
         self.held.update(delivery.held)
 
+    @property
+    def handed_off(self) -> int:
+        """Leads this tick handed to sales (hand-off steps whose lead was ready)."""
+        return sum(n for (_, outcome), n in self.counts.items() if outcome == "handed-off")
+
+    def failed_at(self) -> Counter:
+        """Enrollments that left on an error this tick, by the step they were at."""
+        return Counter({step: n for (step, outcome), n in self.counts.items() if outcome == "failed"})
+
     def as_dict(self) -> dict[str, Any]:
         """The figures a tick flow run returns."""
         return {
             "scenario": self.scenario, "entered": self.entered, "advanced": self.advanced, "batches": self.batches,
             "sent": self.sent, "skipped": self.skipped, "failed": self.failed, "unknown": self.unknown,
             "pending": self.pending, "leftovers": self.leftovers, "cut_off": self.cut_off, "enrollments_failed": self.enrollments_failed,
-            "waiting": self.waiting, "deferred": self.deferred, "withheld": self.withheld,
+            "waiting": self.waiting, "deferred": self.deferred, "withheld": self.withheld, "handed_off": self.handed_off,
         }
 
 
@@ -99,6 +108,36 @@ def count_tick(session: Session, report: TickReport, *, now: datetime, mark: int
     return report
 
 
+def count_due(engine: Engine, scenario: str, *, now: datetime) -> int:
+    """Enrollments of the scenario due by `now` when the tick starts (what its progress counts against)."""
+    with engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(Enrollment).where(
+            Enrollment.scenario == scenario, Enrollment.status == "active", Enrollment.due_at <= now)).scalar_one()
+
+
+def _leads(n: int) -> str:
+    return f"{n} {'lead' if n == 1 else 'leads'}"
+
+
+def _left_on_error(report: TickReport) -> str:
+    at = ", ".join(f"{step} {n}" for step, n in report.failed_at().most_common(3))
+    return f"{_leads(report.enrollments_failed)} left on an error" + (f" (at step {at})" if at else "")
+
+
+def headline(report: TickReport, *, undelivered_batches: int = 0) -> str:
+    """The tick at a glance, for its run's state message: `6 entered, 6 sent, 5 waiting, 1 handed off`, then what
+    went wrong, if anything."""
+    words = [f"{report.entered} entered", f"{report.sent} sent"]
+    words += [f"{report.waiting} waiting"] * (report.waiting is not None)
+    words += [f"{report.handed_off} handed off"] * bool(report.handed_off)
+    words += [f"{report.deferred} deferred by sending.yaml"] * bool(report.deferred)
+    words += [f"{report.failed} failed"] * bool(report.failed)
+    words += [f"{report.unknown} with an unknown outcome"] * bool(report.unknown)
+    words += [_left_on_error(report)] * bool(report.enrollments_failed)
+    words += [f"{undelivered_batches} {'batch' if undelivered_batches == 1 else 'batches'} not delivered"] * bool(undelivered_batches)
+    return ", ".join(words)
+
+
 def summary(report: TickReport, *, undelivered_batches: int = 0) -> str:
     """What the tick did, in the operator's words."""
     words = (
@@ -107,6 +146,8 @@ def summary(report: TickReport, *, undelivered_batches: int = 0) -> str:
     )
     if report.waiting is not None:  # counted unless the tick was told not to (benchmarks)
         words += f", {report.waiting} waiting"
+    if report.handed_off:
+        words += f", {report.handed_off} handed off to sales"
     if report.skipped:
         words += f", {report.skipped} skipped (suppressed)"
     if report.deferred or report.withheld:
@@ -120,7 +161,7 @@ def summary(report: TickReport, *, undelivered_batches: int = 0) -> str:
     if report.pending:
         words += f", {report.pending} still pending (they go with the next tick)"
     if report.enrollments_failed:
-        words += f", {report.enrollments_failed} {'lead' if report.enrollments_failed == 1 else 'leads'} left on an error (see lead show)"
+        words += f", {_left_on_error(report)} (see lead show)"
     if report.cut_off:
         words += f", {report.cut_off} cut off mid-send by a run that died (now unknown: relance outbox resolve)"
     if report.leftovers:

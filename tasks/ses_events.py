@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from relance.clock import SystemClock
+from relance.prefect_adapter import Announcer
 from relance.ses_events import drain
 from relance.settings import SettingError, Settings
 from relance.workspace import Workspace
@@ -23,6 +24,7 @@ def drain_task(engine: Engine, workspace: Workspace, settings: Settings, queue_u
     try:
         with Session(engine) as session:  # drain commits each message before it leaves the queue
             return drain(session, workspace=workspace, sqs=sqs, queue_url=queue_url, clock=SystemClock(), once=True,
-                         dead_letter_url=dead_letter_url, machine_click_seconds=settings.machine_click_seconds)
+                         dead_letter_url=dead_letter_url, machine_click_seconds=settings.machine_click_seconds,
+                         announce=Announcer())  # the ticks of the scenarios these events woke run now
     except SettingError as exc:  # the queue is out of reach or refuses: retried, and said, without a traceback
         return Failed(message=str(exc))

@@ -13,7 +13,7 @@ import logging
 import math
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, Any, Iterator, Literal, Union
+from typing import Annotated, Any, Callable, Iterator, Literal, Union
 from urllib.parse import parse_qs
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
@@ -426,9 +426,12 @@ def _bears(authorization: str | None, token: str) -> bool:
     return scheme.lower() == "bearer" and right_token
 
 
-def create_app(settings: Settings, *, engine: Engine, workspace: Workspace, clock: Clock | None = None) -> FastAPI:
-    """The app over one database and one scenarios folder."""
+def create_app(settings: Settings, *, engine: Engine, workspace: Workspace, clock: Clock | None = None,
+               announce: Callable[..., None] | None = None) -> FastAPI:
+    """The app over one database and one scenarios folder; `announce` (relance.prefect_adapter.Announcer) hears of
+    the scenarios each request made due, so that their ticks run now."""
     clock = clock or SystemClock()
+    announce = announce or (lambda due, *, channel: None)
     app = FastAPI(title="relance", description="Tracking, unsubscribe and event intake of relance.", version="0.1.0")
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
@@ -450,9 +453,10 @@ def create_app(settings: Settings, *, engine: Engine, workspace: Workspace, cloc
         properties = {"scenario": row.scenario, "step_id": row.step_id, "enrollment_id": row.enrollment_id,
                       "outbox_id": row.id, **extra}
         with Session(engine) as session:
-            ingest_events(session, workspace=workspace, events=[IncomingEvent(type_, lead.email, clock.now(), properties, key)],
-                          now=clock.now(), channel="link", machine_click_seconds=settings.machine_click_seconds)
+            result = ingest_events(session, workspace=workspace, events=[IncomingEvent(type_, lead.email, clock.now(), properties, key)],
+                                   now=clock.now(), channel="link", machine_click_seconds=settings.machine_click_seconds)
             session.commit()
+        announce(result.due, channel="link")
 
     def genuine(token: str, kind: str) -> dict[str, Any]:
         payload = tracking.verify(settings.verifying_keys, token, kind=kind)
@@ -557,6 +561,7 @@ def create_app(settings: Settings, *, engine: Engine, workspace: Workspace, cloc
             with Session(engine) as session:
                 result = ingest_events(session, workspace=workspace, events=incoming, now=now, channel="api")
                 session.commit()
+            announce(result.due, channel="api")
         except UnknownLead as exc:
             index = next(i for i, e in enumerate(incoming) if e.email.strip().lower() in str(exc))
             raise HTTPException(422, [{"loc": ["body", index, "email"], "msg": str(exc), "type": "unknown_lead"}]) from exc

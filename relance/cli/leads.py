@@ -121,6 +121,9 @@ def event(
             session.commit()
     except (UnknownLead, BadEvent) as exc:
         _fail(str(exc))
+    from relance.prefect_adapter import Announcer
+
+    Announcer()(result.due, channel="cli")  # with a Prefect server, the ticks of the scenarios it made due run now
     console.print(
         f"{'stored' if result.stored else 'already stored (same idempotency key)'}: {type} for {lead}; "
         f"entered {result.enrolled} scenario(s), woke {result.woken} waiting enrollment(s)"

@@ -102,7 +102,7 @@ def flow_reengage(now: Optional[str] = typer.Option(None, "--now", help=NOW_HELP
 
 
 def ses_events(
-    queue_url: str = typer.Option(..., "--queue-url", help="The SQS queue SES events arrive in (through SNS)."),
+    queue_url: Optional[str] = typer.Option(None, "--queue-url", help="The SQS queue SES events arrive in (through SNS); default RELANCE_SES_QUEUE_URL."),
     once: bool = typer.Option(False, "--once", help="Stop when the queue is empty (default: keep listening)."),
     dead_letter_url: Optional[str] = typer.Option(None, "--dead-letter-url", help="Where unusable messages go."),
     set_aside_dir: Path = typer.Option(Path("ses-set-aside"), "--set-aside-dir", help="Where they go without a dead-letter queue."),
@@ -114,6 +114,7 @@ def ses_events(
     from relance.plans import open_store
     from sqlmodel import Session
 
+    from relance.prefect_adapter import Announcer
     from relance.ses_events import drain
 
     from botocore.config import Config
@@ -122,6 +123,13 @@ def ses_events(
 
     clock = FrozenClock(_now(now)) if now else SystemClock()  # --now: every message at that time; else each at its own
     settings, workspace = _settings(), _workspace()
+    queue_url = queue_url or settings.ses_queue_url
+    dead_letter_url = dead_letter_url or settings.ses_dead_letter_url
+    if not queue_url:
+        from relance.settings import SettingError
+
+        raise SettingError("no queue to drain: give --queue-url URL or set RELANCE_SES_QUEUE_URL (the queue URL from "
+                           "infra/ses-events.cfn.yaml's outputs)")
     wait = 1 if once else 20
     sqs = boto3.client("sqs", region_name=settings.ses_region, endpoint_url=settings.ses_endpoint_url,
                        config=Config(connect_timeout=settings.ses_timeout, read_timeout=wait + settings.ses_timeout,
@@ -129,7 +137,7 @@ def ses_events(
     with Session(open_store(settings)) as session:  # drain commits each message before it leaves the queue
         report = drain(session, workspace=workspace, sqs=sqs, queue_url=queue_url, clock=clock, once=once,
                        dead_letter_url=dead_letter_url, set_aside_dir=set_aside_dir, wait_seconds=wait,
-                       machine_click_seconds=settings.machine_click_seconds)
+                       machine_click_seconds=settings.machine_click_seconds, announce=Announcer())
     for reason in report.reasons:
         err.print(f"set aside: {reason}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"{report.stored} stored, {report.duplicates} already stored, {report.suppressed} suppressed, "
@@ -147,7 +155,9 @@ def serve(
     from relance.plans import open_store
 
     workspace, settings = _workspace(), _signing_settings(api=True)  # at start-up: a missing folder is refused now, not at the first request
-    api = create_app(settings, engine=open_store(settings), workspace=workspace)
+    from relance.prefect_adapter import Announcer
+
+    api = create_app(settings, engine=open_store(settings), workspace=workspace, announce=Announcer(in_background=True))
     uvicorn.run(api, host=host, port=port, proxy_headers=True)
 
 

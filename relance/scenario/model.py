@@ -11,8 +11,10 @@ import re
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Iterator, Literal, Union, get_args
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -492,6 +494,50 @@ Reentry = Union[Literal["never", "always"], ReentryAfter]
 
 
 DEFAULT_PRIORITY = 50
+_CRON = re.compile(r"^\s*[0-9A-Za-z*?/,#-]+(\s+[0-9A-Za-z*?/,#-]+){4}\s*$")
+MIN_SCHEDULE = timedelta(minutes=1)
+
+
+class CronSchedule(Strict):
+    cron: str = Field(description="Five cron fields (minute hour day-of-month month day-of-week), e.g. '*/5 8-19 * * mon-fri'.")
+    timezone: str | None = Field(None, description="The time zone the cron reads in (IANA, e.g. Europe/Paris); default UTC.")
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if not _CRON.match(value):
+            raise ValueError(f"bad cron {value!r}: expected five fields (minute hour day month weekday), like '0 9 * * mon-fri'")
+        return value.strip()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}: expected an IANA name such as Europe/Paris") from None
+        return value
+
+
+def _every(value: Any) -> timedelta:
+    """A schedule's duration: at least a minute (Prefect's scheduler would not keep up with less)."""
+    every = parse_duration(value)
+    if every < MIN_SCHEDULE:
+        raise ValueError("a tick runs at most once a minute: the schedule must be 1m or more")
+    return every
+
+
+Every = Annotated[timedelta, BeforeValidator(_every), PlainSerializer(format_duration, return_type=str),
+                  WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["10m", "1h"]})]
+TickSchedule = Annotated[
+    Union[Annotated[Every, Tag("every")], Annotated[CronSchedule, Tag("cron")]],
+    Discriminator(
+        lambda v: "cron" if isinstance(v, (dict, CronSchedule)) else "every" if isinstance(v, (str, timedelta)) else None,
+        custom_error_type="bad_schedule",
+        custom_error_message="a schedule is a duration (10m, 1h) or {cron: '0 9 * * mon-fri', timezone: Europe/Paris}",
+    ),
+]
 
 
 class Scenario(Strict):
@@ -510,6 +556,9 @@ class Scenario(Strict):
         "Why this scenario's emails are not marketing (e.g. 'order confirmations'): caps and quiet hours do not hold them back."))
     newsletter: bool | None = Field(None, description=(
         "true: this scenario is the newsletter; a lead who chose 'only the newsletter' on the unsubscribe page still gets it."))
+    schedule: TickSchedule | None = Field(None, description=(
+        "How often the scenario's tick runs on the Prefect server besides the events that wake it: a duration "
+        "(10m, the default; 1h) or {cron: '0 9 * * mon-fri', timezone: Europe/Paris}."))
 
     @property
     def name(self) -> str:

@@ -34,8 +34,9 @@ LEAVE = None  # an edge to None means: the lead leaves the scenario
 
 
 def definition_of(scenario: Scenario) -> dict[str, Any]:
-    """The canonical JSON form of a scenario (what is stored and hashed)."""
-    return scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
+    """The canonical JSON form of a scenario (what is stored and hashed). The tick's `schedule` is left out: it
+    says when the server runs the tick, not the path a lead takes, so changing it starts no new version."""
+    return scenario.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"schedule"})
 
 
 def content_hash(scenario: Scenario) -> str:

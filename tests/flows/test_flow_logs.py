@@ -78,7 +78,8 @@ def test_a_delivery_refused_for_now_is_one_sentence_in_the_flow_log_not_a_stack_
 
     said = log.getvalue()
     assert "Greylisted, try again later" in said and "Retries are exhausted" in said
-    assert "ERROR Encountered exception during execution: TickError(" in said
+    assert "ERROR welcome: emails not delivered yet, they stay pending for the next tick: batch 1 (1 emails of step hello 1)" in said
+    assert "Finished in state Failed('welcome: emails not delivered yet" in said  # the run's state message says it too
     assert "Traceback" not in said
 
 

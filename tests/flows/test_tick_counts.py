@@ -180,6 +180,7 @@ def _expected(engine, scenario: str, at: datetime, due_before: int) -> dict[str,
             "waiting": sum(1 for e in active if e.waiting is not None),
             "deferred": sum(1 for o in mine if o.held and o.status != "skipped"),  # held back by sending.yaml (none here)
             "withheld": sum(1 for o in mine if o.held and o.status == "skipped"),
+            "handed_off": sum(1 for r in log if r.kind == "handoff" and r.outcome == "handed-off" and r.at == at),
         },
         "table": [{"step": step, "now here": sum(1 for e in active if e.step_id == step),
                    "waiting": sum(1 for e in active if e.step_id == step and e.waiting is not None),

@@ -102,7 +102,7 @@ def test_a_tick_enrolls_the_segment_sends_in_batches_and_publishes_the_step_coun
     assert state.is_completed()
     assert state.result() == {
         "scenario": "welcome", "entered": 5, "advanced": 5, "batches": 3, "sent": 5, "skipped": 0, "failed": 0, "leftovers": 0,
-        "unknown": 0, "pending": 0, "cut_off": 0, "enrollments_failed": 0, "waiting": 5, "deferred": 0, "withheld": 0,
+        "unknown": 0, "pending": 0, "cut_off": 0, "enrollments_failed": 0, "waiting": 5, "deferred": 0, "withheld": 0, "handed_off": 0,
     }
     sent = sorted(message_from_bytes(p.read_bytes())["To"] for p in settings.outbox_dir.glob("*.eml"))
     assert sent == emails
@@ -159,7 +159,7 @@ def test_a_second_tick_at_the_same_instant_sends_nothing_again(settings: Setting
 
     assert again == {
         "scenario": "welcome", "entered": 0, "advanced": 0, "batches": 0, "sent": 0, "skipped": 0, "failed": 0, "leftovers": 0,
-        "unknown": 0, "pending": 0, "cut_off": 0, "enrollments_failed": 0, "waiting": 3, "deferred": 0, "withheld": 0,  # still waiting: the first tick put them there
+        "unknown": 0, "pending": 0, "cut_off": 0, "enrollments_failed": 0, "waiting": 3, "deferred": 0, "withheld": 0, "handed_off": 0,  # still waiting: the first tick put them there
     }
     assert len(list(settings.outbox_dir.glob("*.eml"))) == 3
     assert _artifact("tick-welcome").description.startswith("welcome: 0 entered, 0 due, 0 batches, 0 sent, 3 waiting")
