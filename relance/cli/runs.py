@@ -155,9 +155,17 @@ def serve(
     from relance.plans import open_store
 
     workspace, settings = _workspace(), _signing_settings(api=True)  # at start-up: a missing folder is refused now, not at the first request
+    from sqlmodel import Session
+
+    from relance.clock import SystemClock
+    from relance.plans import sync_scenarios
     from relance.prefect_adapter import Announcer
 
-    api = create_app(settings, engine=open_store(settings), workspace=workspace, announce=Announcer(in_background=True))
+    engine = open_store(settings)
+    with Session(engine) as session:  # the scenarios' triggers must be on record before the first event comes in
+        sync_scenarios(session, workspace=workspace, now=SystemClock().now())
+        session.commit()
+    api = create_app(settings, engine=engine, workspace=workspace, announce=Announcer(in_background=True))
     uvicorn.run(api, host=host, port=port, proxy_headers=True)
 
 
