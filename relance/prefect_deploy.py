@@ -187,11 +187,12 @@ def _one(client, d: Deployment, pull: list[dict], dry_run: bool) -> Change:
 
 
 def _set_trigger(client, deployment_id, d: Deployment) -> None:
-    from prefect.cli.deploy._triggers import DeploymentTriggerAdapter
+    from prefect.events.schemas.deployment_triggers import DeploymentTriggerTypes
+    from pydantic import TypeAdapter
 
     client.delete_resource_owned_automations(f"prefect.deployment.{deployment_id}")
-    if (spec := trigger_of(d)) is not None:
-        trigger = DeploymentTriggerAdapter.validate_python(spec)
+    if (spec := trigger_of(d)) is not None:  # read as `prefect deploy` reads prefect.yaml's `triggers:`
+        trigger = TypeAdapter(DeploymentTriggerTypes).validate_python(spec)
         trigger.set_deployment_id(deployment_id)
         client.create_automation(trigger.as_automation())
 
