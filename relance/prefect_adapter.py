@@ -167,8 +167,8 @@ class Announcer:
             with get_client(sync_client=True) as client:
                 client.request("POST", "/events", json=events).raise_for_status()
         except Exception as exc:  # noqa: BLE001 - the events are stored; the scheduled tick will run them
-            self.logger.warning("could not tell Prefect at %s that %s have work due (%s): their next scheduled tick "
-                                "will run it", self.api_url, ", ".join(sorted(due)), type(exc).__name__ + (f": {exc}" if str(exc) else ""))
+            self.logger.warning("could not ask Prefect at %s to tick %s now (%s): the next scheduled tick will do the work",
+                                self.api_url, ", ".join(sorted(due)), type(exc).__name__ + (f": {exc}" if str(exc) else ""))
 
     def close(self) -> None:
         """Wait for the posts in flight (a process about to exit)."""

@@ -20,22 +20,13 @@ def deploy(
 ) -> None:
     """Make the Prefect server's deployments match the scenarios folder: one tick per scenario (its `schedule:`, and
     within seconds of the events it waits for), the housekeeping flows, the SES-events drain; rewrite prefect.yaml."""
-    from relance.deployments import prefect_yaml, wanted
+    from relance.deployments import wanted
     from relance.prefect_deploy import DeployError, apply
 
     settings, workspace = _settings(), _workspace()
     _warn_broken(workspace)
     deployments = wanted(workspace, ses_queue_url=settings.ses_queue_url)
-    record = Path.cwd() / RECORD
-    text = prefect_yaml(wanted(workspace, ses_queue_url=None), prefect_version=version("prefect"))
-    current = record.read_text(encoding="utf-8") if record.exists() else None
-    if current != text:
-        if not dry_run:
-            record.write_text(text, encoding="utf-8")
-        console.print(f"{RECORD}: {'would be ' if dry_run else ''}{'rewritten' if current else 'written'} "
-                      f"({len(deployments)} deployments)")
-    else:
-        console.print(f"{RECORD}: up to date")
+    _record(workspace, settings.scenarios_dir, dry_run=dry_run, required=yaml_only)
     if yaml_only:
         return
     try:
@@ -52,3 +43,22 @@ def deploy(
                   + ("" if dry_run else "; run the flows with `relance worker` (or `prefect worker start --pool relance`)"))
     if not settings.ses_queue_url:
         err.print("ses-events: its schedule is off: set RELANCE_SES_QUEUE_URL (here and on the worker) to drain SES events")
+
+
+def _record(workspace, scenarios_dir: Path, *, dry_run: bool, required: bool) -> None:
+    """Rewrite ./prefect.yaml when it no longer says what ./scenarios calls for. It records the project's own
+    folder only: deploying another one (RELANCE_SCENARIOS_DIR) leaves it alone, unless --yaml asks for it."""
+    from relance.deployments import prefect_yaml, wanted
+
+    record = Path.cwd() / RECORD
+    if not required and Path(scenarios_dir).resolve() != (Path.cwd() / "scenarios").resolve():
+        console.print(f"{RECORD}: left alone (it records ./scenarios; these deployments are of {scenarios_dir})")
+        return
+    text = prefect_yaml(wanted(workspace, ses_queue_url=None), prefect_version=version("prefect"))
+    current = record.read_text(encoding="utf-8") if record.exists() else None
+    if current == text:
+        console.print(f"{RECORD}: up to date")
+        return
+    if not dry_run:
+        record.write_text(text, encoding="utf-8")
+    console.print(f"{RECORD}: {'would be ' if dry_run else ''}{'rewritten' if current else 'written'} from {scenarios_dir}")
