@@ -116,6 +116,10 @@ def test_a_tick_enrolls_the_segment_sends_in_batches_and_publishes_the_step_coun
                     {"step": "pause", "now here": 5, "waiting": 5, "this tick": "waiting 5"},
                     {"step": "done", "now here": 0, "waiting": 0, "this tick": ""}]
     assert artifact.description.startswith("welcome: 5 entered, 5 due, 3 batches, 5 sent, 5 waiting")
+    assert state.message == "5 entered, 5 sent, 5 waiting"  # what the run did, at a glance in the UI
+    progress = _artifact("progress-welcome")  # more than one batch: the UI shows how far the tick has got
+    assert progress.type == "progress" and progress.flow_run_id == state.state_details.flow_run_id
+    assert float(progress.data) == 100.0 and progress.description == "welcome: 5 of 5 due enrollments advanced"
 
 
 class RefusesOnceAfter:
