@@ -273,7 +273,7 @@ def _line_matches(line: str, figures: dict[str, Any]) -> None:
                 "waiting": figures["waiting"], ("batch" if figures["batches"] == 1 else "batches"): figures["batches"]}
     optional = {"skipped": figures["skipped"], "failed": figures["failed"], "with an unknown outcome": figures["unknown"],
                 "leads left on an error": figures["enrollments_failed"], "lead left on an error": figures["enrollments_failed"],
-                "cut off mid-send by a run that died": figures["cut_off"],
+                "cut off mid-send by a run that died": figures["cut_off"], "handed off to sales": figures["handed_off"],
                 "other pending messages sent": figures["leftovers"], "other pending message sent": figures["leftovers"]}
     expected.update({words: n for words, n in optional.items() if n and words in found})
     assert found == expected, line  # every number in the line is one of these, and right
