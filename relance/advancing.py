@@ -18,7 +18,7 @@ from sqlmodel import Session
 
 from relance.effects import CHANGES_LEAD, Applying, Written, apply_effect
 from relance.engine.interpreter import advance
-from relance.engine.types import Effect
+from relance.engine.types import Effect, NotReady
 from relance.enrollment import enroll_leads, events_of, lead_facts, state_of, state_values
 from relance.plans import current_version_ids, plan_for_version
 from relance.sales import last_rejections, ready_for_sales
@@ -135,8 +135,9 @@ def _advance_claimed(session: Session, claimed: Sequence[Row], *, workspace: Wor
         history = events.get(lead.id, [])
         outcome = advance(
             plan, state_of(enrollment), lead_facts(lead, scoring), history, now,
-            handoff_ready=lambda facts, history=history, lead=lead: lead.suppressed is None and ready_for_sales(
-                scoring, score=facts.score, grade=facts.grade, events=history, rejection=rejections.get(lead.id), now=now),
+            handoff_ready=lambda facts, history=history, lead=lead: ready_for_sales(
+                scoring, score=facts.score, grade=facts.grade, events=history, rejection=rejections.get(lead.id), now=now)
+            if lead.suppressed is None else NotReady(why=f"address suppressed ({lead.suppressed})", reason="address suppressed"),
         )
         if outcome.state.status == "active" and (outcome.state.due_at is None or outcome.state.due_at <= now):
             outcome.state.status, outcome.state.due_at = "failed", None

@@ -13,11 +13,11 @@ from typing import Any
 from sqlalchemy import String, and_, cast, func, or_, select, update
 from sqlmodel import Session
 
-from relance.engine.types import EventFact
+from relance.engine.types import EventFact, NotReady
 
 from relance.scoring.config import ScoringConfig
 from relance.scoring.ledger import move_stage
-from relance.scoring.rules import at_handoff_point, is_sales_ready, team_for
+from relance.scoring.rules import handoff_shortfall, is_sales_ready, team_for
 from relance.store.repo import find_lead, record_events
 from relance.store.tables import Event, Handoff, Lead, Outbox, ScoreChange, profile_of
 from relance.wakes import lock_active_enrollments, wake_for_lead_changes
@@ -111,16 +111,17 @@ def last_rejections(session: Session, lead_ids) -> dict[int, Handoff]:
 
 
 def ready_for_sales(scoring: ScoringConfig, *, score: int, grade: str, events, rejection: Handoff | None,
-                    now: datetime) -> bool | str:
-    """True at the hand-off point; while the lead cools off after a rejection, the sentence saying until when.
+                    now: datetime) -> bool | str | NotReady:
+    """True at the hand-off point; while the lead cools off after a rejection, the sentence saying until when;
+    otherwise what it misses (a NotReady: `score 29 < 60`).
 
     After a rejection only a sales-ready action that happened since counts (the score stays as it is)."""
-    if rejection is None:
-        return at_handoff_point(scoring, score=score, grade=grade, events=events)
-    until = rejection.answered_at + scoring.handoff.after_rejection
-    if now < until:
-        return f"cooling off until {until:%Y-%m-%d} after rejection ({rejection.reason})"
-    return at_handoff_point(scoring, score=score, grade=grade, events=events, since=rejection.answered_at)
+    if rejection is not None:
+        until = rejection.answered_at + scoring.handoff.after_rejection
+        if now < until:
+            return f"cooling off until {until:%Y-%m-%d} after rejection ({rejection.reason})"
+    since = rejection.answered_at if rejection is not None else None
+    return handoff_shortfall(scoring, score=score, grade=grade, events=events, since=since) or True
 
 
 def sales_ready_since(session: Session, scoring: ScoringConfig, lead_id: int, since: datetime | None) -> list[EventFact]:

@@ -24,6 +24,7 @@ from relance.engine.types import (
     EventFact,
     OpenHandoff,
     LeadFacts,
+    NotReady,
     NotifySomeone,
     SendEmail,
     Trace,
@@ -32,8 +33,10 @@ from relance.engine.windows import into_window
 from relance.scenario.model import AnyStep, End, Enroll, Handoff, If, Notify, Score, Send, SetStep, Split, Wait, WaitUntil
 from relance.scenario.plan import Plan
 
-# True: hand off; False: not at the hand-off point; a sentence: held back (a rejected lead cooling off), and why
-HandoffReady = Callable[[LeadFacts], "bool | str"]
+# True: hand off; False or a NotReady (which says why): not at the hand-off point; a sentence: held back (a rejected
+# lead cooling off), and why
+HandoffReady = Callable[[LeadFacts], "bool | str | NotReady"]
+COOLING_OFF = "cooling off after a rejection"  # the reason of every `cooling-off` row: its `why` has the lead's date
 
 
 def enter(plan: Plan, lead: LeadFacts, now: datetime) -> EnrollmentState:
@@ -156,7 +159,9 @@ class _Run:
                     self.lead = replace(self.lead, stage="sql-pending")
                     self.trace(step.id, "handoff", "handed-off")
                 elif isinstance(ready, str) and ready:
-                    self.trace(step.id, "handoff", "cooling-off", why=ready)
+                    self.trace(step.id, "handoff", "cooling-off", why=ready, reason=COOLING_OFF)
+                elif isinstance(ready, NotReady):
+                    self.trace(step.id, "handoff", "not-ready", why=ready.why, reason=ready.reason)
                 else:
                     self.trace(step.id, "handoff", "not-ready")
                 self.go(edges["next"])

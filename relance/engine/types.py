@@ -124,6 +124,15 @@ class Trace:
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class NotReady:
+    """Why a lead is not at the hand-off point: `why` names its own figures (`score 29 < 60`), `reason` the rule it
+    misses in words that read the same for every lead (`score below 60`), so that reasons can be counted."""
+
+    why: str
+    reason: str
+
+
 @dataclass
 class Advance:
     """The result of advancing one enrollment: its new state, what to do, what happened."""

@@ -9,6 +9,8 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from relance.engine.conditions import page_path
+from relance.engine.types import NotReady
+from relance.scenario.model import grade_at_least
 from relance.scoring.config import ScoringConfig
 
 
@@ -70,11 +72,26 @@ def is_sales_ready(config: ScoringConfig, event) -> bool:
 def at_handoff_point(config: ScoringConfig, *, score: int, grade: str, events, since: datetime | None = None) -> bool:
     """Score and grade meet `handoff`, and (when listed) one sales-ready action happened (after `since`, the last
     rejection by sales, when given: an action sales has already turned down does not count again)."""
-    if not config.meets(config.handoff, score=score, grade=grade):
-        return False
-    if not config.handoff.sales_ready:
-        return True
-    return any(is_sales_ready(config, e) for e in events if since is None or e.occurred_at > since)
+    return handoff_shortfall(config, score=score, grade=grade, events=events, since=since) is None
+
+
+def handoff_shortfall(config: ScoringConfig, *, score: int, grade: str, events,
+                      since: datetime | None = None) -> NotReady | None:
+    """What keeps a lead from the hand-off point (`at_handoff_point`), every unmet rule of `handoff` in one NotReady
+    (`score 29 < 60, grade C < B`); None when it is there."""
+    point = config.handoff
+    missing: list[tuple[str, str]] = []
+    if score < point.score_at_least:
+        missing.append((f"score {score} < {point.score_at_least}", f"score below {point.score_at_least}"))
+    if not grade_at_least(grade, point.grade_at_least):
+        missing.append((f"grade {grade or 'none'} < {point.grade_at_least}",) * 2)  # few grades: counted as they are
+    if not missing and point.sales_ready and not any(
+            is_sales_ready(config, e) for e in events if since is None or e.occurred_at > since):
+        words = "no sales-ready action" + (" since the last rejection" if since is not None else "")
+        missing.append((words, words))
+    if not missing:
+        return None
+    return NotReady(why=", ".join(w for w, _ in missing), reason=", ".join(r for _, r in missing))
 
 
 def team_for(config: ScoringConfig, profile: Mapping[str, Any]) -> str | None:
