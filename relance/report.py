@@ -34,16 +34,6 @@ def _hours(values: list[float]) -> float | None:
     return round(median(values), 2) if values else None
 
 
-# what a step-log outcome is called where people read it beside the counts of now: a send step's `sent` row means
-# the email was written to the outbox (whether it left is the `sent` column), `waiting` that it began a wait then
-_OUTCOME_WORDS = {"sent": "written", "waiting": "began waiting"}
-
-
-def outcome_words(outcomes: dict[str, int]) -> str:
-    """A step's step-log outcomes for a person, most frequent first: `written 12, began waiting 3, then 2`."""
-    return ", ".join(f"{_OUTCOME_WORDS.get(k, k)} {v}" for k, v in sorted(outcomes.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
 def funnel(session: Session) -> dict[str, Any]:
     """Leads that ever reached each stage (current stage or history), and the rates between them."""
     leads = session.exec(select(Lead.id, Lead.stage, Lead.created_at)).all()
@@ -74,19 +64,33 @@ def funnel(session: Session) -> dict[str, Any]:
     }
 
 
-def standing(session: Session, scenario: str | None = None) -> dict[tuple[str, str], tuple[int, int]]:
-    """Where the active enrollments are right now: (scenario, step) -> (at this step, of which in a wait)."""
+def whereabouts(session: Session, scenario: str | None = None, *, now: datetime | None = None,
+                within: timedelta = timedelta(hours=1)) -> dict[tuple[str, str], dict[str, Any]]:
+    """Where the active enrollments are right now, per (scenario, step): `now` (at this step), `waiting` (of which in a
+    wait), `due` (of which due by `now` + `within`: 0 without `now`), `first_due` and `last_due` (their earliest and
+    latest due time, None if none is set)."""
+    horizon = ensure_utc(now) + within if now is not None else None
+    due = func.count(Enrollment.id).filter(Enrollment.due_at <= horizon) if horizon is not None else literal_column("0")
     rows = session.exec(
-        select(Enrollment.scenario, Enrollment.step_id, func.count(), func.count(Enrollment.waiting))
+        select(Enrollment.scenario, Enrollment.step_id, func.count(), func.count(Enrollment.waiting), due,
+               func.min(Enrollment.due_at), func.max(Enrollment.due_at))
         .where(Enrollment.status == "active", Enrollment.step_id.is_not(None), *([Enrollment.scenario == scenario] if scenario else []))
         .group_by(Enrollment.scenario, Enrollment.step_id)
     ).all()
-    return {(name, step_id): (n, waiting) for name, step_id, n, waiting in rows}
+    return {(name, step_id): {"now": n, "waiting": waiting, "due": int(n_due or 0),
+                              "first_due": ensure_utc(first) if first else None, "last_due": ensure_utc(last) if last else None}
+            for name, step_id, n, waiting, n_due, first, last in rows}
+
+
+def standing(session: Session, scenario: str | None = None) -> dict[tuple[str, str], tuple[int, int]]:
+    """Where the active enrollments are right now: (scenario, step) -> (at this step, of which in a wait)."""
+    return {key: (here["now"], here["waiting"]) for key, here in whereabouts(session, scenario).items()}
 
 
 def steps(session: Session, scenario: str | None = None, orders: dict[str, tuple[str, ...]] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Per scenario and step, since the scenario started: reached and entered (step log), now here and waiting
-    (active enrollments), sent (outbox rows that left), opened and clicked (distinct leads), left here
+    (active enrollments), sent (outbox rows that left), delivered, opened and clicked (distinct leads whose
+    `email_delivered`, `email_opened`, `email_clicked` event names the step), left here
     (enrollments that ended at this step: completed, exited, failed, moved on), and the step log's outcomes."""
     of = (lambda column: [column == scenario]) if scenario else (lambda column: [])
     rows = session.exec(select(StepLog.scenario, StepLog.step_id, StepLog.outcome, func.count()).where(*of(StepLog.scenario))
@@ -95,7 +99,7 @@ def steps(session: Session, scenario: str | None = None, orders: dict[str, tuple
 
     def entry(key: tuple[str, str]) -> dict[str, Any]:
         return table.setdefault(key, {"step": key[1], "reached": 0, "entered": 0, "now": 0, "waiting": 0, "sent": 0,
-                                      "opened": 0, "clicked": 0, "left": 0, "outcomes": {}})
+                                      "delivered": 0, "opened": 0, "clicked": 0, "left": 0, "outcomes": {}})
 
     for name, step_id, outcome, n in rows:
         entry((name, step_id))["outcomes"][outcome] = n
@@ -118,14 +122,16 @@ def steps(session: Session, scenario: str | None = None, orders: dict[str, tuple
         .group_by(Outbox.scenario, Outbox.step_id)
     ).all():
         entry((name, step_id))["sent"] = n
-    # distinct leads who opened / clicked each step's email, counted by the database (JSON properties on both backends)
+    # distinct leads whose email of each step was delivered (the mail service said so: SES), opened, clicked, counted by
+    # the database (JSON properties on both backends)
     of_scenario, of_step = Event.properties["scenario"].as_string(), Event.properties["step_id"].as_string()
     engaged = dict(((name, step_id, kind), n) for name, step_id, kind, n in session.exec(
         select(of_scenario, of_step, Event.type, func.count(func.distinct(Event.lead_id)))
-        .where(Event.type.in_(("email_opened", "email_clicked")), *of(of_scenario))
+        .where(Event.type.in_(("email_delivered", "email_opened", "email_clicked")), *of(of_scenario))
         .group_by(of_scenario, of_step, Event.type)
     ).all())
     for (name, step_id), row in table.items():
+        row["delivered"] = engaged.get((name, step_id, "email_delivered"), 0)
         row["opened"] = engaged.get((name, step_id, "email_opened"), 0)
         row["clicked"] = engaged.get((name, step_id, "email_clicked"), 0)
         row["entered"] = row["outcomes"].get("entered", 0)
@@ -491,15 +497,19 @@ def held_back(session: Session, *, scenario: str | None = None) -> dict[str, Any
     return dict(sorted(figures.items()))
 
 
+def leads_by_stage(session: Session) -> dict[str, int]:
+    """How many leads are at each stage now (stages no lead is at are absent)."""
+    return dict(session.exec(select(Lead.stage, func.count()).group_by(Lead.stage)).all())
+
+
 def build_report(session: Session, *, now: datetime, scenario: str | None = None,
                  orders: dict[str, tuple[str, ...]] | None = None, period: Period | None = None,
                  days: int = DELIVERABILITY_DAYS) -> dict[str, Any]:
     """Every figure of `relance report` as of `now`; `orders` puts each scenario's steps in plan order;
     `period` narrows the economics to it; `days` is how many sending days the deliverability looks back over."""
-    stages = dict(session.exec(select(Lead.stage, func.count()).group_by(Lead.stage)).all())
     return {
         "as_of": now,
-        "leads_by_stage": stages,
+        "leads_by_stage": leads_by_stage(session),
         "funnel": funnel(session),
         "scenarios": steps(session, scenario, orders),
         "sla": sla(session, now=now),

@@ -7,7 +7,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Column, Table
 
-from relance.report import outcome_words
+from relance.cockpit import outcome_words
 
 
 def _grid(first: str, *numbers: str, title: str) -> Table:

@@ -1,12 +1,14 @@
-"""The tasks that count and publish what a tick did and where its leads stand (table `tick-<scenario>`), and
-its scenario's figures since it started (markdown `report-<scenario>`, the figures of `relance report --scenario`,
-its deliverability over the last days among them), and the words for the log. What each figure means: docs/ticks.md."""
+"""The tasks that count and publish what a tick did and where its leads stand (table `tick-<scenario>`), who is where
+in its scenario now with its funnel since it started and the reasons behind each step's outcomes, its deliverability
+and what sending.yaml held back (markdown `report-<scenario>`), and the whole account (markdown `account-overview`),
+each version titled by its description. Figures: relance.standing; markdown: relance.cockpit; meaning: docs/ticks.md."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -14,8 +16,11 @@ from prefect.settings import get_current_settings
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from relance.cockpit import (account_markdown, account_title, cell as _cell, deliverability_markdown, tick_title,
+                             who_is_where_markdown, who_is_where_title)
 from relance.plans import current_version_ids, plan_for_version
-from relance.report import deliverability, held_back, outcome_words, standing, steps
+from relance.report import deliverability, held_back, standing
+from relance.standing import account_overview, who_is_where
 from relance.tick_figures import TickReport, count_tick as count_from_store, summary
 from relance.workspace import BrokenScenario
 
@@ -31,18 +36,16 @@ def artifact_key(scenario: str) -> str:
 
 
 def figures_key(scenario: str) -> str:
-    """`report-<scenario>`: the scenario's figures since it started, as `relance report --scenario` shows them."""
+    """`report-<scenario>`: who is where in the scenario now, its funnel since it started and why."""
     return "report-" + _slug(scenario)
+
+
+ACCOUNT_KEY = "account-overview"
 
 
 def figures_link(scenario: str, ui_url: str | None) -> str:
     """A markdown link to the figures artifact: absolute when the UI's address is known, else UI-relative."""
     return f"[{figures_key(scenario)}]({(ui_url or '').rstrip('/')}/artifacts/key/{figures_key(scenario)})"
-
-
-def _cell(value: object) -> str:
-    # The UI renders the table as markdown: a pipe or a newline in a step id would break a row.
-    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
 
 
 def step_rows(counts: Mapping[tuple[str, str], int], order: Sequence[str] = (),
@@ -60,48 +63,6 @@ def step_rows(counts: Mapping[tuple[str, str], int], order: Sequence[str] = (),
     return rows
 
 
-def figures_markdown(scenario: str, rows: Sequence[Mapping[str, object]]) -> str:
-    """The per-step figures of one scenario as a markdown table (the UI renders it)."""
-    head = ["step", "reached", "entered", "now here", "waiting", "sent", "opened", "clicked", "left", "step log (every pass)"]
-    lines = [f"# {_cell(scenario)}: every step since the scenario started", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        outcomes = outcome_words(r["outcomes"])  # type: ignore[arg-type]
-        cells = [r["step"], r["reached"], r["entered"], r["now"], r["waiting"], r["sent"], r["opened"], r["clicked"],
-                 r["left"], outcomes]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    if not rows:
-        lines.append("| - | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | no lead has entered yet |")
-    lines += ["", f"Same figures as `relance report --scenario {scenario}`. Waiting: in a wait now; sent: emails that left; "
-              "opened and clicked count distinct leads; the step log counts every pass (written: emails queued)."]
-    return "\n".join(lines)
-
-
-def deliverability_markdown(scenario: str, d: Mapping[str, object]) -> str:
-    """The scenario's deliverability as `relance report` shows it (`relance.report.deliverability`): a row per
-    sending day, the window's total, and its warnings."""
-    window = f"{d['first_day']} to {d['last_day']}"
-    figures = d["scenarios"].get(scenario)  # type: ignore[attr-defined]
-    lines = [f"## Deliverability, {window}", ""]
-    if not figures:
-        return "\n".join(lines + ["No email to a lead left on these days."])
-    head = ["day", "sent", "hard bounces", "soft bounces", "complaints", "unsubscribes", "hard %", "complaints %",
-            "unsubscribes %"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-
-    def pct(value: object) -> str:
-        return "-" if value is None else f"{float(value) * 100:.2f} %"  # type: ignore[arg-type]
-
-    for row in [*figures["by_day"], dict(figures["total"], day=f"last {d['days']} days")]:
-        cells = [row["day"] + ("*" if row["small_sample"] else ""), row["sent"], row["hard_bounces"], row["soft_bounces"],
-                 row["complaints"], row["unsubscribes"], pct(row["hard_bounce_rate"]), pct(row["complaint_rate"]),
-                 pct(row["unsubscribe_rate"])]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    lines += ["", f"By the day the email left (UTC); * under {d['min_sent']} emails: too few to judge alone."]
-    lines += [f"- **{_cell(w['level'])}**: {_cell(w['message'])}" for w in d["warnings"]]  # type: ignore[attr-defined]
-    return "\n".join(lines)
-
-
 @task(name="count-tick", task_run_name="count-{report.scenario}", cache_policy=NO_CACHE)
 def count_tick(engine: Engine, report: TickReport, *, now: datetime, mark: int) -> TickReport:
     """Read from the database who started in this tick and where the scenario's leads stand now."""
@@ -109,29 +70,43 @@ def count_tick(engine: Engine, report: TickReport, *, now: datetime, mark: int) 
         return count_from_store(session, report, now=now, mark=mark)
 
 
+def scenario_markdown(session: Session, scenario: str, *, order: Sequence[str], now: datetime) -> tuple[str, str]:
+    """`report-<scenario>`'s markdown and title: who is where now and why, its deliverability, what was held back."""
+    figures = who_is_where(session, scenario, order=order, now=now)
+    markdown = who_is_where_markdown(figures)
+    markdown += "\n\n" + deliverability_markdown(scenario, deliverability(session, now=now, scenario=scenario))
+    if held := held_back(session, scenario=scenario).get(scenario):
+        reasons = ", ".join(f"{kind} {n}" for kind, n in sorted(held["reasons"].items(), key=lambda kv: -kv[1]))
+        markdown += (f"\n\n**Held back by sending.yaml:** {held['deferred']} deferred ({held['waiting']} still "
+                     f"waiting), {held['skipped']} skipped; why: {_cell(reasons)}")
+    return markdown, who_is_where_title(figures)
+
+
+def publish_account(engine: Engine, *, now: datetime) -> str:
+    """Publish the account's overview as of `now` under `account-overview`; returns its title."""
+    with Session(engine) as session:
+        figures = account_overview(session, now=now)
+    title = account_title(figures)
+    create_markdown_artifact(markdown=account_markdown(figures), key=ACCOUNT_KEY, description=title)
+    return title
+
+
 @task(name="publish-report", task_run_name="report-{report.scenario}", cache_policy=NO_CACHE)
 def publish_report(
     report: TickReport, engine: Engine | None = None, *, order: Sequence[str] = (), undelivered_batches: int = 0,
     now: datetime | None = None,
 ) -> str:
-    """Publish this tick's per-step table under `tick-<scenario>`, and, given the store, the scenario's figures
-    so far under `report-<scenario>` (with its deliverability up to `now`'s day, given `now`), linked from the table's
-    description; returns the tick's artifact key."""
+    """Publish this tick's per-step table under `tick-<scenario>`, and, given the store, who is where in the scenario
+    under `report-<scenario>` (linked from the table's description) and the account under `account-overview`, each
+    titled with the tick's time; returns the tick's artifact key."""
+    now = now or datetime.now(timezone.utc)
     key = artifact_key(report.scenario)
-    description = _cell(summary(report, undelivered_batches=undelivered_batches))
+    description = tick_title(report.scenario, now, summary(report, undelivered_batches=undelivered_batches))
     if engine is not None:
         with Session(engine) as session:
-            rows = steps(session, report.scenario, {report.scenario: tuple(order)}).get(report.scenario, [])
-            markdown = figures_markdown(report.scenario, rows)
-            if now is not None:
-                markdown += "\n\n" + deliverability_markdown(report.scenario, deliverability(session, now=now,
-                                                                                              scenario=report.scenario))
-            if held := held_back(session, scenario=report.scenario).get(report.scenario):
-                reasons = ", ".join(f"{kind} {n}" for kind, n in sorted(held["reasons"].items(), key=lambda kv: -kv[1]))
-                markdown += (f"\n\n**Held back by sending.yaml:** {held['deferred']} deferred ({held['waiting']} still "
-                             f"waiting), {held['skipped']} skipped; why: {reasons}")
-        create_markdown_artifact(markdown=markdown, key=figures_key(report.scenario),
-                                 description=f"{report.scenario}: every step since the scenario started")
+            markdown, title = scenario_markdown(session, report.scenario, order=order, now=now)
+        create_markdown_artifact(markdown=markdown, key=figures_key(report.scenario), description=title)
+        publish_account(engine, now=now)
         description += " · scenario figures: " + figures_link(report.scenario, get_current_settings().ui_url)
     rows = step_rows(report.counts, order, report.standing) or [{"step": "-", "now here": 0, "waiting": 0,
                                                                    "this tick": "nothing was due"}]

@@ -122,8 +122,8 @@ def _steps(c: Connection) -> dict[str, dict[str, dict[str, Any]]]:
 
     def row(scenario: str, step: str) -> dict[str, Any]:
         return table.setdefault(scenario, {}).setdefault(step, {
-            "step": step, "reached": 0, "entered": 0, "now": 0, "waiting": 0, "sent": 0, "opened": 0, "clicked": 0,
-            "left": 0, "outcomes": {}})
+            "step": step, "reached": 0, "entered": 0, "now": 0, "waiting": 0, "sent": 0, "delivered": 0, "opened": 0,
+            "clicked": 0, "left": 0, "outcomes": {}})
 
     for scenario, step, reached, entered in _rows(c, "SELECT scenario, step_id, COUNT(DISTINCT enrollment_id), "
                                                      "SUM(CASE WHEN kind = 'enter' THEN 1 ELSE 0 END) FROM step_log "
@@ -145,11 +145,12 @@ def _steps(c: Connection) -> dict[str, dict[str, dict[str, Any]]]:
         row(scenario, step)["sent"] = n
     engaged: dict[tuple[str, str, str], set[int]] = {}
     for lead_id, kind, properties in _rows(c, "SELECT lead_id, type, properties FROM event "
-                                              "WHERE type IN ('email_opened', 'email_clicked')"):
+                                              "WHERE type IN ('email_delivered', 'email_opened', 'email_clicked')"):
         p = json.loads(properties) if isinstance(properties, str) else properties
         engaged.setdefault((p.get("scenario"), p.get("step_id"), kind), set()).add(lead_id)
     for scenario, steps in table.items():
         for step, r in steps.items():
+            r["delivered"] = len(engaged.get((scenario, step, "email_delivered"), ()))
             r["opened"] = len(engaged.get((scenario, step, "email_opened"), ()))
             r["clicked"] = len(engaged.get((scenario, step, "email_clicked"), ()))
     return table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from relance.tasks.artifacts import artifact_key, figures_key, figures_link, figures_markdown, step_rows
+from relance.tasks.artifacts import artifact_key, figures_key, figures_link, step_rows
 from relance.tick_figures import TickReport, summary
 
 
@@ -48,15 +48,3 @@ def test_the_figures_artifact_is_linked_absolutely_when_the_ui_address_is_known(
         "[report-welcome](http://prefect.internal:4200/artifacts/key/report-welcome)"
     )
     assert figures_link("welcome", None) == "[report-welcome](/artifacts/key/report-welcome)"
-
-
-def test_the_figures_table_has_one_row_per_step_and_escapes_markdown() -> None:
-    rows = [{"step": "wait|2", "reached": 4, "entered": 0, "now": 3, "waiting": 2, "sent": 0, "opened": 0, "clicked": 0,
-             "left": 1, "outcomes": {"waiting": 3, "to:end": 1}}]
-
-    text = figures_markdown("welcome", rows).splitlines()
-
-    assert text[2] == "| step | reached | entered | now here | waiting | sent | opened | clicked | left | step log (every pass) |"
-    # the step log's `waiting` rows are passes that began a wait, not who waits now (the waiting column)
-    assert text[4] == "| wait\\|2 | 4 | 0 | 3 | 2 | 0 | 0 | 0 | 1 | began waiting 3, to:end 1 |"
-    assert "no lead has entered yet" in figures_markdown("welcome", [])
