@@ -36,8 +36,8 @@ def bar(n: int, most: int, width: int = BAR_WIDTH) -> str:
 
 
 def share(part: int, whole: int) -> str:
-    """`12 (40.0 %)`: a count and its share of `whole` (the count alone when whole is 0)."""
-    return f"{part} ({part / whole * 100:.1f} %)" if whole else str(part)
+    """`12 (40.0 %)`: a count and its share of `whole` (the count alone when either is 0)."""
+    return f"{part} ({part / whole * 100:.1f} %)" if whole and part else str(part)
 
 
 def when(at: datetime | None) -> str:
@@ -87,11 +87,15 @@ def who_is_where_markdown(figures: Mapping[str, Any]) -> str:
         lines.append("No lead is in this scenario now: every enrollment has left it.")
     goals = figures["goals"]
     most = max(r["reached"] for r in rows)
-    delivered = (lambda r: share(r["delivered"], r["reached"])) if figures["delivery_reported"] else (lambda r: "-")
+
+    def mail(r: Mapping[str, Any], figure: str) -> str:  # a step that wrote no email has no email figures
+        if not r["outcomes"].get("sent") or (figure == "delivered" and not figures["delivery_reported"]):
+            return "-"
+        return share(r[figure], r["reached"])
+
     lines += ["", "## Funnel since the scenario started", ""]
     lines += table(["step", "entries", "", "sent", "delivered", "opened", "clicked", *(f"goal: {g}" for g in goals), "left"],
-                   [[r["step"], r["reached"], bar(r["reached"], most), share(r["sent"], r["reached"]), delivered(r),
-                     share(r["opened"], r["reached"]), share(r["clicked"], r["reached"]),
+                   [[r["step"], r["reached"], bar(r["reached"], most), *(mail(r, f) for f in ("sent", "delivered", "opened", "clicked")),
                      *(share(r["goals"].get(g, 0), r["reached"]) for g in goals), share(r["left"], r["reached"])]
                     for r in rows])
     explained = [r for r in rows if r["outcomes"]]
@@ -101,7 +105,7 @@ def who_is_where_markdown(figures: Mapping[str, Any]) -> str:
     lines += ["", f"Here now: active enrollments at the step; due within {span}: of them, those the next tick takes up "
               "if it runs by then; next and last due: their earliest and latest due time. Entries: enrollments that "
               "reached the step; every percentage is of the step's entries. Delivered, opened, clicked: distinct leads "
-              "(delivered as the mail service reports it, `-` when it reports none); left: enrollments that ended at "
+              "(delivered as the mail service reports it, `-` when it reports none or the step sends no email); left: enrollments that ended at "
               "the step. What each column counts: docs/ticks.md."]
     return "\n".join(lines)
 

@@ -78,7 +78,7 @@ def at_handoff_point(config: ScoringConfig, *, score: int, grade: str, events, s
 def handoff_shortfall(config: ScoringConfig, *, score: int, grade: str, events,
                       since: datetime | None = None) -> NotReady | None:
     """What keeps a lead from the hand-off point (`at_handoff_point`), every unmet rule of `handoff` in one NotReady
-    (`score 29 < 60, grade C < B`); None when it is there."""
+    (`score 29 < 60 and grade C < B`); None when it is there."""
     point = config.handoff
     missing: list[tuple[str, str]] = []
     if score < point.score_at_least:
@@ -91,7 +91,7 @@ def handoff_shortfall(config: ScoringConfig, *, score: int, grade: str, events,
         missing.append((words, words))
     if not missing:
         return None
-    return NotReady(why=", ".join(w for w, _ in missing), reason=", ".join(r for _, r in missing))
+    return NotReady(why=" and ".join(w for w, _ in missing), reason=" and ".join(r for _, r in missing))
 
 
 def team_for(config: ScoringConfig, profile: Mapping[str, Any]) -> str | None:
