@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 from relance.tasks.artifacts import artifact_key, figures_key, figures_link, step_rows
 from relance.tick_figures import TickReport, summary
+from tests.flows.test_tick_flow import NOW, _leads, settings  # noqa: F401 - the flow test's folder, leads and fixture
 
 
 def test_the_artifact_key_keeps_only_what_prefect_accepts() -> None:
@@ -48,3 +50,35 @@ def test_the_figures_artifact_is_linked_absolutely_when_the_ui_address_is_known(
         "[report-welcome](http://prefect.internal:4200/artifacts/key/report-welcome)"
     )
     assert figures_link("welcome", None) == "[report-welcome](/artifacts/key/report-welcome)"
+
+
+def test_a_tick_publishes_who_is_where_and_the_account_each_version_titled_by_its_time(settings) -> None:
+    """Read back through the Prefect client: the tick's table, who is where in its scenario, the account overview;
+    two ticks give each key two versions, told apart by their titles."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from relance.flows.tick import tick
+
+    _leads(settings, 3)
+    tick(scenario="welcome", now=NOW.isoformat())
+    tick(scenario="welcome", now=(NOW + timedelta(hours=1)).isoformat())
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=["tick-welcome", "report-welcome", "account-overview"])), sort=ArtifactSort.CREATED_DESC)
+    versions = {key: [a for a in found if a.key == key] for key in ("tick-welcome", "report-welcome", "account-overview")}
+    assert [len(v) for v in versions.values()] == [2, 2, 2]
+    assert [a.description.split(":")[0] for a in versions["tick-welcome"]] == [
+        "welcome, tick of 2026-03-02 10", "welcome, tick of 2026-03-02 09"]  # newest first, each named by its tick
+    assert versions["tick-welcome"][1].description.startswith("welcome, tick of 2026-03-02 09:00 UTC: 3 entered")
+    who, account = versions["report-welcome"][0], versions["account-overview"][0]
+    assert who.type == "markdown" and who.description == (
+        "welcome at 2026-03-02 10:00 UTC: 3 in the scenario now, 3 waiting, 0 due within 1 h, 3 entered since the start")
+    assert "| pause | 3 | " + "█" * 20 + " | 3 | 0 | 2026-03-04 09:00 UTC | 2026-03-04 09:00 UTC |" in who.data
+    assert "| hello | 3 | " + "█" * 20 + " | 3 (100.0 %) | - | 0 | 0 | 0 |" in who.data
+    assert account.type == "markdown" and account.description == (
+        "Account at 2026-03-02 10:00 UTC: 3 leads, 0 MQL and 0 SQL reached this week, 0 hand-offs waiting, 0 SLA breaches")
+    assert "| lead | 3 (100.0 %) | " + "█" * 20 + " |" in account.data
+    assert "| 3 | 0 (0.00 %) | 0 (0.00 %) | 0 (0.00 %) | 0 (0.00 %) |" in account.data  # 3 emails sent, none bounced

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 from typer.testing import CliRunner
 
+from relance.cockpit import tick_title
 from relance.email.templates import TemplateLibrary
 from relance.ingest import IncomingEvent, ingest_events
 from relance.plans import open_store, sync_scenarios
@@ -204,6 +205,7 @@ def _expected_report(engine, scenario: str) -> list[dict[str, Any]]:
         "now": sum(1 for e in enrollments if e.status == "active" and e.step_id == step),
         "waiting": sum(1 for e in enrollments if e.status == "active" and e.step_id == step and e.waiting is not None),
         "sent": sum(1 for o in outbox if o.step_id == step and o.status == "sent"),
+        "delivered": len({e.lead_id for e in events if e.type == "email_delivered" and e.properties.get("step_id") == step}),
         "opened": len({e.lead_id for e in events if e.type == "email_opened" and e.properties.get("step_id") == step}),
         "clicked": len({e.lead_id for e in events if e.type == "email_clicked" and e.properties.get("step_id") == step}),
         "left": sum(1 for e in enrollments if e.status != "active" and e.step_id == step),
@@ -312,7 +314,7 @@ def test_the_tick_flow_says_what_the_database_says_after_a_mixed_run(tmp_path, m
                                              sort=ArtifactSort.CREATED_DESC, limit=1)[0]
         assert artifact.flow_run_id == got["state"].state_details.flow_run_id
         assert json.loads(artifact.data) == expected["table"], (scenario, at)
-        assert artifact.description.startswith(got["line"] + " · scenario figures: ")
+        assert artifact.description.startswith(tick_title(scenario, at, got["line"]) + " · scenario figures: ")
 
     try:
         seen = _mixed_run(settings, tick, check)

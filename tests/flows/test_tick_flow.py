@@ -115,7 +115,8 @@ def test_a_tick_enrolls_the_segment_sends_in_batches_and_publishes_the_step_coun
     assert rows == [{"step": "hello", "now here": 0, "waiting": 0, "this tick": "sent 5"},
                     {"step": "pause", "now here": 5, "waiting": 5, "this tick": "waiting 5"},
                     {"step": "done", "now here": 0, "waiting": 0, "this tick": ""}]
-    assert artifact.description.startswith("welcome: 5 entered, 5 due, 3 batches, 5 sent, 5 waiting")
+    assert artifact.description.startswith("welcome, tick of 2026-03-02 09:00 UTC: 5 entered, 5 due, 3 batches, 5 sent, "
+                                           "5 waiting")
     assert state.message == "5 entered, 5 sent, 5 waiting"  # what the run did, at a glance in the UI
     progress = _artifact("progress-welcome")  # more than one batch: the UI shows how far the tick has got
     assert progress.type == "progress" and progress.flow_run_id == state.state_details.flow_run_id
@@ -166,7 +167,8 @@ def test_a_second_tick_at_the_same_instant_sends_nothing_again(settings: Setting
         "unknown": 0, "pending": 0, "cut_off": 0, "enrollments_failed": 0, "waiting": 3, "deferred": 0, "withheld": 0, "handed_off": 0,  # still waiting: the first tick put them there
     }
     assert len(list(settings.outbox_dir.glob("*.eml"))) == 3
-    assert _artifact("tick-welcome").description.startswith("welcome: 0 entered, 0 due, 0 batches, 0 sent, 3 waiting")
+    assert _artifact("tick-welcome").description.startswith(
+        "welcome, tick of 2026-03-02 09:00 UTC: 0 entered, 0 due, 0 batches, 0 sent, 3 waiting")
 
 
 def test_each_tick_links_to_the_scenarios_figures_as_relance_report_computes_them(settings: Settings) -> None:
@@ -186,8 +188,9 @@ def test_each_tick_links_to_the_scenarios_figures_as_relance_report_computes_the
     engine.dispose()
     hello = next(r for r in rows if r["step"] == "hello")
     assert (hello["entered"], hello["sent"]) == (5, 5)
-    assert "| hello | 5 | 5 | 0 | 0 | 5 | 0 | 0 | 0 | entered 5, written 5 |" in figures.data
-    assert "| pause | 5 | 0 | 5 | 5 | 0 | 0 | 0 | 0 | began waiting 5 |" in figures.data
+    assert "| hello | 5 | " + "█" * 20 + " | 5 (100.0 %) | - | 0 | 0 | 0 |" in figures.data  # entries, sent, ...
+    assert "| pause | 5 | " + "█" * 20 + " | - | - | - | - | 0 |" in figures.data
+    assert "| pause | began waiting 5 | - |" in figures.data
     assert _artifact("tick-welcome").description.endswith(
         "· scenario figures: [report-welcome](/artifacts/key/report-welcome)"
     )
