@@ -12,6 +12,7 @@ from relance.flows.refusals import refuses_bad_setup
 from relance.flows.tick import tick_time
 from relance.plans import open_store
 from relance.settings import read_settings, require_signing_keys
+from relance.tasks.artifacts import publish_account
 from relance.tasks.housekeeping import decay_task, reengage_task, sla_task
 from relance.workspace import load_workspace, load_scoring, scenarios_folder
 
@@ -41,10 +42,12 @@ def sla(now: str | None = None) -> dict:
     engine = open_store(settings)
     try:
         report = sla_task(engine, workspace, when)
+        overview = publish_account(engine, now=when)  # the breaches it just flagged show in the account's overview
     finally:
         engine.dispose()
     get_run_logger().info("sla: %s open handoff(s), %s newly past target, %s newly past deadline",
                           report.open, report.target_missed, report.deadline_missed)
+    get_run_logger().info("%s", overview)
     return {"open": report.open, "target_missed": report.target_missed, "deadline_missed": report.deadline_missed}
 
 

@@ -1,4 +1,4 @@
-"""`relance flow decay`: the decay flow run once through Prefect, on an injected time."""
+"""`relance flow decay`, `sla`, `reengage`: the housekeeping flows run through Prefect, on an injected time."""
 
 from __future__ import annotations
 
@@ -19,6 +19,16 @@ from relance.workspace import Workspace, load_scoring
 from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _artifact(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                     sort=ArtifactSort.CREATED_DESC, limit=1)[0]
 
 
 def test_relance_flow_decay_fades_an_idle_score_once(prefect_home, tmp_path, monkeypatch):
@@ -57,6 +67,8 @@ def test_relance_flow_sla_and_reengage_run_as_flows(prefect_home, tmp_path, monk
         session.commit()
     result = CliRunner().invoke(app, ["flow", "sla", "--now", "2026-01-08T09:00:00+00:00"], catch_exceptions=False)
     assert "1 newly past deadline" in result.output
+    assert "Account at 2026-01-08 09:00 UTC: 1 leads, 1 MQL and 0 SQL reached this week, 1 hand-offs waiting, 1 SLA breaches" in (
+        _artifact("account-overview").description)  # the SLA flow refreshes the overview (handed off on Monday: an MQL)
     result = CliRunner().invoke(app, ["flow", "reengage", "--now", "2026-01-08T09:00:00+00:00"], catch_exceptions=False)
     assert "reengage: 0 lead(s) enrolled" in result.output
     get_settings.cache_clear()
