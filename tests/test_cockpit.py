@@ -293,3 +293,19 @@ def test_the_account_overview_counts_this_weeks_mql_and_the_deliverability_of_ev
     assert figures["deliverability"]["total"]["sent"] == 8
     assert "| sql-pending (with sales, not answered) | 1 (12.5 %) |" in account_markdown(figures)
     engine.dispose()
+
+
+def test_the_hand_off_shortfall_names_every_rule_the_lead_misses() -> None:
+    from relance.engine.types import EventFact
+    from relance.scoring.config import ScoringConfig
+    from relance.scoring.rules import handoff_shortfall
+
+    config = ScoringConfig.model_validate({"handoff": {"score_at_least": 60, "grade_at_least": "B", "sales_ready": ["demo_requested"]}})
+    demo = EventFact(type="demo_requested", occurred_at=T0, properties={})
+
+    assert handoff_shortfall(config, score=29, grade="C", events=[demo]).why == "score 29 < 60 and grade C < B"
+    assert handoff_shortfall(config, score=29, grade="A", events=[demo]).reason == "score below 60"
+    assert handoff_shortfall(config, score=80, grade="B", events=[]).reason == "no sales-ready action"
+    assert handoff_shortfall(config, score=80, grade="B", events=[demo], since=T0).why == (
+        "no sales-ready action since the last rejection")  # the demo sales already turned down counts no more
+    assert handoff_shortfall(config, score=80, grade="B", events=[demo]) is None
