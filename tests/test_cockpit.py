@@ -4,6 +4,7 @@ both backends (ticks inline on a virtual clock) against what the database holds.
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -262,7 +263,7 @@ def test_a_hand_off_step_that_does_not_hand_off_logs_the_lead_s_own_figures(tmp_
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT l.email, s.detail FROM step_log s JOIN lead l ON l.id = s.lead_id "
                                        "WHERE s.outcome = 'not-ready' ORDER BY l.email")).all()
-    details = {email: (detail if isinstance(detail, dict) else __import__("json").loads(detail)) for email, detail in rows}
+    details = {email: (detail if isinstance(detail, dict) else json.loads(detail)) for email, detail in rows}
     assert details["a2@acme.example"] == {"why": "score 15 < 60", "reason": "score below 60"}
     assert details["a3@acme.example"] == {"why": "score 15 < 60 and grade D < B", "reason": "score below 60 and grade D < B"}
     engine.dispose()
