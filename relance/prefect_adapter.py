@@ -120,6 +120,9 @@ def stop_local_api() -> None:
     api.stop()
 
 
+ANNOUNCE_TIMEOUT_S = 5.0  # a server slower than that: the schedule does it
+
+
 class Announcer:
     """Tells the Prefect server which scenarios have work due now (an event they wait for, a lead they enroll), as
     the Prefect event `relance.scenario.due` per scenario: each tick deployment's trigger (relance.deployments) turns
@@ -128,8 +131,10 @@ class Announcer:
 
     `in_background`: the call returns at once and a thread posts (the HTTP API answers without waiting)."""
 
-    def __init__(self, *, in_background: bool = False, logger: logging.Logger | None = None) -> None:
+    def __init__(self, *, api_url: str | None = None, in_background: bool = False, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger("relance.announce")
+        if api_url is not None:
+            self.__dict__["api_url"] = api_url  # the server to tell, instead of Prefect's setting
         self._pool = None
         if in_background:
             from concurrent.futures import ThreadPoolExecutor
@@ -155,17 +160,21 @@ class Announcer:
     def _post(self, due: dict[str, int], channel: str) -> None:
         if not self.api_url:
             return
-        from prefect.client.orchestration import get_client
+        import httpx
         from prefect.events import Event
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY
 
         from relance.deployments import DUE_EVENT, scenario_resource
 
         events = [Event(event=DUE_EVENT, resource={"prefect.resource.id": scenario_resource(name), "prefect.resource.name": name},
                         payload={"due": count, "channel": channel}).model_dump(mode="json")
                   for name, count in sorted(due.items())]
-        try:
-            with get_client(sync_client=True) as client:
-                client.request("POST", "/events", json=events).raise_for_status()
+        key, basic = PREFECT_API_KEY.value(), PREFECT_API_AUTH_STRING.value()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        auth = tuple(basic.split(":", 1)) if basic and ":" in basic else None  # as Prefect's client sends it
+        try:  # Prefect's POST /events: the server's triggers read them as they come
+            httpx.post(f"{self.api_url.rstrip('/')}/events", json=events, headers=headers, auth=auth,
+                       timeout=ANNOUNCE_TIMEOUT_S).raise_for_status()
         except Exception as exc:  # noqa: BLE001 - the events are stored; the scheduled tick will run them
             self.logger.warning("could not ask Prefect at %s to tick %s now (%s): the next scheduled tick will do the work",
                                 self.api_url, ", ".join(sorted(due)), type(exc).__name__ + (f": {exc}" if str(exc) else ""))

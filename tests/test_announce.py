@@ -76,8 +76,7 @@ def test_the_api_announces_after_the_commit_and_a_server_out_of_reach_costs_only
     assert answer.status_code == 200 and answer.json()["enrolled"] == 1
     assert heard == [({"waiter": 1}, "api")]
 
-    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")  # nothing listens on the discard port
-    announce = Announcer()
+    announce = Announcer(api_url="http://127.0.0.1:9/api")  # nothing listens on the discard port
     client = TestClient(create_app(settings, engine=engine, workspace=workspace, announce=announce))
     with caplog.at_level(logging.WARNING, logger="relance.announce"):
         body = {"type": "form_submitted", "email": "ben@acme.example", "properties": {"basis": "legitimate_interest"}}
