@@ -87,13 +87,16 @@ class Browser:
             if time.monotonic() > end:
                 shot = self.screenshot("failed")
                 pytest.fail(f"the page never showed {missing} within {within:.0f} s (screenshot {shot}); it showed:\n"
-                            f"{shown[:4000]}")
+                            f"{shown[:8000]}")
             time.sleep(0.25)  # polling a page that renders on its own, not waiting for time to pass
 
     def screenshot(self, label: str) -> Path:
         """A PNG of the whole page, in the artifacts folder as NAME-LABEL.png."""
-        size = self.call("Page.getLayoutMetrics")["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": max(size["width"], 1), "height": max(size["height"], 1), "scale": 1}
+        metrics = self.call("Page.getLayoutMetrics")
+        content, view = metrics["cssContentSize"], metrics["cssLayoutViewport"]
+        # the larger of the two: a page laid out in its own scrolling panes (an SPA) reports a small content size
+        width, height = max(content["width"], view["clientWidth"]), max(content["height"], view["clientHeight"])
+        clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip)["data"]
         path = artifacts_dir() / f"{_safe(self.name)}-{_safe(label)}.png"
         path.write_bytes(base64.b64decode(data))

@@ -52,12 +52,14 @@ class Stack:
     def port(self) -> int:
         return int(self.api.split(":")[-1].split("/")[0])
 
-    def start(self, name: str, *args: str, program: Sequence[str] = PREFECT) -> subprocess.Popen:
-        """A long-running process (`prefect ARGS` unless `program` says another) in its own process group, output
-        to logs/<name>.log."""
+    def start(self, name: str, *args: str, program: Sequence[str] = PREFECT, env: dict[str, str] | None = None
+              ) -> subprocess.Popen:
+        """A long-running process (`prefect ARGS` unless `program` says another; the stack's env unless `env`) in
+        its own process group, output to logs/<name>.log."""
         out = (self.logs / f"{name}.log").open("wb")
         proc = subprocess.Popen(
-            [*program, *args], cwd=PROJECT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [*program, *args], cwd=PROJECT, env=self.env if env is None else env, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.processes.append(proc)
         return proc

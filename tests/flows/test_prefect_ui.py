@@ -66,7 +66,10 @@ def test_the_ui_on_a_port_not_4200_shows_the_tick_run_of_a_relance_started_stack
     started = time.monotonic()
     deadline = started + DEADLINE_S
     seed_three_downloads(stack.env)
-    server = stack.start("server", "prefect-server", "--host", "127.0.0.1", "--port", str(stack.port), program=RELANCE)
+    # the server's terminal, as an operator's: no PREFECT_API_URL (were it this server's, Prefect would tell the UI)
+    alone = {k: v for k, v in stack.env.items() if k != "PREFECT_API_URL"}
+    server = stack.start("server", "prefect-server", "--host", "127.0.0.1", "--port", str(stack.port), program=RELANCE,
+                         env=alone)
     stack.wait_healthy(server)
     up = time.monotonic()
     assert stack.port != 4200
