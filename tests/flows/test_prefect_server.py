@@ -98,8 +98,8 @@ def test_a_deployed_tick_runs_on_a_process_worker_and_publishes_its_counts(stack
     assert state["type"] == "COMPLETED", f"tick ended {state['name']}: {state.get('message')}\n{stack.diagnosis()}"
     flow_run = stack.call("GET", f"/flow_runs/{run['id']}")
     assert flow_run["name"] == "whitepaper-nurture"
-    artifacts = _call(
-        client, stack, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["tick-whitepaper-nurture"]}}}
+    artifacts = stack.call(
+        "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["tick-whitepaper-nurture"]}}}
     )
     assert [(a["type"], a["flow_run_id"]) for a in artifacts] == [("table", run["id"])]
     # the three leads entered through their download events; the tick ran their first step and left them waiting
@@ -191,8 +191,8 @@ def test_the_servers_scheduler_creates_the_runs_and_a_worker_completes_one(stack
     assert done["idempotency_key"].startswith("scheduled ")  # the scheduler's own key, not a manual run's
     assert done["name"] == "whitepaper-nurture" and done["parameters"] == {"scenario": "whitepaper-nurture"}
     assert done["work_pool_name"] == "relance"
-    artifacts = _call(
-        client, stack, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["tick-whitepaper-nurture"]}}}
+    artifacts = stack.call(
+        "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["tick-whitepaper-nurture"]}}}
     )
     assert done["id"] in [a["flow_run_id"] for a in artifacts]
     assert _scheduler_errors(stack) == [], stack.diagnosis()
