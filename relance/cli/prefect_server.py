@@ -30,7 +30,7 @@ WORKER_DEFAULTS = {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH
 
 def prefect_server(
     host: Optional[str] = typer.Option(None, "--host", help="Address to listen on [PREFECT_SERVER_API_HOST, else 127.0.0.1]."),
-    port: Optional[int] = typer.Option(None, "--port", help="Port to listen on [PREFECT_SERVER_API_PORT, else 4200]."),
+    port: Optional[int] = typer.Option(None, "--port", min=1, max=65535, help="Port to listen on [PREFECT_SERVER_API_PORT, else 4200]."),
 ) -> None:
     """Prefect's server (API and UI) on HOST:PORT, its UI asking the API at that same address."""
     prefect = _prefect_cli()
@@ -40,7 +40,7 @@ def prefect_server(
     _refuse_taken(host, port)
     public = f"http://{_url_host(_public_host(host))}:{port}"
     env = server_env(os.environ, configured, host=host, port=port)
-    ui, api = env.get("PREFECT_UI_URL", public), env.get("PREFECT_SERVER_UI_API_URL", f"{public}/api")
+    ui, api = (_setting(env, configured, name) for name in ("PREFECT_UI_URL", "PREFECT_SERVER_UI_API_URL"))
     console.print(f"Prefect UI: {ui}  (it calls the API at {api})", soft_wrap=True, highlight=False)
     if host in WILDCARDS and "PREFECT_SERVER_UI_API_URL" not in configured:
         console.print(f"Browsers elsewhere must reach {public}: if they cannot, set PREFECT_UI_API_URL to the API "
@@ -94,6 +94,7 @@ def worker_env(environ, configured: dict[str, str]) -> dict[str, str]:
 
 
 def _setting(env: dict[str, str], configured: dict[str, str], name: str) -> str:
+    """A setting's value for the child: the operator's, wherever it was set, else what relance put in `env`."""
     return configured.get(name) or env.get(name, "")
 
 
