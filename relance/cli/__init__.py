@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from relance.cli import deploy, figures, leads, outbox, runs, sales, scenarios, suppress
+from relance.cli import deploy, figures, leads, outbox, prefect_server, runs, sales, scenarios, suppress
 from relance.cli.common import _Relance
 
 app = typer.Typer(cls=_Relance, add_completion=False, no_args_is_help=True,
@@ -17,7 +17,7 @@ for name, command in (
     (None, scenarios.validate), (None, scenarios.schema), ("import", leads.import_), (None, leads.event),
     (None, runs.tick), (None, figures.report), ("ses-events", runs.ses_events), (None, scenarios.simulate),
     (None, figures.bench), (None, scenarios.preview), (None, runs.serve), (None, runs.demo),
-    (None, deploy.deploy),
+    (None, deploy.deploy), ("prefect-server", prefect_server.prefect_server), (None, prefect_server.worker),
 ):
     app.command(name)(command)
 

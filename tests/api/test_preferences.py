@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -43,6 +41,7 @@ from relance.suppression import (ALL, EXCEPT_NEWSLETTER, HASHED, address_hash, h
 from relance.tick import run_tick_inline
 from relance.workspace import Workspace, load_workspace
 from tests.basis import professional
+from tests.browser import chromium
 from tests.units import committed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -332,65 +331,32 @@ def test_staff_mail_webhooks_and_transactional_email_still_go_to_a_paused_lead(e
 # --------------------------------------------------------------------------- a real browser
 
 
-def _cdp(ws, message_id: int, method: str, **params):
-    ws.send(json.dumps({"id": message_id, "method": method, "params": params}))
-    while True:
-        answer = json.loads(ws.recv(timeout=30))
-        if answer.get("id") == message_id:
-            assert "error" not in answer, answer
-            return answer.get("result", {})
-
-
-def _wait_for_load(ws) -> None:
-    while True:
-        if json.loads(ws.recv(timeout=30)).get("method") == "Page.loadEventFired":
-            return
-
-
-def test_a_headless_chromium_renders_the_three_choices_and_posts_the_form(world, tmp_path):
-    from websockets.sync.client import connect
-
-    browser = shutil.which("chromium")
-    assert browser, "Debian's chromium is needed for this test: apt-get install chromium"
+def test_a_headless_chromium_renders_the_three_choices_and_posts_the_form(world, tmp_path, request):
     server = uvicorn.Server(uvicorn.Config(world.client.app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
-    chromium = subprocess.Popen([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                                 f"--user-data-dir={tmp_path / 'chromium'}", "--remote-debugging-port=0", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        for line in chromium.stderr:  # DevTools listening on ws://127.0.0.1:PORT/devtools/browser/...
-            if (found := re.search(r"ws://127\.0\.0\.1:(\d+)/", line)) is not None:
-                break
-        else:
-            pytest.fail("chromium said no DevTools address")
-        [page] = [t for t in httpx.get(f"http://127.0.0.1:{found.group(1)}/json/list").json() if t["type"] == "page"]
-        with connect(page["webSocketDebuggerUrl"], max_size=None) as ws:
-            _cdp(ws, 1, "Page.enable")
-            _cdp(ws, 2, "Page.navigate", url=f"http://127.0.0.1:{port}{world.paths[BEN]}")
-            _wait_for_load(ws)
-            shown = _cdp(ws, 3, "Runtime.evaluate", returnByValue=True, expression=(
+        with chromium(tmp_path / "chromium", request.node.name) as browser:
+            browser.open(f"http://127.0.0.1:{port}{world.paths[BEN]}")
+            rendered = json.loads(browser.evaluate(
                 "JSON.stringify({lang: document.documentElement.lang, valid: document.forms[0].checkValidity(),"
                 " choices: [...document.querySelectorAll('input[type=radio][name=choice]')]"
                 ".map(i => [i.value, i.labels[0].innerText.trim(), i.offsetHeight > 0])})"))
-            rendered = json.loads(shown["result"]["value"])
             assert rendered["lang"] == "en" and rendered["valid"] is False  # nothing chosen: the browser will not post
             assert rendered["choices"] == [
                 ["all", "Unsubscribe from everything: receive nothing more", True],
                 ["newsletter", "Only the newsletter", True],
                 ["pause", "Pause for 3 months, then receive our emails again", True]]
-            _cdp(ws, 4, "Runtime.evaluate", expression=(
-                "document.querySelector('input[value=newsletter]').click(); document.querySelector('button').click()"))
-            _wait_for_load(ws)
-            after = _cdp(ws, 5, "Runtime.evaluate", returnByValue=True, expression="document.body.innerText")
-        assert "will only receive our newsletter" in after["result"]["value"]
+            browser.evaluate(
+                "document.querySelector('input[value=newsletter]').click(); document.querySelector('button').click()")
+            browser.wait_for_load()
+            after = browser.text()
+        assert "will only receive our newsletter" in after
         entry = world.entry(BEN)
         assert (entry.scope, entry.until, entry.source) == (EXCEPT_NEWSLETTER, None, "link:newsletter")
     finally:
-        chromium.terminate()
-        chromium.wait(timeout=10)
         server.should_exit = True
         thread.join(timeout=10)
