@@ -139,7 +139,10 @@ def _differences(existing, client, d: Deployment, pull: list[dict]) -> list[str]
             "work pool": (POOL, QUEUE), "pull steps": pull, "schedule": [d.schedule],
             "one at a time": (1, "ENQUEUE") if d.one_at_a_time else (None, None), "paused": False,
             "trigger": _wanted_trigger(d)}
-    return [f"{key}: {_shown(now[key])} -> {_shown(want[key])}" for key in want if now[key] != want[key]]
+    words = {"schedule": lambda found: " + ".join(map(_schedule_words, found)) or "none",
+             "trigger": lambda found: ", ".join(t["name"] for t in found) or "none"}
+    return [f"{key}: {words.get(key, _shown)(now[key])} -> {words.get(key, _shown)(want[key])}"
+            for key in want if now[key] != want[key]]
 
 
 def _shown(value: Any) -> str:

@@ -10,6 +10,7 @@ Screenshots are left in the test artifacts folder (tests/browser.py).
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.prefect_server
 DEADLINE_S = 240  # the whole stack, on a loaded machine
 FROM_EVENT_S = 60  # an email later than this did not come from the event (the schedule is every 10 minutes)
 TOKEN = "cockpit-test-token-0123456789"
+SALON = "scenario: salon-2026\ntrigger: {event: form_submitted, where: {source: salon-2026}}\nsteps:\n  - id: bump\n    score: +5\n"
 LEADS = "email,first_name,company,job_title,basis\nzoe@acme.example,Zoé,ACME,Directrice marketing,legitimate_interest\n" \
         "yann@acme.example,Yann,ACME,Responsable achats,legitimate_interest\n"
 
@@ -38,6 +40,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     folder = tmp_path / "scenarios"
     shutil.copytree(PROJECT / "scenarios", folder)
     (folder / "sending.yaml").write_text("caps: []\n", encoding="utf-8")
+    (folder / "salon-2026.yaml").write_text(SALON, encoding="utf-8")  # removed later in the test
     with isolated_stack(tmp_path, ui=True) as s:
         for name in ("PREFECT_WORKER_QUERY_SECONDS", "PREFECT_WORKER_PREFETCH_SECONDS"):
             s.env.pop(name)  # `relance worker` sets them
@@ -47,7 +50,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 def _relance(stack: Stack, name: str, *args: str) -> str:
     """A relance command that must succeed; its output, also in logs/<name>.log."""
-    done = subprocess.run([*RELANCE, *args], cwd=PROJECT, env=stack.env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run([*RELANCE, *args], cwd=PROJECT, env=dict(stack.env, COLUMNS="200"), capture_output=True,
+                          text=True, timeout=180)
     (stack.logs / f"{name}.log").write_text(done.stdout + done.stderr, encoding="utf-8")
     assert done.returncode == 0, f"`relance {' '.join(args)}` failed:\n{done.stdout}\n{done.stderr}\n{stack.diagnosis()}"
     return done.stdout
@@ -78,13 +82,17 @@ def test_an_event_runs_its_scenario_s_tick_in_seconds_and_the_ui_shows_what_it_d
     server = stack.start("server", "prefect-server", "--host", "127.0.0.1", "--port", str(stack.port), program=RELANCE,
                          env=alone)
     stack.wait_healthy(server)
+    assert stack.port != 4200  # the UI is told this server's API, not Prefect's default 127.0.0.1:4200
+    assert httpx.get(f"http://127.0.0.1:{stack.port}/ui-settings", timeout=10).json()["api_url"] == stack.api
+    said = (stack.logs / "server.log").read_text(encoding="utf-8")
+    assert f"Prefect UI: http://127.0.0.1:{stack.port}" in said and f"export PREFECT_API_URL={stack.api}\n" in said
 
     deployed = _relance(stack, "deploy", "deploy")
     assert "prefect.yaml: left alone" in deployed  # it records ./scenarios, not this copy
-    for name in ("tick/whitepaper-nurture", "tick/re-engagement", "tick/monthly-newsletter", "sla/sla"):
+    for name in ("tick/whitepaper-nurture", "tick/re-engagement", "tick/monthly-newsletter", "tick/salon-2026", "sla/sla"):
         assert f"{name}" in deployed and "create" in deployed
     again = _relance(stack, "deploy-again", "deploy", "--dry-run")
-    assert "would be: 7 unchanged" in again, again  # idempotent: nothing left to change
+    assert "would be: 8 unchanged" in again, again  # idempotent: nothing left to change
 
     worker = stack.start("worker", "worker", "--pool", "relance", "--name", "cockpit-worker", program=RELANCE)
     (tmp_path / "leads.csv").write_text(LEADS, encoding="utf-8")
@@ -131,8 +139,23 @@ def test_an_event_runs_its_scenario_s_tick_in_seconds_and_the_ui_shows_what_it_d
         shots.append(browser.screenshot("account"))
     seen = time.monotonic()
 
+    # the folder changes: a new schedule for one scenario, another removed; `relance deploy` follows
+    folder = Path(stack.env["RELANCE_SCENARIOS_DIR"])
+    nurture = folder / "whitepaper-nurture.yaml"
+    nurture.write_text(nurture.read_text(encoding="utf-8") + "schedule: 1h\n", encoding="utf-8")
+    (folder / "salon-2026.yaml").unlink()
+    followed = _relance(stack, "deploy-changed", "deploy")
+    assert "tick/whitepaper-nurture   update      schedule: every 10m -> every 1h" in followed, followed
+    assert "1 updated, 6 unchanged, 1 paused" in followed, followed
+    salon = stack.call("GET", "/deployments/name/tick/salon-2026")
+    assert salon["paused"] is True  # kept, with its runs and artifacts; no trigger runs it any more
+    assert sorted(a["name"] for a in stack.call("POST", "/automations/filter", {})) == [
+        "monthly-newsletter: work due now", "re-engagement: work due now", "whitepaper-nurture: work due now"]
+
     assert "Oops" not in runs_page + who + account
     assert all(shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000 for shot in shots)
+    stack.stop()  # SIGTERM to each relance command: it passes it to its prefect child and ends with it
+    assert [p.returncode for p in (server, worker)] == [128 + signal.SIGTERM, 0], stack.diagnosis()
     print(f"\ncockpit test: event to email {delay:.1f} s; pages shown {seen - posted - delay:.1f} s later; "
           f"total {seen - started:.1f} s; screenshots {', '.join(str(s) for s in shots)}")
 

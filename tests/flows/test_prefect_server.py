@@ -1,25 +1,26 @@
-"""The production path end to end: a real Prefect server, `prefect deploy`, a process worker, a tick run.
-
-The second test leaves the server's scheduler on: the runs come from the schedules, not from a request.
+"""The production path through prefect.yaml: a real Prefect server, `prefect deploy --all`, its scheduler on, a
+process worker. The deployments it makes are the ones `relance deploy` makes (tests/flows/test_cockpit.py runs that
+path, and the triggers); the runs come from the schedules, not from a request.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from collections.abc import Iterator
-from email import message_from_bytes
 from pathlib import Path
 
 import pytest
-from tests.prefect_stack import PROJECT, TICK_AT, Stack, isolated_stack, seed_three_downloads
+from tests.prefect_stack import PROJECT, RELANCE, Stack, isolated_stack
 
 pytestmark = pytest.mark.prefect_server
 
 DEADLINE_S = 240  # a run not finished by then is stuck: fail with the logs
 SCHEDULED_WITHIN_S = 60  # from `prefect deploy` to the scheduler's runs: its loops run every few seconds here
 MIN_RUNS = 3  # PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS' default: the scheduler keeps at least this many ahead
-DEPLOYMENTS = ["decay", "monthly-newsletter", "re-engagement", "reengage", "sla", "whitepaper-nurture"]
+DEPLOYMENTS = ["decay", "monthly-newsletter", "re-engagement", "reengage", "ses-events", "sla", "whitepaper-nurture"]
+SCHEDULED = [name for name in DEPLOYMENTS if name != "ses-events"]  # its schedule is off in prefect.yaml: no queue
 # The server log, read as records: a record starts with Prefect's "HH:MM:SS.mmm | LEVEL" or uvicorn's "LEVEL:",
 # the lines after it (a traceback) belong to it. A record is an error when it says so, and the scheduler's when it
 # names the scheduler's services or carries SQLAlchemy 2.1's "InvalidRequestError: Can't evaluate bulk DML
@@ -58,63 +59,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         yield s
 
 
-def test_a_deployed_tick_runs_on_a_process_worker_and_publishes_its_counts(stack: Stack) -> None:
-    started = time.monotonic()
-    emails = seed_three_downloads(stack.env)
-    stack.start_server()
-    up = time.monotonic()
-
-    stack.call("POST", "/work_pools/", {"name": "relance", "type": "process"})
-    worker = stack.start("worker", "worker", "start", "--pool", "relance", "--name", "test-worker")
-    stack.run("deploy", "deploy", "--all")
-    deployed = time.monotonic()
-
-    deployments = stack.call("POST", "/deployments/filter", {})
-    assert sorted(d["name"] for d in deployments) == ["decay", "monthly-newsletter", "re-engagement", "reengage", "sla", "whitepaper-nurture"]
-    decay = next(d for d in deployments if d["name"] == "decay")
-    assert decay["entrypoint"] == "flows/housekeeping.py:decay"
-    nurture = next(d for d in deployments if d["name"] == "whitepaper-nurture")
-    assert nurture["entrypoint"] == "flows/tick.py:tick"
-    assert nurture["parameters"] == {"scenario": "whitepaper-nurture"}
-    assert nurture["work_pool_name"] == "relance"
-    assert nurture["pull_steps"] == [
-        {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT)}}
-    ]
-    assert [s["schedule"]["interval"] for s in nurture["schedules"]] == [600.0]
-
-    # The idempotency key makes a retried create return the same run rather than a second one.
-    body = {"parameters": {"now": TICK_AT}, "idempotency_key": "server-test-tick"}
-    run = stack.call("POST", f"/deployments/{nurture['id']}/create_flow_run", body)
-    state = run["state"]
-    while state["type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-        if time.monotonic() - started > DEADLINE_S:
-            pytest.fail(f"flow run still {state['name']} after {DEADLINE_S} s\n{stack.diagnosis()}")
-        if worker.poll() is not None:
-            pytest.fail(f"the worker exited with {worker.returncode}\n{stack.diagnosis()}")
-        time.sleep(0.5)  # polling the run we created
-        state = stack.call("GET", f"/flow_runs/{run['id']}")["state"]
-    finished = time.monotonic()
-
-    assert state["type"] == "COMPLETED", f"tick ended {state['name']}: {state.get('message')}\n{stack.diagnosis()}"
-    flow_run = stack.call("GET", f"/flow_runs/{run['id']}")
-    assert flow_run["name"] == "whitepaper-nurture"
-    artifacts = stack.call(
-        "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": ["tick-whitepaper-nurture"]}}}
-    )
-    assert [(a["type"], a["flow_run_id"]) for a in artifacts] == [("table", run["id"])]
-    # the three leads entered through their download events; the tick ran their first step and left them waiting
-    assert artifacts[0]["description"].startswith("whitepaper-nurture: 3 entered, 3 due, 1 batch, 3 sent, 3 waiting")
-    sent = Path(stack.env["RELANCE_OUTBOX_DIR"]).glob("*.eml")
-    assert sorted(message_from_bytes(p.read_bytes())["To"] for p in sent) == emails
-
-    stack.stop()
-    assert all(p.returncode is not None for p in stack.processes)
-    print(
-        f"\nprefect server test: server up {up - started:.1f} s, deployed {deployed - up:.1f} s, "
-        f"run done {finished - deployed:.1f} s, total {time.monotonic() - started:.1f} s"
-    )
-
-
 def test_the_servers_scheduler_creates_the_runs_and_a_worker_completes_one(stack: Stack) -> None:
     """`prefect deploy --all` of prefect.yaml, then nothing but the server's scheduler: it creates the runs of every
     deployment, and a run it created for a 15 s schedule is picked up by `prefect worker start` and completes. No
@@ -131,6 +75,13 @@ def test_the_servers_scheduler_creates_the_runs_and_a_worker_completes_one(stack
     deployed = time.monotonic()
     deployments = {d["name"]: d for d in stack.call("POST", "/deployments/filter", {})}
     assert sorted(deployments) == DEPLOYMENTS
+    assert deployments["whitepaper-nurture"]["pull_steps"] == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT)}}]
+    # prefect.yaml and `relance deploy` make the same deployments: after `prefect deploy --all`, nothing to change
+    checked = subprocess.run([*RELANCE, "deploy", "--dry-run"], cwd=PROJECT, env=stack.env, capture_output=True,
+                             text=True, timeout=180)
+    assert checked.returncode == 0 and "would be: 7 unchanged" in checked.stdout, checked.stdout + checked.stderr
+    assert "prefect.yaml: up to date" in checked.stdout
 
     # 1. prefect.yaml's own schedules (600 s, hourly, two crons): the scheduler fills each one ahead.
     by_name = {d["id"]: name for name, d in deployments.items()}
@@ -144,7 +95,7 @@ def test_the_servers_scheduler_creates_the_runs_and_a_worker_completes_one(stack
         for run in runs:
             if run["auto_scheduled"] and run["state"]["type"] == "SCHEDULED":
                 counts[by_name[run["deployment_id"]]] += 1
-        if min(counts.values()) >= MIN_RUNS:
+        if min(counts[name] for name in SCHEDULED) >= MIN_RUNS:
             break
         if time.monotonic() - deployed > SCHEDULED_WITHIN_S:
             pytest.fail(
@@ -154,6 +105,7 @@ def test_the_servers_scheduler_creates_the_runs_and_a_worker_completes_one(stack
         time.sleep(0.5)  # polling the server we started
     scheduled = time.monotonic()
     assert all(run["created_by"]["type"] == "SCHEDULE" for run in runs if run["auto_scheduled"])
+    assert counts["ses-events"] == 0  # a schedule that is off creates no run
     nurture_runs = [r for r in runs if r["deployment_id"] == deployments["whitepaper-nurture"]["id"]]
     starts = sorted(r["expected_start_time"] for r in nurture_runs)
     assert len(starts) >= 6, starts  # every 10 minutes, at least an hour ahead (MIN_SCHEDULED_TIME)
