@@ -15,6 +15,8 @@ import pytest
 @pytest.fixture(scope="session")
 def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Prefect settings whose state (home, database) lives in a temp folder, and no developer's API."""
+    import prefect.main  # noqa: F401 - sets Prefect's logging up now, on the session's stderr: set up first inside a
+    # CliRunner call, its console handler would keep that call's stream, closed once the call returns
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     home = tmp_path_factory.mktemp("prefect-home")
