@@ -61,7 +61,7 @@ def postgres_reachable() -> None:
 
 class ScratchDatabases:
     """The PostgreSQL databases of one test process: each test gets one of its own, made ahead of it and dropped
-    behind it by one thread, so that tests do not wait on CREATE and DROP DATABASE (a second each on a busy disk).
+    behind it by two threads, so that tests do not wait on CREATE and DROP DATABASE (a second each on a busy disk).
 
     A "migrated" one is a copy (CREATE DATABASE ... TEMPLATE) of a database migrated once, when first asked for."""
 
@@ -82,7 +82,7 @@ class ScratchDatabases:
         return f"{self.base}/{name}"
 
     def give_back(self, url: str) -> None:
-        """Drop the database of `url` (made by `take`), in the thread."""
+        """Drop the database of `url` (made by `take`), in the background."""
         self._drop(url.rsplit("/", 1)[1])
 
     def _drop(self, name: str) -> None:
