@@ -3,6 +3,8 @@
 `db_url` is parametrized over SQLite (a file in tmp_path) and PostgreSQL (a fresh database
 on 127.0.0.1:5432 created for the test and dropped after it). PostgreSQL is part of the
 machine relance is tested on: when it is unreachable the PostgreSQL half fails, it is never skipped.
+A test that uses `engine` gets a copy of a database this test process migrated once (the same
+migrations, run once rather than per test); every other test gets an empty one.
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
 import boto3
 import pytest
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from relance.clock import FrozenClock
@@ -53,20 +59,113 @@ def postgres_reachable() -> None:
         admin.dispose()
 
 
+class ScratchDatabases:
+    """The PostgreSQL databases of one test process: each test gets one of its own, made ahead of it and dropped
+    behind it by two threads, so that tests do not wait on CREATE and DROP DATABASE (a second each on a busy disk).
+
+    A "migrated" one is a copy (CREATE DATABASE ... TEMPLATE) of a database migrated once, when first asked for."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        self.base = admin_url.rsplit("/", 1)[0]
+        self.maker = ThreadPoolExecutor(1, thread_name_prefix="scratch-databases-make")
+        self.dropper = ThreadPoolExecutor(1, thread_name_prefix="scratch-databases-drop")
+        self.ahead: dict[str, Future] = {}
+        self.behind: list[Future] = []
+        self.template: str | None = None
+
+    def take(self, kind: str) -> str:
+        """The URL of a new database of `kind` ("empty" or "migrated"); the next one is made at once."""
+        made = self.ahead.pop(kind, None) or self.maker.submit(self._make, kind)
+        name = made.result()
+        self.ahead[kind] = self.maker.submit(self._make, kind)
+        return f"{self.base}/{name}"
+
+    def give_back(self, url: str) -> None:
+        """Drop the database of `url` (made by `take`), in the background."""
+        self._drop(url.rsplit("/", 1)[1])
+
+    def _drop(self, name: str) -> None:
+        self.behind.append(self.dropper.submit(self._run, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def close(self) -> None:
+        """Drop every database made here (those made ahead and the template too) and wait for it."""
+        for made in self.ahead.values():
+            self._drop(made.result())
+        for dropped in self.behind:
+            dropped.result()
+        if self.template is not None:
+            self._run(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
+        self.maker.shutdown()
+        self.dropper.shutdown()
+        self.admin.dispose()
+
+    def _make(self, kind: str) -> str:
+        name = f"relance_test_{uuid.uuid4().hex[:12]}"
+        if kind == "empty":
+            self._run(f'CREATE DATABASE "{name}"')
+            return name
+        if self.template is None:
+            template = f"relance_template_{uuid.uuid4().hex[:12]}"
+            self._run(f'CREATE DATABASE "{template}"')
+            engine = make_engine(f"{self.base}/{template}")
+            migrate(engine)
+            engine.dispose()
+            self.template = template
+        for _ in range(100):  # the template's last connection may take a moment to end on the server
+            try:
+                self._run(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+                return name
+            except OperationalError as exc:
+                if "being accessed by other users" not in str(exc):
+                    raise
+                time.sleep(0.05)
+        raise RuntimeError(f"the template database {self.template} stayed in use")
+
+    def _run(self, statement: str) -> None:
+        with self.admin.connect() as connection:
+            connection.execute(text(statement))
+
+
+@pytest.fixture(scope="session")
+def scratch_databases(postgres_reachable) -> Iterator[ScratchDatabases]:
+    databases = ScratchDatabases(PG_ADMIN_URL)
+    yield databases
+    databases.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory) -> Path:
+    """A SQLite file migrated once for this test process; a test that uses `engine` starts from a copy of it."""
+    path = tmp_path_factory.mktemp("migrated") / "relance.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the file itself
+    engine.dispose()
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path) -> Iterator[str]:
-    """A URL of an empty database of each backend."""
+    """A URL of a database of each backend: migrated if the test uses `engine` (which migrates it anyway), else empty."""
+    migrated = "engine" in request.fixturenames
     if request.param == "sqlite":
+        if migrated:
+            shutil.copyfile(request.getfixturevalue("migrated_sqlite"), tmp_path / "relance.db")
         yield f"sqlite:///{tmp_path / 'relance.db'}"
         return
-    request.getfixturevalue("postgres_reachable")
-    with scratch_postgres(PG_ADMIN_URL, "relance_test") as url:
+    databases = request.getfixturevalue("scratch_databases")
+    url = databases.take("migrated" if migrated else "empty")
+    try:
         yield url
+    finally:
+        databases.give_back(url)
 
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
-    """A migrated engine on `db_url`."""
+    """A migrated engine on `db_url` (already migrated: this checks it is at the newest migration)."""
     engine = make_engine(db_url)
     migrate(engine)
     yield engine
