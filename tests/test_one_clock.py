@@ -16,6 +16,7 @@ TIMELESS = {
     "validate", "schema", "preview", "serve",  # serve is a live server: the wall clock is its clock
     "simulate", "bench", "demo",  # these run on a virtual clock of their own
     "lead show", "lead export", "suppress list", "outbox resolve", "outbox resend", "outbox list",
+    "deploy", "prefect-server", "worker",  # they set up the Prefect server: its scheduler runs on the wall clock
 }
 
 

@@ -80,7 +80,7 @@ def test_a_batch_refused_for_now_stays_pending_and_the_tick_goes_on_to_the_next_
 
     with caplog.at_level(logging.INFO, logger="relance.tick"):
         with pytest.raises(TickError, match=re.escape(
-                "welcome: emails not delivered yet, they stay pending for the next tick: batch 1 (2 emails): "
+                "welcome: emails not delivered yet, they stay pending for the next tick: batch 1 (2 emails of step hello 2): "
                 "1 message(s) could not be delivered yet")):
             run_tick_inline(engine, settings, scenario="welcome", now=clock.now(), workspace=workspace, transport=transport, templates=TemplateLibrary(settings.templates_dir))
 
@@ -126,7 +126,7 @@ def test_what_left_before_the_transport_gave_up_counts_as_sent_and_the_rest_as_t
             report = run_tick_inline(engine, settings, scenario="welcome", now=clock.now(), workspace=workspace,
                                      transport=transport, templates=TemplateLibrary(settings.templates_dir), batch_size=10)
         except TickError as exc:  # refused for now: the batch is not delivered, the tick says so once its figures are in
-            assert retryable and "batch 1 (5 emails)" in str(exc)
+            assert retryable and "batch 1 (5 emails of step hello 5)" in str(exc)
             report = exc.report
 
     with Session(engine) as session:

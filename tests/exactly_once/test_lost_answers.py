@@ -81,7 +81,7 @@ def test_a_hanging_endpoint_leaves_the_rest_of_the_batch_pending_not_unknown(eng
     with FaultProxy(("127.0.0.1", port), "hang", lifetime=60) as proxy:
         ses = make_transport(settings.model_copy(update={"ses_endpoint_url": proxy.url}))
         # the batch stops after 3 sends without an answer; the leftovers pass tries the 17 left pending, stops after 3
-        with pytest.raises(TickError, match=r"batch 1 \(20 emails\): 17 message\(s\) could not be delivered yet"):
+        with pytest.raises(TickError, match=r"batch 1 \(20 emails of step first 20\): 17 message\(s\) could not be delivered yet"):
             run_tick_inline(engine, settings, scenario="drip", now=clock.now(), workspace=workspace, transport=ses, templates=TemplateLibrary(settings.templates_dir))
     with Session(engine) as session:
         statuses = Counter(session.execute(select(Outbox.status)).scalars())
