@@ -35,12 +35,14 @@ NOW = "2026-03-02T09:00:00+00:00"
 
 
 def test_a_crm_export_imports_in_time_linear_in_its_rows(env, db_url) -> None:
-    """Every row of a big export goes in, graded; a file three times bigger, into a table already holding the
-    first, costs no more per row (the rate itself is `relance bench`'s `import_rows_per_s`, in README)."""
+    """Every row of a big export goes in, graded, in ten imports one after the other: the last ones, into a table
+    already holding the first, cost no more per row. Each side is the fastest of three imports, so a neighbour
+    process busy for a moment (the suite runs beside it) does not pass for the table's growth (the rate itself is
+    `relance bench`'s `import_rows_per_s`, in README)."""
     settings = get_settings()
     engine, scoring = open_store(settings), load_workspace(settings).scoring
     header, *rows = crm_export(ROWS).decode("utf-8").splitlines(keepends=True)
-    first, rest = rows[: ROWS // 4], rows[ROWS // 4:]
+    size = ROWS // 10
 
     def imported(lines: list[str]) -> float:
         started = time.perf_counter()
@@ -50,15 +52,17 @@ def test_a_crm_export_imports_in_time_linear_in_its_rows(env, db_url) -> None:
         assert summary.created == len(lines) and not parsed.problems
         return (time.perf_counter() - started) / len(lines)
 
-    per_row_small, per_row_big = imported(first), imported(rest)
+    per_row = [imported(rows[start:start + size]) for start in range(0, ROWS, size)]
+    early, late = min(per_row[:3]), min(per_row[-3:])
 
     with Session(engine) as session:
         assert session.exec(query(func.count()).select_from(Lead)).one() == ROWS
         assert session.exec(query(func.count()).select_from(Lead).where(Lead.fit > 0)).one() > ROWS // 2  # graded
-    assert per_row_big <= 2 * per_row_small, (
-        f"{len(first)} rows at {1 / per_row_small:.0f}/s, then {len(rest)} at {1 / per_row_big:.0f}/s: slower per row as the table grows")
+    assert late <= 2 * early, (
+        f"imports of {size} rows: {1 / early:.0f}/s into an empty table, {1 / late:.0f}/s into one holding "
+        f"{ROWS - size} rows: slower per row as the table grows ({[round(1 / t) for t in per_row]} rows/s)")
     if FULL:  # the issue's goal at its size, on this machine
-        assert 1 / per_row_big >= FLOOR, f"{len(rest)} rows at {1 / per_row_big:.0f} rows/s"
+        assert 1 / late >= FLOOR, f"{size} rows at {1 / late:.0f} rows/s"
 
 
 def time_now():
