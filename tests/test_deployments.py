@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -93,3 +96,20 @@ def test_a_bad_schedule_is_named_at_its_line() -> None:
     assert _problems(HEAD + "schedule: [10m]\n" + STEPS) == [
         "s.yaml:3:1: `schedule:` a schedule is a duration (10m, 1h) or {cron: '0 9 * * mon-fri', timezone: Europe/Paris}"]
     assert _problems(HEAD + "schedule: 1h\n" + STEPS) == []
+
+
+def _deploy(*args: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    clean.update(PREFECT_HOME=env.pop("home"), COLUMNS="200", **env)
+    return subprocess.run([sys.executable, "-m", "relance.cli", "deploy", *args], cwd=PROJECT, env=clean,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_relance_deploy_without_a_server_says_what_to_set_in_one_line(tmp_path: Path) -> None:
+    unset = _deploy("--dry-run", home=str(tmp_path / "home"))
+    assert unset.returncode == 2 and "Traceback" not in unset.stderr
+    assert "PREFECT_API_URL is not set: point it at the Prefect server" in unset.stderr
+    gone = _deploy("--dry-run", home=str(tmp_path / "home"), PREFECT_API_URL="http://127.0.0.1:9/api")
+    assert gone.returncode == 2 and "Traceback" not in gone.stderr, gone.stderr
+    assert "the Prefect server at http://127.0.0.1:9/api could not be updated" in gone.stderr
+    assert "prefect.yaml: up to date" in unset.stdout  # the record is checked before the server is asked
