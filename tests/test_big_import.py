@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import pty
 import select
 import subprocess
@@ -35,10 +36,10 @@ NOW = "2026-03-02T09:00:00+00:00"
 
 
 def test_a_crm_export_imports_in_time_linear_in_its_rows(env, db_url) -> None:
-    """Every row of a big export goes in, graded, in ten imports one after the other: the last ones, into a table
-    already holding the first, cost no more per row. Each side is the fastest of three imports, so a neighbour
-    process busy for a moment (the suite runs beside it) does not pass for the table's growth (the rate itself is
-    `relance bench`'s `import_rows_per_s`, in README)."""
+    """Every row of a big export goes in, graded, in ten imports one after the other: the last five, into a table
+    already holding the first, cost no more per row. Each half is the median of its five imports, so a neighbour
+    process busy for a moment (the suite runs beside it), or a first import faster than the rest, does not pass for
+    the table's growth (the rate itself is `relance bench`'s `import_rows_per_s`, in README)."""
     settings = get_settings()
     engine, scoring = open_store(settings), load_workspace(settings).scoring
     header, *rows = crm_export(ROWS).decode("utf-8").splitlines(keepends=True)
@@ -53,14 +54,14 @@ def test_a_crm_export_imports_in_time_linear_in_its_rows(env, db_url) -> None:
         return (time.perf_counter() - started) / len(lines)
 
     per_row = [imported(rows[start:start + size]) for start in range(0, ROWS, size)]
-    early, late = min(per_row[:3]), min(per_row[-3:])
+    early, late = statistics.median(per_row[:5]), statistics.median(per_row[5:])
 
     with Session(engine) as session:
         assert session.exec(query(func.count()).select_from(Lead)).one() == ROWS
         assert session.exec(query(func.count()).select_from(Lead).where(Lead.fit > 0)).one() > ROWS // 2  # graded
     assert late <= 2 * early, (
-        f"imports of {size} rows: {1 / early:.0f}/s into an empty table, {1 / late:.0f}/s into one holding "
-        f"{ROWS - size} rows: slower per row as the table grows ({[round(1 / t) for t in per_row]} rows/s)")
+        f"imports of {size} rows: {1 / early:.0f}/s (median) into a table of up to {ROWS // 2} rows, {1 / late:.0f}/s "
+        f"into one of up to {ROWS - size}: slower per row as the table grows ({[round(1 / t) for t in per_row]} rows/s)")
     if FULL:  # the issue's goal at its size, on this machine
         assert 1 / late >= FLOOR, f"{size} rows at {1 / late:.0f} rows/s"
 
