@@ -19,7 +19,7 @@ from relance.flows.refusals import refuses_bad_setup
 from relance.plans import open_store
 from relance.settings import Settings, read_settings, require_signing_keys
 from relance.tasks.advance import advance_batch
-from relance.tasks.artifacts import _slug as progress_key, count_tick, publish_not_run, publish_report
+from relance.tasks.artifacts import Progress, count_tick, publish_not_run, publish_report
 from relance.tasks.deliver import deliver_batch, deliver_leftovers
 from relance.tasks.enroll import enroll, register_scenarios
 from relance.tick import TickError, TickSteps, run_tick
@@ -28,25 +28,6 @@ from relance.workspace import BrokenScenario, load_workspace
 
 TASKS = TickSteps(register=register_scenarios, enroll=enroll, advance=advance_batch, deliver=deliver_batch,
                   deliver_leftovers=deliver_leftovers, count=count_tick, publish=publish_report)
-
-
-class Progress:
-    """A long tick (more than one batch due) shows its progress in the UI: a progress artifact, updated per batch."""
-
-    def __init__(self, scenario: str, batch_size: int) -> None:
-        self.scenario, self.batch_size, self.artifact = scenario, batch_size, None
-
-    def __call__(self, done: int, due: int) -> None:
-        from prefect.artifacts import create_progress_artifact, update_progress_artifact
-
-        percent = 100.0 * done / due if due else 100.0
-        words = f"{self.scenario}: {done} of {due} due enrollments advanced"
-        if self.artifact is None:
-            if due <= self.batch_size:
-                return  # one batch: over before anyone looks
-            self.artifact = create_progress_artifact(percent, key=f"progress-{progress_key(self.scenario)}", description=words)
-        else:
-            update_progress_artifact(self.artifact, percent, description=words)
 
 
 def tick_time(now: str | None) -> datetime:

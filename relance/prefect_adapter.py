@@ -9,7 +9,6 @@ Imports are lazy so that `relance` imports, runs and tests without Prefect loade
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -133,20 +132,21 @@ class Announcer:
 
     def __init__(self, *, api_url: str | None = None, in_background: bool = False, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger("relance.announce")
-        if api_url is not None:
-            self.__dict__["api_url"] = api_url  # the server to tell, instead of Prefect's setting
+        self._api_url = api_url  # the server to tell; None: Prefect's setting, read at the first announcement
         self._pool = None
         if in_background:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relance-announce")
 
-    @functools.cached_property
+    @property
     def api_url(self) -> str | None:
-        """The Prefect server's API (the environment's or the profile's PREFECT_API_URL), read once."""
-        from prefect.settings import PREFECT_API_URL
+        """The Prefect server's API: the one given, else the environment's or the profile's PREFECT_API_URL (read once)."""
+        if self._api_url is None:
+            from prefect.settings import PREFECT_API_URL
 
-        return PREFECT_API_URL.value() or None
+            self._api_url = PREFECT_API_URL.value() or ""
+        return self._api_url or None
 
     def __call__(self, due: dict[str, int], *, channel: str) -> None:
         """Announce `due` ({scenario: enrollments due now}); nothing when it is empty or there is no server."""

@@ -23,7 +23,7 @@ from relance.suppression import reason_of_event
 from relance.store.tables import Cost, Deal, Enrollment, Event, Handoff, Lead, Outbox, ScenarioVersion, StageChange, StepLog
 
 FUNNEL = ("lead", "mql", "sql", "customer")
-_REACHES = {"mql": {"mql", "sql-pending", "sql", "customer"}, "sql": {"sql", "customer"}, "customer": {"customer"}}
+REACHES = {"mql": {"mql", "sql-pending", "sql", "customer"}, "sql": {"sql", "customer"}, "customer": {"customer"}}
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -41,11 +41,11 @@ def funnel(session: Session) -> dict[str, Any]:
     first_at: dict[tuple[int, str], datetime] = {}
     for lead_id, stage, _created in leads:
         reached["lead"].add(lead_id)
-        for target, stages in _REACHES.items():
+        for target, stages in REACHES.items():
             if stage in stages:
                 reached[target].add(lead_id)
     for change in session.exec(select(StageChange).order_by(StageChange.at, StageChange.id)).scalars():
-        for target, stages in _REACHES.items():
+        for target, stages in REACHES.items():
             if change.to_stage in stages:
                 reached[target].add(change.lead_id)
                 first_at.setdefault((change.lead_id, target), change.at)

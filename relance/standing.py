@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from relance.clock import ensure_utc
-from relance.report import _REACHES, deliverability, leads_by_stage, rates_of, sla, steps, whereabouts
+from relance.report import REACHES, deliverability, leads_by_stage, rates_of, sla, steps, whereabouts
 from relance.store.tables import StageChange, StepLog
 
 DUE_WITHIN = timedelta(hours=1)  # "due next": by the next tick of an hourly schedule
@@ -70,7 +70,7 @@ def iso_week_start(now: datetime) -> datetime:
 def reached_since(session: Session, stage: str, start: datetime, now: datetime) -> int:
     """Leads whose stage history first reached `stage` (or a later one: relance.report's funnel) from `start` up to
     `now`: a lead that was an MQL before counts no more when it becomes one again."""
-    first = (select(StageChange.lead_id).where(StageChange.to_stage.in_(sorted(_REACHES[stage])))
+    first = (select(StageChange.lead_id).where(StageChange.to_stage.in_(sorted(REACHES[stage])))
              .group_by(StageChange.lead_id)
              .having(func.min(StageChange.at) >= start, func.min(StageChange.at) <= now).subquery())
     return session.execute(select(func.count()).select_from(first)).scalar_one()

@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
+                               update_progress_artifact)
 from prefect.cache_policies import NO_CACHE
 from prefect.settings import get_current_settings
 from sqlalchemy.engine import Engine
@@ -40,6 +41,11 @@ def figures_key(scenario: str) -> str:
     return "report-" + _slug(scenario)
 
 
+def progress_key(scenario: str) -> str:
+    """`progress-<scenario>`: how far a long tick has got."""
+    return "progress-" + _slug(scenario)
+
+
 ACCOUNT_KEY = "account-overview"
 
 
@@ -61,6 +67,23 @@ def step_rows(counts: Mapping[tuple[str, str], int], order: Sequence[str] = (),
         outcomes = ", ".join(f"{outcome} {n}" for (at, outcome), n in sorted(counts.items()) if at == step)
         rows.append({"step": _cell(step), "now here": here, "waiting": waiting, "this tick": _cell(outcomes)})
     return rows
+
+
+class Progress:
+    """A long tick (more than one batch due) shows its progress in the UI: a progress artifact, updated per batch."""
+
+    def __init__(self, scenario: str, batch_size: int) -> None:
+        self.scenario, self.batch_size, self.artifact = scenario, batch_size, None
+
+    def __call__(self, done: int, due: int) -> None:
+        percent = 100.0 * done / due if due else 100.0
+        words = f"{self.scenario}: {done} of {due} due enrollments advanced"
+        if self.artifact is None:
+            if due <= self.batch_size:
+                return  # one batch: over before anyone looks
+            self.artifact = create_progress_artifact(percent, key=progress_key(self.scenario), description=words)
+        else:
+            update_progress_artifact(self.artifact, percent, description=words)
 
 
 @task(name="count-tick", task_run_name="count-{report.scenario}", cache_policy=NO_CACHE)
